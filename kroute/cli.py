@@ -1,0 +1,149 @@
+"""`python -m kroute explain`: where would these requests go, given these manifests?
+
+    python -m kroute explain -f PATH [-f PATH ...] [--requests FILE]
+        [--ingress-class NAME] [--gateway-class NAME] [--format json|text]
+
+Requests are JSON lines (from FILE, or standard input):
+    {"method": "GET", "host": "a.example.com:8080", "path": "/x?y=1",
+     "headers": {"Name": "v" or ["v1", "v2"]}, "client_ip": "10.0.0.1"}
+Only `host` is required. With `--format json` each request gets one line, in order:
+    {"matched": true, "route": "...", "backends": [{"namespace", "name", "port", "weight"}]}
+    {"matched": false, "status": 404}
+and a request line that cannot be read gets `{"error": "..."}`. Exit status: 0 when every request
+was answered, 2 when a manifest or a request line could not be read (named on stderr). Objects
+rejected as invalid are reported on stderr and do not stop the run.
+
+This module must not import the `kubernetes` package (about a second to import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+from kroute.errors import InvalidRequest, ManifestError
+from kroute.manifests import load_paths
+from kroute.rules.compile import DEFAULT_CLASS, compile_objects
+from kroute.rules.explain import explain
+from kroute.rules.request import RequestHead
+from kroute.rules.table import RouteTable
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kroute", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    ex = commands.add_parser("explain", help="route requests offline against manifests")
+    ex.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file or directory (repeatable)",
+    )
+    ex.add_argument(
+        "--requests", metavar="FILE", help="JSON lines of requests (default: standard input)"
+    )
+    ex.add_argument(
+        "--ingress-class",
+        default=DEFAULT_CLASS,
+        metavar="NAME",
+        help=f"IngressClass to serve (default {DEFAULT_CLASS})",
+    )
+    ex.add_argument(
+        "--gateway-class",
+        default=DEFAULT_CLASS,
+        metavar="NAME",
+        help=f"GatewayClass to serve (default {DEFAULT_CLASS})",
+    )
+    ex.add_argument("--format", choices=("json", "text"), default="json")
+    return parser  # fmt: skip
+
+
+def request_from_json(line: str) -> RequestHead:
+    """One request line -> RequestHead; InvalidRequest says what is wrong with it."""
+    try:
+        data: Any = json.loads(line)
+    except ValueError as exc:
+        raise InvalidRequest(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("a request must be a JSON object")
+    host = data.get("host")
+    if not isinstance(host, str):
+        raise InvalidRequest("'host' is required and must be a string")
+    method, path = data.get("method", "GET"), data.get("path", "/")
+    if not isinstance(method, str) or not method:
+        raise InvalidRequest("'method' must be a non-empty string")
+    if not isinstance(path, str):
+        raise InvalidRequest("'path' must be a string")
+    headers = data.get("headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))
+        for v in headers.values()
+    ):
+        raise InvalidRequest("'headers' must map names to a string or a list of strings")
+    client_ip = data.get("client_ip")
+    if client_ip is not None and not isinstance(client_ip, str):
+        raise InvalidRequest("'client_ip' must be a string")
+    return RequestHead.build(method, host, path, headers=headers, client_ip=client_ip)
+
+
+def _answer(
+    table: RouteTable, lines: Iterable[str], source: str, fmt: str, out: IO[str], err: IO[str]
+) -> int:
+    status = EXIT_OK
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            request = request_from_json(line)
+        except InvalidRequest as exc:
+            message = f"{source}:{number}: {exc}"
+            print(f"error: {message}", file=err)
+            print(
+                json.dumps({"error": message}) if fmt == "json" else f"error: {message}", file=out
+            )
+            status = EXIT_BAD_INPUT
+            continue
+        explanation = explain(table, request)
+        if fmt == "json":
+            print(json.dumps(explanation.to_json()), file=out)
+        else:
+            print(explanation.text() + "\n", file=out)
+    return status
+
+
+def run_explain(args: argparse.Namespace, stdin: IO[str], out: IO[str], err: IO[str]) -> int:
+    try:
+        objects = load_paths(args.paths)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_BAD_INPUT
+    result = compile_objects(
+        objects, ingress_class=args.ingress_class, gateway_class=args.gateway_class
+    )
+    for error in result.errors:
+        print(f"invalid: {error}", file=err)
+    for note in result.notes:
+        print(f"note: {note}", file=err)
+    if args.requests is None:
+        return _answer(result.table, stdin, "<stdin>", args.format, out, err)
+    try:
+        with open(args.requests, encoding="utf-8") as handle:
+            return _answer(result.table, handle, args.requests, args.format, out, err)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.requests}: cannot read: {exc}", file=err)
+        return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m kroute` and the `kroute` script."""
+    args = _parser().parse_args(argv)
+    return run_explain(args, sys.stdin, sys.stdout, sys.stderr)

@@ -1,0 +1,231 @@
+"""Small values shared by every module family, and strict readers for Kubernetes objects.
+
+Objects arrive as plain JSON-like mappings (from manifests, the API server or a test). The readers
+here turn a malformed field into a `FieldError` naming the field path, which the compilers turn
+into an `InvalidObject` naming the object too.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from kroute.errors import ConfigError
+
+#: An object as decoded from JSON or YAML.
+Obj = Mapping[str, Any]
+
+
+@attrs.frozen(order=True)
+class ObjectRef:
+    """Which object: kind, namespace ("" for cluster-scoped kinds) and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+
+@attrs.frozen
+class BackendRef:
+    """Where a route sends traffic: a Service port (by number or name) and a weight.
+
+    `error` is set when the reference cannot be used (Gateway API "ResolvedRefs" false): a
+    gateway answers 500 for the share of traffic that would go to it (HTTPRoute spec,
+    BackendRefs).
+    """
+
+    namespace: str
+    name: str
+    port: int | str | None
+    weight: int = 1
+    error: str | None = None
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.namespace}/{self.name}{port}"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "namespace": self.namespace,
+            "name": self.name,
+            "port": self.port,
+            "weight": self.weight,
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+class FieldError(ConfigError):
+    """A field of an object is missing or malformed; `field` is its path in the object."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def get_path(obj: Obj, path: str) -> Any:
+    """The value at a dotted path ("spec.rules"), or None where any step is missing."""
+    value: Any = obj
+    walked = []
+    for key in path.split("."):
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise FieldError(".".join(walked), f"expected an object, got {type_name(value)}")
+        value = value.get(key)
+        walked.append(key)
+    return value
+
+
+def type_name(value: Any) -> str:
+    """A JSON-ish name for the type of a decoded value, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, Sequence):
+        return "list"
+    return type(value).__name__
+
+
+def as_str(value: Any, field: str, *, required: bool = False) -> str | None:
+    """A string field; None when absent (or a FieldError when `required`)."""
+    if value is None or value == "":
+        if required:
+            raise FieldError(field, "required")
+        return None
+    if not isinstance(value, str):
+        raise FieldError(field, f"expected a string, got {type_name(value)}")
+    return value
+
+
+def req_str(value: Any, field: str) -> str:
+    """A required, non-empty string field."""
+    out = as_str(value, field, required=True)
+    assert out is not None
+    return out
+
+
+def as_list(value: Any, field: str) -> list[Any]:
+    """A list field; absent means empty."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise FieldError(field, f"expected a list, got {type_name(value)}")
+    return list(value)
+
+
+def as_map(value: Any, field: str) -> Mapping[str, Any]:
+    """An object field; absent means empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FieldError(field, f"expected an object, got {type_name(value)}")
+    return value
+
+
+def as_int(value: Any, field: str, *, default: int, low: int, high: int) -> int:
+    """An integer field within [low, high]; absent means `default`."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldError(field, f"expected an integer, got {type_name(value)}")
+    if not low <= value <= high:
+        raise FieldError(field, f"{value} is out of range [{low}, {high}]")
+    return value
+
+
+def object_ref(obj: Obj, *, namespaced: bool = True) -> ObjectRef:
+    """The ObjectRef of a decoded object; a FieldError when kind or name is missing.
+
+    A namespaced object with no namespace is in "default", as `kubectl apply` would put it.
+    """
+    kind = req_str(obj.get("kind"), "kind")
+    meta = as_map(obj.get("metadata"), "metadata")
+    name = req_str(meta.get("name"), "metadata.name")
+    namespace = as_str(meta.get("namespace"), "metadata.namespace") or ""
+    if namespaced and not namespace:
+        namespace = "default"
+    return ObjectRef(kind, namespace, name)
+
+
+def labels_of(obj: Obj) -> Mapping[str, str]:
+    """metadata.labels (empty when absent)."""
+    return as_map(get_path(obj, "metadata.labels"), "metadata.labels")
+
+
+def annotations_of(obj: Obj) -> Mapping[str, Any]:
+    """metadata.annotations (empty when absent)."""
+    return as_map(get_path(obj, "metadata.annotations"), "metadata.annotations")
+
+
+#: Sorts after every real timestamp: objects without one (manifest files) are "newest".
+_NO_TIMESTAMP = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+
+
+def created_at(obj: Obj) -> datetime.datetime:
+    """metadata.creationTimestamp, for "oldest wins" tie-breaks; absent sorts last."""
+    value = get_path(obj, "metadata.creationTimestamp")
+    if isinstance(value, datetime.datetime):  # YAML reads an unquoted timestamp as one
+        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    raw = as_str(value, "metadata.creationTimestamp")
+    if raw is None:
+        return _NO_TIMESTAMP
+    try:
+        stamp = datetime.datetime.fromisoformat(raw)
+    except ValueError:
+        raise FieldError("metadata.creationTimestamp", f"not an RFC 3339 time: {raw!r}") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return stamp
+
+
+def describe_age(stamp: datetime.datetime) -> str:
+    """How an age tie-break reads in explanations."""
+    return "no creationTimestamp" if stamp == _NO_TIMESTAMP else f"created {stamp.isoformat()}"
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str], field: str) -> bool:
+    """Whether labels satisfy a Kubernetes LabelSelector (matchLabels and matchExpressions).
+
+    An empty selector matches everything (apimachinery `LabelSelectorAsSelector`).
+    """
+    for key, value in as_map(selector.get("matchLabels"), f"{field}.matchLabels").items():
+        if labels.get(key) != value:
+            return False
+    expressions = as_list(selector.get("matchExpressions"), f"{field}.matchExpressions")
+    for i, expr_value in enumerate(expressions):
+        expr_field = f"{field}.matchExpressions[{i}]"
+        expr = as_map(expr_value, expr_field)
+        key = req_str(expr.get("key"), f"{expr_field}.key")
+        op = expr.get("operator")
+        values = as_list(expr.get("values"), f"{expr_field}.values")
+        if op == "In":
+            ok = key in labels and labels[key] in values
+        elif op == "NotIn":
+            ok = key not in labels or labels[key] not in values
+        elif op == "Exists":
+            ok = key in labels
+        elif op == "DoesNotExist":
+            ok = key not in labels
+        else:
+            raise FieldError(f"{expr_field}.operator", f"unknown operator {op!r}")
+        if not ok:
+            return False
+    return True

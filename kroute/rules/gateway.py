@@ -1,0 +1,428 @@
+"""Gateway API (gateway.networking.k8s.io/v1): Gateway listeners + HTTPRoutes -> routes.
+
+Sources: `apis/v1/httproute_types.go` and `gateway_types.go` in kubernetes-sigs/gateway-api, and
+its conformance tests. What is implemented:
+- Gateways whose `gatewayClassName` is ours; their HTTP and HTTPS listeners, `allowedRoutes`
+  (namespaces Same/All/Selector, kinds); ports are not matched (kroute serves every listener on
+  the front it is given, docs/rules.md);
+- HTTPRoute `parentRefs` (namespace, sectionName, port), hostname intersection with the listener,
+  and listener isolation: a request whose host matches a more specific listener of the same
+  Gateway and port is not routed by routes attached to a less specific one (GEP-1713);
+- matches with their CRD defaults (no matches = one match of PathPrefix `/`; path type
+  PathPrefix; header and query types Exact), only the first of several entries for one header
+  (case-insensitive) or query name;
+- precedence, per (hostname, match): the longest non-wildcard hostname, then the longest
+  wildcard; Exact path, then RegularExpression, then PathPrefix by length (the regex rank is
+  unspecified by the spec; this is Envoy Gateway's order); a method match; most header matches;
+  most query matches; the oldest route; `{namespace}/{name}`; rule order; match order;
+- backendRefs with weights (default 1, weight 0 takes nothing), cross-namespace references only
+  where a ReferenceGrant allows them; an unusable reference keeps its share and answers 500.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from kroute.objects import (
+    BackendRef,
+    FieldError,
+    Obj,
+    ObjectRef,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
+    created_at,
+    describe_age,
+    labels_of,
+    object_ref,
+    req_str,
+    selector_matches,
+)
+from kroute.rules.conditions import (
+    AnyOf,
+    Condition,
+    HeaderIs,
+    HeaderRegex,
+    MethodIs,
+    Not,
+    PathIs,
+    PathPrefix,
+    PathRegex,
+    QueryIs,
+    QueryRegex,
+)
+from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
+from kroute.rules.request import normalize_path
+from kroute.rules.route import Family, Route
+
+GROUP = "gateway.networking.k8s.io"
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+ROUTE_PROTOCOLS = ("HTTP", "HTTPS")
+
+
+@attrs.frozen
+class Listener:
+    """An HTTP(S) listener of a served Gateway, as far as route attachment needs it."""
+
+    gateway: ObjectRef
+    name: str
+    hostname: str | None
+    port: int
+    namespaces_from: str
+    namespace_selector: Mapping[str, Any]
+    accepts_httproute: bool
+
+
+def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
+    """The HTTP and HTTPS listeners of one Gateway; FieldError on a malformed one."""
+    spec = as_map(obj.get("spec"), "spec")
+    out = []
+    for i, value in enumerate(as_list(spec.get("listeners"), "spec.listeners")):
+        field = f"spec.listeners[{i}]"
+        raw = as_map(value, field)
+        name = req_str(raw.get("name"), f"{field}.name")
+        protocol = req_str(raw.get("protocol"), f"{field}.protocol")
+        port = as_int(raw.get("port"), f"{field}.port", default=0, low=1, high=65535)
+        if port == 0:
+            raise FieldError(f"{field}.port", "required")
+        hostname = as_str(raw.get("hostname"), f"{field}.hostname")
+        if hostname is not None:
+            hostname = check_hostname(hostname, f"{field}.hostname")
+        allowed = as_map(raw.get("allowedRoutes"), f"{field}.allowedRoutes")
+        namespaces = as_map(allowed.get("namespaces"), f"{field}.allowedRoutes.namespaces")
+        namespaces_from = namespaces.get("from", "Same")
+        if namespaces_from not in ("Same", "All", "Selector"):
+            raise FieldError(
+                f"{field}.allowedRoutes.namespaces.from",
+                f"{namespaces_from!r} is not one of Same, All, Selector",
+            )
+        kinds = as_list(allowed.get("kinds"), f"{field}.allowedRoutes.kinds")
+        accepts = protocol in ROUTE_PROTOCOLS and (
+            not kinds
+            or any(
+                as_map(k, f"{field}.allowedRoutes.kinds[{j}]").get("kind") == "HTTPRoute"
+                and as_map(k, "").get("group", GROUP) == GROUP
+                for j, k in enumerate(kinds)
+            )
+        )
+        out.append(
+            Listener(
+                gateway=ref,
+                name=name,
+                hostname=hostname,
+                port=port,
+                namespaces_from=namespaces_from,
+                namespace_selector=as_map(
+                    namespaces.get("selector"), f"{field}.allowedRoutes.namespaces.selector"
+                ),
+                accepts_httproute=accepts,
+            )
+        )
+    return out
+
+
+def _grants(reference_grants: Sequence[Obj]) -> set[tuple[str, str, str]]:
+    """(from namespace, to namespace, Service name or "") pairs that ReferenceGrants allow."""
+    allowed = set()
+    for grant in reference_grants:
+        try:
+            ref = object_ref(grant)
+            spec = as_map(grant.get("spec"), "spec")
+            froms = [as_map(f, "spec.from") for f in as_list(spec.get("from"), "spec.from")]
+            tos = [as_map(t, "spec.to") for t in as_list(spec.get("to"), "spec.to")]
+        except FieldError:
+            continue
+        for src in froms:
+            if src.get("group") != GROUP or src.get("kind") != "HTTPRoute":
+                continue
+            for dst in tos:
+                if dst.get("group", "") == "" and dst.get("kind") == "Service":
+                    allowed.add((str(src.get("namespace")), ref.namespace, dst.get("name") or ""))
+    return allowed
+
+
+@attrs.define
+class GatewayContext:
+    """What attaching routes needs to know besides the route: listeners, grants, namespaces."""
+
+    listeners: list[Listener] = attrs.Factory(list)
+    grants: set[tuple[str, str, str]] = attrs.Factory(set)
+    namespace_labels: dict[str, Mapping[str, str]] = attrs.Factory(dict)
+
+    @classmethod
+    def build(
+        cls,
+        listeners: list[Listener],
+        reference_grants: Sequence[Obj],
+        namespaces: Sequence[Obj],
+    ) -> GatewayContext:
+        labels: dict[str, Mapping[str, str]] = {}
+        for ns in namespaces:
+            try:
+                labels[object_ref(ns, namespaced=False).name] = labels_of(ns)
+            except FieldError:
+                continue
+        return cls(listeners, _grants(reference_grants), labels)
+
+    def admits(self, listener: Listener, namespace: str) -> bool:
+        """allowedRoutes.namespaces for a route in `namespace`."""
+        if listener.namespaces_from == "All":
+            return True
+        if listener.namespaces_from == "Same":
+            return namespace == listener.gateway.namespace
+        # Every namespace carries this label (Kubernetes NamespaceDefaultLabelName).
+        labels = {**self.namespace_labels.get(namespace, {})}
+        labels["kubernetes.io/metadata.name"] = namespace
+        return selector_matches(listener.namespace_selector, labels, "selector")
+
+    def isolation(self, listener: Listener) -> tuple[Condition, ...]:
+        """A condition excluding hosts that a more specific listener of the gateway takes."""
+        narrower = sorted(
+            {
+                other.hostname
+                for other in self.listeners
+                if other.gateway == listener.gateway
+                and other.port == listener.port
+                and other.hostname is not None
+                and other.hostname != listener.hostname
+                and (listener.hostname is None or covers(listener.hostname, other.hostname))
+            }
+        )
+        if not narrower:
+            return ()
+        return (Not(AnyOf(tuple(host_condition(h, any_depth=True) for h in narrower))),)
+
+
+def _attachments(
+    spec: Mapping[str, Any], ref: ObjectRef, hostnames: list[str | None], ctx: GatewayContext
+) -> tuple[list[tuple[str | None, tuple[Condition, ...]]], list[str]]:
+    """(hostname, isolation conditions) pairs the route is served under, and notes."""
+    out: list[tuple[str | None, tuple[Condition, ...]]] = []
+    notes: list[str] = []
+    for i, value in enumerate(as_list(spec.get("parentRefs"), "spec.parentRefs")):
+        field = f"spec.parentRefs[{i}]"
+        parent = as_map(value, field)
+        if parent.get("group", GROUP) != GROUP or parent.get("kind", "Gateway") != "Gateway":
+            continue
+        gw = ObjectRef(
+            "Gateway",
+            as_str(parent.get("namespace"), f"{field}.namespace") or ref.namespace,
+            req_str(parent.get("name"), f"{field}.name"),
+        )
+        section = as_str(parent.get("sectionName"), f"{field}.sectionName")
+        port = as_int(parent.get("port"), f"{field}.port", default=0, low=1, high=65535)
+        candidates = [
+            lst
+            for lst in ctx.listeners
+            if lst.gateway == gw
+            and (section is None or lst.name == section)
+            and (port == 0 or lst.port == port)
+        ]
+        if not candidates:
+            continue  # not one of our Gateways, or no such listener
+        attached = False
+        for lst in candidates:
+            if not lst.accepts_httproute or not ctx.admits(lst, ref.namespace):
+                continue
+            for hostname in hostnames:
+                joined = intersect(lst.hostname, hostname)
+                if joined is not False:
+                    assert joined is None or isinstance(joined, str)
+                    out.append((joined, ctx.isolation(lst)))
+                    attached = True
+        if not attached:
+            notes.append(
+                f"{ref}: {field}: not attached to {gw}: no listener accepts it "
+                "(protocol, allowedRoutes or hostname)"
+            )
+    return out, notes
+
+
+def _string_matches(
+    values: list[Any], field: str, kind: str
+) -> list[tuple[str, str, str | re.Pattern[str]]]:
+    """(type, name, value or regex) for header or query matches; later duplicates are ignored."""
+    out: list[tuple[str, str, str | re.Pattern[str]]] = []
+    seen: set[str] = set()
+    for k, value in enumerate(values):
+        item_field = f"{field}[{k}]"
+        item = as_map(value, item_field)
+        name = req_str(item.get("name"), f"{item_field}.name")
+        text = as_str(item.get("value"), f"{item_field}.value")
+        if text is None:
+            text = ""
+        key = name.lower() if kind == "header" else name
+        if key in seen:
+            continue
+        seen.add(key)
+        match_type = item.get("type", "Exact")
+        if match_type == "Exact":
+            out.append(("Exact", key, text))
+        elif match_type == "RegularExpression":
+            out.append(("RegularExpression", key, _regex(text, f"{item_field}.value")))
+        else:
+            raise FieldError(
+                f"{item_field}.type", f"unknown type {match_type!r} (Exact or RegularExpression)"
+            )
+    return out
+
+
+def _regex(text: str, field: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise FieldError(field, f"invalid regular expression {text!r}: {exc}") from None
+
+
+def _match(value: Any, field: str) -> tuple[list[Condition], tuple[int, ...], str]:
+    """Conditions, precedence part and description of one HTTPRouteMatch."""
+    match = as_map(value, field)
+    path = as_map(match.get("path"), f"{field}.path")
+    path_type = path.get("type", "PathPrefix")
+    path_value = as_str(path.get("value"), f"{field}.path.value") or "/"
+    conds: list[Condition] = []
+    if path_type == "RegularExpression":
+        conds.append(PathRegex(_regex(path_value, f"{field}.path.value"), full=True))
+        path_rank, length = 1, len(path_value)
+    elif path_type in ("Exact", "PathPrefix"):
+        if not path_value.startswith("/"):
+            raise FieldError(f"{field}.path.value", f"{path_value!r} must start with '/'")
+        path_value = normalize_path(path_value)
+        if path_type == "Exact":
+            conds.append(PathIs(path_value))
+            path_rank, length = 0, len(path_value)
+        else:
+            stem = path_value.rstrip("/")
+            conds.append(PathPrefix(stem))
+            path_value, path_rank, length = stem or "/", 2, len(stem) or 1
+    else:
+        raise FieldError(
+            f"{field}.path.type",
+            f"unknown path type {path_type!r} (Exact, PathPrefix or RegularExpression)",
+        )
+    method = match.get("method")
+    if method is not None:
+        if method not in METHODS:
+            raise FieldError(f"{field}.method", f"{method!r} is not an HTTP method")
+        conds.append(MethodIs(method))
+    headers = _string_matches(
+        as_list(match.get("headers"), f"{field}.headers"), f"{field}.headers", "header"
+    )
+    for _type, name, want in headers:
+        conds.append(
+            HeaderIs(name, want) if isinstance(want, str) else HeaderRegex(name, want, full=True)
+        )
+    queries = _string_matches(
+        as_list(match.get("queryParams"), f"{field}.queryParams"), f"{field}.queryParams", "query"
+    )
+    for _type, name, want in queries:
+        conds.append(
+            QueryIs(name, want) if isinstance(want, str) else QueryRegex(name, want, full=True)
+        )
+    rank = (path_rank, -length, 0 if method else 1, -len(headers), -len(queries))
+    text = f"{path_type} {path_value}" + (f", method {method}" if method else "")
+    text += f", {len(headers)} header and {len(queries)} query matches"
+    return conds, rank, text
+
+
+def _backend_refs(
+    values: list[Any], field: str, ref: ObjectRef, ctx: GatewayContext
+) -> tuple[BackendRef, ...]:
+    out = []
+    for k, value in enumerate(values):
+        item_field = f"{field}[{k}]"
+        item = as_map(value, item_field)
+        name = req_str(item.get("name"), f"{item_field}.name")
+        namespace = as_str(item.get("namespace"), f"{item_field}.namespace") or ref.namespace
+        weight = as_int(
+            item.get("weight"), f"{item_field}.weight", default=1, low=0, high=1_000_000
+        )
+        group, kind = item.get("group", ""), item.get("kind", "Service")
+        port_value = item.get("port")
+        port = None
+        if port_value is not None:
+            port = as_int(port_value, f"{item_field}.port", default=0, low=1, high=65535)
+        error = None
+        if group != "" or kind != "Service":
+            error = f"InvalidKind: backend kind {kind!r} of group {group!r} is not supported"
+        elif port is None:
+            raise FieldError(f"{item_field}.port", "required when the backend is a Service")
+        elif namespace != ref.namespace and not (
+            (ref.namespace, namespace, name) in ctx.grants
+            or (ref.namespace, namespace, "") in ctx.grants
+        ):
+            error = f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows it"
+        out.append(BackendRef(namespace, name, port, weight, error))
+    return tuple(out)
+
+
+def compile_httproute(
+    obj: Obj, ref: ObjectRef, ctx: GatewayContext, *, origin: str = ""
+) -> tuple[list[Route], list[str]]:
+    """The routes of one HTTPRoute and notes about it; FieldError on a malformed field."""
+    created = created_at(obj)
+    spec = as_map(obj.get("spec"), "spec")
+    hostnames: list[str | None] = [
+        check_hostname(req_str(h, f"spec.hostnames[{i}]"), f"spec.hostnames[{i}]")
+        for i, h in enumerate(as_list(spec.get("hostnames"), "spec.hostnames"))
+    ] or [None]
+    rules = []
+    for i, value in enumerate(as_list(spec.get("rules"), "spec.rules") or [{}]):
+        field = f"spec.rules[{i}]"
+        rule = as_map(value, field)
+        matches = as_list(rule.get("matches"), f"{field}.matches") or [{}]
+        compiled = [_match(m, f"{field}.matches[{j}]") for j, m in enumerate(matches)]
+        backends = _backend_refs(
+            as_list(rule.get("backendRefs"), f"{field}.backendRefs"),
+            f"{field}.backendRefs",
+            ref,
+            ctx,
+        )
+        rules.append((field, compiled, backends, bool(rule.get("filters"))))
+    attachments, notes = _attachments(spec, ref, hostnames, ctx)
+    routes: list[Route] = []
+    seen: set[tuple[Any, ...]] = set()
+    for hostname, isolation in attachments:
+        if hostname is None:
+            host_conds: tuple[Condition, ...] = ()
+            host_rank: tuple[int, int] = (2, 0)
+            host_text = "any hostname"
+        else:
+            host_conds = (host_condition(hostname, any_depth=True),)
+            wildcard = hostname.startswith("*.")
+            host_rank = (1 if wildcard else 0, -len(hostname))
+            host_text = ("wildcard" if wildcard else "exact") + f" hostname {hostname}"
+        for i, (field, compiled, backends, _filters) in enumerate(rules):
+            for j, (conds, match_rank, match_text) in enumerate(compiled):
+                conditions = (*host_conds, *conds, *isolation)
+                if (conditions, i, j) in seen:
+                    continue
+                seen.add((conditions, i, j))
+                routes.append(
+                    Route(
+                        source=ref,
+                        field=f"{field}.matches[{j}]",
+                        conditions=conditions,
+                        backends=backends,
+                        precedence=(
+                            Family.HTTPROUTE,
+                            *host_rank,
+                            *match_rank,
+                            created,
+                            f"{ref.namespace}/{ref.name}",
+                            i,
+                            j,
+                        ),
+                        why=f"{host_text}, {match_text}, {describe_age(created)}",
+                        origin=origin,
+                    )
+                )
+    for field, _compiled, _backends, filters in rules:
+        if filters and attachments:
+            notes.append(f"{ref}: {field}.filters: filters are not applied by kroute yet")
+    return routes, notes

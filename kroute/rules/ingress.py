@@ -1,0 +1,175 @@
+"""Kubernetes Ingress (networking.k8s.io/v1) -> routes.
+
+Semantics (Kubernetes Ingress concept page; `networking/v1/types.go`; ingress-nginx):
+- class: `spec.ingressClassName`, else the legacy `kubernetes.io/ingress.class` annotation, else
+  the default IngressClass (annotation `ingressclass.kubernetes.io/is-default-class: "true"`);
+  with no IngressClass given or none marked default, an Ingress without a class is served;
+- host: exact, or `*.suffix` covering exactly one label; no host matches every host;
+- pathType Exact (exact, case-sensitive), Prefix (element-wise), ImplementationSpecific (Prefix
+  semantics here, documented in docs/rules.md);
+- order: exact host, then wildcard host, then no host; then the longest path; on equal length
+  Exact before Prefix; then the oldest Ingress (creationTimestamp, as ingress-nginx), then
+  `{namespace}/{name}`, then the order of rules and paths in the object;
+- `spec.defaultBackend` takes what matched no rule of any Ingress; the oldest one wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kroute.objects import (
+    BackendRef,
+    FieldError,
+    Obj,
+    ObjectRef,
+    annotations_of,
+    as_list,
+    as_map,
+    as_str,
+    created_at,
+    describe_age,
+    req_str,
+)
+from kroute.rules.conditions import Condition, PathIs, PathPrefix
+from kroute.rules.hostnames import check_hostname, host_condition
+from kroute.rules.request import normalize_path
+from kroute.rules.route import Family, Route
+
+API_VERSION = "networking.k8s.io/v1"
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+
+
+def default_classes(ingress_classes: Sequence[Obj]) -> set[str] | None:
+    """Names of IngressClasses marked default; None when no IngressClass was given at all."""
+    if not ingress_classes:
+        return None
+    names = set()
+    for cls in ingress_classes:
+        try:
+            flag = as_str(annotations_of(cls).get(DEFAULT_CLASS_ANNOTATION), "annotation")
+            if flag == "true":
+                names.add(req_str(as_map(cls.get("metadata"), "metadata").get("name"), "name"))
+        except FieldError:
+            continue
+    return names
+
+
+def serves(ingress: Obj, *, ingress_class: str, defaults: set[str] | None) -> bool:
+    """Whether an Ingress belongs to `ingress_class` (see the module docstring)."""
+    spec = as_map(ingress.get("spec"), "spec")
+    named = as_str(spec.get("ingressClassName"), "spec.ingressClassName")
+    if named is None:
+        named = as_str(annotations_of(ingress).get(CLASS_ANNOTATION), CLASS_ANNOTATION)
+    if named is not None:
+        return named == ingress_class
+    if not defaults:
+        return True
+    return ingress_class in defaults
+
+
+def _backend(value: Any, field: str, namespace: str) -> BackendRef:
+    backend = as_map(value, field)
+    if backend.get("resource") is not None:
+        raise FieldError(f"{field}.resource", "resource backends are not supported by kroute")
+    service = as_map(backend.get("service"), f"{field}.service")
+    if not service:
+        raise FieldError(f"{field}.service", "required: the backend names no service")
+    name = req_str(service.get("name"), f"{field}.service.name")
+    port_spec = as_map(service.get("port"), f"{field}.service.port")
+    number, port_name = port_spec.get("number"), port_spec.get("name")
+    if (number is None) == (port_name is None):
+        raise FieldError(f"{field}.service.port", "exactly one of number and name is required")
+    port: int | str
+    if number is not None:
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
+            raise FieldError(f"{field}.service.port.number", f"{number!r} is not a port number")
+        port = number
+    else:
+        port = req_str(port_name, f"{field}.service.port.name")
+    return BackendRef(namespace, name, port)
+
+
+def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str, int]:
+    path_type = raw.get("pathType")
+    if path_type not in PATH_TYPES:
+        raise FieldError(
+            f"{field}.pathType",
+            f"unknown pathType {path_type!r} (expected Exact, Prefix or ImplementationSpecific)",
+        )
+    path = as_str(raw.get("path"), f"{field}.path")
+    if path is None:
+        if path_type != "ImplementationSpecific":
+            raise FieldError(f"{field}.path", f"required for pathType {path_type}")
+        path = "/"
+    if not path.startswith("/"):
+        raise FieldError(f"{field}.path", f"{path!r} must start with '/'")
+    path = normalize_path(path)
+    if path_type == "Exact":
+        return PathIs(path), f"Exact {path}", len(path)
+    stem = path.rstrip("/")
+    return PathPrefix(stem), f"{path_type} {stem or '/'}", len(stem) or 1
+
+
+def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route]:
+    """The routes of one Ingress; FieldError on the first malformed field."""
+    created = created_at(obj)
+    age = describe_age(created)
+    spec = as_map(obj.get("spec"), "spec")
+    tie = (created, f"{ref.namespace}/{ref.name}")
+    routes: list[Route] = []
+    if spec.get("defaultBackend") is not None:
+        backend = _backend(spec["defaultBackend"], "spec.defaultBackend", ref.namespace)
+        routes.append(
+            Route(
+                source=ref,
+                field="spec.defaultBackend",
+                conditions=(),
+                backends=(backend,),
+                precedence=(Family.DEFAULT_BACKEND, *tie),
+                why=f"default backend, {age}",
+                origin=origin,
+            )
+        )
+    for r, rule_value in enumerate(as_list(spec.get("rules"), "spec.rules")):
+        rule_field = f"spec.rules[{r}]"
+        rule = as_map(rule_value, rule_field)
+        host = as_str(rule.get("host"), f"{rule_field}.host")
+        host_conds: tuple[Condition, ...] = ()
+        host_tier, host_text = 2, "any host"
+        if host is not None:
+            host = check_hostname(host, f"{rule_field}.host")
+            host_conds = (host_condition(host, any_depth=False),)
+            host_tier = 1 if host.startswith("*.") else 0
+            host_text = ("wildcard host " if host_tier else "exact host ") + host
+        http = as_map(rule.get("http"), f"{rule_field}.http")
+        paths = as_list(http.get("paths"), f"{rule_field}.http.paths")
+        if rule.get("http") is not None and not paths:
+            raise FieldError(f"{rule_field}.http.paths", "required: at least one path")
+        for p, path_value in enumerate(paths):
+            field = f"{rule_field}.http.paths[{p}]"
+            raw = as_map(path_value, field)
+            cond, path_text, length = _path_condition(raw, field)
+            backend = _backend(raw.get("backend"), f"{field}.backend", ref.namespace)
+            routes.append(
+                Route(
+                    source=ref,
+                    field=field,
+                    conditions=(*host_conds, cond),
+                    backends=(backend,),
+                    precedence=(
+                        Family.INGRESS,
+                        host_tier,
+                        -length,
+                        0 if isinstance(cond, PathIs) else 1,
+                        *tie,
+                        r,
+                        p,
+                    ),
+                    why=f"{host_text}, path {path_text} (length {length}), {age}",
+                    origin=origin,
+                )
+            )
+    return routes

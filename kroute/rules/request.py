@@ -1,0 +1,172 @@
+"""The request as routing sees it, and the one normalisation every matcher relies on.
+
+Routing must not be fooled by spelling: `/api/%2E%2E/admin`, `//admin` and `/api/../admin` all
+name `/admin`, and a rule written for `/admin` must see them as such, and a rule for `/api` must
+not. So the request path is normalised once, here, and rule paths are normalised by the same
+function when they are compiled (docs/rules.md, "Path normalisation"):
+
+1. The query (after `?`) and fragment (after `#`) are split off; an absolute-form target
+   (`http://host/path`) keeps only its path (RFC 9112 section 3.2.2).
+2. Percent-encoded unreserved characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`) are decoded, and the
+   hex digits of every other percent-encoding are upper-cased (RFC 3986 sections 6.2.2.1 and
+   6.2.2.2). Reserved characters stay encoded: `%2F` is not a segment separator.
+3. Empty segments from repeated slashes are dropped (`//a///b` is `/a/b`); a trailing slash is
+   kept.
+4. Dot segments are removed (RFC 3986 section 5.2.4) after decoding, so `%2E%2E` counts as `..`.
+
+Hosts are lower-cased, lose their port and one trailing dot (what nginx does; Traefik's Host
+matcher accepts the trailing dot too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import parse_qsl
+
+import attrs
+
+from kroute.errors import InvalidRequest
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_HEX = frozenset(string.hexdigits)
+
+
+def _decode_unreserved(path: str) -> str:
+    out: list[str] = []
+    i = 0
+    n = len(path)
+    while i < n:
+        ch = path[i]
+        if ch == "%" and i + 2 < n and path[i + 1] in _HEX and path[i + 2] in _HEX:
+            decoded = chr(int(path[i + 1 : i + 3], 16))
+            out.append(decoded if decoded in _UNRESERVED else "%" + path[i + 1 : i + 3].upper())
+            i += 3
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def normalize_path(raw: str) -> str:
+    """The routing path of a request target or of a rule path (see the module docstring)."""
+    path = raw.split("#", 1)[0].split("?", 1)[0]
+    if path.startswith(("http://", "https://")):
+        slash = path.find("/", path.index("//") + 2)
+        path = path[slash:] if slash != -1 else "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    if "%" not in path and "//" not in path and "/." not in path:
+        return path
+    if "%" in path:
+        path = _decode_unreserved(path)
+    segments = path.split("/")[1:]
+    last = len(segments) - 1
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        if seg == "." or seg == "..":
+            if seg == ".." and out:
+                out.pop()
+            if i == last:
+                out.append("")
+        elif seg or i == last:
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def normalize_host(raw: str) -> str:
+    """The routing host of a Host header value: lower case, no port, no trailing dot."""
+    host = raw.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1:
+            return host[: end + 1]
+        return host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host.endswith("."):
+        host = host[:-1]
+    return host
+
+
+HeaderInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str]]
+
+
+def _collect_headers(headers: HeaderInput | None) -> dict[str, tuple[str, ...]]:
+    merged: dict[str, list[str]] = {}
+    if headers is None:
+        return {}
+    items: Iterable[tuple[str, str | Sequence[str]]] = (
+        headers.items() if isinstance(headers, Mapping) else headers
+    )
+    for name, value in items:
+        values = [value] if isinstance(value, str) else list(value)
+        merged.setdefault(name.lower(), []).extend(values)
+    return {name: tuple(values) for name, values in merged.items()}
+
+
+@attrs.frozen
+class RequestHead:
+    """What routing decides on: method, normalised host and path, query, headers, client IP.
+
+    Build one with `RequestHead.build(...)`, which normalises; the constructor takes values as
+    they are, for code that has normalised them already. Header names are lower case; every
+    header and query parameter keeps all its values in order.
+    """
+
+    method: str
+    host: str
+    path: str
+    query: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    headers: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    client_ip: IPAddress | None = None
+    #: The path split on "/", without the leading empty segment: "/a/b/" -> ("a", "b", "").
+    segments: tuple[str, ...] = attrs.field(init=False)
+
+    @segments.default
+    def _split(self) -> tuple[str, ...]:
+        return tuple(self.path[1:].split("/"))
+
+    @classmethod
+    def build(
+        cls,
+        method: str = "GET",
+        host: str = "",
+        target: str = "/",
+        *,
+        headers: HeaderInput | None = None,
+        client_ip: str | IPAddress | None = None,
+    ) -> RequestHead:
+        """A normalised request head from raw values as they arrive on the wire.
+
+        Raises InvalidRequest for a client address that is not an IP address.
+        """
+        query_text = target.split("#", 1)[0].partition("?")[2]
+        query: dict[str, list[str]] = {}
+        if query_text:
+            for key, value in parse_qsl(query_text, keep_blank_values=True):
+                query.setdefault(key, []).append(value)
+        ip: IPAddress | None
+        if client_ip is None or isinstance(client_ip, IPAddress):
+            ip = client_ip
+        else:
+            try:
+                ip = ipaddress.ip_address(client_ip.strip("[]"))
+            except ValueError:
+                raise InvalidRequest(f"client_ip {client_ip!r} is not an IP address") from None
+        return cls(
+            method=method.upper(),
+            host=normalize_host(host),
+            path=normalize_path(target),
+            query={key: tuple(values) for key, values in query.items()},
+            headers=_collect_headers(headers),
+            client_ip=ip,
+        )
+
+    def describe(self) -> str:
+        """`GET host/path?query` as people write it."""
+        query = "&".join(f"{k}={v}" for k, vs in self.query.items() for v in vs)
+        return f"{self.method} {self.host or '(no host)'}{self.path}{'?' + query if query else ''}"

@@ -1,0 +1,67 @@
+"""A compiled route: one alternative of one rule of one object, with its place in the order.
+
+Compilers turn objects into routes; the table orders them by `precedence` and indexes them. A
+Traefik rule with `||` becomes several routes with the same name, one per alternative; a Gateway
+API rule becomes one route per (hostname, match) pair, since the spec ranks those separately.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from kroute.objects import BackendRef, ObjectRef
+from kroute.rules.conditions import Conjunction
+
+
+class Family(enum.IntEnum):
+    """Route families, in the order a request meets them (docs/rules.md, "Across families").
+
+    No spec orders Ingress, HTTPRoute and IngressRoute against each other, so the table
+    keeps each family's own order and never interleaves them: IngressRoutes first (their explicit
+    priorities are the operator's override), then HTTPRoutes, then Ingress rules, and the Ingress
+    `defaultBackend`, which by definition takes only what matched no rule, last of all.
+    """
+
+    INGRESSROUTE = 0
+    HTTPROUTE = 1
+    INGRESS = 2
+    DEFAULT_BACKEND = 3
+
+
+@attrs.frozen
+class Route:
+    """One routable alternative.
+
+    - `source` and `field` name the object and the rule ("spec.rules[0].http.paths[1]");
+    - `conditions` must all hold (an empty tuple matches every request);
+    - `backends` say where the traffic goes; empty means the route answers 500 (Gateway API:
+      a rule whose backends are all invalid);
+    - `precedence` orders routes, smallest first; its first element is the family;
+    - `why` explains the precedence to a person ("priority 42 (rule length)").
+    """
+
+    source: ObjectRef
+    field: str
+    conditions: Conjunction
+    backends: tuple[BackendRef, ...]
+    precedence: tuple[Any, ...]
+    why: str
+    origin: str = ""
+
+    @property
+    def name(self) -> str:
+        """`Ingress default/web spec.rules[0].http.paths[0]`: the object and the rule."""
+        return f"{self.source} {self.field}"
+
+    @property
+    def family(self) -> Family:
+        return Family(self.precedence[0])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "route": self.name,
+            "backends": [b.to_json() for b in self.backends],
+        }

@@ -1,0 +1,216 @@
+"""RouteTable: the compiled, immutable index that answers "which route takes this request?".
+
+Traefik tries every router in priority order for every request. Here routes are sorted once by
+precedence (rank 0 is the best) and filed by what can be looked up rather than tried:
+
+- host: an exact-host map, maps of wildcard suffixes (one-label and any-depth), and an any-host
+  bucket for routes with no host condition, or only one that cannot be looked up (HostRegexp);
+- within each host bucket, path: an exact-path map, and a trie over path segments that holds
+  element-wise prefixes at their node and character-wise prefixes (Traefik PathPrefix) at the
+  node of their last whole segment, keyed by the partial segment that follows.
+
+Every condition that was not used as the index key stays on the entry as a residual check. A
+lookup visits the few candidate lists for the request's host and path, each sorted by rank, and
+keeps the best rank whose residual checks pass. Because the index keys are exact equivalents of
+the conditions they replace, the answer is the one an ordered scan gives (`scan`, which the
+tests and the benchmark compare against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from kroute.rules.conditions import (
+    Condition,
+    Conjunction,
+    HostIs,
+    HostWildcard,
+    PathIs,
+    PathPrefix,
+    PathStartsWith,
+)
+from kroute.rules.request import RequestHead
+from kroute.rules.route import Route
+
+_Entry = tuple[int, Conjunction, Route]
+
+
+class _Node:
+    """A path trie node: routes whose element-wise prefix ends here, and partial segments."""
+
+    __slots__ = ("children", "partial", "partial_lengths", "prefix")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.prefix: list[_Entry] = []
+        self.partial: dict[str, list[_Entry]] = {}
+        self.partial_lengths: tuple[int, ...] = ()
+
+    def at(self, segments: Sequence[str]) -> _Node:
+        node = self
+        for seg in segments:
+            child = node.children.get(seg)
+            if child is None:
+                child = node.children[seg] = _Node()
+            node = child
+        return node
+
+
+class _Bucket:
+    """Routes for one host key, indexed by path."""
+
+    __slots__ = ("exact", "root")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, list[_Entry]] = {}
+        self.root = _Node()
+
+    def add(self, path_key: Condition | None, entry: _Entry) -> None:
+        if isinstance(path_key, PathIs):
+            self.exact.setdefault(path_key.path, []).append(entry)
+        elif isinstance(path_key, PathPrefix):
+            self.root.at(path_key.segments).prefix.append(entry)
+        elif isinstance(path_key, PathStartsWith):
+            *whole, partial = path_key.prefix[1:].split("/")
+            node = self.root.at(whole)
+            node.partial.setdefault(partial, []).append(entry)
+            node.partial_lengths = tuple(sorted({len(p) for p in node.partial}))
+        else:
+            self.root.prefix.append(entry)
+
+    def search(
+        self, request: RequestHead, best: int, found: Route | None
+    ) -> tuple[int, Route | None]:
+        entries = self.exact.get(request.path)
+        if entries:
+            best, found = _first(entries, request, best, found)
+        segments = request.segments
+        count = len(segments)
+        node = self.root
+        depth = 0
+        while True:
+            if node.prefix:
+                best, found = _first(node.prefix, request, best, found)
+            if node.partial and depth < count:
+                seg = segments[depth]
+                for length in node.partial_lengths:
+                    if length > len(seg):
+                        break
+                    entries = node.partial.get(seg[:length])
+                    if entries:
+                        best, found = _first(entries, request, best, found)
+            if depth == count:
+                return best, found
+            child = node.children.get(segments[depth])
+            if child is None:
+                return best, found
+            node = child
+            depth += 1
+
+
+def _first(
+    entries: list[_Entry], request: RequestHead, best: int, found: Route | None
+) -> tuple[int, Route | None]:
+    """The best-ranked entry of a rank-sorted list that beats `best` and passes its residuals."""
+    for rank, residual, route in entries:
+        if rank >= best:
+            break
+        for condition in residual:
+            if not condition.matches(request):
+                break
+        else:
+            return rank, route
+    return best, found
+
+
+@attrs.frozen
+class TableStatistics:
+    """How a table's routes were filed: by host, by wildcard, or scanned for every host."""
+
+    routes: int
+    exact_hosts: int
+    wildcard_suffixes: int
+    any_host_routes: int
+    routes_with_residual_checks: int
+
+
+class RouteTable:
+    """An immutable, indexed set of routes in precedence order.
+
+    `match` is the fast path; `scan` is the plain ordered scan it must agree with.
+    """
+
+    __slots__ = ("_any_depth", "_any_host", "_exact", "_one_label", "_stats", "routes")
+
+    def __init__(self, routes: Iterable[Route] = ()) -> None:
+        self.routes: tuple[Route, ...] = tuple(sorted(routes, key=lambda r: r.precedence))
+        self._exact: dict[str, _Bucket] = {}
+        self._one_label: dict[str, _Bucket] = {}
+        self._any_depth: dict[str, _Bucket] = {}
+        self._any_host = _Bucket()
+        any_host = residual_routes = 0
+        for rank, route in enumerate(self.routes):
+            host_key: Condition | None = None
+            path_key: Condition | None = None
+            residual: list[Condition] = []
+            for cond in route.conditions:
+                if host_key is None and isinstance(cond, HostIs | HostWildcard):
+                    host_key = cond
+                elif path_key is None and isinstance(cond, PathIs | PathPrefix | PathStartsWith):
+                    path_key = cond
+                else:
+                    residual.append(cond)
+            if isinstance(host_key, HostIs):
+                bucket = self._exact.setdefault(host_key.host, _Bucket())
+            elif isinstance(host_key, HostWildcard):
+                wild = self._any_depth if host_key.any_depth else self._one_label
+                bucket = wild.setdefault(host_key.suffix, _Bucket())
+            else:
+                bucket = self._any_host
+                any_host += 1
+            residual_routes += bool(residual)
+            bucket.add(path_key, (rank, tuple(residual), route))
+        self._stats = TableStatistics(
+            routes=len(self.routes),
+            exact_hosts=len(self._exact),
+            wildcard_suffixes=len(self._one_label) + len(self._any_depth),
+            any_host_routes=any_host,
+            routes_with_residual_checks=residual_routes,
+        )
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def match(self, request: RequestHead) -> Route | None:
+        """The route that takes `request`, or None (a 404)."""
+        best = len(self.routes)
+        found: Route | None = None
+        host = request.host
+        bucket = self._exact.get(host)
+        if bucket is not None:
+            best, found = bucket.search(request, best, found)
+        dot = host.find(".")
+        if dot > 0 and self._one_label:
+            bucket = self._one_label.get(host[dot + 1 :])
+            if bucket is not None:
+                best, found = bucket.search(request, best, found)
+        if self._any_depth:
+            while dot != -1:
+                if dot > 0:
+                    bucket = self._any_depth.get(host[dot + 1 :])
+                    if bucket is not None:
+                        best, found = bucket.search(request, best, found)
+                dot = host.find(".", dot + 1)
+        return self._any_host.search(request, best, found)[1]
+
+    def scan(self, request: RequestHead) -> Route | None:
+        """The first route in precedence order whose conditions all hold: the reference answer."""
+        for route in self.routes:
+            if all(c.matches(request) for c in route.conditions):
+                return route
+        return None
+
+    def statistics(self) -> TableStatistics:
+        return self._stats

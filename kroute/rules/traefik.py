@@ -1,0 +1,237 @@
+"""Traefik IngressRoute (traefik.io/v1alpha1) -> routes, with the v3 rule language.
+
+Matchers, as in traefik `pkg/muxer/http/matcher.go` (v3 syntax):
+  Host(`h`)                 normalised host equals h (case-insensitive)
+  HostRegexp(`re`)          normalised host matches re (searched, not anchored)
+  Path(`/p`)                path equals /p
+  PathPrefix(`/p`)          path starts with /p, character-wise (`/foo` matches `/foobar`)
+  PathRegexp(`re`)          path matches re (searched)
+  Method(`GET`)             method equals, upper-cased
+  Header(`k`, `v`)          a value of header k equals v; an empty v only asks for presence
+  HeaderRegexp(`k`, `re`)   a value of header k matches re
+  Query(`k`[, `v`])         a value of query parameter k equals v (absent v means "")
+  QueryRegexp(`k`[, `re`])  a value of query parameter k matches re; one argument = Query(k)
+  ClientIP(`ip or cidr`)    the client address is in the range
+Matcher names are accepted as written, lower case, upper case or title case (traefik
+`pkg/rules/parser.go`). Priority: `priority` when set and non-zero, else the length of the rule
+text; higher first. Traefik leaves equal priorities unordered; kroute breaks ties by
+`{namespace}/{name}`, then route order, so that the same input always routes the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from kroute.errors import RuleSyntaxError
+from kroute.objects import (
+    BackendRef,
+    FieldError,
+    Obj,
+    ObjectRef,
+    as_int,
+    as_list,
+    as_map,
+    as_str,
+    req_str,
+)
+from kroute.rules.conditions import (
+    AllOf,
+    AnyOf,
+    ClientIPIn,
+    Condition,
+    HeaderIs,
+    HeaderPresent,
+    HeaderRegex,
+    HostIs,
+    HostRegex,
+    MethodIs,
+    Not,
+    PathIs,
+    PathRegex,
+    PathStartsWith,
+    QueryIs,
+    QueryRegex,
+    to_dnf,
+)
+from kroute.rules.expr import And, Call, Negation, Node, Or, parse_rule
+from kroute.rules.request import normalize_host, normalize_path
+from kroute.rules.route import Family, Route
+
+API_GROUPS = ("traefik.io", "traefik.containo.us")
+
+_ARITY = {
+    "Host": (1,),
+    "HostRegexp": (1,),
+    "Path": (1,),
+    "PathPrefix": (1,),
+    "PathRegexp": (1,),
+    "Method": (1,),
+    "Header": (2,),
+    "HeaderRegexp": (2,),
+    "Query": (1, 2),
+    "QueryRegexp": (1, 2),
+    "ClientIP": (1,),
+}
+_SPELLINGS = {
+    spelling: name
+    for name in _ARITY
+    for spelling in (name, name.lower(), name.upper(), name.lower().title())
+}
+
+
+def _regex(call: Call, text: str, rule: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise RuleSyntaxError(
+            rule, call.position, f"{call.name}: invalid regular expression: {exc}"
+        ) from None
+
+
+def _path(call: Call, text: str, rule: str) -> str:
+    if not text.startswith("/"):
+        raise RuleSyntaxError(
+            rule, call.position, f"{call.name}: path {text!r} does not start with '/'"
+        )
+    return normalize_path(text)
+
+
+def _matcher(call: Call, rule: str) -> Condition:
+    name = _SPELLINGS.get(call.name)
+    if name is None:
+        raise RuleSyntaxError(rule, call.position, f"unknown matcher {call.name!r}")
+    if len(call.args) not in _ARITY[name]:
+        expected = " or ".join(str(n) for n in _ARITY[name])
+        raise RuleSyntaxError(
+            rule, call.position, f"{name} takes {expected} argument(s), got {len(call.args)}"
+        )
+    args = call.args
+    if name == "Host":
+        if not args[0].isascii():
+            raise RuleSyntaxError(rule, call.position, "Host: non-ASCII characters are not allowed")
+        return HostIs(normalize_host(args[0]))
+    if name == "HostRegexp":
+        return HostRegex(_regex(call, args[0], rule))
+    if name == "Path":
+        return PathIs(_path(call, args[0], rule))
+    if name == "PathPrefix":
+        return PathStartsWith(_path(call, args[0], rule))
+    if name == "PathRegexp":
+        return PathRegex(_regex(call, args[0], rule), full=False)
+    if name == "Method":
+        return MethodIs(args[0].upper())
+    if name == "Header":
+        header = args[0].lower()
+        return HeaderIs(header, args[1]) if args[1] else HeaderPresent(header)
+    if name == "HeaderRegexp":
+        return HeaderRegex(args[0].lower(), _regex(call, args[1], rule), full=False)
+    if name == "Query" or (name == "QueryRegexp" and len(args) == 1):
+        return QueryIs(args[0], args[1] if len(args) == 2 else "")
+    if name == "QueryRegexp":
+        return QueryRegex(args[0], _regex(call, args[1], rule), full=False)
+    try:
+        return ClientIPIn((ipaddress.ip_network(args[0], strict=False),))
+    except ValueError:
+        raise RuleSyntaxError(
+            rule, call.position, f"ClientIP: {args[0]!r} is not an IP address or CIDR range"
+        ) from None
+
+
+def rule_condition(rule: str) -> Condition:
+    """The condition a Traefik rule expresses; RuleSyntaxError when it is not valid."""
+
+    def build(node: Node) -> Condition:
+        if isinstance(node, Call):
+            return _matcher(node, rule)
+        if isinstance(node, Negation):
+            return Not(build(node.inner))
+        parts = tuple(build(p) for p in node.parts)
+        return AllOf(parts) if isinstance(node, And) else AnyOf(parts)
+
+    assert isinstance(node := parse_rule(rule), Call | And | Or | Negation)
+    return build(node)
+
+
+def _services(
+    values: list[Any], field: str, ref: ObjectRef, cross_namespace: bool
+) -> tuple[BackendRef, ...]:
+    out = []
+    for k, value in enumerate(values):
+        item_field = f"{field}[{k}]"
+        item = as_map(value, item_field)
+        kind = item.get("kind", "Service")
+        if kind != "Service":
+            raise FieldError(f"{item_field}.kind", f"{kind!r} services are not supported by kroute")
+        name = req_str(item.get("name"), f"{item_field}.name")
+        namespace = as_str(item.get("namespace"), f"{item_field}.namespace") or ref.namespace
+        port_value = item.get("port")
+        port: int | str
+        if isinstance(port_value, str) and not port_value.isdigit():
+            port = port_value
+        elif isinstance(port_value, str):
+            port = as_int(int(port_value), f"{item_field}.port", default=0, low=1, high=65535)
+        else:
+            port = as_int(port_value, f"{item_field}.port", default=0, low=1, high=65535)
+            if port == 0:
+                raise FieldError(f"{item_field}.port", "required")
+        weight = as_int(
+            item.get("weight"), f"{item_field}.weight", default=1, low=0, high=1_000_000
+        )
+        error = None
+        if namespace != ref.namespace and not cross_namespace:
+            error = "cross-namespace references are disabled (Traefik's allowCrossNamespace)"
+        out.append(BackendRef(namespace, name, port, weight, error))
+    return tuple(out)
+
+
+def compile_ingressroute(
+    obj: Obj, ref: ObjectRef, *, allow_cross_namespace: bool = False, origin: str = ""
+) -> list[Route]:
+    """The routes of one IngressRoute; FieldError on the first malformed field or rule."""
+    spec = as_map(obj.get("spec"), "spec")
+    routes_value = as_list(spec.get("routes"), "spec.routes")
+    if not routes_value:
+        raise FieldError("spec.routes", "required: at least one route")
+    routes = []
+    for i, value in enumerate(routes_value):
+        field = f"spec.routes[{i}]"
+        raw = as_map(value, field)
+        rule = req_str(raw.get("match"), f"{field}.match")
+        if raw.get("kind", "Rule") != "Rule":
+            raise FieldError(f"{field}.kind", f"{raw.get('kind')!r} is not 'Rule'")
+        try:
+            condition = rule_condition(rule)
+        except RuleSyntaxError as exc:
+            raise FieldError(f"{field}.match", str(exc)) from None
+        explicit = as_int(
+            raw.get("priority"), f"{field}.priority", default=0, low=-(2**31), high=2**63 - 1
+        )
+        priority = explicit or len(rule)
+        why = f"priority {priority}" + ("" if explicit else " (rule length)")
+        backends = _services(
+            as_list(raw.get("services"), f"{field}.services"),
+            f"{field}.services",
+            ref,
+            allow_cross_namespace,
+        )
+        for k, alternative in enumerate(to_dnf(condition)):
+            routes.append(
+                Route(
+                    source=ref,
+                    field=field,
+                    conditions=alternative,
+                    backends=backends,
+                    precedence=(
+                        Family.INGRESSROUTE,
+                        -priority,
+                        f"{ref.namespace}/{ref.name}",
+                        i,
+                        k,
+                    ),
+                    why=why,
+                    origin=origin,
+                )
+            )
+    return routes

@@ -1,0 +1,51 @@
+"""Developer sessions: `nox -s lint typecheck tests` is the README's test command and CI's."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_external_run = True
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: until the gateway lands, explain the seed's routing from the shipped manifests."""
+    session.install("-e", ".")
+    session.run(
+        "python", "-m", "kroute", "explain",
+        "-f", "examples/explain/manifests",
+        "--requests", "examples/explain/requests.jsonl",
+        "--format", "text",
+    )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pytest, hypothesis, anyio on asyncio and trio)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff for style and bugs, import-linter for the layering in docs/architecture.md."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, its tests, examples and benchmarks."""
+    session.install("-e", ".[typecheck,test]")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; each reports ratios against a baseline measured in the same run."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_rules.py", *session.posargs)
