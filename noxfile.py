@@ -11,13 +11,19 @@ nox.options.error_on_external_run = True
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: until the gateway lands, explain the seed's routing from the shipped manifests."""
+    """The main job: until the gateway lands, explain the seed's routing from shipped manifests."""
     session.install("-e", ".")
     session.run(
-        "python", "-m", "kroute", "explain",
-        "-f", "examples/explain/manifests",
-        "--requests", "examples/explain/requests.jsonl",
-        "--format", "text",
+        "python",
+        "-m",
+        "kroute",
+        "explain",
+        "-f",
+        "examples/explain/manifests",
+        "--requests",
+        "examples/explain/requests.jsonl",
+        "--format",
+        "text",
     )
 
 

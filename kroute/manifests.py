@@ -53,7 +53,7 @@ def load_text(text: str, source: str = "<text>") -> list[Manifest]:
         if stripped.startswith(("{", "[")):
             docs = [json.loads(text)]
         else:
-            docs = list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - SafeLoader
+            docs = list(yaml.load_all(text, Loader=_Loader))
     except (ValueError, yaml.YAMLError, RecursionError) as exc:
         reason = str(exc).replace("\n", " ")
         raise ManifestError(source, f"not valid YAML or JSON: {reason}") from None

@@ -76,7 +76,7 @@ class FieldError(ConfigError):
 def get_path(obj: Obj, path: str) -> Any:
     """The value at a dotted path ("spec.rules"), or None where any step is missing."""
     value: Any = obj
-    walked = []
+    walked: list[str] = []
     for key in path.split("."):
         if value is None:
             return None

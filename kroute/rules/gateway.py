@@ -230,9 +230,8 @@ def _attachments(
             if not lst.accepts_httproute or not ctx.admits(lst, ref.namespace):
                 continue
             for hostname in hostnames:
-                joined = intersect(lst.hostname, hostname)
-                if joined is not False:
-                    assert joined is None or isinstance(joined, str)
+                ok, joined = intersect(lst.hostname, hostname)
+                if ok:
                     out.append((joined, ctx.isolation(lst)))
                     attached = True
         if not attached:

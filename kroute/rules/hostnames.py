@@ -50,18 +50,18 @@ def covers(pattern: str, host: str) -> bool:
     return bare.endswith(suffix) and len(bare) > len(suffix)
 
 
-def intersect(listener: str | None, route: str | None) -> str | None | bool:
-    """The hostname a route gets through a listener, None for "any", or False when disjoint.
+def intersect(listener: str | None, route: str | None) -> tuple[bool, str | None]:
+    """Whether a route hostname survives a listener's, and the hostname served (None = any).
 
     HTTPRoute spec, Hostnames: a route hostname survives if it equals the listener's, or one of
     them is a wildcard that covers the other; the narrower of the two is what is served.
     """
     if listener is None:
-        return route
+        return True, route
     if route is None:
-        return listener
+        return True, listener
     if covers(listener, route):
-        return route
+        return True, route
     if covers(route, listener):
-        return listener
-    return False
+        return True, listener
+    return False, None

@@ -55,7 +55,7 @@ from kroute.rules.conditions import (
     QueryRegex,
     to_dnf,
 )
-from kroute.rules.expr import And, Call, Negation, Node, Or, parse_rule
+from kroute.rules.expr import And, Call, Negation, Node, parse_rule
 from kroute.rules.request import normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 
@@ -150,8 +150,7 @@ def rule_condition(rule: str) -> Condition:
         parts = tuple(build(p) for p in node.parts)
         return AllOf(parts) if isinstance(node, And) else AnyOf(parts)
 
-    assert isinstance(node := parse_rule(rule), Call | And | Or | Negation)
-    return build(node)
+    return build(parse_rule(rule))
 
 
 def _services(
