@@ -84,6 +84,8 @@ def compile_objects(
         group = _api_group(manifest.obj)
         if kind == "IngressRoute" and group in traefik.API_GROUPS:
             by_kind.setdefault("IngressRoute", []).append(manifest)
+        elif kind == "Ingress" and group == "extensions":  # removed in 1.22; reported
+            by_kind.setdefault("Ingress", []).append(manifest)
         elif isinstance(kind, str) and group in ("networking.k8s.io", gateway.GROUP, ""):
             by_kind.setdefault(kind, []).append(manifest)
     out = _Collector()
