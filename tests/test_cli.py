@@ -92,11 +92,14 @@ def test_unreadable_manifest_exits_2_naming_the_file(tmp_path: Path) -> None:
     bad.write_text("a: [\n")
     done = run("explain", "-f", str(bad), stdin="")
     assert done.returncode == 2
-    assert str(bad) in done.stderr and "not valid YAML" in done.stderr
+    assert str(bad) in done.stderr
+    assert "not valid YAML" in done.stderr
     missing = run("explain", "-f", str(tmp_path / "nope"), stdin="")
-    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr
     no_requests = run("explain", "-f", str(EXAMPLE), "--requests", str(tmp_path / "r.jsonl"))
-    assert no_requests.returncode == 2 and "r.jsonl" in no_requests.stderr
+    assert no_requests.returncode == 2
+    assert "r.jsonl" in no_requests.stderr
 
 
 def test_invalid_objects_are_reported_and_do_not_stop_the_run(tmp_path: Path) -> None:

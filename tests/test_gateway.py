@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import kroute
-from tests.conftest import backend_of, compiled, gateway, httproute, route_of, to
+from tests.builders import backend_of, compiled, gateway, httproute, route_of, to
 
 
 def prefix(value: str) -> dict[str, Any]:
@@ -312,7 +312,8 @@ def test_cross_namespace_backend_needs_reference_grant() -> None:
     route = httproute("x", [{"backendRefs": [to("db", namespace="data")]}])
     denied = compiled(gateway(), route)
     found = route_of(denied, "h/")
-    assert found is not None and found.backends[0].error is not None
+    assert found is not None
+    assert found.backends[0].error is not None
     assert "RefNotPermitted" in found.backends[0].error
     grant = {
         "apiVersion": "gateway.networking.k8s.io/v1beta1",
@@ -324,7 +325,8 @@ def test_cross_namespace_backend_needs_reference_grant() -> None:
         },
     }  # fmt: skip
     allowed = route_of(compiled(gateway(), route, grant), "h/")
-    assert allowed is not None and allowed.backends[0].error is None
+    assert allowed is not None
+    assert allowed.backends[0].error is None
 
 
 def test_unsupported_backend_kind_keeps_its_share_as_an_error() -> None:

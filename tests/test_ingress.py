@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import kroute
-from tests.conftest import backend_of, compiled, ingress, route_of
+from tests.builders import backend_of, compiled, ingress, route_of
 
 # Kubernetes docs, Ingress concept page, "Examples" table under "Path types":
 # (rules as (path, pathType), request path, expected rule index or None).

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import kroute
-from tests.conftest import backend_of, gateway, httproute, ingress, ingressroute, to
+from tests.builders import backend_of, gateway, httproute, ingress, ingressroute, to
 
 
 def good() -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import kroute
 from kroute.rules.conditions import to_dnf
-from tests.conftest import gateway, httproute, ingress, ingressroute, to
+from tests.builders import gateway, httproute, ingress, ingressroute, to
 
 
 def names(manifests: list[kroute.Manifest]) -> list[str]:
@@ -61,7 +61,8 @@ def test_unknown_kinds_are_ignored() -> None:
     result = kroute.compile_objects(
         kroute.load_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n")
     )
-    assert len(result.table) == 0 and not result.errors
+    assert len(result.table) == 0
+    assert not result.errors
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -124,7 +125,9 @@ def mutated_objects(draw: st.DrawFn) -> list[dict[str, Any]]:
 def test_compiling_mutated_objects_never_raises(objects: list[dict[str, Any]]) -> None:
     result = kroute.compile_objects(objects)
     for error in result.errors:
-        assert error.obj and error.field is not None and error.reason
+        assert error.obj
+        assert error.field is not None
+        assert error.reason
     request = kroute.RequestHead.build("GET", "x.a.com", "/x?q=1", headers={"a": "b"})
     assert result.table.match(request) is result.table.scan(request)
 
@@ -141,7 +144,10 @@ def test_rule_parser_raises_only_rule_syntax_errors(rule: str) -> None:
     try:
         kroute.rule_condition(rule)
     except kroute.RuleSyntaxError as exc:
-        assert 0 <= exc.position <= len(rule)
+        position = exc.position
+    else:
+        return
+    assert 0 <= position <= len(rule)
 
 
 atoms = st.sampled_from(

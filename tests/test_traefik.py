@@ -12,7 +12,7 @@ import pytest
 
 import kroute
 from kroute.rules.expr import And, Call, Negation, Or, parse_rule
-from tests.conftest import backend_of, compiled, ingressroute
+from tests.builders import backend_of, compiled, ingressroute
 
 R = kroute.RequestHead.build
 
@@ -204,7 +204,8 @@ def test_services_ports_weights_and_namespaces() -> None:
         ("elsewhere/other:80", 1, False),
     ]
     allowed = compiled(ir, allow_cross_namespace=True).table.match(R("GET", "a.com"))
-    assert allowed is not None and all(b.error is None for b in allowed.backends)
+    assert allowed is not None
+    assert all(b.error is None for b in allowed.backends)
 
 
 def test_legacy_api_group_is_read() -> None:

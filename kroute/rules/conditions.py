@@ -104,10 +104,6 @@ class PathPrefix:
 
     stem: str
 
-    @property
-    def segments(self) -> tuple[str, ...]:
-        return tuple(self.stem[1:].split("/")) if self.stem else ()
-
     def matches(self, request: RequestHead) -> bool:
         path = request.path
         return path == self.stem or path.startswith(self.stem + "/")

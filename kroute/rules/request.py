@@ -123,12 +123,20 @@ class RequestHead:
     query: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     headers: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     client_ip: IPAddress | None = None
-    #: The path split on "/", without the leading empty segment: "/a/b/" -> ("a", "b", "").
-    segments: tuple[str, ...] = attrs.field(init=False)
+    #: Element-wise prefixes of the path, as rule stems: "/a/b/" -> ("", "/a", "/a/b").
+    stems: tuple[str, ...] = attrs.field(init=False)
 
-    @segments.default
-    def _split(self) -> tuple[str, ...]:
-        return tuple(self.path[1:].split("/"))
+    @stems.default
+    def _stems(self) -> tuple[str, ...]:
+        path = self.path
+        stems = [""]
+        slash = path.find("/", 1)
+        while slash != -1:
+            stems.append(path[:slash])
+            slash = path.find("/", slash + 1)
+        if len(path) > 1 and not path.endswith("/"):
+            stems.append(path)
+        return tuple(stems)
 
     @classmethod
     def build(

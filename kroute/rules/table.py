@@ -5,9 +5,9 @@ precedence (rank 0 is the best) and filed by what can be looked up rather than t
 
 - host: an exact-host map, maps of wildcard suffixes (one-label and any-depth), and an any-host
   bucket for routes with no host condition, or only one that cannot be looked up (HostRegexp);
-- within each host bucket, path: an exact-path map, and a trie over path segments that holds
-  element-wise prefixes at their node and character-wise prefixes (Traefik PathPrefix) at the
-  node of their last whole segment, keyed by the partial segment that follows.
+- within each host bucket, path: an exact-path map, a map of element-wise prefix stems looked up
+  with each stem of the request path (`/a/b/c` has `""`, `/a`, `/a/b`, `/a/b/c`), and a map of
+  character-wise prefixes (Traefik PathPrefix) looked up at each prefix length present.
 
 Every condition that was not used as the index key stays on the entry as a residual check. A
 lookup visits the few candidate lists for the request's host and path, each sorted by rank, and
@@ -18,7 +18,7 @@ tests and the benchmark compare against).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import attrs
 
@@ -37,77 +37,56 @@ from kroute.rules.route import Route
 _Entry = tuple[int, Conjunction, Route]
 
 
-class _Node:
-    """A path trie node: routes whose element-wise prefix ends here, and partial segments."""
-
-    __slots__ = ("children", "partial", "partial_lengths", "prefix")
-
-    def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.prefix: list[_Entry] = []
-        self.partial: dict[str, list[_Entry]] = {}
-        self.partial_lengths: tuple[int, ...] = ()
-
-    def at(self, segments: Sequence[str]) -> _Node:
-        node = self
-        for seg in segments:
-            child = node.children.get(seg)
-            if child is None:
-                child = node.children[seg] = _Node()
-            node = child
-        return node
-
-
 class _Bucket:
-    """Routes for one host key, indexed by path."""
+    """Routes for one host key, indexed by path.
 
-    __slots__ = ("exact", "root")
+    `exact` maps a path to routes; `prefix` maps an element-wise stem ("" for `/`, "/a/b") to
+    routes, looked up with every stem of the request path (`RequestHead.stems`); `starts` maps a
+    character-wise prefix to routes, looked up at each prefix length present. Dicts rather than
+    a trie of node objects: a lookup touches a handful of objects, whatever the table's size.
+    """
+
+    __slots__ = ("exact", "prefix", "start_lengths", "starts")
 
     def __init__(self) -> None:
         self.exact: dict[str, list[_Entry]] = {}
-        self.root = _Node()
+        self.prefix: dict[str, list[_Entry]] = {}
+        self.starts: dict[str, list[_Entry]] = {}
+        self.start_lengths: tuple[int, ...] = ()
 
     def add(self, path_key: Condition | None, entry: _Entry) -> None:
         if isinstance(path_key, PathIs):
             self.exact.setdefault(path_key.path, []).append(entry)
         elif isinstance(path_key, PathPrefix):
-            self.root.at(path_key.segments).prefix.append(entry)
+            self.prefix.setdefault(path_key.stem, []).append(entry)
         elif isinstance(path_key, PathStartsWith):
-            *whole, partial = path_key.prefix[1:].split("/")
-            node = self.root.at(whole)
-            node.partial.setdefault(partial, []).append(entry)
-            node.partial_lengths = tuple(sorted({len(p) for p in node.partial}))
+            self.starts.setdefault(path_key.prefix, []).append(entry)
+            self.start_lengths = tuple(sorted({len(p) for p in self.starts}))
         else:
-            self.root.prefix.append(entry)
+            self.prefix.setdefault("", []).append(entry)
 
     def search(
         self, request: RequestHead, best: int, found: Route | None
     ) -> tuple[int, Route | None]:
-        entries = self.exact.get(request.path)
-        if entries:
-            best, found = _first(entries, request, best, found)
-        segments = request.segments
-        count = len(segments)
-        node = self.root
-        depth = 0
-        while True:
-            if node.prefix:
-                best, found = _first(node.prefix, request, best, found)
-            if node.partial and depth < count:
-                seg = segments[depth]
-                for length in node.partial_lengths:
-                    if length > len(seg):
-                        break
-                    entries = node.partial.get(seg[:length])
-                    if entries:
-                        best, found = _first(entries, request, best, found)
-            if depth == count:
-                return best, found
-            child = node.children.get(segments[depth])
-            if child is None:
-                return best, found
-            node = child
-            depth += 1
+        path = request.path
+        if self.exact:
+            entries = self.exact.get(path)
+            if entries:
+                best, found = _first(entries, request, best, found)
+        prefix = self.prefix
+        if prefix:
+            for stem in request.stems:
+                entries = prefix.get(stem)
+                if entries:
+                    best, found = _first(entries, request, best, found)
+        if self.starts:
+            for length in self.start_lengths:
+                if length > len(path):
+                    break
+                entries = self.starts.get(path[:length])
+                if entries:
+                    best, found = _first(entries, request, best, found)
+        return best, found
 
 
 def _first(
@@ -142,7 +121,15 @@ class RouteTable:
     `match` is the fast path; `scan` is the plain ordered scan it must agree with.
     """
 
-    __slots__ = ("_any_depth", "_any_host", "_exact", "_one_label", "_stats", "routes")
+    __slots__ = (
+        "_any_depth",
+        "_any_host",
+        "_any_host_used",
+        "_exact",
+        "_one_label",
+        "_stats",
+        "routes",
+    )
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self.routes: tuple[Route, ...] = tuple(sorted(routes, key=lambda r: r.precedence))
@@ -172,6 +159,7 @@ class RouteTable:
                 any_host += 1
             residual_routes += bool(residual)
             bucket.add(path_key, (rank, tuple(residual), route))
+        self._any_host_used = any_host > 0
         self._stats = TableStatistics(
             routes=len(self.routes),
             exact_hosts=len(self._exact),
@@ -203,7 +191,9 @@ class RouteTable:
                     if bucket is not None:
                         best, found = bucket.search(request, best, found)
                 dot = host.find(".", dot + 1)
-        return self._any_host.search(request, best, found)[1]
+        if self._any_host_used:
+            found = self._any_host.search(request, best, found)[1]
+        return found
 
     def scan(self, request: RequestHead) -> Route | None:
         """The first route in precedence order whose conditions all hold: the reference answer."""

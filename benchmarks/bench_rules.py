@@ -1,0 +1,149 @@
+"""Rule matching: index vs ordered scan, and cost as the table grows (issue: rule matching).
+
+    python -m nox -s bench            (or: python benchmarks/bench_rules.py)
+
+Each route set mixes Ingress host+path rules with a share of Traefik rules that the index cannot
+key on path (PathRegexp) or that need a residual header check. Costs are per `match()` call on
+prebuilt request heads, best of several rounds; every ratio compares numbers from this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import kroute
+
+ROUNDS = 9
+
+
+def ingress(i: int, host: str, paths: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": f"ing-{i}", "namespace": "default"},
+        "spec": {
+            "ingressClassName": "kroute",
+            "rules": [
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": path,
+                                "pathType": kind,
+                                "backend": {
+                                    "service": {"name": f"svc-{i}", "port": {"number": 80}}
+                                },
+                            }
+                            for path, kind in paths
+                        ]
+                    },
+                }
+            ],
+        },
+    }
+
+
+def ingressroute(i: int, rule: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "traefik.io/v1alpha1",
+        "kind": "IngressRoute",
+        "metadata": {"name": f"ir-{i}", "namespace": "default"},
+        "spec": {"routes": [{"match": rule, "services": [{"name": f"ir-{i}", "port": 80}]}]},
+    }
+
+
+PATHS = [("/", "Prefix"), ("/api", "Prefix"), ("/api/v2/items", "Prefix"), ("/healthz", "Exact")]
+
+
+def objects(routes: int, special_share: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """About `routes` routes; `special_share` of them regex or header Traefik rules."""
+    special = int(routes * special_share)
+    hosts = max(1, (routes - special) // len(PATHS))
+    out = [ingress(i, f"app-{i}.example.com", PATHS) for i in range(hosts)]
+    names = [f"app-{i}.example.com" for i in range(hosts)]
+    for j in range(special):
+        host = f"app-{j % hosts}.example.com"
+        if j % 2:
+            rule = f"Host(`{host}`) && PathRegexp(`^/files/[0-9]+/{j}$`)"
+        else:
+            rule = f"Host(`{host}`) && PathPrefix(`/api`) && Header(`X-Tenant`, `t{j}`)"
+        out.append(ingressroute(j, rule))
+    return out, names
+
+
+def requests(hosts: list[str], count: int, rng: random.Random) -> list[kroute.RequestHead]:
+    targets = ["/", "/api/users/7", "/api/v2/items/9", "/healthz", "/static/app.js", "/files/12/3"]
+    out = []
+    for _ in range(count):
+        host = rng.choice(hosts) if rng.random() < 0.95 else "unknown.example.org"
+        out.append(
+            kroute.RequestHead.build(
+                "GET", host, rng.choice(targets), headers={"X-Tenant": f"t{rng.randrange(50)}"}
+            )
+        )
+    return out
+
+
+def per_call_ns(
+    cases: Sequence[tuple[Callable[[kroute.RequestHead], object], list[kroute.RequestHead]]],
+) -> list[float]:
+    """Best-of-ROUNDS mean cost of one call for each case, rounds interleaved across cases so
+    that drift on a shared machine hits every case alike; the garbage collector is off, as in
+    timeit."""
+    best = [float("inf")] * len(cases)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(ROUNDS):
+            for i, (fn, reqs) in enumerate(cases):
+                start = time.perf_counter_ns()
+                for request in reqs:
+                    fn(request)
+                best[i] = min(best[i], (time.perf_counter_ns() - start) / len(reqs))
+    finally:
+        gc.enable()
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,1000,10000")
+    parser.add_argument("--requests", type=int, default=5000)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rng = random.Random(7)
+    print("| routes | mix | build ms per 1,000 routes | index ns/match | vs 10 routes "
+          "| ordered scan ns/match | scan / index |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for share, mix in ((0.0, "host+path"), (0.2, "host+path, 20% regex/header")):
+        tables, build_ms, reqs = [], [], []
+        for size in sizes:
+            objs, hosts = objects(size, share)
+            start = time.perf_counter()
+            result = kroute.compile_objects(objs)
+            build_ms.append((time.perf_counter() - start) * 1e6 / len(result.table))
+            assert not result.errors
+            tables.append(result.table)
+            reqs.append(requests(hosts, args.requests, rng))
+            for request in reqs[-1][:200]:
+                assert result.table.match(request) is result.table.scan(request)
+        index = per_call_ns([(t.match, r) for t, r in zip(tables, reqs, strict=True)])
+        scan = per_call_ns(
+            [(t.scan, r[: max(50, 20_000 // len(t))]) for t, r in zip(tables, reqs, strict=True)]
+        )
+        for i, size in enumerate(sizes):
+            build = f"{build_ms[i]:.1f}" if size >= 1000 else "(too few to tell)"
+            print(
+                f"| {size:,} | {mix} | {build} | {index[i]:,.0f} "
+                f"| {index[i] / index[0]:.2f}x | {scan[i]:,.0f} | {scan[i] / index[i]:,.0f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()
