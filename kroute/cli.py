@@ -143,7 +143,13 @@ def run_explain(args: argparse.Namespace, stdin: IO[str], out: IO[str], err: IO[
         return EXIT_BAD_INPUT
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m kroute` and the `kroute` script."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Entry point of `python -m kroute` and the `kroute` script; streams default to sys's."""
     args = _parser().parse_args(argv)
-    return run_explain(args, sys.stdin, sys.stdout, sys.stderr)
+    return run_explain(args, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)

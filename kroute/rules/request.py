@@ -175,6 +175,9 @@ class RequestHead:
         )
 
     def describe(self) -> str:
-        """`GET host/path?query` as people write it."""
+        """`GET host/path?query (from 10.0.0.1, x-env: prod)` as people write it."""
         query = "&".join(f"{k}={v}" for k, vs in self.query.items() for v in vs)
-        return f"{self.method} {self.host or '(no host)'}{self.path}{'?' + query if query else ''}"
+        text = f"{self.method} {self.host or '(no host)'}{self.path}{'?' + query if query else ''}"
+        extras = [f"from {self.client_ip}"] if self.client_ip is not None else []
+        extras += [f"{name}: {value}" for name, vs in self.headers.items() for value in vs]
+        return f"{text} ({', '.join(extras)})" if extras else text
