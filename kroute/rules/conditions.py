@@ -282,6 +282,14 @@ class AnyOf:
         return "(" + " or ".join(c.describe() for c in self.parts) + ")"
 
 
+def compile_regex(text: str) -> re.Pattern[str]:
+    """A rule's regular expression, compiled once at table build; ValueError says why not."""
+    try:
+        return re.compile(text)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"invalid regular expression {text!r}: {exc}") from None
+
+
 def _regex_ok(pattern: re.Pattern[str], full: bool, value: str) -> bool:
     if full:
         return pattern.fullmatch(value) is not None

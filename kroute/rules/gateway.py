@@ -55,6 +55,7 @@ from kroute.rules.conditions import (
     PathRegex,
     QueryIs,
     QueryRegex,
+    compile_regex,
 )
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
 from kroute.rules.request import normalize_path
@@ -273,9 +274,9 @@ def _string_matches(
 
 def _regex(text: str, field: str) -> re.Pattern[str]:
     try:
-        return re.compile(text)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise FieldError(field, f"invalid regular expression {text!r}: {exc}") from None
+        return compile_regex(text)
+    except ValueError as exc:
+        raise FieldError(field, str(exc)) from None
 
 
 def _match(value: Any, field: str) -> tuple[list[Condition], tuple[int, ...], str]:

@@ -53,6 +53,7 @@ from kroute.rules.conditions import (
     PathStartsWith,
     QueryIs,
     QueryRegex,
+    compile_regex,
     to_dnf,
 )
 from kroute.rules.expr import And, Call, Negation, Node, parse_rule
@@ -83,11 +84,9 @@ _SPELLINGS = {
 
 def _regex(call: Call, text: str, rule: str) -> re.Pattern[str]:
     try:
-        return re.compile(text)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise RuleSyntaxError(
-            rule, call.position, f"{call.name}: invalid regular expression: {exc}"
-        ) from None
+        return compile_regex(text)
+    except ValueError as exc:
+        raise RuleSyntaxError(rule, call.position, f"{call.name}: {exc}") from None
 
 
 def _path(call: Call, text: str, rule: str) -> str:
