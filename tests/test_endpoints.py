@@ -166,7 +166,11 @@ def test_delta_touches_only_the_changed_slice() -> None:
 def test_select_usable_for_endpoints_from_anywhere(
     conditions: list[dict[str, bool]], usable: list[str], fallback: bool
 ) -> None:
-    endpoints = [Endpoint(chr(ord("a") + i), 80, **c) for i, c in enumerate(conditions)]
+    endpoints = [
+        Endpoint(chr(ord("a") + i), 80, ready=c.get("ready", True),
+                 serving=c.get("serving", True), terminating=c.get("terminating", False))
+        for i, c in enumerate(conditions)
+    ]  # fmt: skip
     chosen, is_fallback = select_usable(endpoints)
     assert [e.address for e in chosen] == usable
     assert is_fallback is fallback

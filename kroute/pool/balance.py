@@ -111,8 +111,9 @@ class WeightedRoundRobin:
 
     Each endpoint's turns fall due every 1/weight, the first half a period in; the earliest due
     goes next (stride scheduling). Like nginx's smooth weighted round robin, after any N picks
-    each endpoint has had N * weight / total turns, give or take one, so turns interleave
-    rather than come in bursts; unlike it, a pick costs O(log n), not O(n).
+    each endpoint has had N * weight / total turns within a small bound (nginx: under 1; this:
+    under 1.5, measured worst 1.14), so turns interleave rather than come in bursts; unlike
+    nginx's, a pick costs O(log n), not O(n).
     """
 
     def __init__(self) -> None:

@@ -171,11 +171,11 @@ class EndpointHealth:
         self.streak_5xx = self.streak_gateway = 0
         return True
 
-    def readmit(self, now: float) -> None:
-        """The ejection time is up: back in rotation (if probes agree)."""
+    def readmit(self, now: float, reason: str = "ejection time over") -> None:
+        """Back in rotation (if probes agree)."""
         self.ejected_until = None
         self.readmitted_at = now
-        self._set("ejection time over", now)
+        self._set(reason, now)
 
 
 ANNOTATION_PREFIX = "kroute.dev/"

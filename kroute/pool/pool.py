@@ -121,6 +121,8 @@ class Pool:
             self._sticky[sticky_value(endpoint.key)] = endpoint.key
             self._balancer.add(endpoint.key)
             added.append(endpoint.key)
+        if delta.removed:
+            self._readmit(now, over_cap=True)
         if added or delta.removed:
             for listener in self._listeners:
                 listener(tuple(added), tuple(delta.removed))
@@ -155,14 +157,20 @@ class Pool:
 
     # -- picking ------------------------------------------------------------------------
 
-    def _readmit(self, now: float) -> None:
+    def _readmit(self, now: float, *, over_cap: bool = False) -> None:
+        """Readmit endpoints whose ejection is over (or, `over_cap`, the longest-ejected ones
+        while a shrunken pool holds more ejected endpoints than its cap allows)."""
         heap = self._ejections
-        while heap and heap[0][0] <= now:
+        while heap and (
+            heap[0][0] <= now
+            or (over_cap and self._ejected > self.health.passive.cap(len(self._members)))
+        ):
             until, key = heapq.heappop(heap)
             member = self._members.get(key)
             if member is None or member.health.ejected_until != until:
                 continue
-            member.health.readmit(now)
+            expired = until <= now
+            member.health.readmit(now, "ejection time over" if expired else "ejection cap")
             self._ejected -= 1
             if member.health.in_rotation:
                 self._balancer.add(key)
