@@ -55,3 +55,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; each reports ratios against a baseline measured in the same run."""
     session.install("-e", ".")
     session.run("python", "benchmarks/bench_rules.py", *session.posargs)
+    session.run("python", "benchmarks/bench_pools.py")

@@ -14,6 +14,25 @@ from kroute.errors import (
 )
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, ObjectRef
+from kroute.pool.balance import (
+    Balancer,
+    HashOn,
+    LeastRequest,
+    RingHash,
+    RoundRobin,
+    WeightedRoundRobin,
+    WeightedSplit,
+)
+from kroute.pool.endpoints import Delta, Endpoint, ServiceEndpoints, select_usable
+from kroute.pool.health import (
+    ActiveHealth,
+    HealthConfig,
+    Outcome,
+    PassiveHealth,
+    health_from_annotations,
+)
+from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
+from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, Manifest, compile_objects
 from kroute.rules.explain import Candidate, Explanation, explain
 from kroute.rules.request import RequestHead, normalize_host, normalize_path
@@ -24,33 +43,55 @@ from kroute.rules.traefik import rule_condition
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActiveHealth",
+    "ActiveProber",
     "BackendRef",
+    "Balancer",
     "Candidate",
     "CompileResult",
     "ConfigError",
+    "Delta",
+    "Endpoint",
+    "EndpointStatistics",
     "Explanation",
     "Family",
+    "HashOn",
+    "HealthConfig",
     "InvalidObject",
     "InvalidRequest",
     "KrouteError",
+    "LeastRequest",
     "Manifest",
     "ManifestError",
     "NoRoute",
     "ObjectRef",
+    "Outcome",
+    "PassiveHealth",
+    "Pick",
+    "Pool",
+    "PoolStatistics",
     "RequestHead",
+    "RingHash",
+    "RoundRobin",
     "Route",
     "RouteTable",
     "RuleSyntaxError",
+    "ServiceEndpoints",
     "TableStatistics",
+    "WeightedRoundRobin",
+    "WeightedSplit",
     "__version__",
     "compile_files",
     "compile_objects",
     "explain",
+    "health_from_annotations",
+    "http_probe",
     "load_paths",
     "load_text",
     "normalize_host",
     "normalize_path",
     "rule_condition",
+    "select_usable",
 ]
 
 

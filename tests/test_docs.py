@@ -26,4 +26,11 @@ def test_doc_example_runs(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_module_pages_exist() -> None:
     names = {p.name for p in PAGES}
-    assert {"rules.md", "explain.md", "testing.md", "architecture.md", "benchmarks.md"} <= names
+    assert {
+        "rules.md",
+        "explain.md",
+        "testing.md",
+        "pools.md",
+        "architecture.md",
+        "benchmarks.md",
+    } <= names

@@ -11,7 +11,7 @@ import anyio.abc
 import pytest
 
 from kroute.objects import ObjectRef
-from kroute.pool.endpoints import ServiceEndpoints
+from kroute.pool.endpoints import Delta, Endpoint, ServiceEndpoints
 from kroute.pool.health import ActiveHealth, HealthConfig, Outcome
 from kroute.pool.pool import Pool
 from kroute.pool.prober import ActiveProber, http_probe
@@ -129,3 +129,25 @@ async def test_probe_outcomes() -> None:
     refused = await http_probe("127.0.0.7", port, config)
     assert refused[0] is False
     assert refused[1].startswith("connection failed")
+
+
+async def test_probes_are_spread_and_a_new_endpoint_is_probed_at_once() -> None:
+    probed: list[str] = []
+
+    async def record(address: str, port: int, config: ActiveHealth) -> tuple[bool, str]:
+        probed.append(address)
+        return True, "ok"
+
+    pool = Pool("p", health=HealthConfig(active=ActiveHealth(interval=3600.0)))
+    pool.replace([Endpoint(f"10.0.0.{i}", 80) for i in range(10)], now=0.0)
+    prober = ActiveProber(rng=random.Random(3), probe=record)
+    prober.watch(pool)
+    async with anyio.create_task_group() as group:
+        group.start_soon(prober.run)
+        await anyio.sleep(0.2)
+        # The ten present at start are spread over the hour-long interval, not fired together.
+        assert probed == []
+        pool.apply(Delta(added=(Endpoint("10.0.0.99", 80),)), now=anyio.current_time())
+        await wait_until(lambda: probed == ["10.0.0.99"])
+        pool.apply(Delta(removed=(("10.0.0.99", 80),)), now=anyio.current_time())
+        group.cancel_scope.cancel()

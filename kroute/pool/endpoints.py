@@ -20,7 +20,7 @@ change costs the size of the slice, not of the Service: pools update in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -89,39 +89,48 @@ class Delta:
         return bool(self.added or self.removed)
 
 
-def _condition(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = conditions.get(name)
+def _flag(conditions: Any, name: str, default: bool) -> bool:
+    value = conditions.get(name) if isinstance(conditions, dict) else None
     return default if value is None else bool(value)
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def slice_endpoints(slice_obj: Obj, port_name: str) -> dict[EndpointKey, Endpoint]:
-    """The endpoints of one EndpointSlice for the port named `port_name` ("" = unnamed)."""
-    ports = as_list(slice_obj.get("ports"), "ports")
+    """The endpoints of one EndpointSlice for the port named `port_name` ("" = unnamed).
+
+    This runs for every slice event, so it reads fields directly rather than through the
+    error-reporting readers; an endpoint with no usable address is skipped.
+    """
     number = None
-    for i, raw in enumerate(ports):
-        port = as_map(raw, f"ports[{i}]")
-        if (port.get("name") or "") == port_name and isinstance(port.get("port"), int):
-            number = port["port"]
-            break
+    for port in as_list(slice_obj.get("ports"), "ports"):
+        if isinstance(port, dict) and (port.get("name") or "") == port_name:
+            candidate = port.get("port")
+            if isinstance(candidate, int) and not isinstance(candidate, bool):
+                number = candidate
+                break
     if number is None:
         return {}
     out: dict[EndpointKey, Endpoint] = {}
-    for i, raw in enumerate(as_list(slice_obj.get("endpoints"), "endpoints")):
-        item = as_map(raw, f"endpoints[{i}]")
-        addresses = as_list(item.get("addresses"), f"endpoints[{i}].addresses")
-        if not addresses or not isinstance(addresses[0], str):
+    for item in as_list(slice_obj.get("endpoints"), "endpoints"):
+        if not isinstance(item, dict):
             continue
-        conditions = as_map(item.get("conditions"), f"endpoints[{i}].conditions")
-        target = as_map(item.get("targetRef"), f"endpoints[{i}].targetRef")
+        addresses = item.get("addresses")
+        if not isinstance(addresses, list) or not addresses or not isinstance(addresses[0], str):
+            continue
+        conditions = item.get("conditions")
+        target = item.get("targetRef")
         endpoint = Endpoint(
             address=addresses[0],
             port=number,
-            ready=_condition(conditions, "ready", True),
-            serving=_condition(conditions, "serving", True),
-            terminating=_condition(conditions, "terminating", False),
-            zone=as_str(item.get("zone"), "zone"),
-            node=as_str(item.get("nodeName"), "nodeName"),
-            pod=as_str(target.get("name"), "targetRef.name"),
+            ready=_flag(conditions, "ready", True),
+            serving=_flag(conditions, "serving", True),
+            terminating=_flag(conditions, "terminating", False),
+            zone=_text(item.get("zone")),
+            node=_text(item.get("nodeName")),
+            pod=_text(target.get("name")) if isinstance(target, dict) else None,
         )
         previous = out.get(endpoint.key)
         if previous is None or _rank(endpoint) < _rank(previous):
@@ -201,11 +210,31 @@ class ServiceEndpoints:
         return self._publish()
 
     def apply_slice(self, slice_obj: Obj) -> Delta:
-        """An EndpointSlice of this Service was added or changed."""
+        """An EndpointSlice of this Service was added or changed: work in proportion to what
+        changed in it."""
         name = object_ref(slice_obj).name
         self._raw_slices[name] = slice_obj
-        touched = self._forget(name)
-        touched |= self._absorb(name, slice_obj)
+        if self._port_name is None:
+            return Delta()
+        try:
+            new = slice_endpoints(slice_obj, self._port_name)
+        except FieldError:
+            new = {}
+        old = self._slices.get(name, {})
+        self._slices[name] = new
+        touched = set()
+        for key, endpoint in new.items():
+            if old.get(key) != endpoint:
+                self._owners.setdefault(key, {})[name] = endpoint
+                touched.add(key)
+        for key in old.keys() - new.keys():
+            owners = self._owners[key]
+            del owners[name]
+            if not owners:
+                del self._owners[key]
+            touched.add(key)
+        for key in touched:
+            self._rejudge(key)
         return self._publish(touched)
 
     def delete_slice(self, name: str) -> Delta:
@@ -223,9 +252,9 @@ class ServiceEndpoints:
             self._rejudge(key)
         return set(old)
 
-    def _absorb(self, name: str, slice_obj: Obj) -> set[EndpointKey]:
+    def _absorb(self, name: str, slice_obj: Obj) -> None:
         if self._port_name is None:
-            return set()
+            return
         try:
             found = slice_endpoints(slice_obj, self._port_name)
         except FieldError:
@@ -234,7 +263,6 @@ class ServiceEndpoints:
         for key, endpoint in found.items():
             self._owners.setdefault(key, {})[name] = endpoint
             self._rejudge(key)
-        return set(found)
 
     def _best(self, key: EndpointKey) -> Endpoint | None:
         owners = self._owners.get(key)
