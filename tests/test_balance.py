@@ -46,7 +46,8 @@ def test_smooth_weighted_round_robin_interleaves() -> None:
     wrr.add(("c", 0), 1)
     picks = "".join(k[0] for k in (wrr.pick(random.Random(0)) for _ in range(14)) if k)
     assert Counter(picks[:7]) == Counter(picks[7:]) == {"a": 5, "b": 1, "c": 1}
-    assert picks[:7].index("b") < 6
+    assert picks == "abaacaa" * 2
+    assert "aaaa" not in picks
 
 
 @settings(max_examples=200)
@@ -60,7 +61,7 @@ def test_weighted_picks_follow_the_weights_within_the_stated_bound(
     counts = Counter(wrr.pick(random.Random(0)) for _ in range(picks))
     total = sum(weights)
     for i, w in enumerate(weights):
-        assert abs(counts[key(i)] - picks * w / total) < 1.5
+        assert abs(counts[key(i)] - picks * w / total) < 1.0
 
 
 def test_weighted_split_is_exact_per_cycle_and_skips_zero() -> None:

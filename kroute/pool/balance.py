@@ -107,34 +107,47 @@ class RoundRobin:
 
 
 class WeightedRoundRobin:
-    """Smooth weighted round robin, scheduled earliest-deadline-first (as Envoy does).
+    """Smooth weighted round robin, scheduled as WF2Q (worst-case fair weighted fair queueing).
 
-    Each endpoint's turns fall due every 1/weight, the first half a period in; the earliest due
-    goes next (stride scheduling). Like nginx's smooth weighted round robin, after any N picks
-    each endpoint has had N * weight / total turns within a small bound (nginx: under 1; this:
-    under 1.5, measured worst 1.14), so turns interleave rather than come in bursts; unlike
+    Each endpoint's turns are spaced 1/weight apart in virtual time; of the endpoints whose
+    next turn has started (start <= virtual time), the one whose turn ends first goes next, and
+    virtual time moves on by 1/total weight per pick. Like nginx's smooth weighted round robin,
+    after any N picks each endpoint has had N * weight / total turns give or take less than one,
+    so turns interleave rather than come in bursts (weights 5:1:1 give a b a a c a a); unlike
     nginx's, a pick costs O(log n), not O(n).
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, EndpointKey]] = []
-        self._live: dict[EndpointKey, tuple[int, float]] = {}
+        self._eligible: list[tuple[float, int, EndpointKey]] = []  # (finish, seq, key)
+        self._waiting: list[tuple[float, int, EndpointKey]] = []  # (start, seq, key)
+        self._live: dict[EndpointKey, tuple[int, int]] = {}  # key -> (seq, weight)
+        self._total = 0
         self._now = 0.0
         self._seq = itertools.count()
 
     def add(self, key: EndpointKey, weight: int = 1) -> None:
+        self.remove(key)
         if weight <= 0:
-            self.remove(key)
             return
         seq = next(self._seq)
-        self._live[key] = (seq, 1.0 / weight)
-        # Half a period in: without it every newcomer's first turn would fall due together.
-        heapq.heappush(self._heap, (self._now + 0.5 / weight, seq, key))
+        self._live[key] = (seq, weight)
+        self._total += weight
+        heapq.heappush(self._eligible, (self._now + 1.0 / weight, seq, key))
 
     def remove(self, key: EndpointKey) -> None:
-        if self._live.pop(key, None) is not None and len(self._heap) > 2 * len(self._live) + 16:
-            self._heap = [e for e in self._heap if self._live.get(e[2], (None,))[0] == e[1]]
-            heapq.heapify(self._heap)
+        live = self._live.pop(key, None)
+        if live is None:
+            return
+        self._total -= live[1]
+        if len(self._eligible) + len(self._waiting) > 2 * len(self._live) + 16:
+            self._eligible = [e for e in self._eligible if self._valid(e)]
+            self._waiting = [e for e in self._waiting if self._valid(e)]
+            heapq.heapify(self._eligible)
+            heapq.heapify(self._waiting)
+
+    def _valid(self, entry: tuple[float, int, EndpointKey]) -> bool:
+        live = self._live.get(entry[2])
+        return live is not None and live[0] == entry[1]
 
     def __len__(self) -> int:
         return len(self._live)
@@ -147,22 +160,36 @@ class WeightedRoundRobin:
         exclude: Collection[EndpointKey] = _NONE,
         load: Load | None = None,
     ) -> EndpointKey | None:
-        skipped = 0
-        heap = self._heap
-        while heap:
-            deadline, seq, key = heap[0]
-            live = self._live.get(key)
-            if live is None or live[0] != seq:
-                heapq.heappop(heap)
+        eligible, waiting = self._eligible, self._waiting
+        held: list[tuple[float, int, EndpointKey]] = []
+        chosen = None
+        while True:
+            while waiting and waiting[0][0] <= self._now + 1e-9:
+                start, seq, key = heapq.heappop(waiting)
+                if self._valid((start, seq, key)):
+                    heapq.heappush(eligible, (start + 1.0 / self._live[key][1], seq, key))
+            while eligible and not self._valid(eligible[0]):
+                heapq.heappop(eligible)
+            if not eligible:
+                while waiting and not self._valid(waiting[0]):
+                    heapq.heappop(waiting)
+                if not waiting:
+                    break
+                self._now = waiting[0][0]  # nothing has started: jump to the next start
                 continue
-            self._now = deadline
-            heapq.heapreplace(heap, (deadline + live[1], seq, key))
-            if key not in exclude:
-                return key
-            skipped += 1
-            if skipped > len(exclude):
+            entry = heapq.heappop(eligible)
+            if entry[2] not in exclude:
+                chosen = entry
                 break
-        return None
+            held.append(entry)
+        for entry in held:
+            heapq.heappush(eligible, entry)
+        if chosen is None:
+            return None
+        finish, seq, key = chosen
+        heapq.heappush(waiting, (finish, seq, key))
+        self._now += 1.0 / self._total
+        return key
 
 
 class LeastRequest:
