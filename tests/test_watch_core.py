@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def obj(name: str, rv: str, **spec: object) -> dict[str, object]:
             "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}, "spec": spec}  # fmt: skip
 
 
-def event(kind: str, o: dict[str, object]) -> WatchEvent:
+def event(kind: str, o: Mapping[str, object]) -> WatchEvent:
     return WatchEvent(kind, json.loads(json.dumps(o)))
 
 
