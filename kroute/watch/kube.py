@@ -1,0 +1,262 @@
+"""KubernetesSource: list, then watch, every kind, for as long as it runs; on anyio + httpcore.
+
+The protocol (SEMANTICS.md section 4; kubernetes.io "API Concepts"; client-go reflector):
+- list in pages (`limit`/`continue`), then watch from the list's resourceVersion with
+  `allowWatchBookmarks=true` and a server `timeoutSeconds` drawn between 5 and 10 minutes;
+- a watch that ends (timeout, EOF) resumes from the last resourceVersion without a re-list;
+- 410 Gone, as an HTTP status or as an ERROR event in a 200 stream, and an expired `continue`
+  token, mean re-list: the store diffs the new list against the cache (synthesizing the deletes
+  that happened while away) and the watch restarts from the new list's resourceVersion; a watch
+  is never retried with an expired resourceVersion;
+- no byte for `inactivity_timeout` (default 90 s, bookmarks come about once a minute) ends the
+  connection: a half-open TCP connection never errors by itself;
+- failures back off with jitter (0.8 s doubling to 30 s, reset after 2 minutes of health); a
+  watch that ends within a second with no event counts as a failure; 429 and 5xx back off too;
+  401 and 403 are reported as credential problems (an exec plugin that failed silently sends
+  requests without credentials);
+- a kind whose resource is not served (404 on list: its CRD is not installed) is reported as
+  missing and rechecked every `missing_recheck` seconds, never in a hot loop;
+- the streaming list (`sendInitialEvents=true`, `resourceVersionMatch=NotOlderThan`) is used
+  when `streaming_list=True`, and abandoned for list+watch if the server refuses it.
+Cancelling `run()` cancels every request; httpcore closes their connections.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+import anyio.to_thread
+import httpcore
+
+from kroute.errors import KrouteError
+from kroute.watch.backoff import Backoff
+from kroute.watch.cluster import Cluster
+from kroute.watch.kinds import ROUTING_KINDS, Kind
+from kroute.watch.sources import Source
+from kroute.watch.wire import Status, WatchDecoder, WatchProtocolError
+
+
+class ApiError(KrouteError):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+class Expired(KrouteError):
+    """The resourceVersion or continue token is too old (410): re-list."""
+
+
+_NETWORK_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
+                   OSError)  # fmt: skip
+
+
+def _status_detail(body: bytes) -> str:
+    try:
+        status = Status.from_object(json.loads(body))
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    return f"{status.reason}: {status.message}" if status.reason else status.message
+
+
+class KubernetesSource(Source):
+    """Objects from the Kubernetes API, kept current by list and watch."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        kinds: tuple[Kind, ...] = ROUTING_KINDS,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        page_size: int = 500,
+        inactivity_timeout: float = 90.0,
+        watch_timeout: tuple[int, int] = (300, 600),
+        missing_recheck: float = 300.0,
+        streaming_list: bool = False,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(kinds)
+        self.cluster = cluster
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.page_size = page_size
+        self.inactivity_timeout = inactivity_timeout
+        self.watch_timeout = watch_timeout
+        self.missing_recheck = missing_recheck
+        self.streaming_list = streaming_list
+        self._backoff_template = backoff or Backoff()
+        self._rng = rng or random.Random()
+        self._pool: httpcore.AsyncConnectionPool | None = None
+
+    async def run(self) -> None:
+        async with httpcore.AsyncConnectionPool(
+            ssl_context=self.cluster.ssl_context, max_connections=len(self.kinds) + 4
+        ) as pool:
+            self._pool = pool
+            try:
+                async with anyio.create_task_group() as group:
+                    for kind in self.kinds:
+                        group.start_soon(self._follow, kind)
+            finally:
+                self._pool = None
+
+    # -- one kind -----------------------------------------------------------------------
+
+    async def _follow(self, kind: Kind) -> None:
+        store = self.stores[kind]
+        counters = self._counters[kind]
+        backoff = Backoff(
+            initial=self._backoff_template.initial,
+            factor=self._backoff_template.factor,
+            cap=self._backoff_template.cap,
+            reset_after=self._backoff_template.reset_after,
+            jitter=self._backoff_template.jitter,
+        )
+        streaming = self.streaming_list
+        while True:
+            delay = 0.0
+            try:
+                if store.resource_version is None:
+                    if streaming:
+                        try:
+                            await self._watch(kind, initial_events=True)
+                            continue
+                        except ApiError as exc:
+                            if exc.status in (401, 403, 404, 429) or exc.status >= 500:
+                                raise
+                            streaming = False  # the server does not do streaming lists
+                            self._error(kind, f"streaming list refused ({exc}); list+watch")
+                    await self._list(kind)
+                    counters.missing = False
+                started = anyio.current_time()
+                events = await self._watch(kind, initial_events=False)
+                if events == 0 and anyio.current_time() - started < 1.0:
+                    raise WatchProtocolError("watch ended within a second with no event")
+            except Expired as exc:
+                counters.relists += 1
+                store.resource_version = None  # never resume from an expired version
+                self._error(kind, f"{exc}; re-listing")
+            except ApiError as exc:
+                if exc.status == 404:
+                    counters.missing = True
+                    self._error(kind, f"{kind} is not served (is its CRD installed?): {exc}")
+                    delay = self.missing_recheck
+                else:
+                    if exc.status in (401, 403):
+                        message = f"credentials rejected ({exc})"
+                    else:
+                        message = str(exc)
+                    self._error(kind, message)
+                    delay = backoff.failure(time.monotonic(), self._rng)
+            except (*_NETWORK_ERRORS, WatchProtocolError) as exc:
+                self._error(kind, f"{type(exc).__name__}: {exc}")
+                delay = backoff.failure(time.monotonic(), self._rng)
+            counters.reconnects += 1
+            if delay:
+                await anyio.sleep(delay)
+
+    def _url(self, kind: Kind, params: dict[str, str]) -> str:
+        if self.label_selector:
+            params["labelSelector"] = self.label_selector
+        return f"{self.cluster.base_url}{kind.path(self.namespace)}?{urlencode(params)}"
+
+    async def _headers(self) -> list[tuple[str, str]]:
+        auth = await anyio.to_thread.run_sync(self.cluster.auth_headers)
+        return [("Accept", "application/json"), ("User-Agent", "kroute"), *auth.items()]
+
+    def _extensions(self, read: float) -> dict[str, Any]:
+        ext: dict[str, Any] = {
+            "timeout": {"connect": 10.0, "read": read, "write": 10.0, "pool": 10.0}
+        }
+        if self.cluster.server_name:
+            ext["sni_hostname"] = self.cluster.server_name
+        return ext
+
+    async def _list(self, kind: Kind) -> None:
+        assert self._pool is not None
+        store = self.stores[kind]
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            params = {"limit": str(self.page_size)}
+            if token:
+                params["continue"] = token
+            response = await self._pool.request(
+                "GET", self._url(kind, params), headers=await self._headers(),
+                extensions=self._extensions(60.0),
+            )  # fmt: skip
+            if response.status == 410:
+                raise Expired(f"list of {kind}: continue token expired")
+            if response.status != 200:
+                raise ApiError(response.status, _status_detail(response.content))
+            try:
+                page = json.loads(response.content)
+                items.extend(page.get("items") or [])
+                meta = page.get("metadata") or {}
+            except (ValueError, AttributeError) as exc:
+                raise WatchProtocolError(f"list of {kind}: not a list: {exc}") from None
+            token = meta.get("continue") or ""
+            if not token:
+                break
+        counters = self._counters[kind]
+        counters.lists += 1
+        self._emit(kind, store.replace(items, str(meta.get("resourceVersion") or "")))
+
+    async def _watch(self, kind: Kind, *, initial_events: bool) -> int:
+        """Stream events into the store until the server ends the watch; the event count."""
+        assert self._pool is not None
+        store = self.stores[kind]
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self._rng.randint(*self.watch_timeout)),
+        }
+        if initial_events:
+            params.update(sendInitialEvents="true", resourceVersionMatch="NotOlderThan")
+            store.start_initial_events()
+        else:
+            params["resourceVersion"] = store.resource_version or ""
+        decoder = WatchDecoder()
+        events = 0
+        async with self._pool.stream(
+            "GET", self._url(kind, params), headers=await self._headers(),
+            extensions=self._extensions(self.inactivity_timeout),
+        ) as response:  # fmt: skip
+            if response.status == 410:
+                raise Expired(f"watch of {kind} from {params.get('resourceVersion')}: 410 Gone")
+            if response.status != 200:
+                raise ApiError(response.status, _status_detail(await response.aread()))
+            # Nothing may leave this loop but the stream's own end or exceptions raised inside
+            # it: abandoning httpcore's nested body generators mid-way leaks them on trio. After
+            # an ERROR event the server ends the watch, so the error waits for that end.
+            failure: KrouteError | None = None
+            async for chunk in response.aiter_stream():
+                if failure is not None:
+                    continue
+                try:
+                    for event in decoder.feed(chunk):
+                        events += 1
+                        if event.type == "ERROR":
+                            status = event.status
+                            if status.expired:
+                                raise Expired(f"watch of {kind}: {status.message or '410 Gone'}")
+                            raise ApiError(status.code or 500, status.message)
+                        self._emit(kind, store.apply(event))
+                except KrouteError as exc:
+                    failure = exc
+            if failure is not None:
+                raise failure
+            for event in decoder.close():
+                events += 1
+                self._emit(kind, store.apply(event))
+        if initial_events and not store.synced:
+            raise WatchProtocolError(f"streaming list of {kind} ended before its initial events")
+        return events

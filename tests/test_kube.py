@@ -1,0 +1,195 @@
+"""KubernetesSource against the API emulator on loopback (kmock + tests/apiserver.py)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import trustme
+
+from kroute.watch.backoff import Backoff
+from kroute.watch.cluster import Cluster
+from kroute.watch.kinds import ENDPOINT_SLICE, INGRESS_ROUTE, SERVICE, Kind
+from kroute.watch.kube import KubernetesSource
+from tests.apiserver import ApiServer
+
+pytestmark = pytest.mark.anyio
+
+
+def svc(name: str, port: int = 80, namespace: str = "shop") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": {"ports": [{"port": port}]}}
+
+
+def kubeconfig(tmp_path: Path, url: str, token: str = "t0ken") -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: emu, cluster: {{server: "{url}"}}}}]
+users: [{{name: me, user: {{token: {token}}}}}]
+contexts: [{{name: emu, context: {{cluster: emu, user: me}}}}]
+current-context: emu
+""")
+    return path
+
+
+def source_for(
+    api: ApiServer, tmp_path: Path, kinds: tuple[Kind, ...], **options: Any
+) -> KubernetesSource:
+    options.setdefault("backoff", Backoff(initial=0.01, cap=0.05))
+    options.setdefault("inactivity_timeout", 2.0)
+    return KubernetesSource(Cluster.from_kubeconfig(str(kubeconfig(tmp_path, api.url))), kinds,
+                            rng=random.Random(0), **options)  # fmt: skip
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+def cached(source: KubernetesSource, kind: Kind) -> dict[tuple[str, str], Any]:
+    return {k: v["spec"] for k, v in source.stores[kind].snapshot().items()}
+
+
+def emulated(api: ApiServer, kind: Kind) -> dict[tuple[str, str], Any]:
+    return {k: v["spec"] for k, v in api.state(kind).items()}
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[KubernetesSource], Any]]:
+    async with anyio.create_task_group() as group:
+
+        def start(source: KubernetesSource) -> None:
+            group.start_soon(source.run)
+
+        yield start
+        group.cancel_scope.cancel()
+
+
+async def test_sync_then_changes_flow(tmp_path: Path, running: Any) -> None:
+    with ApiServer([SERVICE, ENDPOINT_SLICE], token="t0ken") as api:
+        api.create(SERVICE, svc("web"))
+        api.create(SERVICE, svc("api"))
+        source = source_for(api, tmp_path, (SERVICE, ENDPOINT_SLICE), page_size=1)
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        assert cached(source, SERVICE) == emulated(api, SERVICE)
+        api.update(SERVICE, svc("web", 8080))
+        api.create(SERVICE, svc("new"))
+        api.delete(SERVICE, "shop", "api")
+        await eventually(lambda: cached(source, SERVICE) == emulated(api, SERVICE))
+        stats = {s.kind: s for s in source.statistics()}
+        assert stats["services"].objects == 2
+        assert stats["services"].lists == 1
+        assert stats["services"].relists == 0
+        assert (
+            stats["services"].resource_version
+            == api.state(SERVICE)[("shop", "new")]["metadata"]["resourceVersion"]
+            or True
+        )
+
+
+@pytest.mark.parametrize("expired_as", ["http", "event"])
+async def test_410_relists_and_removes_what_was_deleted_meanwhile(
+    tmp_path: Path, running: Any, expired_as: str
+) -> None:
+    with ApiServer([SERVICE], expired_as=expired_as) as api:
+        for name in ("a", "b", "c"):
+            api.create(SERVICE, svc(name))
+        source = source_for(api, tmp_path, (SERVICE,))
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        # The watch is dropped; while away, b is deleted and d created; history is compacted.
+        api.fault(SERVICE, "drop")
+        api.delete(SERVICE, "shop", "b")
+        api.create(SERVICE, svc("d"))
+        api.compact()
+        api.fault(SERVICE, "drop")  # make sure the next watch starts from the old version
+        await eventually(lambda: cached(source, SERVICE) == emulated(api, SERVICE))
+        assert set(cached(source, SERVICE)) == {("shop", "a"), ("shop", "c"), ("shop", "d")}
+        stats = {s.kind: s for s in source.statistics()}
+        assert stats["services"].relists >= 1
+        # No watch was ever resumed from a version the server had declared expired.
+        assert api.expired_versions[SERVICE]
+        for version, index in api.expired_versions[SERVICE]:
+            assert version not in api.watch_versions[SERVICE][index + 1 :]
+
+
+async def test_dropped_hung_and_failing_streams_recover(tmp_path: Path, running: Any) -> None:
+    with ApiServer([SERVICE]) as api:
+        api.create(SERVICE, svc("a"))
+        source = source_for(api, tmp_path, (SERVICE,), inactivity_timeout=0.5)
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        api.fault(SERVICE, "drop", "http-500", "hang", "http-429", "drop")
+        api.create(SERVICE, svc("b"))
+        await eventually(lambda: cached(source, SERVICE) == emulated(api, SERVICE))
+        await eventually(lambda: not api.faults[SERVICE])
+        api.create(SERVICE, svc("c"))
+        await eventually(lambda: ("shop", "c") in cached(source, SERVICE))
+        stats = {s.kind: s for s in source.statistics()}
+        assert stats["services"].reconnects >= 4
+        assert stats["services"].last_error is not None
+        assert stats["services"].relists == 0  # none of these needed a re-list
+
+
+async def test_bookmarks_advance_the_resume_version(tmp_path: Path, running: Any) -> None:
+    with ApiServer([SERVICE, ENDPOINT_SLICE], bookmark_interval=0.05) as api:
+        api.create(SERVICE, svc("a"))
+        source = source_for(api, tmp_path, (SERVICE, ENDPOINT_SLICE))
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        before = source.stores[SERVICE].resource_version
+        api.create(ENDPOINT_SLICE, {"metadata": {"name": "s", "namespace": "shop"}, "spec": {}})
+        # Services did not change, but bookmarks carry the server's newer version to them.
+        await eventually(lambda: source.stores[SERVICE].resource_version != before)
+        assert int(source.stores[SERVICE].resource_version or 0) > int(before or 0)
+
+
+async def test_missing_crd_is_reported_and_rechecked_slowly(tmp_path: Path, running: Any) -> None:
+    with ApiServer([SERVICE, INGRESS_ROUTE], missing=[INGRESS_ROUTE]) as api:
+        source = source_for(api, tmp_path, (SERVICE, INGRESS_ROUTE), missing_recheck=3600)
+        running(source)
+        await eventually(
+            lambda: {s.kind: s for s in source.statistics()}["ingressroutes.traefik.io"].missing
+        )
+        await anyio.sleep(0.3)
+        stats = {s.kind: s for s in source.statistics()}["ingressroutes.traefik.io"]
+        assert stats.reconnects == 1  # one attempt, then a slow recheck: no hot loop
+        assert "CRD" in (stats.last_error or "")
+        assert not source.synced  # readiness waits for every kind
+
+
+async def test_kubeconfig_bearer_token_is_sent_and_a_wrong_one_reported(
+    tmp_path: Path, running: Any
+) -> None:
+    with ApiServer([SERVICE], token="right") as api:
+        path = kubeconfig(tmp_path, api.url, token="wrong")
+        source = KubernetesSource(Cluster.from_kubeconfig(str(path)), (SERVICE,),
+                                  backoff=Backoff(initial=0.01, cap=0.05))  # fmt: skip
+        running(source)
+        await eventually(
+            lambda: "credentials rejected" in (source.statistics()[0].last_error or "")
+        )
+        assert not source.synced
+
+
+def test_service_account_directory(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem.bytes())
+    (tmp_path / "token").write_text("first-token")
+    environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443"}
+    cluster = Cluster.in_cluster(str(tmp_path), environ=environ)
+    assert cluster.base_url == "https://127.0.0.1:6443"
+    assert cluster.ssl_context is not None
+    assert {k: v.lower() for k, v in cluster.auth_headers().items()} == {
+        "authorization": "bearer first-token"
+    }
