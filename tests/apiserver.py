@@ -9,8 +9,11 @@ watch requests from it:
   (as an HTTP status or an in-stream ERROR event, as `expired_as` says);
 - lists honour `limit`/`continue` (tokens expire with compaction);
 - watches send bookmarks every `bookmark_interval` when asked, and end after `timeoutSeconds`;
+- streaming lists (`sendInitialEvents=true`), or a 422 where `streaming_lists=False`;
+- namespace paths and equality-based `labelSelector`s;
 - faults can be queued per resource: "http-500", "http-429", "http-410", "error-410",
-  "drop" (end the stream at once), "hang" (send nothing, keep the connection open);
+  "drop" (end the stream at once), "hang" (send nothing, keep the connection open); queuing one
+  ends the open watches of that resource, so that the next requests meet it;
 - `token` makes every request without `Authorization: Bearer <token>` a 401.
 
 kmock runs on asyncio in its own thread and loop, so tests on trio can use it too. Errors are
@@ -41,7 +44,9 @@ class ApiServer:
         expired_as: str = "event",
         token: str | None = None,
         missing: Iterable[Kind] = (),
+        streaming_lists: bool = True,
     ) -> None:
+        self.streaming_lists = streaming_lists
         self.kinds = [k for k in kinds if k not in set(missing)]
         self.bookmark_interval = bookmark_interval
         self.expired_as = expired_as
@@ -58,6 +63,9 @@ class ApiServer:
         self.watch_versions: dict[Kind, list[str]] = {k: [] for k in self.kinds}
         #: (version, index into watch_versions) of every watch answered with 410.
         self.expired_versions: dict[Kind, list[tuple[str, int]]] = {k: [] for k in self.kinds}
+        #: Every list ("list", "") and watch ("watch", version) request, in order; a watch
+        #: answered with 410 is logged as ("expired", version).
+        self.log: dict[Kind, list[tuple[str, str]]] = {k: [] for k in self.kinds}
         self.compacted_at: dict[Kind, int] = {}
         self._subscribers: dict[Kind, set[asyncio.Queue[dict[str, Any]]]] = {
             k: set() for k in self.kinds
@@ -131,10 +139,21 @@ class ApiServer:
         self._call(self._compact)
 
     def fault(self, kind: Kind, *faults: str) -> None:
-        self._call(self.faults[kind].extend, faults)
+        """Queue faults for the next requests of `kind`, and end its open watches so that the
+        next requests come soon."""
+        self._call(self._fault, kind, faults)
+
+    def _fault(self, kind: Kind, faults: tuple[str, ...]) -> None:
+        self.faults[kind].extend(faults)
+        for queue in self._subscribers[kind]:
+            queue.put_nowait({"type": "_KICK"})
 
     def state(self, kind: Kind) -> dict[tuple[str, str], dict[str, Any]]:
         return dict(self._call(lambda: dict(self.objects[kind])))
+
+    def watchers(self, kind: Kind) -> int:
+        """Watch streams open now (to check that a stopped client leaves none behind)."""
+        return int(self._call(lambda: len(self._subscribers[kind])))
 
     # -- on the server's loop ------------------------------------------------------------
 
@@ -175,11 +194,14 @@ class ApiServer:
             and (action == "watch" or faults[0] != "http-410")
         ):
             code = int(faults.popleft()[5:])
+            if code == 410:
+                self.log[kind][-1] = ("expired", self.log[kind][-1][1])
             reason = {410: "Expired", 429: "TooManyRequests"}.get(code, "InternalError")
             return kmock.KubernetesError(status=code, reason=reason, message="injected")
         return None
 
     def _list(self, kind: Kind, request: kmock.Request) -> Any:
+        self.log[kind].append(("list", ""))
         refused = self._refuse(kind, request, "list")
         if refused is not None:
             return refused
@@ -193,7 +215,7 @@ class ApiServer:
                 )
         else:
             rv, offset = self.rv, 0
-        items = [self.objects[kind][k] for k in sorted(self.objects[kind])]
+        items = [o for k, o in sorted(self.objects[kind].items()) if self._selected(request, o)]
         page = items[offset : offset + limit] if limit else items[offset:]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if limit and offset + limit < len(items):
@@ -205,14 +227,33 @@ class ApiServer:
             "items": page,
         }
 
+    @staticmethod
+    def _selected(request: kmock.Request, obj: dict[str, Any]) -> bool:
+        """The request's namespace and equality-based labelSelector ("a=b,c=d")."""
+        meta = obj.get("metadata", {})
+        if request.namespace and meta.get("namespace") != request.namespace:
+            return False
+        labels = meta.get("labels") or {}
+        for term in filter(None, (request.params.get("labelSelector") or "").split(",")):
+            key, _, value = term.partition("=")
+            if labels.get(key) != value:
+                return False
+        return True
+
     def _watch(self, kind: Kind, request: kmock.Request) -> Any:
+        since = request.params.get("resourceVersion") or ""
+        self.watch_versions[kind].append(since)
+        self.log[kind].append(("watch", since))
         refused = self._refuse(kind, request, "watch")
         if refused is not None:
             return refused
-        since = request.params.get("resourceVersion") or ""
-        self.watch_versions[kind].append(since)
+        if request.params.get("sendInitialEvents") == "true" and not self.streaming_lists:
+            return kmock.KubernetesError(
+                status=422, reason="Invalid", message="sendInitialEvents is forbidden for watch"
+            )
         if since and int(since) < self.oldest and self.expired_as == "http":
             self.expired_versions[kind].append((since, len(self.watch_versions[kind]) - 1))
+            self.log[kind][-1] = ("expired", since)
             return kmock.KubernetesError(
                 status=410, reason="Expired", message=f"too old resource version: {since}"
             )
@@ -228,6 +269,7 @@ class ApiServer:
             return
         if fault == "error-410" or (since and int(since) < self.oldest):
             self.expired_versions[kind].append((since, len(self.watch_versions[kind]) - 1))
+            self.log[kind][-1] = ("expired", since)
             yield {
                 "type": "ERROR",
                 "object": self._status(410, "Expired", f"too old resource version: {since}"),
@@ -236,8 +278,17 @@ class ApiServer:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._subscribers[kind].add(queue)
         try:
+            if request.params.get("sendInitialEvents") == "true":
+                for _, obj in sorted(self.objects[kind].items()):
+                    if self._selected(request, obj):
+                        yield {"type": "ADDED", "object": obj}
+                yield {"type": "BOOKMARK", "object": {
+                    "kind": kind.kind, "apiVersion": kind.api_version,
+                    "metadata": {"resourceVersion": str(self.rv),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}}}  # fmt: skip
+                since = str(self.rv)
             for rv, event in self.history[kind]:
-                if rv > int(since or 0):
+                if rv > int(since or 0) and self._selected(request, event["object"]):
                     yield event
             loop = asyncio.get_running_loop()
             deadline = loop.time() + float(request.params.get("timeoutSeconds") or 3600)
@@ -251,8 +302,9 @@ class ApiServer:
                         yield {"type": "BOOKMARK", "object": {"kind": kind.kind, "apiVersion": kind.api_version,
                                "metadata": {"resourceVersion": str(self.rv)}}}  # fmt: skip
                     continue
-                if event["type"] == "_STOP":
+                if event["type"] in ("_STOP", "_KICK"):
                     return
-                yield event
+                if self._selected(request, event["object"]):
+                    yield event
         finally:
             self._subscribers[kind].discard(queue)

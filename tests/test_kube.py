@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -57,6 +58,14 @@ def cached(source: KubernetesSource, kind: Kind) -> dict[tuple[str, str], Any]:
 
 def emulated(api: ApiServer, kind: Kind) -> dict[tuple[str, str], Any]:
     return {k: v["spec"] for k, v in api.state(kind).items()}
+
+
+def assert_never_resumed_after_410(api: ApiServer, kind: Kind) -> None:
+    """After a 410 the next request re-lists: no watch is retried with the expired version."""
+    log = api.log[kind]
+    for (what, version), (after, _) in itertools.pairwise(log):
+        if what == "expired":
+            assert after == "list", f"watch after 410 for {version}: {log}"
 
 
 @pytest.fixture
@@ -115,10 +124,8 @@ async def test_410_relists_and_removes_what_was_deleted_meanwhile(
         assert set(cached(source, SERVICE)) == {("shop", "a"), ("shop", "c"), ("shop", "d")}
         stats = {s.kind: s for s in source.statistics()}
         assert stats["services"].relists >= 1
-        # No watch was ever resumed from a version the server had declared expired.
         assert api.expired_versions[SERVICE]
-        for version, index in api.expired_versions[SERVICE]:
-            assert version not in api.watch_versions[SERVICE][index + 1 :]
+        assert_never_resumed_after_410(api, SERVICE)
 
 
 async def test_dropped_hung_and_failing_streams_recover(tmp_path: Path, running: Any) -> None:
@@ -193,3 +200,96 @@ def test_service_account_directory(tmp_path: Path) -> None:
     assert {k: v.lower() for k, v in cluster.auth_headers().items()} == {
         "authorization": "bearer first-token"
     }
+
+
+@pytest.mark.parametrize("server_streams", [True, False])
+async def test_streaming_list_or_fallback(
+    tmp_path: Path, running: Any, server_streams: bool
+) -> None:
+    with ApiServer([SERVICE], streaming_lists=server_streams) as api:
+        api.create(SERVICE, svc("a"))
+        api.create(SERVICE, svc("b"))
+        source = source_for(api, tmp_path, (SERVICE,), streaming_list=True)
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        assert cached(source, SERVICE) == emulated(api, SERVICE)
+        stats = source.statistics()[0]
+        assert stats.lists == (0 if server_streams else 1)
+        if not server_streams:
+            assert "streaming list refused" in (stats.last_error or "")
+        api.create(SERVICE, svc("c"))
+        await eventually(lambda: cached(source, SERVICE) == emulated(api, SERVICE))
+
+
+async def test_namespace_and_label_selector_scoping(tmp_path: Path, running: Any) -> None:
+    with ApiServer([SERVICE]) as api:
+        labelled = {
+            "metadata": {"name": "x", "namespace": "shop", "labels": {"tier": "edge"}},
+            "spec": {},
+        }
+        api.create(SERVICE, labelled)
+        api.create(SERVICE, svc("plain"))
+        api.create(
+            SERVICE, {**labelled, "metadata": {**labelled["metadata"], "namespace": "other"}}
+        )
+        source = source_for(api, tmp_path, (SERVICE,), namespace="shop", label_selector="tier=edge")
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        assert set(cached(source, SERVICE)) == {("shop", "x")}
+        api.create(SERVICE, {**labelled, "metadata": {**labelled["metadata"], "name": "y"}})
+        api.create(SERVICE, svc("z"))
+        await eventually(lambda: ("shop", "y") in cached(source, SERVICE))
+        assert set(cached(source, SERVICE)) == {("shop", "x"), ("shop", "y")}
+
+
+async def test_cancellation_leaves_no_stream_behind(tmp_path: Path) -> None:
+    with ApiServer([SERVICE, ENDPOINT_SLICE]) as api:
+        source = source_for(api, tmp_path, (SERVICE, ENDPOINT_SLICE))
+        async with anyio.create_task_group() as group:
+            group.start_soon(source.run)
+            with anyio.fail_after(10):
+                await source.wait_synced()
+            await eventually(
+                lambda: api.watchers(SERVICE) == 1 and api.watchers(ENDPOINT_SLICE) == 1
+            )
+            group.cancel_scope.cancel()
+        await eventually(lambda: api.watchers(SERVICE) == 0 and api.watchers(ENDPOINT_SLICE) == 0)
+
+
+FAULTS = ["drop", "hang", "http-500", "http-429", "error-410", "http-410"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_churn_with_random_faults_converges(
+    tmp_path: Path, running: Any, seed: int
+) -> None:
+    rng = random.Random(seed)
+    kinds = (SERVICE, ENDPOINT_SLICE)
+    with ApiServer(kinds, bookmark_interval=0.05, expired_as=rng.choice(["http", "event"])) as api:
+        source = source_for(api, tmp_path, kinds, inactivity_timeout=0.3, page_size=3)
+        running(source)
+        with anyio.fail_after(10):
+            await source.wait_synced()
+        for step in range(120):
+            kind = rng.choice(kinds)
+            name = f"o{rng.randrange(12)}"
+            roll = rng.random()
+            if roll < 0.5:
+                api.create(kind, svc(name, port=rng.randrange(1, 100)))
+            elif roll < 0.75:
+                api.delete(kind, "shop", name)
+            elif roll < 0.9:
+                api.fault(kind, rng.choice(FAULTS))
+            elif roll < 0.95:
+                api.compact()
+            if step % 10 == 0:
+                await anyio.sleep(0.02)
+        for kind in kinds:
+            await eventually(lambda kind=kind: not api.faults[kind], timeout=20)  # type: ignore[misc]
+        for kind in kinds:
+            await eventually(
+                lambda kind=kind: cached(source, kind) == emulated(api, kind), timeout=20
+            )  # type: ignore[misc]
+            assert_never_resumed_after_410(api, kind)
