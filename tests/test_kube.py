@@ -286,10 +286,9 @@ async def test_random_churn_with_random_faults_converges(
                 api.compact()
             if step % 10 == 0:
                 await anyio.sleep(0.02)
+        await eventually(lambda: not any(api.faults[k] for k in kinds), timeout=20)
+        await eventually(
+            lambda: all(cached(source, k) == emulated(api, k) for k in kinds), timeout=20
+        )
         for kind in kinds:
-            await eventually(lambda kind=kind: not api.faults[kind], timeout=20)  # type: ignore[misc]
-        for kind in kinds:
-            await eventually(
-                lambda kind=kind: cached(source, kind) == emulated(api, kind), timeout=20
-            )  # type: ignore[misc]
             assert_never_resumed_after_410(api, kind)
