@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from kroute.errors import ManifestError
-from kroute.rules.compile import Manifest
+from kroute.objects import Manifest
 
 SUFFIXES = (".yaml", ".yml", ".json")
 

@@ -19,6 +19,14 @@ from kroute.errors import ConfigError
 Obj = Mapping[str, Any]
 
 
+@attrs.frozen
+class Manifest:
+    """An object with where it came from ("routes.yaml#2"), for error messages."""
+
+    obj: Obj
+    origin: str = ""
+
+
 @attrs.frozen(order=True)
 class ObjectRef:
     """Which object: kind, namespace ("" for cluster-scoped kinds) and name."""

@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from kroute.manifests import load_paths
-from kroute.objects import Obj
-from kroute.rules.compile import DEFAULT_CLASS, CompileResult, Manifest, compile_objects
+from kroute.objects import Manifest, Obj
+from kroute.rules.compile import DEFAULT_CLASS, CompileResult, compile_objects
 from kroute.rules.explain import Explanation, explain
 from kroute.rules.request import HeaderInput, RequestHead
 from kroute.rules.route import Route

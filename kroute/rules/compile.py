@@ -13,20 +13,12 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from kroute.errors import InvalidObject
-from kroute.objects import FieldError, Obj, ObjectRef, object_ref
+from kroute.objects import FieldError, Manifest, Obj, ObjectRef, object_ref
 from kroute.rules import gateway, ingress, traefik
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
 
 DEFAULT_CLASS = "kroute"
-
-
-@attrs.frozen
-class Manifest:
-    """An object with where it came from ("routes.yaml#2"), for error messages."""
-
-    obj: Obj
-    origin: str = ""
 
 
 @attrs.frozen
