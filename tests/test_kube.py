@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import random
+import types
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -189,7 +191,7 @@ async def test_kubeconfig_bearer_token_is_sent_and_a_wrong_one_reported(
         assert not source.synced
 
 
-def test_service_account_directory(tmp_path: Path) -> None:
+def test_service_account_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = trustme.CA()
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem.bytes())
     (tmp_path / "token").write_text("first-token")
@@ -199,6 +201,24 @@ def test_service_account_directory(tmp_path: Path) -> None:
     assert cluster.ssl_context is not None
     assert {k: v.lower() for k, v in cluster.auth_headers().items()} == {
         "authorization": "bearer first-token"
+    }
+
+    # The token rotates (kubelet rewrites the file); after the loader's refresh period (one
+    # minute) the next connection carries the new one.
+    from kubernetes.config import incluster_config
+
+    (tmp_path / "token").write_text("rotated-token")
+    later = datetime.datetime.now() + datetime.timedelta(minutes=2)
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Later:
+            return cls.fromtimestamp(later.timestamp())
+
+    shim = types.SimpleNamespace(datetime=Later, timedelta=datetime.timedelta)
+    monkeypatch.setattr(incluster_config, "datetime", shim)
+    assert {k: v.lower() for k, v in cluster.auth_headers().items()} == {
+        "authorization": "bearer rotated-token"
     }
 
 
