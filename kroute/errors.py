@@ -62,3 +62,48 @@ class NoRoute(KrouteError):
     """No route matches the request."""
 
     status_hint = 404
+
+
+class NoHealthyEndpoint(KrouteError):
+    """A route matched, but its backend has no endpoint to send the request to."""
+
+    status_hint = 503
+
+
+class UpstreamError(KrouteError):
+    """Forwarding to an endpoint failed. `request_sent` says whether any byte of the request
+    may have reached it (what decides whether a retry is safe); `endpoint` names it."""
+
+    status_hint = 502
+
+    def __init__(self, message: str, *, endpoint: str = "", request_sent: bool = True) -> None:
+        super().__init__(f"{endpoint}: {message}" if endpoint else message)
+        self.endpoint = endpoint
+        self.request_sent = request_sent
+
+
+class UpstreamConnectError(UpstreamError):
+    """No connection could be made (refused, unreachable): nothing was sent."""
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message, endpoint=endpoint, request_sent=False)
+
+
+class UpstreamTimeout(UpstreamError):
+    """A timeout: `phase` is "connect", "write", "read" or "pool" (waiting for a connection)."""
+
+    status_hint = 504
+
+    def __init__(self, phase: str, *, endpoint: str = "", request_sent: bool = True) -> None:
+        super().__init__(f"{phase} timeout", endpoint=endpoint, request_sent=request_sent)
+        self.phase = phase
+        if phase == "pool":
+            self.status_hint = 503
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The endpoint answered with something that is not valid HTTP/1.1 (never passed on)."""
+
+
+class UpstreamClosed(UpstreamError):
+    """The endpoint closed the connection before the response was complete."""

@@ -1,0 +1,1 @@
+"""Forwarding: the Transport seam, the proxy semantics every transport shares, and transports."""

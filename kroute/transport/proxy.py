@@ -1,0 +1,204 @@
+"""Proxy semantics shared by every transport. Pure: headers in, headers out; time passed in.
+
+- Hop-by-hop headers (RFC 9110 section 7.6.1): Connection, and every header it names,
+  Keep-Alive, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
+  Transfer-Encoding and Upgrade are not forwarded (an Upgrade that is passed through is put back
+  by the transport that does it).
+- Forwarding headers: X-Forwarded-For, -Proto, -Host, -Port and Forwarded (RFC 7239) describe
+  the client to the backend. Incoming values are kept and extended only when the peer is a
+  trusted proxy; from anyone else they are dropped and replaced, so a client cannot pretend to
+  be someone else.
+- Host is passed through by default, or rewritten per route.
+- Errors become short, clear responses with the status each error class hints at: 502 for a
+  refused connection or a malformed answer, 504 for timeouts, 503 when there is no endpoint.
+- Retries only when safe: nothing was sent, or the method is idempotent (RFC 9110 section
+  9.2.2) and the body can be sent again; always to another endpoint (the caller excludes the
+  failed one); and within a budget, so that retries cannot multiply an overload.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from kroute.errors import (
+    KrouteError,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})  # fmt: skip
+FORWARDING = frozenset({
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+    b"forwarded",
+})  # fmt: skip
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """The options of every Connection header, lower-cased (e.g. {b"close", b"x-secret"})."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return tokens
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """The headers without hop-by-hop ones, including those the Connection header names."""
+    items = list(headers)
+    drop = HOP_BY_HOP | connection_tokens(items)
+    return [(n, v) for n, v in items if n.lower() not in drop]
+
+
+@attrs.frozen
+class TrustedProxies:
+    """Peers whose X-Forwarded-* and Forwarded headers are believed."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def of(cls, *cidrs: str) -> TrustedProxies:
+        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
+
+    def trusts(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.networks)
+
+
+@attrs.frozen
+class Hop:
+    """What this proxy knows of the request it received."""
+
+    client: str  # the peer's address
+    scheme: str  # "http" or "https"
+    host: str  # the Host header as received
+    port: int  # the port the request arrived on
+
+
+def _node(address: str) -> str:
+    """A Forwarded node (RFC 7239 section 6): IPv6 in brackets and quotes."""
+    return f'"[{address}]"' if ":" in address else address
+
+
+def forwarding_headers(
+    headers: Iterable[tuple[bytes, bytes]], hop: Hop, trusted: TrustedProxies = TrustedProxies()
+) -> Headers:
+    """The headers with X-Forwarded-For/-Proto/-Host/-Port and Forwarded describing `hop`."""
+    items = list(headers)
+    incoming: dict[bytes, list[bytes]] = collections.defaultdict(list)
+    for name, value in items:
+        if name.lower() in FORWARDING:
+            incoming[name.lower()].append(value.strip())
+    out = [(n, v) for n, v in items if n.lower() not in FORWARDING]
+    believe = trusted.trusts(hop.client)
+
+    def prior(name: bytes) -> bytes | None:
+        values = incoming.get(name) if believe else None
+        return b", ".join(values) if values else None
+
+    chain = prior(b"x-forwarded-for")
+    client = hop.client.encode()
+    out.append((b"X-Forwarded-For", chain + b", " + client if chain else client))
+    out.append((b"X-Forwarded-Proto", prior(b"x-forwarded-proto") or hop.scheme.encode()))
+    out.append((b"X-Forwarded-Host", prior(b"x-forwarded-host") or hop.host.encode()))
+    out.append((b"X-Forwarded-Port", prior(b"x-forwarded-port") or str(hop.port).encode()))
+    element = f'for={_node(hop.client)};proto={hop.scheme};host="{hop.host}"'.encode()
+    earlier = prior(b"forwarded")
+    out.append((b"Forwarded", earlier + b", " + element if earlier else element))
+    return out
+
+
+def set_host(headers: Iterable[tuple[bytes, bytes]], host: str | None) -> Headers:
+    """Host passed through (`host` None), or rewritten to `host`."""
+    items = list(headers)
+    if host is None:
+        return items
+    return [(n, v) for n, v in items if n.lower() != b"host"] + [(b"Host", host.encode())]
+
+
+_REASONS = {
+    400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}  # fmt: skip
+
+
+def error_response(error: KrouteError) -> tuple[int, Headers, bytes]:
+    """A short response for an error that reaches a client; internal addresses stay inside."""
+    status = error.status_hint
+    if isinstance(error, UpstreamTimeout):
+        detail = f"backend {error.phase} timeout"
+    elif isinstance(error, UpstreamConnectError):
+        detail = "connection to the backend failed"
+    elif isinstance(error, UpstreamProtocolError):
+        detail = "the backend sent an invalid response"
+    elif isinstance(error, UpstreamClosed):
+        detail = "the backend closed the connection"
+    elif isinstance(error, UpstreamError):
+        detail = "backend error"
+    else:
+        detail = str(error)
+    body = f"{status} {_REASONS.get(status, 'Error')}: {detail}\n".encode()
+    headers = [(b"Content-Type", b"text/plain; charset=utf-8"),
+               (b"Content-Length", str(len(body)).encode())]  # fmt: skip
+    return status, headers, body
+
+
+def retry_safe(method: str, *, replayable: bool, error: UpstreamError) -> bool:
+    """Whether `error` may be retried on another endpoint without risking a double effect."""
+    if not error.request_sent:
+        return True
+    return method.upper() in IDEMPOTENT and replayable
+
+
+@attrs.define
+class RetryBudget:
+    """Retries may add at most `ratio` to the requests of the last `window` seconds (with a
+    floor of `minimum` retries per window), as Finagle's and Envoy's retry budgets do: under an
+    overload that fails everything, retries cannot multiply the load."""
+
+    ratio: float = 0.2
+    minimum: int = 10
+    window: float = 10.0
+    _requests: collections.deque[float] = attrs.field(factory=collections.deque)
+    _retries: collections.deque[float] = attrs.field(factory=collections.deque)
+
+    def _expire(self, now: float) -> None:
+        for times in (self._requests, self._retries):
+            while times and times[0] <= now - self.window:
+                times.popleft()
+
+    def request(self, now: float) -> None:
+        """A request was made (first attempts only)."""
+        self._expire(now)
+        self._requests.append(now)
+
+    def try_retry(self, now: float) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        self._expire(now)
+        allowed = max(self.minimum, int(len(self._requests) * self.ratio))
+        if len(self._retries) >= allowed:
+            return False
+        self._retries.append(now)
+        return True
+
+
+def first_value(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header `name` (lower case), or None."""
+    return next((v for n, v in headers if n.lower() == name), None)

@@ -1,0 +1,134 @@
+"""Proxy semantics shared by every transport (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kroute.errors import (
+    NoHealthyEndpoint,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from kroute.transport.proxy import (
+    Hop,
+    RetryBudget,
+    TrustedProxies,
+    error_response,
+    forwarding_headers,
+    retry_safe,
+    set_host,
+    strip_hop_by_hop,
+)
+
+
+def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    return [n.lower() for n, _ in headers]
+
+
+def test_hop_by_hop_headers_and_those_named_in_connection_are_dropped() -> None:
+    # RFC 9110 section 7.6.1.
+    headers = [
+        (b"Host", b"a.com"), (b"Connection", b"keep-alive, X-Secret"), (b"Keep-Alive", b"timeout=5"),
+        (b"X-Secret", b"internal"), (b"TE", b"trailers"), (b"Transfer-Encoding", b"chunked"),
+        (b"Upgrade", b"h2c"), (b"Proxy-Authorization", b"Basic x"), (b"Trailer", b"X"),
+        (b"Proxy-Connection", b"keep-alive"), (b"Accept", b"*/*"), (b"connection", b"close"),
+    ]  # fmt: skip
+    assert strip_hop_by_hop(headers) == [(b"Host", b"a.com"), (b"Accept", b"*/*")]
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"Connection", b"X-A", b"x-b", b"Keep-Alive", b"Accept"]),
+                          st.sampled_from([b"x-a", b"X-B, close", b"1", b""])), max_size=8))  # fmt: skip
+def test_stripping_is_idempotent_and_leaves_no_hop_by_hop(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    once = strip_hop_by_hop(headers)
+    assert strip_hop_by_hop(once) == once
+    assert not {b"connection", b"keep-alive"} & set(names(once))
+
+
+HOP = Hop(client="203.0.113.7", scheme="https", host="shop.example.com", port=443)
+SPOOFED = [(b"X-Forwarded-For", b"10.0.0.1"), (b"X-Forwarded-Proto", b"http"),
+           (b"X-Forwarded-Host", b"evil.com"), (b"Forwarded", b"for=10.0.0.1"), (b"Accept", b"*/*")]  # fmt: skip
+
+
+def test_untrusted_peer_forwarding_headers_are_replaced() -> None:
+    out = dict(forwarding_headers(SPOOFED, HOP))
+    assert out[b"X-Forwarded-For"] == b"203.0.113.7"
+    assert out[b"X-Forwarded-Proto"] == b"https"
+    assert out[b"X-Forwarded-Host"] == b"shop.example.com"
+    assert out[b"X-Forwarded-Port"] == b"443"
+    assert out[b"Forwarded"] == b'for=203.0.113.7;proto=https;host="shop.example.com"'
+    assert out[b"Accept"] == b"*/*"
+
+
+def test_trusted_peer_forwarding_headers_are_extended() -> None:
+    hop = Hop(client="10.1.2.3", scheme="http", host="shop.example.com", port=80)
+    out = dict(forwarding_headers(SPOOFED, hop, TrustedProxies.of("10.0.0.0/8")))
+    assert out[b"X-Forwarded-For"] == b"10.0.0.1, 10.1.2.3"
+    assert out[b"X-Forwarded-Proto"] == b"http"
+    assert out[b"X-Forwarded-Host"] == b"evil.com"  # believed: the trusted proxy said so
+    assert out[b"Forwarded"] == b'for=10.0.0.1, for=10.1.2.3;proto=http;host="shop.example.com"'
+
+
+def test_ipv6_client_in_forwarded_is_bracketed_and_quoted() -> None:
+    hop = Hop(client="2001:db8::1", scheme="http", host="a", port=80)
+    assert (
+        dict(forwarding_headers([], hop))[b"Forwarded"]
+        == b'for="[2001:db8::1]";proto=http;host="a"'
+    )
+
+
+def test_host_passthrough_or_rewrite() -> None:
+    headers = [(b"Host", b"public.example.com")]
+    assert set_host(headers, None) == headers
+    assert set_host(headers, "web.shop.svc") == [(b"Host", b"web.shop.svc")]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "words"),
+    [
+        (
+            UpstreamConnectError("refused", endpoint="10.0.0.1:80"),
+            502,
+            b"connection to the backend failed",
+        ),
+        (UpstreamTimeout("read", endpoint="10.0.0.1:80"), 504, b"backend read timeout"),
+        (UpstreamTimeout("pool", request_sent=False), 503, b"backend pool timeout"),
+        (UpstreamProtocolError("bad status line"), 502, b"invalid response"),
+        (UpstreamClosed("eof"), 502, b"closed the connection"),
+        (NoHealthyEndpoint("no endpoint for shop/web:80"), 503, b"no endpoint for shop/web:80"),
+    ],
+)
+def test_errors_map_to_short_responses(error: Exception, status: int, words: bytes) -> None:
+    code, headers, body = error_response(error)  # type: ignore[arg-type]
+    assert code == status
+    assert words in body
+    assert b"10.0.0.1" not in body  # internal addresses stay inside
+    assert dict(headers)[b"Content-Length"] == str(len(body)).encode()
+    assert len(body) < 120
+
+
+def test_retry_safety() -> None:
+    nothing_sent = UpstreamConnectError("refused")
+    sent = UpstreamClosed("eof mid-response")
+    assert retry_safe("POST", replayable=False, error=nothing_sent)
+    assert not retry_safe("POST", replayable=True, error=sent)  # POST is not idempotent
+    assert not retry_safe("PUT", replayable=False, error=sent)  # the body cannot be sent again
+    assert retry_safe("GET", replayable=True, error=sent)
+    assert retry_safe("delete", replayable=True, error=sent)
+
+
+def test_retry_budget_caps_retries_to_a_share_of_requests() -> None:
+    budget = RetryBudget(ratio=0.2, minimum=2, window=10.0)
+    for i in range(100):
+        budget.request(now=i * 0.01)
+    granted = sum(budget.try_retry(now=1.0) for _ in range(50))
+    assert granted == 20
+    assert budget.try_retry(now=11.5)  # the window moved on: old requests and retries expired
+    small = RetryBudget(ratio=0.2, minimum=2)
+    small.request(now=0.0)
+    assert [small.try_retry(now=0.0) for _ in range(3)] == [True, True, False]
