@@ -8,7 +8,9 @@ than h11 here), and a pool per endpoint designed for forwarding:
   the cold ones expire), at most `max_idle` of them, each for `keepalive_expiry` seconds and
   `max_requests` requests;
 - a reused connection that the endpoint closed while it was idle (it fails before any response
-  byte arrives) is retried once on a fresh connection when the request body can be sent again;
+  byte arrives) is retried once on a fresh connection when the method is idempotent and the
+  body can be sent again; other requests fail (502) rather than risk a double effect, so keep
+  `keepalive_expiry` below the endpoints' own idle timeout;
 - request heads go out with the body in one write when the body is bytes; bodies given as async
   iterables stream out (Content-Length when known, chunked otherwise) and responses stream in,
   both in constant memory;
@@ -37,6 +39,7 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.transport.base import Headers, Request, Response, Target, Timeouts
+from kroute.transport.proxy import IDEMPOTENT
 
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -65,9 +68,11 @@ class _Head:
     """httptools callbacks: collects the head and the body chunks of the current message."""
 
     def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser
         self.reset()
 
     def reset(self) -> None:
+        self.keep_alive = False
         self.reason = b""
         self.headers: Headers = []
         self.head_done = False
@@ -82,6 +87,8 @@ class _Head:
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        # llhttp knows keep-alive from the head; after the message completes it resets.
+        self.keep_alive = bool(self.parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -194,7 +201,7 @@ class PooledTransport:
                 return await self._read_head(slot, conn, target, request, reused=reused)
             except _Stale:
                 await anyio.aclose_forcefully(conn.stream)
-                if request.replayable:
+                if request.replayable and request.method in IDEMPOTENT:
                     fresh_only = True
                     continue
                 raise UpstreamClosed(
@@ -216,12 +223,12 @@ class PooledTransport:
             await self._send(conn, head)
             reused = False  # bytes are out: from here on a failure is not a stale connection
             await self._stream_body(conn, request.body, chunked=request.content_length is None)
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise UpstreamTimeout("write", endpoint=str(target)) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             if reused:
                 raise _Stale from None
             raise UpstreamClosed(f"write failed: {exc}", endpoint=str(target)) from None
-        except TimeoutError:
-            raise UpstreamTimeout("write", endpoint=str(target)) from None
 
     async def _send(self, conn: _Connection, data: bytes) -> None:
         with anyio.fail_after(self.timeouts.write):
@@ -250,7 +257,7 @@ class PooledTransport:
         self, slot: _Slot, conn: _Connection, target: Target, request: Request, *, reused: bool
     ) -> Response:
         head = _Head()
-        parser = httptools.HttpResponseParser(head)
+        parser = head.parser = httptools.HttpResponseParser(head)
         got_any = False
         while True:
             try:
@@ -288,7 +295,7 @@ class PooledTransport:
         body = _Body(
             self, slot, conn, parser, head, target,
             close_delimited=b"content-length" not in names and b"transfer-encoding" not in names,
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=head.keep_alive,
         )  # fmt: skip
         conn.requests += 1
         return Response(status, head.reason, head.headers, body, close=body.aclose)
