@@ -19,6 +19,7 @@ from kroute.transport.proxy import (
     TrustedProxies,
     error_response,
     forwarding_headers,
+    framing_conflict,
     retry_safe,
     set_host,
     strip_hop_by_hop,
@@ -132,3 +133,10 @@ def test_retry_budget_caps_retries_to_a_share_of_requests() -> None:
     small = RetryBudget(ratio=0.2, minimum=2)
     small.request(now=0.0)
     assert [small.try_retry(now=0.0) for _ in range(3)] == [True, True, False]
+
+
+def test_ambiguous_framing_is_detected() -> None:
+    assert framing_conflict([(b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")])
+    assert framing_conflict([(b"content-length", b"5"), (b"Content-Length", b"6")])
+    assert framing_conflict([(b"Content-Length", b"5"), (b"content-length", b"5")]) is None
+    assert framing_conflict([(b"Transfer-Encoding", b"chunked")]) is None

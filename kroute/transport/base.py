@@ -98,6 +98,21 @@ class Response:
             await self._close()
 
 
+def framing_headers(request: Request) -> Headers:
+    """The headers that frame a request's body and ask for an upgrade (the transport's job)."""
+    out: Headers = []
+    if request.upgrade is not None:
+        out += [(b"Connection", b"Upgrade"), (b"Upgrade", request.upgrade)]
+    if isinstance(request.body, bytes):
+        if request.body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            out.append((b"Content-Length", b"%d" % len(request.body)))
+    elif request.content_length is not None:
+        out.append((b"Content-Length", b"%d" % request.content_length))
+    else:
+        out.append((b"Transfer-Encoding", b"chunked"))
+    return out
+
+
 class Transport(Protocol):
     """Sends requests to endpoints; see the module docstring for the guarantees."""
 

@@ -38,7 +38,14 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from kroute.transport.base import Headers, Request, Response, Target, Timeouts
+from kroute.transport.base import (
+    Headers,
+    Request,
+    Response,
+    Target,
+    Timeouts,
+    framing_headers,
+)
 from kroute.transport.proxy import IDEMPOTENT
 
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -97,18 +104,10 @@ class _Head:
         self.done = True
 
 
-def _frame(request: Request, target: Target) -> bytes:
+def _frame(request: Request) -> bytes:
     lines = [f"{request.method} {request.target} HTTP/1.1".encode()]
     lines += [name + b": " + value for name, value in request.headers]
-    if request.upgrade is not None:
-        lines += [b"Connection: Upgrade", b"Upgrade: " + request.upgrade]
-    if isinstance(request.body, bytes):
-        if request.body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            lines.append(b"Content-Length: %d" % len(request.body))
-    elif request.content_length is not None:
-        lines.append(b"Content-Length: %d" % request.content_length)
-    else:
-        lines.append(b"Transfer-Encoding: chunked")
+    lines += [name + b": " + value for name, value in framing_headers(request)]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
@@ -215,7 +214,7 @@ class PooledTransport:
     async def _write(
         self, conn: _Connection, target: Target, request: Request, *, reused: bool
     ) -> None:
-        head = _frame(request, target)
+        head = _frame(request)
         try:
             if isinstance(request.body, bytes):
                 await self._send(conn, head + request.body)

@@ -202,3 +202,15 @@ class RetryBudget:
 def first_value(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The first value of header `name` (lower case), or None."""
     return next((v for n, v in headers if n.lower() == name), None)
+
+
+def framing_conflict(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Why a response's framing is ambiguous (RFC 9112 section 6.3: Content-Length with
+    Transfer-Encoding, or several different Content-Lengths), or None. Such a response is a
+    502: passing it on would let the two sides disagree on where it ends (smuggling)."""
+    lengths = {v.strip() for n, v in headers if n.lower() == b"content-length"}
+    if lengths and any(n.lower() == b"transfer-encoding" for n, _ in headers):
+        return "response has both Content-Length and Transfer-Encoding"
+    if len(lengths) > 1:
+        return "response has conflicting Content-Length values"
+    return None
