@@ -1,8 +1,8 @@
 """kroute: what Traefik does for a Kubernetes cluster, as a Python library.
 
 The curated public API. Everything not listed in `__all__` may change without notice.
-`KubernetesSource` is imported on first use: it brings httpcore (and, through it, trio when
-installed), which offline users should not pay for.
+`KubernetesSource` and `HttpcoreTransport` are imported on first use: they bring httpcore
+(and, through it, trio when installed), which offline users should not pay for.
 """
 
 import importlib
@@ -14,8 +14,14 @@ from kroute.errors import (
     InvalidRequest,
     KrouteError,
     ManifestError,
+    NoHealthyEndpoint,
     NoRoute,
     RuleSyntaxError,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
 )
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
@@ -44,6 +50,19 @@ from kroute.rules.request import RequestHead, normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
+from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
+from kroute.transport.memory import MemoryTransport
+from kroute.transport.pooled import PooledTransport
+from kroute.transport.proxy import (
+    Hop,
+    RetryBudget,
+    TrustedProxies,
+    error_response,
+    forwarding_headers,
+    retry_safe,
+    set_host,
+    strip_hop_by_hop,
+)
 from kroute.watch import kinds
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
@@ -53,6 +72,7 @@ from kroute.watch.store import Change, Store
 from kroute.watch.wire import Status, WatchDecoder, WatchEvent, WatchProtocolError
 
 if TYPE_CHECKING:
+    from kroute.transport.httpcore_transport import HttpcoreTransport
     from kroute.watch.kube import KubernetesSource
 
 __version__ = "0.1.0"
@@ -74,8 +94,12 @@ __all__ = [
     "EndpointStatistics",
     "Explanation",
     "Family",
+    "ForwardRequest",
+    "ForwardResponse",
     "HashOn",
     "HealthConfig",
+    "Hop",
+    "HttpcoreTransport",
     "InvalidObject",
     "InvalidRequest",
     "Kind",
@@ -87,6 +111,8 @@ __all__ = [
     "ManifestError",
     "ManifestSource",
     "MemorySource",
+    "MemoryTransport",
+    "NoHealthyEndpoint",
     "NoRoute",
     "ObjectRef",
     "Outcome",
@@ -94,7 +120,9 @@ __all__ = [
     "Pick",
     "Pool",
     "PoolStatistics",
+    "PooledTransport",
     "RequestHead",
+    "RetryBudget",
     "RingHash",
     "RoundRobin",
     "Route",
@@ -105,6 +133,15 @@ __all__ = [
     "Status",
     "Store",
     "TableStatistics",
+    "Target",
+    "Timeouts",
+    "Transport",
+    "TrustedProxies",
+    "UpstreamClosed",
+    "UpstreamConnectError",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
     "WatchDecoder",
     "WatchEvent",
     "WatchProtocolError",
@@ -113,7 +150,9 @@ __all__ = [
     "__version__",
     "compile_files",
     "compile_objects",
+    "error_response",
     "explain",
+    "forwarding_headers",
     "health_from_annotations",
     "http_probe",
     "kinds",
@@ -121,8 +160,11 @@ __all__ = [
     "load_text",
     "normalize_host",
     "normalize_path",
+    "retry_safe",
     "rule_condition",
     "select_usable",
+    "set_host",
+    "strip_hop_by_hop",
 ]
 
 
@@ -137,7 +179,13 @@ def compile_files(
     )
 
 
+_LAZY = {
+    "KubernetesSource": "kroute.watch.kube",
+    "HttpcoreTransport": "kroute.transport.httpcore_transport",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "KubernetesSource":
-        return importlib.import_module("kroute.watch.kube").KubernetesSource
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kroute' has no attribute {name!r}")

@@ -4,7 +4,7 @@ A transport sends one request to one endpoint and returns the response head with
 body. What every implementation must guarantee (and `kroute.transport.conformance` checks):
 
 - **Streaming.** `send` returns as soon as the response head has arrived; the body is an
-  async iterator of chunks read as the caller consumes them. Request bodies given as async
+  async iterator of chunks read as the caller consumes them. ForwardRequest bodies given as async
   iterables are sent as they are produced. Neither is buffered whole, so a body of any size
   passes in constant memory.
 - **Completion.** The caller consumes the body to its end or calls `aclose()`. Only a
@@ -60,7 +60,7 @@ class Target:
 
 
 @attrs.define
-class Request:
+class ForwardRequest:
     """A request as it leaves the proxy. `body` is bytes (replayable) or an async iterable
     of chunks; `content_length` frames an iterable body (None: chunked)."""
 
@@ -78,7 +78,7 @@ class Request:
 
 
 @attrs.define(eq=False)
-class Response:
+class ForwardResponse:
     """A response head and its streamed body. `upgraded` is the raw connection after a 101."""
 
     status: int
@@ -98,7 +98,7 @@ class Response:
             await self._close()
 
 
-def framing_headers(request: Request) -> Headers:
+def framing_headers(request: ForwardRequest) -> Headers:
     """The headers that frame a request's body and ask for an upgrade (the transport's job)."""
     out: Headers = []
     if request.upgrade is not None:
@@ -116,6 +116,6 @@ def framing_headers(request: Request) -> Headers:
 class Transport(Protocol):
     """Sends requests to endpoints; see the module docstring for the guarantees."""
 
-    async def send(self, target: Target, request: Request) -> Response: ...
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse: ...
 
     async def aclose(self) -> None: ...

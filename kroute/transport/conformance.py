@@ -35,7 +35,7 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from kroute.transport.base import Request, Target, Timeouts, Transport
+from kroute.transport.base import ForwardRequest, Target, Timeouts, Transport
 
 
 class _RequestHead:
@@ -190,12 +190,12 @@ async def backend() -> AsyncIterator[Backend]:
         group.cancel_scope.cancel()
 
 
-def get(path: str, **kw: Any) -> Request:
-    return Request("GET", path, [(b"Host", b"backend.test")], **kw)
+def get(path: str, **kw: Any) -> ForwardRequest:
+    return ForwardRequest("GET", path, [(b"Host", b"backend.test")], **kw)
 
 
 async def test_headers_and_fixed_body_go_through(transport: Transport, backend: Backend) -> None:
-    request = Request("POST", "/echo?x=1", [(b"Host", b"shop.example.com"), (b"X-A", b"1")],
+    request = ForwardRequest("POST", "/echo?x=1", [(b"Host", b"shop.example.com"), (b"X-A", b"1")],
                       body=b"hello")  # fmt: skip
     response = await transport.send(backend.target, request)
     echo = json.loads(await response.read())
@@ -215,7 +215,9 @@ async def test_streamed_request_body_chunked_and_with_length(
             yield b"z" * 1000
 
     for length in (None, 10_000):
-        request = Request("PUT", "/echo", [(b"Host", b"h")], body=chunks(), content_length=length)
+        request = ForwardRequest(
+            "PUT", "/echo", [(b"Host", b"h")], body=chunks(), content_length=length
+        )
         echo = json.loads(await (await transport.send(backend.target, request)).read())
         assert echo["length"] == 10_000
         framing = {n.lower() for n, _ in echo["headers"]}
@@ -246,7 +248,9 @@ async def test_large_bodies_stream_in_constant_memory(
         received = 0
         async for chunk in response.body:
             received += len(chunk)
-        request = Request("POST", "/echo", [(b"Host", b"h")], body=upload(), content_length=size)
+        request = ForwardRequest(
+            "POST", "/echo", [(b"Host", b"h")], body=upload(), content_length=size
+        )
         echo = json.loads(await (await transport.send(backend.target, request)).read())
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -290,7 +294,7 @@ async def test_broken_responses_are_errors_never_passed_on(
 
 
 async def test_posts_are_never_sent_twice(transport: Transport, backend: Backend) -> None:
-    request = Request("POST", "/close-mid", [(b"Host", b"h")], body=b"order=1")
+    request = ForwardRequest("POST", "/close-mid", [(b"Host", b"h")], body=b"order=1")
     with pytest.raises(UpstreamClosed):
         await (await transport.send(backend.target, request)).read()
     assert backend.hits["/close-mid"] == 1
@@ -339,7 +343,7 @@ async def test_write_timeout(slow_transport: Transport, backend: Backend) -> Non
         while True:
             yield b"w" * 65536
 
-    request = Request("POST", "/no-read", [(b"Host", b"h")], body=endless())
+    request = ForwardRequest("POST", "/no-read", [(b"Host", b"h")], body=endless())
     with pytest.raises(UpstreamTimeout) as info:
         await slow_transport.send(backend.target, request)
     assert info.value.phase == "write"
@@ -354,7 +358,7 @@ async def test_idle_connection_closed_by_the_endpoint(
     assert await (await transport.send(backend.target, get("/then-drop"))).read() == b"ok"
     await anyio.sleep(0.05)
     # ...a POST is not: it fails rather than risk reaching the endpoint twice.
-    post = Request("POST", "/echo", [(b"Host", b"h")], body=b"x")
+    post = ForwardRequest("POST", "/echo", [(b"Host", b"h")], body=b"x")
     try:
         response = await transport.send(backend.target, post)
         await response.read()

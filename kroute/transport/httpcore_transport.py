@@ -23,7 +23,7 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from kroute.transport.base import Request, Response, Target, Timeouts, framing_headers
+from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, framing_headers
 from kroute.transport.proxy import framing_conflict
 
 _TIMEOUT_PHASES = {
@@ -102,7 +102,7 @@ class HttpcoreTransport:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def send(self, target: Target, request: Request) -> Response:
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse:
         scheme = b"https" if target.tls is not None else b"http"
         extensions: dict[str, Any] = {"timeout": {
             "connect": self.timeouts.connect, "read": self.timeouts.read,
@@ -126,9 +126,9 @@ class HttpcoreTransport:
             raise UpstreamProtocolError(conflict, endpoint=str(target))
         reason = response.extensions.get("reason_phrase", b"")
         if response.status == 101:
-            return Response(101, reason, list(response.headers), _empty(),
+            return ForwardResponse(101, reason, list(response.headers), _empty(),
                             upgraded=_Upgraded(response.extensions["network_stream"]))  # fmt: skip
-        return Response(response.status, reason, list(response.headers),
+        return ForwardResponse(response.status, reason, list(response.headers),
                         self._body(target, response), close=response.aclose)  # fmt: skip
 
     async def _body(self, target: Target, response: httpcore.Response) -> AsyncIterator[bytes]:

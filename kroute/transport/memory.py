@@ -2,10 +2,10 @@
 
 For tests of everything above the network: routing, retries, header rewriting, error mapping,
 with backends that are a few lines of Python. Endpoints are mounted by "host:port"; a request to
-an endpoint with nothing mounted fails like a refused connection (502). Request and response
+an endpoint with nothing mounted fails like a refused connection (502). ForwardRequest and response
 bodies are passed whole (this transport is for tests, not for gigabytes).
 
-A plain handler takes the `Request` (its body already read into bytes) and returns
+A plain handler takes the `ForwardRequest` (its body already read into bytes) and returns
 `(status, headers, body)`; an ASGI application is called with an HTTP scope as any ASGI server
 would.
 """
@@ -19,9 +19,9 @@ from typing import Any
 import attrs
 
 from kroute.errors import UpstreamConnectError, UpstreamError
-from kroute.transport.base import Headers, Request, Response, Target
+from kroute.transport.base import ForwardRequest, ForwardResponse, Headers, Target
 
-Handler = Callable[[Request], Awaitable[tuple[int, Headers, bytes]]]
+Handler = Callable[[ForwardRequest], Awaitable[tuple[int, Headers, bytes]]]
 ASGIApp = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[dict[str, Any]]],
      Callable[[dict[str, Any]], Awaitable[None]]],
@@ -29,7 +29,7 @@ ASGIApp = Callable[
 ]  # fmt: skip
 
 
-async def _read(request: Request) -> bytes:
+async def _read(request: ForwardRequest) -> bytes:
     if isinstance(request.body, bytes):
         return request.body
     return b"".join([chunk async for chunk in request.body])
@@ -45,7 +45,7 @@ class MemoryTransport:
     def __init__(self, apps: dict[str, Handler | ASGIApp] | None = None) -> None:
         self.apps: dict[str, Handler | ASGIApp] = dict(apps or {})
         #: Every request delivered, with the endpoint it went to (for assertions).
-        self.sent: list[tuple[str, Request]] = []
+        self.sent: list[tuple[str, ForwardRequest]] = []
 
     def mount(self, endpoint: str, app: Handler | ASGIApp) -> None:
         """Serve `endpoint` ("10.0.0.1:8080") with `app`."""
@@ -54,7 +54,7 @@ class MemoryTransport:
     async def aclose(self) -> None:
         return None
 
-    async def send(self, target: Target, request: Request) -> Response:
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse:
         app = self.apps.get(str(target))
         if app is None:
             raise UpstreamConnectError("nothing mounted there", endpoint=str(target))
@@ -67,10 +67,10 @@ class MemoryTransport:
         else:
             asgi: ASGIApp = app  # type: ignore[assignment]
             status, headers, payload = await self._asgi(asgi, target, delivered, body)
-        return Response(status, b"", list(headers), _once(payload).__aiter__())
+        return ForwardResponse(status, b"", list(headers), _once(payload).__aiter__())
 
     async def _asgi(
-        self, app: ASGIApp, target: Target, request: Request, body: bytes
+        self, app: ASGIApp, target: Target, request: ForwardRequest, body: bytes
     ) -> tuple[int, Headers, bytes]:
         path, _, query = request.target.partition("?")
         scope: dict[str, Any] = {

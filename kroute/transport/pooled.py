@@ -17,8 +17,8 @@ than h11 here), and a pool per endpoint designed for forwarding:
 - timeouts per phase: connect, each write, each read (between bytes), pool;
 - a malformed response (bad status line, Content-Length with Transfer-Encoding, bad chunking)
   is an `UpstreamProtocolError` (502), never passed on;
-- `Request.upgrade` asks for a protocol switch; a 101 hands the raw connection over as
-  `Response.upgraded` (it leaves the pool, and no longer counts towards `max_connections`);
+- `ForwardRequest.upgrade` asks for a protocol switch; a 101 hands the raw connection over as
+  `ForwardResponse.upgraded` (it leaves the pool, and no longer counts towards `max_connections`);
 - TLS to endpoints with the `ssl.SSLContext` of the `Target` (verification settings included).
 """
 
@@ -39,9 +39,9 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.transport.base import (
+    ForwardRequest,
+    ForwardResponse,
     Headers,
-    Request,
-    Response,
     Target,
     Timeouts,
     framing_headers,
@@ -104,7 +104,7 @@ class _Head:
         self.done = True
 
 
-def _frame(request: Request) -> bytes:
+def _frame(request: ForwardRequest) -> bytes:
     lines = [f"{request.method} {request.target} HTTP/1.1".encode()]
     lines += [name + b": " + value for name, value in request.headers]
     lines += [name + b": " + value for name, value in framing_headers(request)]
@@ -138,7 +138,7 @@ class PooledTransport:
             while slot.idle:
                 await anyio.aclose_forcefully(slot.idle.pop().stream)
 
-    async def send(self, target: Target, request: Request) -> Response:
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse:
         slot = self._slots.get(target)
         if slot is None:
             slot = self._slots[target] = _Slot(self.max_connections)
@@ -188,7 +188,9 @@ class PooledTransport:
             raise UpstreamConnectError(reason, endpoint=str(target)) from None
         return _Connection(stream, created=anyio.current_time())
 
-    async def _exchange(self, slot: _Slot, target: Target, request: Request) -> Response:
+    async def _exchange(
+        self, slot: _Slot, target: Target, request: ForwardRequest
+    ) -> ForwardResponse:
         fresh_only = False
         while True:
             conn = None if fresh_only else self._checkout(slot)
@@ -212,7 +214,7 @@ class PooledTransport:
                 raise
 
     async def _write(
-        self, conn: _Connection, target: Target, request: Request, *, reused: bool
+        self, conn: _Connection, target: Target, request: ForwardRequest, *, reused: bool
     ) -> None:
         head = _frame(request)
         try:
@@ -253,8 +255,14 @@ class PooledTransport:
             raise UpstreamClosed(f"read failed: {exc}", endpoint=str(target)) from None
 
     async def _read_head(
-        self, slot: _Slot, conn: _Connection, target: Target, request: Request, *, reused: bool
-    ) -> Response:
+        self,
+        slot: _Slot,
+        conn: _Connection,
+        target: Target,
+        request: ForwardRequest,
+        *,
+        reused: bool,
+    ) -> ForwardResponse:
         head = _Head()
         parser = head.parser = httptools.HttpResponseParser(head)
         got_any = False
@@ -297,18 +305,20 @@ class PooledTransport:
             keep_alive=head.keep_alive,
         )  # fmt: skip
         conn.requests += 1
-        return Response(status, head.reason, head.headers, body, close=body.aclose)
+        return ForwardResponse(status, head.reason, head.headers, body, close=body.aclose)
 
     def _upgraded(
         self, slot: _Slot, conn: _Connection, head: _Head, parser: httptools.HttpResponseParser,
         rest: bytes,
-    ) -> Response:  # fmt: skip
+    ) -> ForwardResponse:  # fmt: skip
         slot.semaphore.release()  # the connection leaves the pool
         stream: anyio.abc.ByteStream = conn.stream
         if rest:
             stream = _Prefixed(stream, rest)
         empty = _Empty()
-        return Response(parser.get_status_code(), head.reason, head.headers, empty, upgraded=stream)
+        return ForwardResponse(
+            parser.get_status_code(), head.reason, head.headers, empty, upgraded=stream
+        )
 
     def _give_back(self, slot: _Slot, conn: _Connection, reuse: bool) -> bool:
         """Return a connection to the idle stack; False when it must be closed instead."""

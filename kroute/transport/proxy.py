@@ -134,7 +134,7 @@ def set_host(headers: Iterable[tuple[bytes, bytes]], host: str | None) -> Header
 
 
 _REASONS = {
-    400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
+    400: "Bad ForwardRequest", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
 }  # fmt: skip
 
