@@ -53,7 +53,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; each reports ratios against a baseline measured in the same run."""
-    session.install("-e", ".[test]")  # the watch benchmark uses the API emulator
+    # The watch benchmark uses the API emulator; the transport one compares with httpx.
+    session.install("-e", ".[test]", "httpx")
     session.run("python", "benchmarks/bench_rules.py", *session.posargs)
     session.run("python", "benchmarks/bench_pools.py")
     session.run("python", "benchmarks/bench_watch.py")
+    session.run("python", "benchmarks/bench_transport.py")

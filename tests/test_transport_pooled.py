@@ -61,3 +61,14 @@ async def test_idle_connections_are_reused_most_recent_first(backend: Backend) -
     assert slot.idle[-1] is top
     await transport.aclose()
     await anyio.sleep(0)
+
+
+async def test_idle_stack_is_capped(backend: Backend) -> None:
+    transport = PooledTransport(max_idle=2)
+    responses = [await transport.send(backend.target, get("/fixed?size=1")) for _ in range(5)]
+    for response in responses:
+        assert await response.read() == b"x"
+    slot = transport._slots[backend.target]
+    assert len(slot.idle) == 2  # the three least recently used were closed
+    assert backend.connections == 5
+    await transport.aclose()

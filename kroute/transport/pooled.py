@@ -5,8 +5,9 @@ than h11 here), and a pool per endpoint designed for forwarding:
 - bounded: at most `max_connections` requests in flight per endpoint; a request waits for a slot
   at most `Timeouts.pool` (then 503). Waiting is an anyio semaphore: no work per waiter;
 - idle connections are reused most-recent-first (a LIFO stack, so the warm ones stay warm and
-  the cold ones expire), at most `max_idle` of them, each for `keepalive_expiry` seconds and
-  `max_requests` requests;
+  the cold ones expire), at most `max_idle` of them (as many as `max_connections` by default:
+  fewer makes a steady load above it close and reopen connections all the time), each for
+  `keepalive_expiry` seconds and `max_requests` requests;
 - a reused connection that the endpoint closed while it was idle (it fails before any response
   byte arrives) is retried once on a fresh connection when the method is idempotent and the
   body can be sent again; other requests fail (502) rather than risk a double effect, so keep
@@ -118,7 +119,7 @@ class PooledTransport:
         self,
         *,
         max_connections: int = 100,
-        max_idle: int = 32,
+        max_idle: int = 100,
         keepalive_expiry: float = 60.0,
         max_requests: int = 10_000,
         timeouts: Timeouts = Timeouts(),
@@ -153,22 +154,14 @@ class PooledTransport:
             slot.semaphore.release()
             raise
 
-    def _checkout(self, slot: _Slot) -> _Connection | None:
+    async def _checkout(self, slot: _Slot) -> _Connection | None:
         now = anyio.current_time()
         while slot.idle:
             conn = slot.idle.pop()
             if now - conn.idle_since < self.keepalive_expiry:
                 return conn
-            self._discard(conn)  # expired
+            await anyio.aclose_forcefully(conn.stream)  # expired
         return None
-
-    def _discard(self, conn: _Connection) -> None:
-        # An idle connection is closed without a graceful shutdown; nothing is in flight on it.
-        try:
-            raw = conn.stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            raw.close()
-        except (anyio.TypedAttributeLookupError, OSError):
-            pass
 
     async def _connect(self, target: Target) -> _Connection:
         try:
@@ -193,7 +186,7 @@ class PooledTransport:
     ) -> ForwardResponse:
         fresh_only = False
         while True:
-            conn = None if fresh_only else self._checkout(slot)
+            conn = None if fresh_only else await self._checkout(slot)
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(target)
@@ -320,15 +313,15 @@ class PooledTransport:
             parser.get_status_code(), head.reason, head.headers, empty, upgraded=stream
         )
 
-    def _give_back(self, slot: _Slot, conn: _Connection, reuse: bool) -> bool:
-        """Return a connection to the idle stack; False when it must be closed instead."""
+    async def _give_back(self, slot: _Slot, conn: _Connection, reuse: bool) -> None:
+        """Return a connection to the idle stack, or close it."""
         if not reuse or conn.requests >= self.max_requests:
-            return False
+            await anyio.aclose_forcefully(conn.stream)
+            return
         conn.idle_since = anyio.current_time()
         slot.idle.append(conn)
         if len(slot.idle) > self.max_idle:
-            self._discard(slot.idle.pop(0))  # the least recently used goes
-        return True
+            await anyio.aclose_forcefully(slot.idle.pop(0).stream)  # the least recently used
 
 
 class _Body:
@@ -390,9 +383,10 @@ class _Body:
         if self._released:
             return
         self._released = True
-        if not self._transport._give_back(self._slot, self._conn, reuse):
-            await anyio.aclose_forcefully(self._conn.stream)
-        self._slot.semaphore.release()
+        try:
+            await self._transport._give_back(self._slot, self._conn, reuse)
+        finally:
+            self._slot.semaphore.release()
 
 
 class _Empty:
