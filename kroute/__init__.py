@@ -63,6 +63,7 @@ from kroute.transport.proxy import (
     set_host,
     strip_hop_by_hop,
 )
+from kroute.transport.retry import send_with_retries
 from kroute.watch import kinds
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
@@ -163,6 +164,7 @@ __all__ = [
     "retry_safe",
     "rule_condition",
     "select_usable",
+    "send_with_retries",
     "set_host",
     "strip_hop_by_hop",
 ]

@@ -74,6 +74,7 @@ class Backend:
     /bad-status      garbage status line              /cl-te      Content-Length and chunked
     /bad-chunk       invalid chunk size               /close      answers with Connection: close
     /then-drop       answers (keep-alive), then closes the idle connection
+    /drop-request    reads the request, then closes without answering
     /no-read...      never reads the request body
     /ws              101 Switching Protocols, then echoes bytes
     Every request is counted per path in `hits`; `connections` counts accepted connections.
@@ -167,6 +168,8 @@ class Backend:
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
             )
             return False
+        elif path == "/drop-request":
+            return False  # reads the request, closes without a word
         elif path == "/then-drop":
             # Answers as keep-alive, then closes the idle connection without a word.
             await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
