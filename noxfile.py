@@ -46,7 +46,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, its tests, examples and benchmarks."""
-    session.install("-e", ".[typecheck,test]")
+    session.install("-e", ".[typecheck,test,bench]")
     session.run("mypy")
 
 
@@ -54,7 +54,7 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; each reports ratios against a baseline measured in the same run."""
     # The watch benchmark uses the API emulator; the transport one compares with httpx.
-    session.install("-e", ".[test]", "httpx")
+    session.install("-e", ".[test,bench]")
     session.run("python", "benchmarks/bench_rules.py", *session.posargs)
     session.run("python", "benchmarks/bench_pools.py")
     session.run("python", "benchmarks/bench_watch.py")
