@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kroute.errors import (
     ConfigError,
+    InvalidBackend,
     InvalidObject,
     InvalidRequest,
     KrouteError,
@@ -23,6 +24,7 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from kroute.gateway.router import Decision, Router, RouterStatistics
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pool.balance import (
@@ -90,6 +92,7 @@ __all__ = [
     "Cluster",
     "CompileResult",
     "ConfigError",
+    "Decision",
     "Delta",
     "Endpoint",
     "EndpointStatistics",
@@ -101,6 +104,7 @@ __all__ = [
     "HealthConfig",
     "Hop",
     "HttpcoreTransport",
+    "InvalidBackend",
     "InvalidObject",
     "InvalidRequest",
     "Kind",
@@ -128,6 +132,8 @@ __all__ = [
     "RoundRobin",
     "Route",
     "RouteTable",
+    "Router",
+    "RouterStatistics",
     "RuleSyntaxError",
     "ServiceEndpoints",
     "Source",

@@ -64,6 +64,12 @@ class NoRoute(KrouteError):
     status_hint = 404
 
 
+class InvalidBackend(KrouteError):
+    """A route chose a backend reference that cannot be used (Gateway API: 500 for its share)."""
+
+    status_hint = 500
+
+
 class NoHealthyEndpoint(KrouteError):
     """A route matched, but its backend has no endpoint to send the request to."""
 

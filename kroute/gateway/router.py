@@ -1,0 +1,326 @@
+"""Router: sources -> route table and pools -> routing decisions and forwarding.
+
+What it keeps current, and how (each change costs what it touches):
+- the route table is recompiled from every routing object (Ingress, IngressClass, Gateway,
+  GatewayClass, HTTPRoute, ReferenceGrant, Namespace, IngressRoute) when one of them changes,
+  and swapped in whole: readers take no lock;
+- a pool per backend (namespace, Service, port) that some route names, fed by that Service's
+  EndpointSlices one slice at a time (`ServiceEndpoints` deltas). Pools outlive table rebuilds,
+  so health, in-flight counts and balancer state survive configuration changes;
+- changes apply synchronously in the source's callback: a new EndpointSlice is in the pool,
+  and a new Ingress in the table, before the source's next event is read (Traefik throttles to
+  one rebuild every 2 s).
+
+`route(head)` decides without I/O: the route, the backend (by weight), the endpoint (by the
+pool's balancer and health), or the status that answers instead: 404 (no route), 500 (the
+chosen backend reference is unusable), 503 (a route whose Service has no usable endpoint).
+`forward(head, request)` sends through the transport with safe retries on other endpoints,
+reporting every attempt to the pool's passive health.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from kroute.errors import (
+    InvalidBackend,
+    InvalidObject,
+    KrouteError,
+    NoHealthyEndpoint,
+    NoRoute,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from kroute.objects import BackendRef, FieldError, ObjectRef
+from kroute.pool.balance import Balancer, RoundRobin, WeightedSplit
+from kroute.pool.endpoints import ServiceEndpoints
+from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
+from kroute.pool.pool import Pick, Pool, PoolStatistics
+from kroute.rules.compile import compile_objects
+from kroute.rules.request import RequestHead
+from kroute.rules.route import Route
+from kroute.rules.table import RouteTable
+from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Transport
+from kroute.transport.proxy import RetryBudget
+from kroute.transport.retry import send_with_retries
+from kroute.watch import kinds
+from kroute.watch.sources import Source
+from kroute.watch.store import Change
+
+ROUTING_KINDS = frozenset({
+    kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
+    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE,
+})  # fmt: skip
+
+BackendKey = tuple[str, str, int | str]
+
+
+@attrs.frozen
+class Decision:
+    """Where one request goes, or the status that answers it instead."""
+
+    status: int
+    route: Route | None = None
+    backend: BackendRef | None = None
+    pick: Pick | None = None
+    reason: str = ""
+
+
+@attrs.frozen
+class RouterStatistics:
+    ready: bool
+    routes: int
+    invalid_objects: int
+    rebuilds: int
+    last_rebuild_seconds: float
+    pools: tuple[PoolStatistics, ...]
+
+
+class _Backend:
+    """One Service port: its endpoints as the slices say, and the pool that balances them."""
+
+    def __init__(self, key: BackendKey, pool: Pool, *, allow_external_name: bool) -> None:
+        namespace, name, port = key
+        self.endpoints = ServiceEndpoints(
+            ObjectRef("Service", namespace, name), port, allow_external_name=allow_external_name
+        )
+        self.pool = pool
+
+
+class Router:
+    """Routing decisions and forwarding over sources kept current (see the module docstring)."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        transport: Transport | None = None,
+        ingress_class: str = "kroute",
+        gateway_class: str = "kroute",
+        health: HealthConfig = HealthConfig(),
+        balancer: Callable[[], Balancer] = RoundRobin,
+        allow_external_name: bool = False,
+        retry_budget: RetryBudget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sources = list(sources)
+        self.transport = transport
+        self.ingress_class = ingress_class
+        self.gateway_class = gateway_class
+        self.health = health
+        self.balancer = balancer
+        self.allow_external_name = allow_external_name
+        self.retry_budget = retry_budget or RetryBudget()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.table = RouteTable()
+        self.errors: tuple[InvalidObject, ...] = ()
+        self.notes: tuple[str, ...] = ()
+        self._backends: dict[BackendKey, _Backend] = {}
+        self._splits: dict[int, WeightedSplit] = {}
+        self._published = False
+        self._rebuilds = 0
+        self._rebuild_seconds = 0.0
+        for source in self.sources:
+            source.subscribe(self._changed)
+        self.rebuild()
+
+    # -- keeping current ---------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Every source has synced and a table built from them is published."""
+        return self._published and all(source.synced for source in self.sources)
+
+    def _objects(self, kind: kinds.Kind) -> Iterable[dict[str, Any]]:
+        for source in self.sources:
+            store = source.stores.get(kind)
+            if store is not None:
+                yield from store.snapshot().values()
+
+    def rebuild(self) -> None:
+        """Recompile the table from every routing object and bring the pools in line."""
+        started = time.perf_counter()
+        objects = [obj for kind in ROUTING_KINDS for obj in self._objects(kind)]
+        result = compile_objects(
+            objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class
+        )
+        wanted = {
+            (b.namespace, b.name, b.port): b
+            for route in result.table.routes
+            for b in route.backends
+            if b.error is None and b.port is not None
+        }
+        for key in wanted.keys() - self._backends.keys():
+            self._backends[key] = self._new_backend(key)
+        for key in self._backends.keys() - wanted.keys():
+            del self._backends[key]
+        self.table = result.table  # the swap: readers see the old table or the new one
+        self.errors, self.notes = result.errors, result.notes
+        self._splits = {}
+        self._published = self._published or all(s.synced for s in self.sources)
+        self._rebuilds += 1
+        self._rebuild_seconds = time.perf_counter() - started
+
+    def _new_backend(self, key: BackendKey) -> _Backend:
+        namespace, name, _ = key
+        service = next(
+            (o for o in self._objects(kinds.SERVICE)
+             if o["metadata"].get("name") == name and o["metadata"].get("namespace") == namespace),
+            None,
+        )  # fmt: skip
+        health = self._health_for(service)
+        pool = Pool(f"{namespace}/{name}:{key[2]}", balancer=self.balancer(), health=health)
+        backend = _Backend(key, pool, allow_external_name=self.allow_external_name)
+        now = self.clock()
+        backend.pool.apply(backend.endpoints.set_service(service), now=now)
+        for slice_obj in self._objects(kinds.ENDPOINT_SLICE):
+            owner = ServiceEndpoints.owner_of(slice_obj)
+            if owner == backend.endpoints.service:
+                backend.pool.apply(backend.endpoints.apply_slice(slice_obj), now=now)
+        return backend
+
+    def _health_for(self, service: dict[str, Any] | None) -> HealthConfig:
+        annotations = (service or {}).get("metadata", {}).get("annotations") or {}
+        config, _problems = health_from_annotations(annotations, self.health)
+        return config
+
+    def _changed(self, kind: kinds.Kind, changes: Sequence[Change]) -> None:
+        if kind in ROUTING_KINDS:
+            self.rebuild()
+            return
+        now = self.clock()
+        if kind == kinds.SERVICE:
+            for change in changes:
+                namespace, name = change.key
+                service = None if change.type == "DELETED" else change.object
+                for (ns, svc, _), backend in self._backends.items():
+                    if (ns, svc) == (namespace, name):
+                        backend.pool.apply(backend.endpoints.set_service(service), now=now)
+        elif kind == kinds.ENDPOINT_SLICE:
+            for change in changes:
+                try:
+                    owner = ServiceEndpoints.owner_of(change.object)
+                except FieldError:
+                    continue
+                for (ns, svc, _), backend in self._backends.items():
+                    if owner is None or (ns, svc) != (owner.namespace, owner.name):
+                        continue
+                    if change.type == "DELETED":
+                        delta = backend.endpoints.delete_slice(change.key[1])
+                    else:
+                        delta = backend.endpoints.apply_slice(change.object)
+                    backend.pool.apply(delta, now=now)
+        if not self._published and all(s.synced for s in self.sources):
+            self.rebuild()
+
+    # -- deciding ----------------------------------------------------------------------
+
+    def pool(self, backend: BackendRef) -> Pool | None:
+        """The pool of a backend a route names (None when no route names it)."""
+        found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
+        return None if found is None else found.pool
+
+    def _choose(self, route: Route) -> BackendRef | None:
+        if len(route.backends) == 1:
+            return route.backends[0] if route.backends[0].weight > 0 else None
+        split = self._splits.get(id(route))
+        if split is None:
+            split = self._splits[id(route)] = WeightedSplit([b.weight for b in route.backends])
+        index = split.pick(self.rng)
+        return None if index is None else route.backends[index]
+
+    def route(self, head: RequestHead, *, exclude: Sequence[tuple[str, int]] = ()) -> Decision:
+        """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503."""
+        route = self.table.match(head)
+        if route is None:
+            return Decision(404, reason="no route matches")
+        backend = self._choose(route)
+        if backend is None:
+            return Decision(500, route, reason="the route has no backend to send to")
+        if backend.error is not None:
+            return Decision(500, route, backend, reason=backend.error)
+        found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
+        if found is None:
+            return Decision(503, route, backend, reason="no pool for the backend")
+        pick = found.pool.pick(now=self.clock(), rng=self.rng, exclude=exclude)
+        if pick is None:
+            reason = found.endpoints.error or f"{backend} has no usable endpoint"
+            return Decision(503, route, backend, reason=reason)
+        return Decision(200, route, backend, pick)
+
+    # -- forwarding --------------------------------------------------------------------
+
+    async def forward(
+        self, head: RequestHead, request: ForwardRequest
+    ) -> tuple[Decision, ForwardResponse]:
+        """Route `head` and send `request` there, retrying safely on other endpoints.
+
+        Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
+        InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504).
+        """
+        if self.transport is None:
+            raise RuntimeError("this Router has no transport")
+        first = self.route(head)
+        if first.status != 200 or first.backend is None or first.pick is None:
+            raise _status_error(first)
+        backend = self._backends[(first.backend.namespace, first.backend.name, first.backend.port)]  # type: ignore[index]
+        pool = backend.pool
+        picks = {first.pick.endpoint.key: first.pick}
+
+        def pick(tried: Sequence[Target]) -> Target | None:
+            if not tried:
+                chosen: Pick | None = first.pick
+            else:
+                chosen = pool.pick(now=self.clock(), rng=self.rng,
+                                   exclude=[(t.host, t.port) for t in tried])  # fmt: skip
+            if chosen is None:
+                return None
+            picks[chosen.endpoint.key] = chosen
+            pool.begin(chosen.endpoint.key)
+            return Target(chosen.endpoint.address, chosen.endpoint.port)
+
+        def report(target: Target, error: UpstreamError | None) -> None:
+            if error is None:
+                return  # judged below, by the status
+            if isinstance(error, UpstreamTimeout):
+                outcome = Outcome.TIMEOUT
+            elif not error.request_sent:
+                outcome = Outcome.CONNECT_FAILURE
+            else:
+                outcome = Outcome.RESET
+            pool.end((target.host, target.port), outcome, now=self.clock())
+
+        response, target = await send_with_retries(
+            self.transport, request, pick, budget=self.retry_budget, now=self.clock, report=report
+        )
+        key = (target.host, target.port)
+        outcome = Outcome.HTTP_5XX if response.status >= 500 else Outcome.SUCCESS
+        pool.end(key, outcome, now=self.clock())
+        chosen = picks[key]
+        return attrs.evolve(first, pick=chosen), response
+
+    def statistics(self) -> RouterStatistics:
+        now = self.clock()
+        return RouterStatistics(
+            ready=self.ready,
+            routes=len(self.table),
+            invalid_objects=len(self.errors),
+            rebuilds=self._rebuilds,
+            last_rebuild_seconds=self._rebuild_seconds,
+            pools=tuple(b.pool.statistics(now=now) for b in self._backends.values()),
+        )
+
+
+def _status_error(decision: Decision) -> KrouteError:
+    if decision.status == 404:
+        return NoRoute(decision.reason)
+    if decision.status == 500:
+        return InvalidBackend(decision.reason)
+    return NoHealthyEndpoint(decision.reason)

@@ -1,0 +1,137 @@
+"""Router: sources -> table and pools -> decisions and forwarding (memory source and transport)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from kroute.errors import NoHealthyEndpoint, NoRoute
+from kroute.gateway.router import Router
+from kroute.pool.health import Outcome
+from kroute.rules.request import RequestHead
+from kroute.transport.base import ForwardRequest, Headers
+from kroute.transport.memory import MemoryTransport
+from kroute.watch.sources import MemorySource
+from tests.builders import ingress
+
+
+def service(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}  # fmt: skip
+
+
+def endpoint_slice(service_name: str, *addresses: str, name: str | None = None,
+                   terminating: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": name or f"{service_name}-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service_name}},
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [a], "conditions": {
+            "ready": a not in terminating, "serving": True, "terminating": a in terminating}}
+            for a in addresses],
+    }  # fmt: skip
+
+
+def seed() -> MemorySource:
+    return MemorySource(objects=[
+        ingress("www", [("test-www.local", [("/", "Prefix", "test-www")])]),
+        ingress("api", [("test-api.local", [("/", "Prefix", "test-api")])]),
+        service("test-www"), service("test-api"),
+        endpoint_slice("test-www", "10.0.0.1", "10.0.0.2"),
+    ])  # fmt: skip
+
+
+def head(host: str, path: str = "/") -> RequestHead:
+    return RequestHead.build("GET", host, path)
+
+
+def test_decisions_404_503_and_endpoints() -> None:
+    router = Router([seed()], rng=random.Random(1))
+    assert router.ready
+    assert router.route(head("nobody.local")).status == 404
+    decision = router.route(head("test-api.local"))  # the Service has no endpoint
+    assert decision.status == 503
+    assert decision.route is not None
+    assert "no usable endpoint" in decision.reason
+    picks = {router.route(head("test-www.local")).pick.endpoint.address for _ in range(4)}  # type: ignore[union-attr]
+    assert picks == {"10.0.0.1", "10.0.0.2"}
+
+
+def test_changes_reach_decisions_at_once() -> None:
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    source.apply(endpoint_slice("test-api", "10.0.1.1"))
+    assert router.route(head("test-api.local")).pick.endpoint.address == "10.0.1.1"  # type: ignore[union-attr]
+    source.apply(ingress("www", [("test-www.local", [("/new", "Prefix", "test-api")])]))
+    assert router.route(head("test-www.local", "/new/x")).backend.name == "test-api"  # type: ignore[union-attr]
+    assert router.route(head("test-www.local", "/")).status == 404
+    source.delete(endpoint_slice("test-api", "10.0.1.1"))
+    assert router.route(head("test-api.local")).status == 503
+    assert router.statistics().rebuilds >= 2
+
+
+def test_rolling_update_fences_terminating_endpoints() -> None:
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    # A new pod is ready, an old one terminating: new traffic only to ready ones.
+    source.apply(endpoint_slice("test-www", "10.0.0.1", "10.0.0.2", "10.0.0.3",
+                                terminating=("10.0.0.1",)))  # fmt: skip
+    picks = {router.route(head("test-www.local")).pick.endpoint.address for _ in range(6)}  # type: ignore[union-attr]
+    assert picks == {"10.0.0.2", "10.0.0.3"}
+
+
+def test_pool_health_survives_table_rebuilds() -> None:
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    decision = router.route(head("test-www.local"))
+    assert decision.backend is not None
+    pool = router.pool(decision.backend)
+    assert pool is not None
+    for _ in range(5):
+        pool.begin(("10.0.0.1", 8080))
+        pool.end(("10.0.0.1", 8080), Outcome.HTTP_5XX, now=router.clock())
+    source.apply(ingress("other", [("other.local", [("/", "Prefix", "test-www")])]))  # rebuild
+    assert router.pool(decision.backend) is pool
+    picks = {router.route(head("test-www.local")).pick.endpoint.address for _ in range(6)}  # type: ignore[union-attr]
+    assert picks == {"10.0.0.2"}
+
+
+def test_health_settings_from_service_annotations() -> None:
+    source = MemorySource(objects=[
+        ingress("www", [("w.local", [("/", "Prefix", "web")])]),
+        service("web", {"kroute.dev/outlier-consecutive-5xx": "2"}),
+        endpoint_slice("web", "10.0.0.1", "10.0.0.2"),
+    ])  # fmt: skip
+    router = Router([source])
+    decision = router.route(head("w.local"))
+    pool = router.pool(decision.backend)  # type: ignore[arg-type]
+    assert pool is not None
+    assert pool.health.passive.consecutive_5xx == 2
+
+
+@pytest.mark.anyio
+async def test_forward_retries_another_endpoint_and_reports_health() -> None:
+    async def app(request: ForwardRequest) -> tuple[int, Headers, bytes]:
+        return 200, [], b"from 10.0.0.2"
+
+    transport = MemoryTransport({"10.0.0.2:8080": app})  # 10.0.0.1 refuses connections
+    router = Router([seed()], transport=transport, rng=random.Random(3))
+    for _ in range(4):
+        decision, response = await router.forward(
+            head("test-www.local"), ForwardRequest("GET", "/", [(b"Host", b"test-www.local")])
+        )
+        assert await response.read() == b"from 10.0.0.2"
+        assert decision.pick is not None
+        assert decision.pick.endpoint.address == "10.0.0.2"
+    stats = {e.endpoint: e for p in router.statistics().pools for e in p.endpoints}
+    assert stats["10.0.0.1:8080"].state == "ejected"  # three connection failures in a row
+    with pytest.raises(NoRoute):
+        await router.forward(head("nobody.local"), ForwardRequest("GET", "/"))
+    with pytest.raises(NoHealthyEndpoint):
+        await router.forward(head("test-api.local"), ForwardRequest("GET", "/"))
