@@ -1,0 +1,74 @@
+"""GatewayHandler: what the HTTP front does with a request: route it, rewrite it, forward it.
+
+Request side: hop-by-hop headers removed (RFC 9110 section 7.6.1); X-Forwarded-* and Forwarded
+set for this hop (incoming ones believed only from `trusted` proxies); Host passed through.
+A request without a body is forwarded as replayable (safe retries on other endpoints); a body
+streams through and is never sent twice. Response side: hop-by-hop headers removed, the
+front re-frames the body. Errors become short responses: 404 no route, 500 unusable backend,
+502 connection failed or invalid response, 503 no endpoint, 504 timeout.
+"""
+
+from __future__ import annotations
+
+from kroute.errors import KrouteError
+from kroute.gateway.router import Router
+from kroute.gateway.server import IncomingRequest, OutgoingResponse
+from kroute.rules.request import RequestHead
+from kroute.transport.base import ForwardRequest
+from kroute.transport.proxy import (
+    Hop,
+    TrustedProxies,
+    error_response,
+    first_value,
+    forwarding_headers,
+    strip_hop_by_hop,
+)
+
+
+class GatewayHandler:
+    """The HttpServer handler of a gateway built on a Router."""
+
+    def __init__(self, router: Router, *, trusted: TrustedProxies = TrustedProxies()) -> None:
+        self.router = router
+        self.trusted = trusted
+
+    async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
+        host = (first_value(request.headers, b"host") or b"").decode("latin-1")
+        try:
+            head = RequestHead.build(
+                request.method,
+                host,
+                request.target,
+                headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers],
+                client_ip=request.client or None,
+            )
+        except KrouteError as exc:
+            status, headers, body = error_response(exc)
+            return OutgoingResponse(status, headers, body)
+        chunked = first_value(request.headers, b"transfer-encoding") is not None
+        has_body = chunked or bool(request.content_length)
+        headers = forwarding_headers(
+            strip_hop_by_hop(request.headers),
+            Hop(client=request.client, scheme=request.scheme, host=host, port=request.port),
+            self.trusted,
+        )
+        forward = ForwardRequest(
+            request.method,
+            request.target,
+            headers,
+            body=request.body if has_body else b"",
+            content_length=None if chunked else request.content_length,
+            upgrade=request.upgrade,
+        )
+        try:
+            _decision, response = await self.router.forward(head, forward)
+        except KrouteError as exc:
+            status, headers, body = error_response(exc)
+            return OutgoingResponse(status, headers, body)
+        if response.status == 101 and response.upgraded is not None:
+            upgraded = [*strip_hop_by_hop(response.headers), (b"Connection", b"Upgrade")]
+            protocol = first_value(response.headers, b"upgrade")
+            if protocol is not None:
+                upgraded.append((b"Upgrade", protocol))
+            return OutgoingResponse(101, upgraded, upgraded=response.upgraded)
+        return OutgoingResponse(response.status, strip_hop_by_hop(response.headers), response.body)
