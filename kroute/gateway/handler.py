@@ -47,8 +47,11 @@ class GatewayHandler:
             return OutgoingResponse(status, headers, body)
         chunked = first_value(request.headers, b"transfer-encoding") is not None
         has_body = chunked or bool(request.content_length)
+        end_to_end = [
+            (n, v) for n, v in strip_hop_by_hop(request.headers) if n.lower() != b"content-length"
+        ]  # framing is the transport's: it sends Content-Length or chunked itself
         headers = forwarding_headers(
-            strip_hop_by_hop(request.headers),
+            end_to_end,
             Hop(client=request.client, scheme=request.scheme, host=host, port=request.port),
             self.trusted,
         )
