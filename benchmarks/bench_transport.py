@@ -34,7 +34,7 @@ from kroute.transport.pooled import PooledTransport
 
 SECONDS = 3.0
 CONCURRENCY = (1, 20, 100)
-NGINX_CONF = """
+_NGINX_BASE = """
 worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
@@ -45,22 +45,17 @@ http {{
     keepalive_requests 1000000;
     client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
     uwsgi_temp_path {dir}; scgi_temp_path {dir};
+"""
+NGINX_CONF = (
+    _NGINX_BASE
+    + """
     server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok"; }} }}
 }}
 """
-
-
-PROXY_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
-    uwsgi_temp_path {dir}; scgi_temp_path {dir};
+)
+PROXY_CONF = (
+    _NGINX_BASE
+    + """
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 128; }}
     server {{
         listen 127.0.0.1:{port};
@@ -72,6 +67,7 @@ http {{
     }}
 }}
 """
+)
 
 
 def start_nginx(
