@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
 from typing import Protocol
 
 import attrs
@@ -337,8 +336,3 @@ def _dnf(cond: Condition, *, negate: bool, limit: int) -> list[Conjunction]:
             raise _TooLarge
         return out
     return [(Not(cond),)] if negate else [(cond,)]
-
-
-def all_of(parts: Sequence[Condition]) -> Condition:
-    """One condition for a sequence: the part itself when there is one."""
-    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))

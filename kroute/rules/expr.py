@@ -185,17 +185,3 @@ class _Parser:
 def parse_rule(text: str) -> Node:
     """The syntax tree of a Traefik rule; RuleSyntaxError says where and why it does not parse."""
     return _Parser(text).parse()
-
-
-def unparse(node: Node) -> str:
-    """The rule text of a tree, with backtick arguments (used in explanations and tests)."""
-    if isinstance(node, Call):
-        return f"{node.name}(" + ", ".join(f"`{a}`" for a in node.args) + ")"
-    if isinstance(node, Negation):
-        return f"!{_wrap(node.inner)}"
-    joiner = " && " if isinstance(node, And) else " || "
-    return joiner.join(_wrap(p) for p in node.parts)
-
-
-def _wrap(node: Node) -> str:
-    return unparse(node) if isinstance(node, Call | Negation) else f"({unparse(node)})"

@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -250,8 +249,3 @@ class ManifestSource(Source):
             if changed or not self.synced:
                 self.publish()
             await anyio.sleep(self.interval)
-
-
-def objects_of(source: Source) -> dict[Kind, list[Any]]:
-    """Every object of every kind a source holds now (for tests and debugging)."""
-    return {kind: list(store.snapshot().values()) for kind, store in source.stores.items()}
