@@ -123,6 +123,8 @@ class Router:
         self.errors: tuple[InvalidObject, ...] = ()
         self.notes: tuple[str, ...] = ()
         self._backends: dict[BackendKey, _Backend] = {}
+        #: The backends of each Service (one per port a route names): what an event updates.
+        self._by_service: dict[tuple[str, str], list[_Backend]] = {}
         self._splits: dict[int, WeightedSplit] = {}
         self._published = False
         self._rebuilds = 0
@@ -157,10 +159,24 @@ class Router:
             for b in route.backends
             if b.error is None and b.port is not None
         }
-        for key in wanted.keys() - self._backends.keys():
-            self._backends[key] = self._new_backend(key)
+        new = wanted.keys() - self._backends.keys()
+        if new:
+            # One pass over the slices for every new backend, not one pass per backend.
+            slices: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for slice_obj in self._objects(kinds.ENDPOINT_SLICE):
+                try:
+                    owner = ServiceEndpoints.owner_of(slice_obj)
+                except FieldError:
+                    continue
+                if owner is not None:
+                    slices.setdefault((owner.namespace, owner.name), []).append(slice_obj)
+            for key in new:
+                self._backends[key] = self._new_backend(key, slices.get(key[:2], []))
         for key in self._backends.keys() - wanted.keys():
             del self._backends[key]
+        self._by_service = {}
+        for key, backend in self._backends.items():
+            self._by_service.setdefault(key[:2], []).append(backend)
         self.table = result.table  # the swap: readers see the old table or the new one
         self.errors, self.notes = result.errors, result.notes
         self._splits = {}
@@ -168,22 +184,24 @@ class Router:
         self._rebuilds += 1
         self._rebuild_seconds = time.perf_counter() - started
 
-    def _new_backend(self, key: BackendKey) -> _Backend:
-        namespace, name, _ = key
-        service = next(
-            (o for o in self._objects(kinds.SERVICE)
-             if o["metadata"].get("name") == name and o["metadata"].get("namespace") == namespace),
-            None,
-        )  # fmt: skip
-        health = self._health_for(service)
-        pool = Pool(f"{namespace}/{name}:{key[2]}", balancer=self.balancer(), health=health)
+    def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for source in self.sources:
+            store = source.stores.get(kinds.SERVICE)
+            found = store.get((namespace, name)) if store is not None else None
+            if found is not None:
+                return found
+        return None
+
+    def _new_backend(self, key: BackendKey, slices: Sequence[dict[str, Any]]) -> _Backend:
+        namespace, name, port = key
+        service = self._service(namespace, name)
+        pool = Pool(f"{namespace}/{name}:{port}", balancer=self.balancer(),
+                    health=self._health_for(service))  # fmt: skip
         backend = _Backend(key, pool, allow_external_name=self.allow_external_name)
         now = self.clock()
-        backend.pool.apply(backend.endpoints.set_service(service), now=now)
-        for slice_obj in self._objects(kinds.ENDPOINT_SLICE):
-            owner = ServiceEndpoints.owner_of(slice_obj)
-            if owner == backend.endpoints.service:
-                backend.pool.apply(backend.endpoints.apply_slice(slice_obj), now=now)
+        pool.apply(backend.endpoints.set_service(service), now=now)
+        for slice_obj in slices:
+            pool.apply(backend.endpoints.apply_slice(slice_obj), now=now)
         return backend
 
     def _health_for(self, service: dict[str, Any] | None) -> HealthConfig:
@@ -198,20 +216,18 @@ class Router:
         now = self.clock()
         if kind == kinds.SERVICE:
             for change in changes:
-                namespace, name = change.key
                 service = None if change.type == "DELETED" else change.object
-                for (ns, svc, _), backend in self._backends.items():
-                    if (ns, svc) == (namespace, name):
-                        backend.pool.apply(backend.endpoints.set_service(service), now=now)
+                for backend in self._by_service.get(change.key, []):
+                    backend.pool.apply(backend.endpoints.set_service(service), now=now)
         elif kind == kinds.ENDPOINT_SLICE:
             for change in changes:
                 try:
                     owner = ServiceEndpoints.owner_of(change.object)
                 except FieldError:
                     continue
-                for (ns, svc, _), backend in self._backends.items():
-                    if owner is None or (ns, svc) != (owner.namespace, owner.name):
-                        continue
+                if owner is None:
+                    continue
+                for backend in self._by_service.get((owner.namespace, owner.name), []):
                     if change.type == "DELETED":
                         delta = backend.endpoints.delete_slice(change.key[1])
                     else:
