@@ -11,20 +11,12 @@ nox.options.error_on_external_run = True
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: until the gateway lands, explain the seed's routing from shipped manifests."""
-    session.install("-e", ".")
-    session.run(
-        "python",
-        "-m",
-        "kroute",
-        "explain",
-        "-f",
-        "examples/explain/manifests",
-        "--requests",
-        "examples/explain/requests.jsonl",
-        "--format",
-        "text",
-    )
+    """The main job: the example gateway on the shipped manifests, with demo backends.
+
+    Serves until Ctrl-C; `nox -s demo -- --once` exits after the tour of requests.
+    """
+    session.install("-e", ".[metrics]")
+    session.run("python", "examples/gateway/demo.py", *session.posargs)
 
 
 @nox.session

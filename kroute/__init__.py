@@ -2,12 +2,14 @@
 
 The curated public API. Everything not listed in `__all__` may change without notice.
 `KubernetesSource` and `HttpcoreTransport` are imported on first use: they bring httpcore
-(and, through it, trio when installed), which offline users should not pay for.
+(and, through it, trio when installed), which offline users should not pay for; so is
+`KrouteTransport`, which needs httpx (the `httpx` extra).
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from kroute.client.service import ServiceClient
 from kroute.errors import (
     ConfigError,
     InvalidBackend,
@@ -24,7 +26,12 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from kroute.gateway.router import Decision, Router, RouterStatistics
+from kroute.gateway.admin import AdminHandler
+from kroute.gateway.asgi import AsgiGateway
+from kroute.gateway.handler import GatewayHandler
+from kroute.gateway.metrics import Metrics
+from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pool.balance import (
@@ -75,6 +82,7 @@ from kroute.watch.store import Change, Store
 from kroute.watch.wire import Status, WatchDecoder, WatchEvent, WatchProtocolError
 
 if TYPE_CHECKING:
+    from kroute.client.httpx_transport import KrouteTransport
     from kroute.transport.httpcore_transport import HttpcoreTransport
     from kroute.watch.kube import KubernetesSource
 
@@ -84,6 +92,8 @@ __all__ = [
     "ROUTING_KINDS",
     "ActiveHealth",
     "ActiveProber",
+    "AdminHandler",
+    "AsgiGateway",
     "BackendRef",
     "Backoff",
     "Balancer",
@@ -100,16 +110,20 @@ __all__ = [
     "Family",
     "ForwardRequest",
     "ForwardResponse",
+    "GatewayHandler",
     "HashOn",
     "HealthConfig",
     "Hop",
+    "HttpServer",
     "HttpcoreTransport",
+    "IncomingRequest",
     "InvalidBackend",
     "InvalidObject",
     "InvalidRequest",
     "Kind",
     "KindStatistics",
     "KrouteError",
+    "KrouteTransport",
     "KubernetesSource",
     "LeastRequest",
     "Manifest",
@@ -117,10 +131,13 @@ __all__ = [
     "ManifestSource",
     "MemorySource",
     "MemoryTransport",
+    "Metrics",
     "NoHealthyEndpoint",
     "NoRoute",
     "ObjectRef",
+    "Observer",
     "Outcome",
+    "OutgoingResponse",
     "PassiveHealth",
     "Pick",
     "Pool",
@@ -135,6 +152,8 @@ __all__ = [
     "Router",
     "RouterStatistics",
     "RuleSyntaxError",
+    "ServerLimits",
+    "ServiceClient",
     "ServiceEndpoints",
     "Source",
     "Status",
@@ -188,6 +207,7 @@ def compile_files(
 
 
 _LAZY = {
+    "KrouteTransport": "kroute.client.httpx_transport",
     "KubernetesSource": "kroute.watch.kube",
     "HttpcoreTransport": "kroute.transport.httpcore_transport",
 }

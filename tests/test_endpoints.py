@@ -118,7 +118,7 @@ def test_ipv4_and_ipv6_slices() -> None:
 def test_service_missing_or_port_unknown() -> None:
     se = ServiceEndpoints(SVC, 81)
     se.apply_slice(eps("web-a", [ep("10.0.0.1")]))
-    assert se.error == "Service not found"
+    assert se.error == f"{SVC} not found"
     assert addresses(se) == []
     se.set_service(service())
     assert se.error is not None

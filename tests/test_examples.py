@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 import kroute
 from kroute.testing import Routing
@@ -16,7 +21,7 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_every_example_is_covered_here() -> None:
-    covered = {"explain", "python_api", "routing_tests"}
+    covered = {"explain", "python_api", "routing_tests", "gateway", "deploy", "asgi_embedding"}
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == covered
 
 
@@ -61,3 +66,129 @@ def test_explain_example_manifests_are_all_valid() -> None:
     assert not result.errors
     assert not result.notes
     assert len(result.table) == 6
+
+
+def test_gateway_demo_tour() -> None:
+    """The README's main job, run to the end of its tour (no cluster, no fixed ports)."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "gateway" / "demo.py"), "--once",
+         "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    out = done.stdout
+    assert out.count('-> 200 {"service": "test-www"') == 2
+    assert '"pod": "127.0.0.11"' in out
+    assert '"pod": "127.0.0.12"' in out  # both pods take turns
+    assert 'GET http://test-api.localhost/api/users -> 200 {"service": "test-api"' in out
+    assert "GET http://nobody.localhost/ -> 404" in out
+    assert "127.0.0.12 left rotation; in rotation now: ['127.0.0.11:8081']" in out
+    assert "127.0.0.12 recovered and is back" in out
+    assert "curl http://test-www.localhost:" in out
+
+
+def test_gateway_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("")
+    command = [sys.executable, str(EXAMPLES / "gateway" / "gateway.py"), "--manifests",
+               str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            assert line.startswith("kroute gateway on 127.0.0.1:"), line
+            admin_port = int(line.rsplit(":", 1)[1])
+            url = f"http://127.0.0.1:{admin_port}/live"
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                assert answer.read() == b"ok\n"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+        finally:
+            process.kill()
+
+
+def deploy_objects() -> list[dict[str, Any]]:
+    return [
+        obj
+        for path in sorted((EXAMPLES / "deploy").glob("*.yaml"))
+        for obj in yaml.safe_load_all(path.read_text())
+        if obj
+    ]
+
+
+def test_deploy_manifests_match_the_gateway() -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    by_kind = {(o["kind"], o["metadata"]["name"]): o for o in deploy_objects()}
+    daemonset = by_kind[("DaemonSet", "kroute-gateway")]
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p for p in container["ports"]}
+    assert ports["http"]["hostPort"] == 80
+    assert ports["admin"]["containerPort"] == 8580
+    assert "hostPort" not in ports["admin"]  # the admin app is not published on the node
+    args = gateway.parse_args(container["args"])
+    assert args.in_cluster
+    assert args.listen == ("0.0.0.0", ports["http"]["containerPort"])
+    assert args.admin == ("0.0.0.0", 8580)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
+    account = by_kind[("ServiceAccount", pod["serviceAccountName"])]
+    binding = by_kind[("ClusterRoleBinding", "kroute-gateway")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]  # fmt: skip
+    role = by_kind[("ClusterRole", binding["roleRef"]["name"])]
+    granted = set()
+    for rule in role["rules"]:
+        assert sorted(rule["verbs"]) == ["list", "watch"]  # read-only, nothing more
+        granted |= {(group, plural) for group in rule["apiGroups"] for plural in rule["resources"]}
+    assert granted == {(kind.group, kind.plural) for kind in gateway.KINDS}
+
+
+def test_deploy_ingresses_route_as_intended() -> None:
+    routing = kroute.testing.Routing.from_objects(deploy_objects())
+    routing.expect("test-www.example.com/", "default/test-www:http")
+    routing.expect("test-api.example.com/api/users", "default/test-api:80")
+    routing.expect("test-api.example.com/", None)
+
+
+def test_asgi_embedding_example(tmp_path: Path) -> None:
+    """The embedding example under uvicorn, with the demo's pods behind it."""
+    script = f"""
+import sys, json, anyio, uvicorn
+sys.path[:0] = [{str(EXAMPLES / "gateway")!r}, {str(EXAMPLES / "asgi_embedding")!r}]
+import demo, app, kroute
+
+async def main():
+    async with anyio.create_task_group() as group:
+        for service, addresses in demo.PODS.items():
+            for address in addresses:
+                listener = await anyio.create_tcp_listener(local_host=address, local_port=demo.POD_PORT)
+                await group.start(kroute.HttpServer(demo.DemoPod(service, address)).serve, listener)
+        server = uvicorn.Server(uvicorn.Config(app.app, host="127.0.0.1", port=0, log_level="warning"))
+        group.start_soon(server.serve)
+        while not server.started:
+            await anyio.sleep(0.01)
+        while not app.router.ready:
+            await anyio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(json.dumps([await demo.fetch(port, "x", "/status"),
+                          await demo.fetch(port, "test-www.localhost", "/page")], default=bytes.decode))
+        server.should_exit = True
+        await anyio.sleep(0.5)
+        group.cancel_scope.cancel()
+
+anyio.run(main)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    (status_code, status_body), (www_code, www_body) = json.loads(done.stdout)
+    assert status_code == 200
+    status = json.loads(status_body)
+    assert status["gateway_ready"] is True
+    assert status["test-api"]["status"] == 200
+    assert status["test-api"]["body"]["service"] == "test-api"
+    assert status["test-api"]["body"]["path"] == "/api/status"
+    assert www_code == 200
+    assert json.loads(www_body)["service"] == "test-www"

@@ -10,11 +10,13 @@ front re-frames the body. Errors become short responses: 404 no route, 500 unusa
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from kroute.errors import KrouteError
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
 from kroute.rules.request import RequestHead
-from kroute.transport.base import ForwardRequest
+from kroute.transport.base import ForwardRequest, Headers
 from kroute.transport.proxy import (
     Hop,
     TrustedProxies,
@@ -23,6 +25,44 @@ from kroute.transport.proxy import (
     forwarding_headers,
     strip_hop_by_hop,
 )
+
+
+def proxied(
+    method: str,
+    target: str,
+    headers: Headers,
+    body: AsyncIterator[bytes],
+    *,
+    content_length: int | None,
+    upgrade: bytes | None,
+    hop: Hop,
+    trusted: TrustedProxies,
+) -> tuple[RequestHead, ForwardRequest]:
+    """What a front received -> the request head to route and the request to forward.
+
+    Shared by every front (HttpServer, ASGI). Raises InvalidRequest (400) for a request that
+    cannot be routed (a malformed Host, say).
+    """
+    head = RequestHead.build(
+        method,
+        hop.host,
+        target,
+        headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
+        client_ip=hop.client or None,
+    )
+    chunked = first_value(headers, b"transfer-encoding") is not None
+    has_body = chunked or bool(content_length)
+    end_to_end = [(n, v) for n, v in strip_hop_by_hop(headers) if n.lower() != b"content-length"]
+    # (framing is the transport's: it sends Content-Length or chunked itself)
+    request = ForwardRequest(
+        method,
+        target,
+        forwarding_headers(end_to_end, hop, trusted),
+        body=body if has_body else b"",
+        content_length=None if chunked else content_length,
+        upgrade=upgrade,
+    )
+    return head, request
 
 
 class GatewayHandler:
@@ -34,36 +74,13 @@ class GatewayHandler:
 
     async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
         host = (first_value(request.headers, b"host") or b"").decode("latin-1")
+        hop = Hop(client=request.client, scheme=request.scheme, host=host, port=request.port)
         try:
-            head = RequestHead.build(
-                request.method,
-                host,
-                request.target,
-                headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers],
-                client_ip=request.client or None,
-            )
-        except KrouteError as exc:
-            status, headers, body = error_response(exc)
-            return OutgoingResponse(status, headers, body)
-        chunked = first_value(request.headers, b"transfer-encoding") is not None
-        has_body = chunked or bool(request.content_length)
-        end_to_end = [
-            (n, v) for n, v in strip_hop_by_hop(request.headers) if n.lower() != b"content-length"
-        ]  # framing is the transport's: it sends Content-Length or chunked itself
-        headers = forwarding_headers(
-            end_to_end,
-            Hop(client=request.client, scheme=request.scheme, host=host, port=request.port),
-            self.trusted,
-        )
-        forward = ForwardRequest(
-            request.method,
-            request.target,
-            headers,
-            body=request.body if has_body else b"",
-            content_length=None if chunked else request.content_length,
-            upgrade=request.upgrade,
-        )
-        try:
+            head, forward = proxied(
+                request.method, request.target, request.headers, request.body,
+                content_length=request.content_length, upgrade=request.upgrade,
+                hop=hop, trusted=self.trusted,
+            )  # fmt: skip
             _decision, response = await self.router.forward(head, forward)
         except KrouteError as exc:
             status, headers, body = error_response(exc)

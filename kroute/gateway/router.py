@@ -15,7 +15,11 @@ What it keeps current, and how (each change costs what it touches):
 pool's balancer and health), or the status that answers instead: 404 (no route), 500 (the
 chosen backend reference is unusable), 503 (a route whose Service has no usable endpoint).
 `forward(head, request)` sends through the transport with safe retries on other endpoints,
-reporting every attempt to the pool's passive health.
+reporting every attempt to the pool's passive health. `route_service` and `forward_service`
+do the same for a Service port named directly (client-side use, no route involved): its pool
+is kept from then on.
+
+`run()` is the I/O shell: it runs the sources and the active health probes of every pool.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+import anyio
 import attrs
 
 from kroute.errors import (
@@ -41,6 +46,7 @@ from kroute.pool.balance import Balancer, RoundRobin, WeightedSplit
 from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
 from kroute.pool.pool import Pick, Pool, PoolStatistics
+from kroute.pool.prober import ActiveProber
 from kroute.rules.compile import compile_objects
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
@@ -69,6 +75,15 @@ class Decision:
     backend: BackendRef | None = None
     pick: Pick | None = None
     reason: str = ""
+
+
+class Observer(Protocol):
+    """Told of every forwarded request and every table rebuild (metrics, logs)."""
+
+    def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
+        """`status` is what the client is answered (an error's `status_hint` on failure)."""
+
+    def rebuilt(self, seconds: float) -> None: ...
 
 
 @attrs.frozen
@@ -108,6 +123,7 @@ class Router:
         retry_budget: RetryBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        prober: ActiveProber | None = None,
     ) -> None:
         self.sources = list(sources)
         self.transport = transport
@@ -119,6 +135,8 @@ class Router:
         self.retry_budget = retry_budget or RetryBudget()
         self.clock = clock
         self.rng = rng or random.Random()
+        self.prober = prober or ActiveProber(rng=self.rng)
+        self.observers: list[Observer] = []
         self.table = RouteTable()
         self.errors: tuple[InvalidObject, ...] = ()
         self.notes: tuple[str, ...] = ()
@@ -126,12 +144,21 @@ class Router:
         #: The backends of each Service (one per port a route names): what an event updates.
         self._by_service: dict[tuple[str, str], list[_Backend]] = {}
         self._splits: dict[int, WeightedSplit] = {}
+        #: Backends asked for by name (route_service): kept whatever the routes say.
+        self._pinned: set[BackendKey] = set()
         self._published = False
         self._rebuilds = 0
         self._rebuild_seconds = 0.0
         for source in self.sources:
             source.subscribe(self._changed)
         self.rebuild()
+
+    async def run(self) -> None:
+        """Run the sources and the active health probes until cancelled."""
+        async with anyio.create_task_group() as group:
+            for source in self.sources:
+                group.start_soon(source.run)
+            group.start_soon(self.prober.run)
 
     # -- keeping current ---------------------------------------------------------------
 
@@ -154,26 +181,14 @@ class Router:
             objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class
         )
         wanted = {
-            (b.namespace, b.name, b.port): b
+            (b.namespace, b.name, b.port)
             for route in result.table.routes
             for b in route.backends
             if b.error is None and b.port is not None
-        }
-        new = wanted.keys() - self._backends.keys()
-        if new:
-            # One pass over the slices for every new backend, not one pass per backend.
-            slices: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for slice_obj in self._objects(kinds.ENDPOINT_SLICE):
-                try:
-                    owner = ServiceEndpoints.owner_of(slice_obj)
-                except FieldError:
-                    continue
-                if owner is not None:
-                    slices.setdefault((owner.namespace, owner.name), []).append(slice_obj)
-            for key in new:
-                self._backends[key] = self._new_backend(key, slices.get(key[:2], []))
-        for key in self._backends.keys() - wanted.keys():
-            del self._backends[key]
+        } | self._pinned
+        self._add_backends(wanted - self._backends.keys())
+        for key in self._backends.keys() - wanted:
+            self.prober.unwatch(self._backends.pop(key).pool)
         self._by_service = {}
         for key, backend in self._backends.items():
             self._by_service.setdefault(key[:2], []).append(backend)
@@ -183,6 +198,24 @@ class Router:
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
         self._rebuild_seconds = time.perf_counter() - started
+        for observer in self.observers:
+            observer.rebuilt(self._rebuild_seconds)
+
+    def _add_backends(self, new: set[BackendKey]) -> None:
+        if not new:
+            return
+        # One pass over the slices for every new backend, not one pass per backend.
+        slices: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for slice_obj in self._objects(kinds.ENDPOINT_SLICE):
+            try:
+                owner = ServiceEndpoints.owner_of(slice_obj)
+            except FieldError:
+                continue
+            if owner is not None:
+                slices.setdefault((owner.namespace, owner.name), []).append(slice_obj)
+        for key in new:
+            self._backends[key] = self._new_backend(key, slices.get(key[:2], []))
+            self.prober.watch(self._backends[key].pool)
 
     def _service(self, namespace: str, name: str) -> dict[str, Any] | None:
         for source in self.sources:
@@ -217,8 +250,14 @@ class Router:
         if kind == kinds.SERVICE:
             for change in changes:
                 service = None if change.type == "DELETED" else change.object
+                health = self._health_for(service)
                 for backend in self._by_service.get(change.key, []):
                     backend.pool.apply(backend.endpoints.set_service(service), now=now)
+                    if backend.pool.health != health:
+                        # New kroute.dev/* annotations: endpoint health state is kept.
+                        self.prober.unwatch(backend.pool)
+                        backend.pool.health = health
+                        self.prober.watch(backend.pool)
         elif kind == kinds.ENDPOINT_SLICE:
             for change in changes:
                 try:
@@ -239,7 +278,7 @@ class Router:
     # -- deciding ----------------------------------------------------------------------
 
     def pool(self, backend: BackendRef) -> Pool | None:
-        """The pool of a backend a route names (None when no route names it)."""
+        """The pool of a backend (None when neither a route nor `route_service` names it)."""
         found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
         return None if found is None else found.pool
 
@@ -260,6 +299,25 @@ class Router:
         backend = self._choose(route)
         if backend is None:
             return Decision(500, route, reason="the route has no backend to send to")
+        return self._endpoint(route, backend, exclude)
+
+    def route_service(self, namespace: str, name: str, port: int | str) -> Decision:
+        """An endpoint of Service `namespace/name` port `port` (number or name), or 503.
+
+        No route is involved (client-side use); the backend's pool is created on first use and
+        kept from then on, fed by the Service's EndpointSlices like any other.
+        """
+        key = (namespace, name, port)
+        if key not in self._pinned:
+            self._pinned.add(key)
+            if key not in self._backends:
+                self._add_backends({key})
+                self._by_service.setdefault(key[:2], []).append(self._backends[key])
+        return self._endpoint(None, BackendRef(namespace, name, port), ())
+
+    def _endpoint(
+        self, route: Route | None, backend: BackendRef, exclude: Sequence[tuple[str, int]]
+    ) -> Decision:
         if backend.error is not None:
             return Decision(500, route, backend, reason=backend.error)
         found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
@@ -281,9 +339,38 @@ class Router:
         Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
         InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504).
         """
+        return await self._send(self.route(head), request)
+
+    async def forward_service(
+        self, namespace: str, name: str, port: int | str, request: ForwardRequest
+    ) -> tuple[Decision, ForwardResponse]:
+        """Send `request` to an endpoint of a Service port, as `forward` does for a route."""
+        return await self._send(self.route_service(namespace, name, port), request)
+
+    async def _send(
+        self, first: Decision, request: ForwardRequest
+    ) -> tuple[Decision, ForwardResponse]:
         if self.transport is None:
             raise RuntimeError("this Router has no transport")
-        first = self.route(head)
+        started = time.perf_counter()
+        try:
+            decision, response = await self._attempts(first, request)
+        except KrouteError as exc:
+            self._observe(first, exc.status_hint, started)
+            raise
+        self._observe(decision, response.status, started)
+        return decision, response
+
+    def _observe(self, decision: Decision, status: int, started: float) -> None:
+        if self.observers:
+            seconds = time.perf_counter() - started
+            for observer in self.observers:
+                observer.forwarded(decision, status, seconds)
+
+    async def _attempts(
+        self, first: Decision, request: ForwardRequest
+    ) -> tuple[Decision, ForwardResponse]:
+        assert self.transport is not None
         if first.status != 200 or first.backend is None or first.pick is None:
             raise _status_error(first)
         backend = self._backends[(first.backend.namespace, first.backend.name, first.backend.port)]  # type: ignore[index]
@@ -319,8 +406,7 @@ class Router:
         key = (target.host, target.port)
         outcome = Outcome.HTTP_5XX if response.status >= 500 else Outcome.SUCCESS
         pool.end(key, outcome, now=self.clock())
-        chosen = picks[key]
-        return attrs.evolve(first, pick=chosen), response
+        return attrs.evolve(first, pick=picks[key]), response
 
     def statistics(self) -> RouterStatistics:
         now = self.clock()

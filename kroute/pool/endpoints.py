@@ -163,7 +163,7 @@ class ServiceEndpoints:
         self.port = port
         self.allow_external_name = allow_external_name
         #: Why there are no endpoints, when that is not just "no slice lists any".
-        self.error: str | None = "Service not found"
+        self.error: str | None = f"{service} not found"
         self.fallback = False
         self._port_name: str | None = None
         self._external: Endpoint | None = None
@@ -183,7 +183,7 @@ class ServiceEndpoints:
         self._external = None
         self._port_name = None
         if service is None:
-            self.error = "Service not found"
+            self.error = f"{self.service} not found"
         else:
             try:
                 name, number = service_port(service, self.port)

@@ -71,6 +71,7 @@ class ActiveProber:
         self._rng = rng or random.Random()
         self._probe = probe or http_probe
         self._pools: list[Pool] = []
+        self._subscribed: set[int] = set()
         self._scopes: dict[tuple[int, EndpointKey], anyio.CancelScope] = {}
         self._group: anyio.abc.TaskGroup | None = None
 
@@ -79,13 +80,25 @@ class ActiveProber:
         if pool.health.active is None:
             return
         self._pools.append(pool)
-        pool.subscribe(lambda added, removed: self._changed(pool, added, removed))
+        if id(pool) not in self._subscribed:
+            self._subscribed.add(id(pool))
+            pool.subscribe(lambda added, removed: self._changed(pool, added, removed))
         if self._group is not None:
             self._start_all(pool, spread=True)
+
+    def unwatch(self, pool: Pool) -> None:
+        """Stop probing `pool` (it left the configuration)."""
+        if pool not in self._pools:
+            return
+        self._pools.remove(pool)
+        for key in [key for key in self._scopes if key[0] == id(pool)]:
+            self._scopes.pop(key).cancel()
 
     def _changed(
         self, pool: Pool, added: tuple[EndpointKey, ...], removed: tuple[EndpointKey, ...]
     ) -> None:
+        if pool not in self._pools:
+            return
         for key in removed:
             scope = self._scopes.pop((id(pool), key), None)
             if scope is not None:

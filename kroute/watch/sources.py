@@ -64,6 +64,7 @@ class Source:
         self._counters = {kind: _Counters() for kind in self.kinds}
         self._listeners: list[Listener] = []
         self._synced_event: anyio.Event | None = None
+        self._announced = False
 
     @property
     def synced(self) -> bool:
@@ -84,7 +85,11 @@ class Source:
         return next((k for k in self.kinds if k.matches(obj)), None)
 
     def _emit(self, kind: Kind, changes: Sequence[Change]) -> None:
-        if changes:
+        # Listeners also hear (with no changes) the moment the source as a whole has synced,
+        # which may come with an empty list: readiness waits for it.
+        announce = not self._announced and self.synced
+        if changes or announce:
+            self._announced = self._announced or announce
             for listener in self._listeners:
                 listener(kind, changes)
         if self._synced_event is not None and self.synced:

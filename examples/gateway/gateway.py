@@ -1,0 +1,108 @@
+"""The seed's gateway, built only from kroute's public API.
+
+    python examples/gateway/gateway.py (--manifests DIR | --kubeconfig FILE | --in-cluster)
+        [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
+
+Watches Ingresses, IngressClasses, Services and EndpointSlices (from manifest files, or from
+a cluster through a kubeconfig or the pod's service account), routes HTTP on --listen and
+serves the admin app (readiness, JSON state, metrics, dashboard) on --admin, loopback by
+default. SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+import anyio.abc
+
+import kroute
+
+#: What the gateway watches: exactly the kinds examples/deploy's ClusterRole grants.
+KINDS = (kroute.kinds.INGRESS, kroute.kinds.INGRESS_CLASS, kroute.kinds.SERVICE,
+         kroute.kinds.ENDPOINT_SLICE)  # fmt: skip
+
+
+def address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--manifests", metavar="DIR", help="YAML/JSON manifests, re-read on change")
+    where.add_argument("--kubeconfig", metavar="FILE", help="a cluster through this kubeconfig")
+    where.add_argument("--in-cluster", action="store_true", help="the pod's service account")
+    parser.add_argument("--listen", type=address, default=("127.0.0.1", 8080))
+    parser.add_argument("--admin", type=address, default=("127.0.0.1", 8580))
+    parser.add_argument("--ingress-class", default="kroute")
+    parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain on stop")
+    return parser.parse_args(argv)
+
+
+def make_source(args: argparse.Namespace) -> kroute.Source:
+    if args.manifests:
+        return kroute.ManifestSource([args.manifests], KINDS)
+    if args.in_cluster:
+        return kroute.KubernetesSource(kroute.Cluster.in_cluster(), KINDS)
+    return kroute.KubernetesSource(kroute.Cluster.from_kubeconfig(args.kubeconfig), KINDS)
+
+
+async def serve(
+    args: argparse.Namespace,
+    stop: anyio.Event | None = None,
+    *,
+    task_status: anyio.abc.TaskStatus[tuple[kroute.Router, int, int]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway until `stop` is set (then drain) or cancelled.
+
+    Reports (router, gateway port, admin port) through `task_status` once listening.
+    """
+    router = kroute.Router([make_source(args)], transport=kroute.PooledTransport(),
+                           ingress_class=args.ingress_class)  # fmt: skip
+    metrics = kroute.Metrics(router) if importlib.util.find_spec("prometheus_client") else None
+    gateway = kroute.HttpServer(kroute.GatewayHandler(router))
+    admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics))
+    async with anyio.create_task_group() as group:
+        group.start_soon(router.run)
+        ports = []
+        for server, (host, port) in ((gateway, args.listen), (admin, args.admin)):
+            listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
+                                                       reuse_port=False)  # fmt: skip
+            ports.append(listener.extra(anyio.abc.SocketAttribute.local_port))
+            await group.start(server.serve, listener)
+        task_status.started((router, ports[0], ports[1]))
+        try:
+            await (stop or anyio.Event()).wait()
+            await gateway.shutdown(args.grace)  # stop accepting, let requests in flight finish
+            await admin.shutdown(0)
+            group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await router.transport.aclose()  # type: ignore[union-attr]
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        _router, port, admin_port = await group.start(serve, args, stop)
+        print(f"kroute gateway on {args.listen[0]}:{port}, admin on {args.admin[0]}:{admin_port}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                stop.set()
+                break
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(main)

@@ -1,0 +1,118 @@
+"""The admin app: readiness, liveness, the Router's state as JSON, metrics and a dashboard.
+
+An HttpServer handler, served on its own listener (loopback unless told otherwise: it shows the
+whole configuration and is not meant for the internet, as Traefik's API is not):
+
+- `GET /live`: 200 while the process serves (a kubelet liveness probe);
+- `GET /ready`: 200 only once every source has synced and a table built from them is
+  published, else 503 (a readiness probe; the body says which kinds are not synced);
+- `GET /api/routes`: routes in precedence order, what they match and where they send, and the
+  objects that were rejected with the field and reason;
+- `GET /api/services`: every pool with its endpoints, health state and the reason for it;
+- `GET /api/sources`: per kind: synced, objects, lists, re-lists, reconnects, last error;
+- `GET /metrics`: Prometheus text (501 when prometheus-client is not installed);
+- `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import resources
+from typing import Any
+
+import attrs
+
+from kroute.gateway.metrics import Metrics
+from kroute.gateway.router import Router
+from kroute.gateway.server import IncomingRequest, OutgoingResponse
+
+JSON = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
+TEXT = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Cache-Control", b"no-store")]
+
+
+def routes_json(router: Router) -> dict[str, Any]:
+    """The table as a person (or a script) reads it: precedence order, conditions, backends."""
+    routes = [
+        {
+            "route": route.name,
+            "family": route.family.name,
+            "match": " && ".join(c.describe() for c in route.conditions) or "(everything)",
+            "priority": route.why,
+            "origin": route.origin,
+            "backends": [backend.to_json() for backend in route.backends],
+        }
+        for route in router.table.routes
+    ]
+    errors = [
+        {"object": e.obj, "field": e.field, "reason": e.reason, "origin": e.origin}
+        for e in router.errors
+    ]
+    return {"routes": routes, "errors": errors, "notes": list(router.notes)}
+
+
+def services_json(router: Router, *, now: float) -> dict[str, Any]:
+    """Every pool: endpoints with health state, reason and since how long (seconds)."""
+    services = []
+    for pool in router.statistics().pools:
+        endpoints = []
+        for endpoint in pool.endpoints:
+            row = attrs.asdict(endpoint)
+            row["since"] = round(now - endpoint.since, 3)
+            row["recent_failures"] = [
+                {"ago": round(now - at, 3), "what": what} for at, what in endpoint.recent_failures
+            ]
+            endpoints.append(row)
+        services.append({
+            "service": pool.name, "in_rotation": pool.in_rotation, "panic": pool.panic,
+            "picks": pool.picks, "unavailable": pool.unavailable, "endpoints": endpoints,
+        })  # fmt: skip
+    return {"services": services}
+
+
+def sources_json(router: Router) -> dict[str, Any]:
+    return {
+        "ready": router.ready,
+        "kinds": [attrs.asdict(kind) for source in router.sources for kind in source.statistics()],
+    }
+
+
+class AdminHandler:
+    """Serves the admin endpoints of `router` (see the module docstring)."""
+
+    def __init__(
+        self, router: Router, *, metrics: Metrics | None = None, clock: Any = time.monotonic
+    ) -> None:
+        self.router = router
+        self.metrics = metrics
+        self.clock = clock
+
+    async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
+        if request.method not in ("GET", "HEAD"):
+            return OutgoingResponse(405, [*TEXT, (b"Allow", b"GET, HEAD")],
+                                    b"405: the admin API is read-only\n")  # fmt: skip
+        path = request.target.split("?", 1)[0]
+        if path == "/live":
+            return OutgoingResponse(200, TEXT, b"ok\n")
+        if path == "/ready":
+            return self._json(sources_json(self.router), 200 if self.router.ready else 503)
+        if path == "/api/routes":
+            return self._json(routes_json(self.router))
+        if path == "/api/services":
+            return self._json(services_json(self.router, now=self.clock()))
+        if path == "/api/sources":
+            return self._json(sources_json(self.router))
+        if path == "/metrics":
+            if self.metrics is None:
+                return OutgoingResponse(501, TEXT, b"501: metrics are off (pip install "
+                                        b"'kroute[metrics]' and pass Metrics)\n")  # fmt: skip
+            body, content_type = self.metrics.render()
+            return OutgoingResponse(200, [(b"Content-Type", content_type.encode())], body)
+        if path in ("/", "/dashboard"):
+            page = resources.files("kroute.gateway").joinpath("dashboard.html").read_bytes()
+            return OutgoingResponse(200, [(b"Content-Type", b"text/html; charset=utf-8")], page)
+        return OutgoingResponse(404, TEXT, f"404: no admin endpoint {path}\n".encode())
+
+    @staticmethod
+    def _json(value: dict[str, Any], status: int = 200) -> OutgoingResponse:
+        return OutgoingResponse(status, JSON, json.dumps(value, indent=1).encode() + b"\n")

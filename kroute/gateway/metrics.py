@@ -1,0 +1,123 @@
+"""Prometheus metrics of a Router, through prometheus-client (the `metrics` extra).
+
+Counted as they happen (the Router's observer hooks):
+- `kroute_requests_total{route, service, code}`: forwarded requests by the status the client
+  got (an error's status for 404/500/502/503/504);
+- `kroute_request_duration_seconds{route, service}`: time from routing to the response head;
+- `kroute_table_rebuild_duration_seconds`: each route table rebuild.
+
+Read from the Router's state at scrape time (nothing to keep in step):
+- `kroute_endpoint_up{service, endpoint, state}`: 1 in rotation, 0 ejected or unhealthy;
+- `kroute_endpoints_in_rotation{service}`, `kroute_routes`, `kroute_invalid_objects`,
+  `kroute_table_rebuilds_total`, `kroute_ready`;
+- `kroute_watch_synced{kind}`, `kroute_watch_objects{kind}`,
+  `kroute_watch_reconnects_total{kind}`, `kroute_watch_relists_total{kind}`.
+
+Route and service labels come from configuration, not from requests: a client cannot grow the
+label sets (unmatched requests count under route="" service="").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from kroute.errors import ConfigError
+from kroute.gateway.router import Decision, Router
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+#: Request durations: 1 ms to 10 s, as a proxy's latencies spread.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REBUILD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """Metrics of one Router, in their own registry; `render()` is the `/metrics` answer."""
+
+    def __init__(self, router: Router, *, registry: CollectorRegistry | None = None) -> None:
+        try:
+            import prometheus_client
+        except ImportError:
+            raise ConfigError(
+                "metrics need prometheus-client: pip install 'kroute[metrics]'"
+            ) from None
+        self._client = prometheus_client
+        self.registry = registry or prometheus_client.CollectorRegistry()
+        self.requests = prometheus_client.Counter(
+            "kroute_requests", "Forwarded requests by route, service and status code.",
+            ["route", "service", "code"], registry=self.registry,
+        )  # fmt: skip
+        self.duration = prometheus_client.Histogram(
+            "kroute_request_duration_seconds", "From routing to the response head.",
+            ["route", "service"], buckets=DURATION_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.rebuild_duration = prometheus_client.Histogram(
+            "kroute_table_rebuild_duration_seconds", "Route table rebuilds.",
+            buckets=REBUILD_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.registry.register(_StateCollector(router))
+        router.observers.append(self)
+
+    def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
+        route = decision.route.name if decision.route is not None else ""
+        service = str(decision.backend) if decision.backend is not None else ""
+        self.requests.labels(route, service, str(status)).inc()
+        self.duration.labels(route, service).observe(seconds)
+
+    def rebuilt(self, seconds: float) -> None:
+        self.rebuild_duration.observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return self._client.generate_latest(self.registry), self._client.CONTENT_TYPE_LATEST
+
+
+class _StateCollector:
+    """Gauges and counters read from the Router when Prometheus scrapes."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        router = self.router
+        stats = router.statistics()
+        up = GaugeMetricFamily("kroute_endpoint_up", "1 when the endpoint is in rotation.",
+                               labels=["service", "endpoint", "state"])  # fmt: skip
+        rotation = GaugeMetricFamily("kroute_endpoints_in_rotation", "Endpoints taking traffic.",
+                                     labels=["service"])  # fmt: skip
+        for pool in stats.pools:
+            rotation.add_metric([pool.name], pool.in_rotation)
+            for endpoint in pool.endpoints:
+                up.add_metric([pool.name, endpoint.endpoint, endpoint.state],
+                              1.0 if endpoint.state == "up" else 0.0)  # fmt: skip
+        yield up
+        yield rotation
+        yield GaugeMetricFamily("kroute_routes", "Routes in the table.", value=stats.routes)
+        yield GaugeMetricFamily("kroute_invalid_objects", "Objects rejected by the compilers.",
+                                value=stats.invalid_objects)  # fmt: skip
+        yield GaugeMetricFamily("kroute_ready", "1 once every source synced and a table is up.",
+                                value=1.0 if stats.ready else 0.0)  # fmt: skip
+        yield CounterMetricFamily("kroute_table_rebuilds", "Route table rebuilds.",
+                                  value=stats.rebuilds)  # fmt: skip
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "synced": GaugeMetricFamily("kroute_watch_synced", "1 once the kind is listed.",
+                                        labels=["kind"]),
+            "objects": GaugeMetricFamily("kroute_watch_objects", "Objects in the cache.",
+                                         labels=["kind"]),
+            "reconnects": CounterMetricFamily("kroute_watch_reconnects",
+                                              "Watch streams reopened.", labels=["kind"]),
+            "relists": CounterMetricFamily("kroute_watch_relists",
+                                           "Lists after the first (410 Gone, errors).",
+                                           labels=["kind"]),
+        }  # fmt: skip
+        for source in router.sources:
+            for kind in source.statistics():
+                families["synced"].add_metric([kind.kind], 1.0 if kind.synced else 0.0)
+                families["objects"].add_metric([kind.kind], kind.objects)
+                families["reconnects"].add_metric([kind.kind], kind.reconnects)
+                families["relists"].add_metric([kind.kind], kind.relists)
+        yield from families.values()
