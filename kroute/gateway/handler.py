@@ -91,4 +91,5 @@ class GatewayHandler:
             if protocol is not None:
                 upgraded.append((b"Upgrade", protocol))
             return OutgoingResponse(101, upgraded, upgraded=response.upgraded)
-        return OutgoingResponse(response.status, strip_hop_by_hop(response.headers), response.body)
+        return OutgoingResponse(response.status, strip_hop_by_hop(response.headers),
+                                response.body, close=response.aclose)  # fmt: skip

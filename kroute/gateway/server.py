@@ -64,6 +64,8 @@ class OutgoingResponse:
     headers: Headers = attrs.Factory(list)
     body: bytes | AsyncIterator[bytes] = b""
     upgraded: anyio.abc.ByteStream | None = None
+    #: Called once the response is sent or abandoned (a proxied body's connection is freed).
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 Handler = Callable[[IncomingRequest], Awaitable[OutgoingResponse]]
@@ -246,12 +248,17 @@ class _Connection:
         if response.status == 101 and response.upgraded is not None:
             await self._pipe(response)
             return False
-        # The rest of the request body is read (and dropped) before the next request.
-        async for _ in request.body:
-            pass
-        self.callbacks.messages.popleft()
-        keep = message.keep_alive and not self.server.draining
-        await self._send_response(message, response, keep)
+        try:
+            # The rest of the request body is read (and dropped) before the next request.
+            async for _ in request.body:
+                pass
+            self.callbacks.messages.popleft()
+            keep = message.keep_alive and not self.server.draining
+            await self._send_response(message, response, keep)
+        finally:
+            if response.close is not None:  # whatever happened, the body's resources go
+                with anyio.CancelScope(shield=True):
+                    await response.close()
         return keep
 
     async def _send_response(

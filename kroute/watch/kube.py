@@ -97,16 +97,20 @@ class KubernetesSource(Source):
         self._pool: httpcore.AsyncConnectionPool | None = None
 
     async def run(self) -> None:
-        async with httpcore.AsyncConnectionPool(
+        pool = httpcore.AsyncConnectionPool(
             ssl_context=self.cluster.ssl_context, max_connections=len(self.kinds) + 4
-        ) as pool:
-            self._pool = pool
-            try:
-                async with anyio.create_task_group() as group:
-                    for kind in self.kinds:
-                        group.start_soon(self._follow, kind)
-            finally:
-                self._pool = None
+        )
+        self._pool = pool
+        try:
+            async with anyio.create_task_group() as group:
+                for kind in self.kinds:
+                    group.start_soon(self._follow, kind)
+        finally:
+            self._pool = None
+            # Shielded: when run() is cancelled, httpcore's own clean-up of the open watch
+            # streams is cancelled too, and their sockets would be left to the GC.
+            with anyio.CancelScope(shield=True):
+                await pool.aclose()
 
     # -- one kind -----------------------------------------------------------------------
 
