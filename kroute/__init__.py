@@ -28,6 +28,7 @@ from kroute.errors import (
 )
 from kroute.gateway.admin import AdminHandler
 from kroute.gateway.asgi import AsgiGateway
+from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
@@ -108,6 +109,7 @@ __all__ = [
     "EndpointStatistics",
     "Explanation",
     "Family",
+    "FastGateway",
     "ForwardRequest",
     "ForwardResponse",
     "GatewayHandler",

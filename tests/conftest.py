@@ -1,10 +1,32 @@
-"""I/O tests run on asyncio and on trio."""
+"""I/O tests run on asyncio and on trio; gateway tests on each front."""
 
 from __future__ import annotations
 
 import pytest
 
 
-@pytest.fixture(params=["asyncio", "trio"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`anyio_backend` is asyncio and trio, unless a test names its own. Tests taking `front`
+    run on each gateway front: HttpServer + GatewayHandler on asyncio and trio, FastGateway on
+    asyncio (the only loop it runs on)."""
+    names = metafunc.fixturenames
+    own = {
+        name
+        for mark in metafunc.definition.iter_markers("parametrize")
+        for name in ([mark.args[0]] if isinstance(mark.args[0], str) else mark.args[0])
+    }
+    if "front" in names:
+        metafunc.parametrize(
+            ("anyio_backend", "front"),
+            [("asyncio", "anyio"), ("asyncio", "fast"), ("trio", "anyio")],
+            ids=["asyncio-anyio", "asyncio-fast", "trio-anyio"],
+            scope="function",
+        )
+    elif "anyio_backend" in names and "anyio_backend" not in "".join(own):
+        metafunc.parametrize("anyio_backend", ["asyncio", "trio"])
+
+
+@pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Set by the parametrization above (or by a test's own `parametrize`)."""
     return str(request.param)

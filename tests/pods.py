@@ -15,8 +15,11 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
-from kroute.transport.base import ForwardRequest, Target
+from kroute.gateway.fast import FastGateway
+from kroute.gateway.handler import GatewayHandler
+from kroute.gateway.router import Router
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.pooled import PooledTransport
 
 
@@ -133,3 +136,26 @@ class Client:
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
+
+
+async def start_front(
+    group: anyio.abc.TaskGroup,
+    router: Router,
+    front: str,
+    *,
+    limits: ServerLimits = ServerLimits(),
+    timeouts: Timeouts = Timeouts(),
+) -> int:
+    """Serve `router` on 127.0.0.1 with the front named `front` ("anyio" or "fast"); the port.
+
+    The anyio front forwards through the Router's transport (a PooledTransport with
+    `timeouts` is set when it has none); FastGateway forwards itself, with `timeouts`.
+    """
+    if front == "fast":
+        return int(await group.start(FastGateway(router, limits=limits, timeouts=timeouts).serve,
+                                     "127.0.0.1", 0))  # fmt: skip
+    if router.transport is None:
+        router.transport = PooledTransport(timeouts=timeouts)
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    await group.start(HttpServer(GatewayHandler(router), limits=limits).serve, listener)
+    return int(listener.extra(anyio.abc.SocketAttribute.local_port))

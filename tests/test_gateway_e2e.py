@@ -1,4 +1,5 @@
-"""End to end on loopback: client -> HttpServer -> Router -> PooledTransport -> real backends."""
+"""End to end on loopback: client -> front -> Router -> endpoints (real backends), for both
+fronts: HttpServer + GatewayHandler + PooledTransport, and FastGateway."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import anyio
 import anyio.abc
 import pytest
 
-from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.router import Router
-from kroute.gateway.server import HttpServer
-from kroute.transport.base import ForwardRequest, Target
+from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.conformance import Backend
 from kroute.transport.pooled import PooledTransport
 from kroute.watch.sources import MemorySource
 from tests.builders import ingress
+from tests.pods import start_front
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +38,7 @@ def endpoint_slice(name: str, port: int, *addresses: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[tuple[int, MemorySource, list[Backend]]]:
+async def gateway(front: str) -> AsyncIterator[tuple[int, MemorySource, list[Backend]]]:
     backends = [Backend("127.0.0.2"), Backend("127.0.0.3")]
     async with anyio.create_task_group() as group:
         for backend in backends:
@@ -49,14 +49,12 @@ async def gateway() -> AsyncIterator[tuple[int, MemorySource, list[Backend]]]:
             service("test-www"), service("test-api"),
             endpoint_slice("test-www", backends[0].port, backends[0].address),
         ])  # fmt: skip
-        transport = PooledTransport()
-        router = Router([source], transport=transport)
-        server = HttpServer(GatewayHandler(router))
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        await group.start(server.serve, listener)
+        router = Router([source])
+        timeouts = Timeouts(connect=1.0, read=0.5)
+        port = await start_front(group, router, front, timeouts=timeouts)
         yield port, source, backends
-        await transport.aclose()
+        if router.transport is not None:
+            await router.transport.aclose()
         group.cancel_scope.cancel()
 
 
@@ -119,3 +117,54 @@ async def test_streamed_bodies_and_websocket_through_the_gateway(
         await stream.send(b"hello through kroute")
         assert await stream.receive() == b"hello through kroute"
     await client.aclose()
+
+
+async def test_large_bodies_stream_both_ways(
+    gateway: tuple[int, MemorySource, list[Backend]],
+) -> None:
+    port, _, _ = gateway
+    payload = b"z" * 3_000_000
+    status, body, _ = await call(port, "test-www.local", "/echo", method="PUT", body=payload)
+    assert status == 200
+    assert json.loads(body)["length"] == len(payload)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(50):
+            yield b"c" * 10_000
+
+    status, body, _ = await call(port, "test-www.local", "/echo", method="POST", body=chunks())
+    assert json.loads(body)["length"] == 500_000
+    status, body, headers = await call(port, "test-www.local", "/fixed?size=2000000")
+    assert len(body) == 2_000_000
+    assert (b"Content-Length", b"2000000") in headers
+
+
+async def test_upstream_failures_become_502_and_504(
+    gateway: tuple[int, MemorySource, list[Backend]],
+) -> None:
+    port, _, backends = gateway
+    for path in ("/bad-status", "/cl-te", "/drop-request"):
+        status, body, _ = await call(port, "test-www.local", path)
+        assert status == 502, (path, body)
+        assert b"502 Bad Gateway" in body
+    status, body, _ = await call(port, "test-www.local", "/slow-head")
+    assert status == 504
+    assert b"timeout" in body
+    # The endpoint is still used for what it answers well.
+    assert (await call(port, "test-www.local", "/fixed?size=3"))[1] == b"xxx"
+    assert backends[0].hits["/fixed"] == 1
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    gateway: tuple[int, MemorySource, list[Backend]],
+) -> None:
+    port, _, _ = gateway
+    request = b"GET /fixed?size=%d HTTP/1.1\r\nHost: test-www.local\r\n\r\n"
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(request % 1 + request % 2 + request % 3)
+        received = b""
+        with anyio.fail_after(5):
+            while received.count(b"HTTP/1.1 200") < 3 or not received.endswith(b"xxx"):
+                received += await stream.receive()
+    bodies = [part.rsplit(b"\r\n\r\n", 1)[1] for part in received.split(b"HTTP/1.1 ")[1:]]
+    assert bodies == [b"x", b"xx", b"xxx"]

@@ -20,13 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.router import Router
-from kroute.gateway.server import HttpServer, ServerLimits
-from kroute.transport.pooled import PooledTransport
+from kroute.gateway.server import ServerLimits
 from kroute.watch.sources import MemorySource
 from tests.builders import ingress
-from tests.pods import Pod, endpoint_slice, service
+from tests.pods import Pod, endpoint_slice, service, start_front
 
 LIMITS = ServerLimits(max_request_line=2048, max_header_bytes=4096, max_headers=30,
                       header_timeout=1.0, idle_timeout=2.0, body_timeout=2.0)  # fmt: skip
@@ -38,7 +36,10 @@ class Gateway:
 
 
 async def _serve(
-    gateway: Gateway, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    gateway: Gateway,
+    front: str,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     async with anyio.create_task_group() as group:
         gateway.pod = Pod("www", "127.0.0.101")
@@ -47,23 +48,23 @@ async def _serve(
             ingress("www", [("www.test", [("/", "Prefix", "www")])]), service("www"),
             endpoint_slice("www", pod_port, [("127.0.0.101", "ready")]),
         ])  # fmt: skip
-        router = Router([source], transport=PooledTransport())
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        gateway.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        await group.start(HttpServer(GatewayHandler(router), limits=LIMITS).serve, listener)
+        router = Router([source])
+        gateway.port = await start_front(group, router, front, limits=LIMITS)
         task_status.started()
         try:
             await anyio.sleep_forever()
         finally:
-            with anyio.CancelScope(shield=True):
-                await router.transport.aclose()  # type: ignore[union-attr]
+            if router.transport is not None:
+                with anyio.CancelScope(shield=True):
+                    await router.transport.aclose()
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+@pytest.fixture(scope="module", params=["anyio", "fast"])
+def gateway(request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """The gateway on each front, in a thread running asyncio."""
     with anyio.from_thread.start_blocking_portal() as portal:
         gw = Gateway()
-        future, _ = portal.start_task(_serve, gw)
+        future, _ = portal.start_task(_serve, gw, request.param)
         yield gw
         future.cancel()
 

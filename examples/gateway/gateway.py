@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import anyio
 import anyio.abc
+import sniffio
 
 import kroute
 
@@ -45,6 +46,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--admin", type=address, default=("127.0.0.1", 8580))
     parser.add_argument("--ingress-class", default="kroute")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain on stop")
+    parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
+                        help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -69,17 +72,18 @@ async def serve(
     router = kroute.Router([make_source(args)], transport=kroute.PooledTransport(),
                            ingress_class=args.ingress_class)  # fmt: skip
     metrics = kroute.Metrics(router) if importlib.util.find_spec("prometheus_client") else None
-    gateway = kroute.HttpServer(kroute.GatewayHandler(router))
+    gateway: kroute.FastGateway | kroute.HttpServer
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics))
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
-        ports = []
-        for server, (host, port) in ((gateway, args.listen), (admin, args.admin)):
-            listener = await anyio.create_tcp_listener(local_host=host, local_port=port,
-                                                       reuse_port=False)  # fmt: skip
-            ports.append(listener.extra(anyio.abc.SocketAttribute.local_port))
-            await group.start(server.serve, listener)
-        task_status.started((router, ports[0], ports[1]))
+        on_asyncio = sniffio.current_async_library() == "asyncio"
+        if args.front == "fast" or (args.front == "auto" and on_asyncio):
+            gateway = kroute.FastGateway(router)
+            port = await group.start(gateway.serve, *args.listen)
+        else:
+            gateway = kroute.HttpServer(kroute.GatewayHandler(router))
+            port = await listen(group, gateway, args.listen)
+        task_status.started((router, port, await listen(group, admin, args.admin)))
         try:
             await (stop or anyio.Event()).wait()
             await gateway.shutdown(args.grace)  # stop accepting, let requests in flight finish
@@ -88,6 +92,14 @@ async def serve(
         finally:
             with anyio.CancelScope(shield=True):
                 await router.transport.aclose()  # type: ignore[union-attr]
+
+
+async def listen(
+    group: anyio.abc.TaskGroup, server: kroute.HttpServer, where: tuple[str, int]
+) -> int:
+    listener = await anyio.create_tcp_listener(local_host=where[0], local_port=where[1])
+    await group.start(server.serve, listener)
+    return int(listener.extra(anyio.abc.SocketAttribute.local_port))
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
@@ -105,4 +117,5 @@ async def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(main)
+        uvloop = importlib.util.find_spec("uvloop") is not None
+        anyio.run(main, backend_options={"use_uvloop": uvloop})

@@ -57,17 +57,27 @@ class Metrics:
             "kroute_table_rebuild_duration_seconds", "Route table rebuilds.",
             buckets=REBUILD_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        #: Label children by (route, backend, status) identity; cleared when routes change.
+        self._children: dict[tuple[int, int, int], tuple[Any, Any]] = {}
         self.registry.register(_StateCollector(router))
         router.observers.append(self)
 
     def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
-        route = decision.route.name if decision.route is not None else ""
-        service = str(decision.backend) if decision.backend is not None else ""
-        self.requests.labels(route, service, str(status)).inc()
-        self.duration.labels(route, service).observe(seconds)
+        key = (id(decision.route), id(decision.backend), status)
+        children = self._children.get(key)
+        if children is None:  # label look-ups are dear: once per route, service and status
+            route = decision.route.name if decision.route is not None else ""
+            service = str(decision.backend) if decision.backend is not None else ""
+            children = self._children[key] = (
+                self.requests.labels(route, service, str(status)),
+                self.duration.labels(route, service),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def rebuilt(self, seconds: float) -> None:
         self.rebuild_duration.observe(seconds)
+        self._children.clear()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -356,12 +356,14 @@ class Router:
         try:
             decision, response = await self._attempts(first, request)
         except KrouteError as exc:
-            self._observe(first, exc.status_hint, started)
+            self.observe(first, exc.status_hint, started)
             raise
-        self._observe(decision, response.status, started)
+        self.observe(decision, response.status, started)
         return decision, response
 
-    def _observe(self, decision: Decision, status: int, started: float) -> None:
+    def observe(self, decision: Decision, status: int, started: float) -> None:
+        """Tell the observers of a request answered with `status`; `started` is its
+        `time.perf_counter()` at routing (fronts that forward themselves call this)."""
         if self.observers:
             seconds = time.perf_counter() - started
             for observer in self.observers:
@@ -372,10 +374,12 @@ class Router:
     ) -> tuple[Decision, ForwardResponse]:
         assert self.transport is not None
         if first.status != 200 or first.backend is None or first.pick is None:
-            raise _status_error(first)
+            raise status_error(first)
         backend = self._backends[(first.backend.namespace, first.backend.name, first.backend.port)]  # type: ignore[index]
         pool = backend.pool
         picks = {first.pick.endpoint.key: first.pick}
+
+        open_keys: set[tuple[str, int]] = set()  # begun, not yet ended
 
         def pick(tried: Sequence[Target]) -> Target | None:
             if not tried:
@@ -387,22 +391,24 @@ class Router:
                 return None
             picks[chosen.endpoint.key] = chosen
             pool.begin(chosen.endpoint.key)
+            open_keys.add(chosen.endpoint.key)
             return Target(chosen.endpoint.address, chosen.endpoint.port)
 
         def report(target: Target, error: UpstreamError | None) -> None:
             if error is None:
                 return  # judged below, by the status
-            if isinstance(error, UpstreamTimeout):
-                outcome = Outcome.TIMEOUT
-            elif not error.request_sent:
-                outcome = Outcome.CONNECT_FAILURE
-            else:
-                outcome = Outcome.RESET
-            pool.end((target.host, target.port), outcome, now=self.clock())
+            open_keys.discard((target.host, target.port))
+            pool.end((target.host, target.port), outcome_of(error), now=self.clock())
 
-        response, target = await send_with_retries(
-            self.transport, request, pick, budget=self.retry_budget, now=self.clock, report=report
-        )
+        try:
+            response, target = await send_with_retries(
+                self.transport, request, pick, budget=self.retry_budget, now=self.clock,
+                report=report,
+            )  # fmt: skip
+        except BaseException:
+            for key in open_keys:  # cancelled (the client went away): no verdict
+                pool.abandon(key)
+            raise
         key = (target.host, target.port)
         outcome = Outcome.HTTP_5XX if response.status >= 500 else Outcome.SUCCESS
         pool.end(key, outcome, now=self.clock())
@@ -420,7 +426,15 @@ class Router:
         )
 
 
-def _status_error(decision: Decision) -> KrouteError:
+def outcome_of(error: UpstreamError) -> Outcome:
+    """What an upstream failure tells passive health."""
+    if isinstance(error, UpstreamTimeout):
+        return Outcome.TIMEOUT
+    return Outcome.CONNECT_FAILURE if not error.request_sent else Outcome.RESET
+
+
+def status_error(decision: Decision) -> KrouteError:
+    """The error that answers a decision that is not 200 (404, 500 or 503)."""
     if decision.status == 404:
         return NoRoute(decision.reason)
     if decision.status == 500:

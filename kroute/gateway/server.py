@@ -70,14 +70,22 @@ class OutgoingResponse:
 
 Handler = Callable[[IncomingRequest], Awaitable[OutgoingResponse]]
 
-_REASONS = {
+REASONS = {
     101: b"Switching Protocols", 200: b"OK", 201: b"Created", 204: b"No Content",
     301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified", 400: b"Bad Request",
-    404: b"Not Found", 408: b"Request Timeout", 413: b"Content Too Large",
-    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
+    413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
     500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }  # fmt: skip
+
+
+def error_page(status: int, reason: str) -> bytes:
+    """A whole short response that refuses a request and closes the connection."""
+    body = f"{status} {REASONS.get(status, b'Error').decode()}: {reason}\n".encode()
+    return (b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b") % (
+                status, REASONS.get(status, b"Error"), len(body), body)  # fmt: skip
 
 
 class _Reject(Exception):
@@ -284,7 +292,7 @@ class _Connection:
             chunked = True
         if not keep:
             headers.append((b"Connection", b"close"))
-        reason = _REASONS.get(response.status, b"Status")
+        reason = REASONS.get(response.status, b"Status")
         head = b"HTTP/1.1 %d %b\r\n" % (response.status, reason)
         head += b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
         with anyio.fail_after(self.limits.write_timeout):
@@ -300,13 +308,9 @@ class _Connection:
                 await self.stream.send(b"0\r\n\r\n")
 
     async def _send_error(self, status: int, reason: str) -> None:
-        body = f"{status} {_REASONS.get(status, b'Error').decode()}: {reason}\n".encode()
-        head = (b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n") % (
-                    status, _REASONS.get(status, b"Error"), len(body))  # fmt: skip
         try:
             with anyio.fail_after(self.limits.write_timeout):
-                await self.stream.send(head + body)
+                await self.stream.send(error_page(status, reason))
         except (TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
 

@@ -224,6 +224,12 @@ class Pool:
         if member is not None:
             member.in_flight += 1
 
+    def abandon(self, key: EndpointKey) -> None:
+        """A request to `key` ended with no verdict on the endpoint (the client went away)."""
+        member = self._members.get(key)
+        if member is not None:
+            member.in_flight = max(0, member.in_flight - 1)
+
     def end(self, key: EndpointKey, outcome: Outcome, *, now: float) -> None:
         """A request to `key` ended; passive health learns from how."""
         member = self._members.get(key)

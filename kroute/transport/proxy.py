@@ -55,10 +55,15 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return tokens
 
 
-def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """The headers without hop-by-hop ones, including those the Connection header names."""
-    items = list(headers)
-    drop = HOP_BY_HOP | connection_tokens(items)
+def strip_hop_by_hop(
+    headers: Iterable[tuple[bytes, bytes]], also: frozenset[bytes] = frozenset()
+) -> Headers:
+    """The headers without hop-by-hop ones, including those the Connection header names (and
+    without the lower-case names in `also`, which saves callers a second pass)."""
+    items = headers if isinstance(headers, list) else list(headers)
+    drop = HOP_BY_HOP | also if also else HOP_BY_HOP
+    if any(name.lower() == b"connection" for name, _ in items):
+        drop = drop | connection_tokens(items)
     return [(n, v) for n, v in items if n.lower() not in drop]
 
 
@@ -73,6 +78,8 @@ class TrustedProxies:
         return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
 
     def trusts(self, address: str) -> bool:
+        if not self.networks:
+            return False
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -101,16 +108,21 @@ def forwarding_headers(
     headers: Iterable[tuple[bytes, bytes]], hop: Hop, trusted: TrustedProxies = TrustedProxies()
 ) -> Headers:
     """The headers with X-Forwarded-For/-Proto/-Host/-Port and Forwarded describing `hop`."""
-    items = list(headers)
-    incoming: dict[bytes, list[bytes]] = collections.defaultdict(list)
-    for name, value in items:
-        if name.lower() in FORWARDING:
-            incoming[name.lower()].append(value.strip())
-    out = [(n, v) for n, v in items if n.lower() not in FORWARDING]
-    believe = trusted.trusts(hop.client)
+    out: Headers = []
+    incoming: dict[bytes, list[bytes]] | None = None
+    for name, value in headers:
+        lower = name.lower()
+        if lower in FORWARDING:
+            if incoming is None:
+                incoming = collections.defaultdict(list)
+            incoming[lower].append(value.strip())
+        else:
+            out.append((name, value))
+    if incoming is not None and not trusted.trusts(hop.client):
+        incoming = None
 
     def prior(name: bytes) -> bytes | None:
-        values = incoming.get(name) if believe else None
+        values = incoming.get(name) if incoming is not None else None
         return b", ".join(values) if values else None
 
     chain = prior(b"x-forwarded-for")
@@ -134,7 +146,7 @@ def set_host(headers: Iterable[tuple[bytes, bytes]], host: str | None) -> Header
 
 
 _REASONS = {
-    400: "Bad ForwardRequest", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
+    400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
 }  # fmt: skip
 

@@ -1,0 +1,509 @@
+"""The forwarding half of FastGateway: connections to endpoints and one request's exchange.
+
+An `Exchange` routes a request (Router.route), sends it to the chosen endpoint over a pooled
+`Upstream` connection (asyncio Protocol, llhttp parsing the response), retries elsewhere when
+that is safe, reports every attempt to the pool's passive health, and relays the response to
+the client connection (`kroute.gateway.fast.Client`) with flow control both ways. See
+`kroute.gateway.fast` for the whole and for why it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import httptools
+
+from kroute.errors import (
+    KrouteError,
+    UpstreamClosed,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from kroute.gateway.router import Decision, outcome_of, status_error
+from kroute.gateway.server import REASONS
+from kroute.pool.health import Outcome
+from kroute.pool.pool import Pool
+from kroute.rules.request import RequestHead
+from kroute.transport.base import Timeouts
+from kroute.transport.proxy import (
+    IDEMPOTENT,
+    Hop,
+    error_response,
+    forwarding_headers,
+    framing_conflict,
+    strip_hop_by_hop,
+)
+
+if TYPE_CHECKING:
+    from kroute.gateway.fast import Client, Message
+
+Key = tuple[str, int]
+Headers = list[tuple[bytes, bytes]]
+FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+#: Buffered request body (before an endpoint is connected) above which the client is paused.
+BUFFER_LIMIT = 256 * 1024
+
+
+class Endpoints:
+    """Connections to endpoints: idle ones reused most-recent-first, a bounded idle stack."""
+
+    def __init__(self, timeouts: Timeouts, max_idle: int, keepalive_expiry: float) -> None:
+        self.timeouts = timeouts
+        self.max_idle = max_idle
+        self.keepalive_expiry = keepalive_expiry
+        self.idle: dict[Key, list[Upstream]] = {}
+
+    def checkout(self, key: Key, now: float) -> Upstream | None:
+        stack = self.idle.get(key)
+        while stack:
+            conn = stack.pop()
+            if now - conn.idle_since < self.keepalive_expiry and not conn.closed:
+                return conn
+            conn.transport.close()
+        return None
+
+    def give_back(self, conn: Upstream, now: float) -> None:
+        stack = self.idle.setdefault(conn.key, [])
+        if len(stack) >= self.max_idle:
+            stack.pop(0).transport.close()
+        conn.idle_since = now
+        conn.exchange = None
+        stack.append(conn)
+
+    def forget(self, conn: Upstream) -> None:
+        stack = self.idle.get(conn.key)
+        if stack and conn in stack:
+            stack.remove(conn)
+
+    def close(self) -> None:
+        for stack in self.idle.values():
+            for conn in stack:
+                conn.transport.close()
+        self.idle.clear()
+
+
+class Upstream(asyncio.Protocol):
+    """One connection to an endpoint; its responses go to the exchange that uses it."""
+
+    def __init__(self, endpoints: Endpoints, key: Key) -> None:
+        self.endpoints = endpoints
+        self.key = key
+        self.transport: asyncio.Transport
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self.closed = False
+        self.received = False  # any byte of the current response
+        self.reused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:  # nothing is asked of an idle connection: drop it
+            self.transport.close()
+            return
+        self.received = True
+        exchange.upstream_activity = exchange.loop.time()
+        if exchange.piping:
+            exchange.client.transport.write(data)
+            return
+        try:
+            self.parser.feed_data(data)
+            exchange.flush()
+        except httptools.HttpParserUpgrade as upgrade:
+            exchange.upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            exchange.failed(UpstreamProtocolError(f"invalid response: {exc}",
+                                                  endpoint=endpoint_text(self.key)))  # fmt: skip
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.endpoints.forget(self)
+        if self.exchange is not None:
+            self.exchange.upstream_lost()
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.resume()
+
+    # llhttp callbacks, passed on to the exchange
+    def on_status(self, reason: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_head()
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_done()
+
+
+class Exchange:
+    """One request from a client: routing, attempts at endpoints, the response relayed."""
+
+    def __init__(self, client: Client, message: Message) -> None:
+        gateway = client.gateway
+        self.gateway = gateway
+        self.client = client
+        self.message = message
+        self.loop = client.loop
+        self.router = gateway.router
+        self.started = time.perf_counter()
+        self.decision: Decision | None = None
+        self.pool: Pool | None = None
+        self.tried: list[Key] = []
+        self.conn: Upstream | None = None
+        self.key: Key | None = None
+        self.head = b""
+        self.sent_body = False  # a request body byte went out: no retry from then on
+        self.replayable = not message.has_body
+        self.reason = b""
+        self.response_headers: Headers = []
+        self.head_sent = False
+        self.chunked_out = False
+        self.no_body = False
+        self.piping = False
+        self.until_close = False  # a response body that ends when the endpoint closes
+        self.status = 0
+        self.ended = False  # the attempt's outcome is reported to the pool
+        self.finished = False
+        self.upstream_activity = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_error: UpstreamError | None = None
+        #: Response bytes for the client, written once per read from the endpoint.
+        self.pending: list[bytes] = []
+
+    def flush(self) -> None:
+        if self.pending:
+            self.client.transport.write(b"".join(self.pending))
+            self.pending.clear()
+
+    # -- routing and attempts --------------------------------------------------------------
+
+    def start(self) -> None:
+        message, client = self.message, self.client
+        try:
+            head = RequestHead.build(
+                message.method_text, message.host, message.url_text,
+                headers=message.str_headers(), client_ip=client.ip,
+            )  # fmt: skip
+        except KrouteError as exc:
+            self.answer_error(exc)
+            return
+        decision = self.router.route(head)
+        self.decision = decision
+        if decision.status != 200 or decision.pick is None or decision.backend is None:
+            self.answer_error(status_error(decision))
+            return
+        self.pool = self.router.pool(decision.backend)
+        hop = Hop(client=client.peer, scheme=self.gateway.scheme, host=message.host,
+                  port=client.port)  # fmt: skip
+        headers = forwarding_headers(strip_hop_by_hop(message.headers, FRAMING), hop,
+                                     self.gateway.trusted)  # fmt: skip
+        if message.upgrade is not None:
+            headers += [(b"Connection", b"Upgrade"), (b"Upgrade", message.upgrade)]
+        if message.chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        elif message.content_length is not None:
+            headers.append((b"Content-Length", b"%d" % message.content_length))
+        self.head = (message.method + b" " + message.url + b" HTTP/1.1\r\n"
+                     + b"".join([b"%b: %b\r\n" % nv for nv in headers]) + b"\r\n")  # fmt: skip
+        self.router.retry_budget.request(self.router.clock())
+        self.attempt(decision.pick.endpoint.key)
+
+    def attempt(self, key: Key) -> None:
+        assert self.pool is not None
+        self.key = key
+        self.tried.append(key)
+        self.pool.begin(key)
+        conn = self.gateway.endpoints.checkout(key, self.loop.time())
+        if conn is not None:
+            conn.reused = True
+            self.use(conn)
+        else:
+            self.loop.create_task(self.connect(key))
+
+    async def connect(self, key: Key) -> None:
+        endpoints = self.gateway.endpoints
+        try:
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: Upstream(endpoints, key), key[0], key[1]),
+                self.gateway.timeouts.connect,
+            )
+        except TimeoutError:
+            self.failed(UpstreamTimeout("connect", endpoint=endpoint_text(key), request_sent=False))
+            return
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            self.failed(UpstreamConnectError(reason, endpoint=endpoint_text(key)))
+            return
+        if self.finished:  # the client went away meanwhile
+            endpoints.give_back(conn, self.loop.time())
+            return
+        self.use(conn)
+
+    def use(self, conn: Upstream) -> None:
+        self.conn = conn
+        conn.exchange = self
+        conn.received = False
+        self.reason, self.response_headers = b"", []
+        conn.transport.write(self.head)
+        self.upstream_activity = self.loop.time()
+        self.arm(self.gateway.timeouts.read)
+        message = self.message
+        if message.upgrade is not None:
+            return  # bytes after an upgrade request go through the pipe, after the 101
+        if message.chunks:
+            self.sent_body = True
+            for chunk in message.chunks:
+                self.write_body(chunk)
+            message.chunks.clear()
+            self.client.resume()
+        if message.complete and message.chunked:
+            conn.transport.write(b"0\r\n\r\n")
+
+    def arm(self, seconds: float) -> None:
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.upstream_activity + seconds, self.check_timeout)
+
+    def check_timeout(self) -> None:
+        self.timer = None
+        if self.finished or self.piping or self.conn is None:
+            return
+        limit = self.gateway.timeouts.read
+        if self.loop.time() - self.upstream_activity >= limit:
+            self.failed(UpstreamTimeout("read", endpoint=endpoint_text(self.conn.key),
+                                        request_sent=True))  # fmt: skip
+        else:
+            self.arm(limit)
+
+    # -- the request body, as it arrives ---------------------------------------------------
+
+    def request_body(self, chunk: bytes) -> None:
+        if self.conn is None or self.finished:
+            self.message.chunks.append(chunk)
+            if sum(map(len, self.message.chunks)) > BUFFER_LIMIT:
+                self.client.transport.pause_reading()
+            return
+        self.sent_body = True
+        self.write_body(chunk)
+
+    def write_body(self, chunk: bytes) -> None:
+        assert self.conn is not None
+        if self.message.chunked:
+            self.conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.conn.transport.write(chunk)
+
+    def request_done(self) -> None:
+        if self.conn is not None and not self.finished and self.message.chunked:
+            self.conn.transport.write(b"0\r\n\r\n")
+
+    # -- failures before (or after) the response head --------------------------------------
+
+    def failed(self, error: UpstreamError) -> None:
+        """An attempt failed: retry elsewhere when safe, else answer (or cut) the client."""
+        if self.finished or self.key is None or self.pool is None:
+            return
+        conn, key = self.conn, self.key
+        self.conn = None
+        if conn is not None:
+            conn.exchange = None
+            conn.transport.close()
+        received = conn is not None and conn.received
+        stale = conn is not None and conn.reused and not received
+        if stale and self.replayable and self.message.method_text in IDEMPOTENT:
+            # The endpoint closed the idle connection as it was reused: a fresh one, same
+            # endpoint (no verdict on it; PooledTransport does the same).
+            self.loop.create_task(self.connect(key))
+            return
+        if not self.ended:
+            self.pool.end(key, outcome_of(error), now=self.router.clock())
+        self.last_error = error
+        if self.head_sent:
+            self.flush()
+            self.finish(error.status_hint, keep=False)
+            self.client.transport.close()
+            return
+        safe = not error.request_sent or (
+            self.replayable and self.message.method_text in IDEMPOTENT and not received
+        )
+        clock = self.router.clock
+        if safe and not self.sent_body and self.router.retry_budget.try_retry(clock()):
+            pick = self.pool.pick(now=clock(), rng=self.router.rng, exclude=self.tried)
+            if pick is not None:
+                self.attempt(pick.endpoint.key)
+                return
+        self.answer_error(error)
+
+    def upstream_lost(self) -> None:
+        if self.finished:
+            return
+        if self.piping:
+            self.finish(101, keep=False)
+            self.client.transport.close()
+            return
+        conn = self.conn
+        if self.head_sent and self.until_close:
+            self.response_done()  # a close-delimited body ends with the connection
+            return
+        sent = conn is not None and (conn.received or not conn.reused)
+        error = UpstreamClosed("closed before the response ended",
+                               endpoint=endpoint_text(self.key), request_sent=sent)  # fmt: skip
+        self.failed(error)
+
+    # -- the response ----------------------------------------------------------------------
+
+    def response_head(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        status = conn.parser.get_status_code()
+        headers = self.response_headers
+        if 100 <= status < 200 and status != 101:
+            self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, self.reason))
+            self.reason, self.response_headers = b"", []
+            return
+        conflict = framing_conflict(headers)
+        if conflict is not None:
+            self.failed(UpstreamProtocolError(conflict, endpoint=endpoint_text(conn.key)))
+            return
+        if status == 101:
+            return  # the head goes out with the upgrade (see `upgraded`)
+        method = self.message.method
+        self.no_body = method == b"HEAD" or status in (204, 304)
+        length = None
+        chunked = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = value
+            elif lower == b"transfer-encoding":
+                chunked = True
+        out = strip_hop_by_hop(headers, FRAMING)
+        if length is not None:
+            out.append((b"Content-Length", length))
+        elif not self.no_body:
+            out.append((b"Transfer-Encoding", b"chunked"))
+            self.chunked_out = True
+            self.until_close = not chunked
+        keep = self.client.keep_alive()
+        if not keep:
+            out.append((b"Connection", b"close"))
+        self.head_sent = True
+        self.pending.append(
+            b"HTTP/1.1 %d %b\r\n" % (status, self.reason or b"OK")
+            + b"".join([b"%b: %b\r\n" % nv for nv in out]) + b"\r\n"
+        )  # fmt: skip
+        self.status = status
+        assert self.pool is not None
+        assert self.key is not None
+        self.pool.end(self.key, Outcome.HTTP_5XX if status >= 500 else Outcome.SUCCESS,
+                      now=self.router.clock())  # fmt: skip
+        self.ended = True
+
+    def response_body(self, body: bytes) -> None:
+        if self.no_body or not body:
+            return
+        if self.chunked_out:
+            self.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            self.pending.append(body)
+
+    def response_done(self) -> None:
+        if not self.head_sent or self.finished:
+            return  # (an informational response ended: the final one follows)
+        if self.chunked_out:
+            self.pending.append(b"0\r\n\r\n")
+        self.flush()
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.exchange = None
+            reusable = conn.parser.should_keep_alive() and not self.until_close
+            if reusable and not conn.closed:
+                self.gateway.endpoints.give_back(conn, self.loop.time())
+            else:
+                conn.transport.close()
+        self.finish(self.status, keep=self.message.complete and self.client.keep_alive())
+
+    def upgraded(self, rest: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        assert self.pool is not None
+        assert self.key is not None
+        headers = [*strip_hop_by_hop(self.response_headers), (b"Connection", b"Upgrade")]
+        protocol = next((v for n, v in self.response_headers if n.lower() == b"upgrade"), None)
+        if protocol is not None:
+            headers.append((b"Upgrade", protocol))
+        self.client.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\n"
+            + b"".join([b"%b: %b\r\n" % nv for nv in headers]) + b"\r\n" + rest
+        )  # fmt: skip
+        self.head_sent = self.piping = True
+        self.pool.end(self.key, Outcome.SUCCESS, now=self.router.clock())
+        self.ended = True
+        self.status = 101
+        self.client.start_pipe(conn)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def answer_error(self, error: KrouteError) -> None:
+        status, headers, body = error_response(error)
+        keep = self.client.keep_alive() and self.message.complete
+        if not keep:
+            headers = [*headers, (b"Connection", b"close")]
+        head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
+        head += b"".join([b"%b: %b\r\n" % nv for nv in headers])
+        self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
+        self.flush()
+        self.head_sent = True
+        self.finish(status, keep=keep)
+
+    def finish(self, status: int, *, keep: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        decision = self.decision or Decision(status)
+        self.router.observe(decision, status, self.started)
+        self.client.exchange_done(self, keep)
+
+    def abandon(self) -> None:
+        """The client went away."""
+        if self.finished:
+            return
+        if self.conn is not None:
+            self.conn.exchange = None
+            self.conn.transport.close()
+            self.conn = None
+        if self.pool is not None and self.key is not None and not self.ended:
+            self.pool.abandon(self.key)
+        self.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def endpoint_text(key: Key | None) -> str:
+    return "" if key is None else f"{key[0]}:{key[1]}"
