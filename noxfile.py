@@ -15,7 +15,7 @@ def demo(session: nox.Session) -> None:
 
     Serves until Ctrl-C; `nox -s demo -- --once` exits after the tour of requests.
     """
-    session.install("-e", ".[metrics]")
+    session.install("-e", ".[metrics,speed]")
     session.run("python", "examples/gateway/demo.py", *session.posargs)
 
 
@@ -51,3 +51,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_pools.py")
     session.run("python", "benchmarks/bench_watch.py")
     session.run("python", "benchmarks/bench_transport.py")
+    session.run("python", "benchmarks/bench_gateway.py")

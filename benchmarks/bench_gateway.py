@@ -1,0 +1,273 @@
+"""The gateway: throughput and latency next to nginx, and the time from an EndpointSlice change
+to the first request routed to the new endpoint with 10,000 objects loaded.
+
+    python -m nox -s bench      (or: python benchmarks/bench_gateway.py)
+
+Throughput (needs wrk and nginx from Debian's packages; skipped, saying so, without them):
+every proxy runs on core 0, one process, one worker; the backend (nginx, one worker, a 2-byte
+answer) and wrk (one thread) share core 1. Proxies, each for the same time in the same run:
+nginx as a reverse proxy (upstream keep-alive), the example gateway (examples/gateway/) on
+FastGateway and on the anyio front, and the ASGI gateway (examples/asgi_embedding/) under
+uvicorn, hypercorn and granian where installed. 20 and 100 connections.
+
+Change to routing: the example gateway's Router with FastGateway in this process, watching the
+API emulator (tests/apiserver.py) that holds 2,000 Ingresses, 4,000 Services and 4,000
+EndpointSlices; 100 times, one Service's slice is replaced with a new endpoint at the emulator
+and requests go through the gateway until one is answered by the new endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_transport import PROXY_CONF, start_nginx
+
+from kroute.gateway.fast import FastGateway
+from kroute.gateway.router import Router
+from kroute.watch import kinds
+from kroute.watch.cluster import Cluster
+from kroute.watch.kube import KubernetesSource
+from tests.apiserver import ApiServer
+from tests.pods import Client, Pod, endpoint_slice, service
+
+ROOT = Path(__file__).resolve().parent.parent
+SECONDS = 5
+BACKEND, NGINX_PROXY, GATEWAY, ADMIN = 18180, 18181, 18182, 18183
+PROBE_HOST = "bench.local"
+
+
+def manifests(directory: Path, backend_port: int) -> None:
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "bench", "namespace": "default"},
+               "spec": {"ingressClassName": "kroute", "rules": [{"host": PROBE_HOST, "http": {
+                   "paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                       "service": {"name": "backend", "port": {"number": 80}}}}]}}]}}  # fmt: skip
+    objects = [ingress, service("backend"),
+               endpoint_slice("backend", backend_port, [("127.0.0.1", "ready")])]  # fmt: skip
+    (directory / "objects.json").write_text(json.dumps(objects))
+
+
+def wrk(port: int, connections: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from wrk on core 1."""
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency",
+         "-H", f"Host: {PROBE_HOST}", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out or "Socket errors" in out:
+        rps = -rps  # flagged below: errors are not throughput
+    return rps, _percentile(out, "50%"), _percentile(out, "99%")
+
+
+def _percentile(out: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def proxies(workdir: Path) -> dict[str, list[str]]:
+    """Name -> command (run on core 0) of every proxy that can run here."""
+    python = sys.executable
+    gateway = [python, str(ROOT / "examples/gateway/gateway.py"), "--manifests", str(workdir),
+               "--listen", f"127.0.0.1:{GATEWAY}", "--admin", f"127.0.0.1:{ADMIN}"]  # fmt: skip
+    found = {
+        "kroute example gateway, FastGateway": gateway,
+        "kroute example gateway, anyio front (HttpServer)": [*gateway, "--front", "anyio"],
+    }
+    app = ["--app-dir", str(ROOT / "examples/asgi_embedding")]
+    if shutil.which("uvicorn") or _module("uvicorn"):
+        found["AsgiGateway under uvicorn (httptools, uvloop)"] = [
+            python, "-m", "uvicorn", "app:app", *app, "--port", str(GATEWAY), "--http",
+            "httptools", "--loop", "uvloop" if _module("uvloop") else "asyncio",
+            "--no-access-log", "--log-level", "warning"]  # fmt: skip
+    if _module("hypercorn"):
+        found["AsgiGateway under hypercorn"] = [
+            python, "-m", "hypercorn", "app:app", "-b",
+            f"127.0.0.1:{GATEWAY}", "--workers", "1", "--log-level", "warning",
+            "--worker-class", "uvloop" if _module("uvloop") else "asyncio"]  # fmt: skip
+    if _module("granian"):
+        found["AsgiGateway under granian"] = [
+            python, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port",
+            str(GATEWAY), "--workers", "1", "--working-dir", str(ROOT / "examples/asgi_embedding"),
+            "--log-level", "warning", "app:app"]  # fmt: skip
+    return found
+
+
+def _module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def throughput() -> None:
+    if not (shutil.which("wrk") and shutil.which("nginx") and shutil.which("taskset")):
+        print("Throughput: skipped (needs wrk, nginx and taskset: apt-get install wrk nginx)\n")
+        return
+    workdir = Path(tempfile.mkdtemp())
+    manifests(workdir, BACKEND)
+    backend = start_nginx(BACKEND)  # core 1
+    results: dict[str, dict[int, tuple[float, float, float]]] = {}
+    try:
+        proxy = start_nginx(NGINX_PROXY, PROXY_CONF, backend=BACKEND)
+        assert proxy is not None
+        _pin(proxy.pid, 0)
+        results["nginx reverse proxy (1 worker, upstream keep-alive)"] = {
+            c: wrk(NGINX_PROXY, c) for c in (20, 100)}  # fmt: skip
+        proxy.terminate()
+        proxy.wait()
+        env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
+        for name, command in proxies(workdir).items():
+            process = subprocess.Popen(
+                ["taskset", "-c", "0", *command], env=env, cwd=ROOT / "examples/asgi_embedding",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                wait_port(GATEWAY)
+                time.sleep(1.5)  # the manifests are read, the routes published
+                wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
+                results[name] = {c: wrk(GATEWAY, c) for c in (20, 100)}
+            finally:
+                process.terminate()
+                process.wait()
+    finally:
+        if backend is not None:
+            backend.terminate()
+            backend.wait()
+    base = results["nginx reverse proxy (1 worker, upstream keep-alive)"]
+    print("Throughput on one core (wrk, 5 s per row, same run):\n")
+    print("| proxy | connections | requests/s | p50 ms | p99 ms | vs nginx |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, rows in results.items():
+        for connections, (rps, p50, p99) in rows.items():
+            flag = " (errors!)" if rps < 0 else ""
+            ratio = abs(rps) / abs(base[connections][0])
+            print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
+                  f"| {ratio:.2f}x |")  # fmt: skip
+    print()
+
+
+def _pin(pid: int, core: int) -> None:
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {core})
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        os.sched_setaffinity(int(child), {core})
+
+
+# -- change to routing ---------------------------------------------------------------------------
+
+
+def cluster_objects() -> list[tuple[kinds.Kind, dict[str, Any]]]:
+    objects: list[tuple[kinds.Kind, dict[str, Any]]] = []
+    for i in range(2000):
+        objects.append((kinds.INGRESS, {
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": f"app-{i}", "namespace": f"ns-{i % 20}"},
+            "spec": {"ingressClassName": "kroute", "rules": [{
+                "host": f"app-{i}.example.com", "http": {"paths": [{
+                    "path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": f"app-{i}", "port": {"number": 80}}},
+                }]}}]}}))  # fmt: skip
+    for i in range(4000):
+        svc = service(f"app-{i % 2000}" if i < 2000 else f"other-{i}", namespace=f"ns-{i % 20}")
+        objects.append((kinds.SERVICE, svc))
+        addresses = [(f"10.{i // 250}.{i % 250}.{j}", "ready") for j in range(3)]
+        slice_ = endpoint_slice(svc["metadata"]["name"], 8080, addresses)
+        slice_["metadata"]["namespace"] = svc["metadata"]["namespace"]
+        objects.append((kinds.ENDPOINT_SLICE, slice_))
+    return objects
+
+
+async def change_to_routing() -> None:
+    objects = cluster_objects()
+    objects.append((kinds.INGRESS, {
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "probe", "namespace": "default"},
+        "spec": {"ingressClassName": "kroute", "rules": [{"host": "probe.local", "http": {
+            "paths": [{"path": "/", "pathType": "Prefix", "backend": {
+                "service": {"name": "probe", "port": {"number": 80}}}}]}}]}}))  # fmt: skip
+    objects.append((kinds.SERVICE, service("probe")))
+    pods = [Pod(f"pod-{i}", f"127.0.3.{i + 1}") for i in range(101)]
+    kind_list = (kinds.INGRESS, kinds.INGRESS_CLASS, kinds.SERVICE, kinds.ENDPOINT_SLICE)
+    with ApiServer(kind_list) as api:
+        for kind, obj in objects:
+            api.create(kind, obj)
+        async with anyio.create_task_group() as group:
+            port = 0
+            for pod in pods:
+                port = await pod.start(group, port)
+            first = endpoint_slice("probe", port, [(pods[0].address, "ready")])
+            api.create(kinds.ENDPOINT_SLICE, first)
+            config = Path(tempfile.mkdtemp()) / "kubeconfig"
+            config.write_text(
+                f"apiVersion: v1\nkind: Config\nclusters: [{{name: e, cluster: {{server: "
+                f"'{api.url}'}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\n"
+                "contexts: [{name: e, context: {cluster: e, user: u}}]\ncurrent-context: e\n"
+            )  # fmt: skip
+            source = KubernetesSource(Cluster.from_kubeconfig(str(config)), kind_list)
+            router = Router([source])
+            group.start_soon(router.run)
+            gateway_port = await group.start(FastGateway(router).serve, "127.0.0.1", 0)
+            started = time.perf_counter()
+            while not router.ready:
+                await anyio.sleep(0.01)
+            synced = time.perf_counter() - started
+            client = Client(gateway_port)
+            assert (await client.json("probe.local"))["pod"] == "pod-0"
+            delays = []
+            for pod in pods[1:]:
+                change = endpoint_slice("probe", port, [(pod.address, "ready")])
+                begun = time.perf_counter()
+                group.start_soon(anyio.to_thread.run_sync, api.update, kinds.ENDPOINT_SLICE, change)
+                while (await client.json("probe.local"))["pod"] != pod.name:
+                    pass
+                delays.append(time.perf_counter() - begun)
+                await anyio.sleep(0.05)
+            await client.aclose()
+            group.cancel_scope.cancel()
+    delays_ms = sorted(d * 1000 for d in delays)
+    p99 = statistics.quantiles(delays_ms, n=100, method="inclusive")[98]
+    print(f"Change to routing, {len(objects) + 1:,} objects at the emulator (initial sync and "
+          f"first table: {synced:.1f} s):")  # fmt: skip
+    print(f"EndpointSlice replaced -> first request answered by the new endpoint, "
+          f"{len(delays)} changes: p50 {statistics.median(delays_ms):.1f} ms, "
+          f"p99 {p99:.1f} ms, max {delays_ms[-1]:.1f} ms (Traefik: 2 s throttle).")  # fmt: skip
+
+
+def main() -> None:
+    if "--change-only" not in sys.argv:
+        throughput()
+    anyio.run(change_to_routing)
+
+
+if __name__ == "__main__":
+    main()
