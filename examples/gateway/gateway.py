@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import signal
 import sys
@@ -76,6 +77,7 @@ async def serve(
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics))
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
+        group.start_soon(freeze_when_ready, router)
         on_asyncio = sniffio.current_async_library() == "asyncio"
         if args.front == "fast" or (args.front == "auto" and on_asyncio):
             gateway = kroute.FastGateway(router)
@@ -92,6 +94,15 @@ async def serve(
         finally:
             with anyio.CancelScope(shield=True):
                 await router.transport.aclose()  # type: ignore[union-attr]
+
+
+async def freeze_when_ready(router: kroute.Router) -> None:
+    """Once the initial objects are loaded, move them out of the garbage collector's way: they
+    live as long as the process, and full collections walking 10,000 objects' dicts were the
+    100-200 ms outliers in change-to-routing (docs/benchmarks.md)."""
+    while not router.ready:
+        await anyio.sleep(0.1)
+    gc.freeze()
 
 
 async def listen(
