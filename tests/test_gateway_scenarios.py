@@ -75,7 +75,7 @@ async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
 
 async def start_gateway(group: anyio.abc.TaskGroup, *where: str) -> tuple[Router, int, Client]:
     args = gateway.parse_args([*where, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-                               "--grace", "1"])  # fmt: skip
+                               "--grace", "1", "--no-gc-freeze"])  # (a test process, shared)  # fmt: skip
     router, port, admin_port = await group.start(gateway.serve, args)
     return router, port, Client(admin_port)
 
@@ -91,10 +91,13 @@ async def test_example_manifests_edits_and_the_seed_health_scenario(
     pods = {address: Pod(name, address) for name, address in [
         ("www-1", "127.0.0.11"), ("www-2", "127.0.0.12"), ("api-1", "127.0.0.21"),
         ("api-2", "127.0.0.22")]}  # fmt: skip
-    for pod in pods.values():
-        await pod.start(group, 8081)
-    router, port, admin = await start_gateway(group, "--manifests", str(manifests))
-    client = Client(port)
+    port = 0
+    for pod in pods.values():  # the example's addresses, on a free port (not its 8081)
+        port = await pod.start(group, port)
+    slices = manifests / "endpointslices.yaml"
+    slices.write_text(slices.read_text().replace("port: 8081", f"port: {port}"))
+    router, gateway_port, admin = await start_gateway(group, "--manifests", str(manifests))
+    client = Client(gateway_port)
     await until(lambda: _async(router.ready))
     seen = {(await client.json("test-www.localhost", "/"))["pod"] for _ in range(4)}
     assert seen == {"www-1", "www-2"}
@@ -116,12 +119,12 @@ async def test_example_manifests_edits_and_the_seed_health_scenario(
         (www,) = [s for s in services if s["service"].startswith("default/test-www")]
         return {e["endpoint"]: e["state"] for e in www["endpoints"]}
 
-    load = Load(port, "test-www.localhost")
+    load = Load(gateway_port, "test-www.localhost")
     group.start_soon(load.run)
     pods["127.0.0.12"].healthy = False
 
     async def out_of_rotation() -> bool:
-        return (await www_states())["127.0.0.12:8081"] == "unhealthy"
+        return (await www_states())[f"127.0.0.12:{port}"] == "unhealthy"
 
     await until(out_of_rotation)
     await anyio.sleep(0.1)  # requests already sent to www-2 come back
@@ -131,7 +134,7 @@ async def test_example_manifests_edits_and_the_seed_health_scenario(
     pods["127.0.0.12"].healthy = True
 
     async def back_in_rotation() -> bool:
-        return (await www_states())["127.0.0.12:8081"] == "up"
+        return (await www_states())[f"127.0.0.12:{port}"] == "up"
 
     await until(back_in_rotation)
     await anyio.sleep(0.1)

@@ -47,6 +47,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--admin", type=address, default=("127.0.0.1", 8580))
     parser.add_argument("--ingress-class", default="kroute")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain on stop")
+    parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                        help="freeze the initial objects out of the GC once ready")  # fmt: skip
     parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
     return parser.parse_args(argv)
@@ -77,7 +79,8 @@ async def serve(
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics))
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
-        group.start_soon(freeze_when_ready, router)
+        if args.gc_freeze:
+            group.start_soon(freeze_when_ready, router)
         on_asyncio = sniffio.current_async_library() == "asyncio"
         if args.front == "fast" or (args.front == "auto" and on_asyncio):
             gateway = kroute.FastGateway(router)

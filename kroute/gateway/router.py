@@ -1,9 +1,10 @@
 """Router: sources -> route table and pools -> routing decisions and forwarding.
 
 What it keeps current, and how (each change costs what it touches):
-- the route table is recompiled from every routing object (Ingress, IngressClass, Gateway,
+- the route table is rebuilt from every routing object (Ingress, IngressClass, Gateway,
   GatewayClass, HTTPRoute, ReferenceGrant, Namespace, IngressRoute) when one of them changes,
-  and swapped in whole: readers take no lock;
+  and swapped in whole: readers take no lock. Objects that did not change are not compiled
+  again (`CompileCache`): a change costs one object's compile and the table's re-indexing;
 - a pool per backend (namespace, Service, port) that some route names, fed by that Service's
   EndpointSlices one slice at a time (`ServiceEndpoints` deltas). Pools outlive table rebuilds,
   so health, in-flight counts and balancer state survive configuration changes;
@@ -47,7 +48,7 @@ from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
 from kroute.pool.pool import Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber
-from kroute.rules.compile import compile_objects
+from kroute.rules.compile import CompileCache, compile_objects
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
@@ -146,6 +147,7 @@ class Router:
         self._splits: dict[int, WeightedSplit] = {}
         #: Backends asked for by name (route_service): kept whatever the routes say.
         self._pinned: set[BackendKey] = set()
+        self._compiled = CompileCache()  # objects unchanged since the last rebuild: not recompiled
         self._published = False
         self._rebuilds = 0
         self._rebuild_seconds = 0.0
@@ -178,8 +180,9 @@ class Router:
         started = time.perf_counter()
         objects = [obj for kind in ROUTING_KINDS for obj in self._objects(kind)]
         result = compile_objects(
-            objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class
-        )
+            objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class,
+            cache=self._compiled,
+        )  # fmt: skip
         wanted = {
             (b.namespace, b.name, b.port)
             for route in result.table.routes

@@ -109,6 +109,8 @@ class Store:
                 changes.append(Change("ADDED", key, obj))
             elif old != obj:
                 changes.append(Change("MODIFIED", key, obj, old))
+            else:
+                fresh[key] = old  # unchanged: the same dict (compile caches key on it)
         self._objects = fresh
         self._snapshot = None
         self.resource_version = resource_version
