@@ -191,7 +191,23 @@ async def test_example_gateway_follows_cluster_changes_while_requests_flow(
     api.update(kinds.INGRESS, ingress("api", [("api.test", [("/v2", "Prefix", "api")])]))
     await until(lambda: answers("/v1/x", 404))
     assert (await client.request("api.test", "/v2/x"))[0] == 200
-    # The Service loses its endpoints: its route answers 503, not 404.
+    # A Service change: health-check annotations turn active probing on for its pods.
+    api.update(kinds.SERVICE, service("api", **{"kroute.dev/health-check-path": "/healthz",
+                                                "kroute.dev/health-check-interval": "0.2"}))  # fmt: skip
+
+    async def probed() -> bool:
+        services = (await admin.json("localhost", "/api/services"))["services"]
+        pool = next(p for p in services if p["service"] == "default/api:80")
+        return bool(pool["endpoints"][0]["last_probe"] == "HTTP 200")
+
+    await until(probed)
+    # The Service is deleted: its route answers 503 naming it, not 404.
+    api.delete(kinds.SERVICE, "default", "api")
+    await until(lambda: answers("/v2/x", 503))
+    assert b"Service default/api not found" in (await client.request("api.test", "/v2/x"))[1]
+    # It comes back, then loses its endpoints: 503 again.
+    api.create(kinds.SERVICE, service("api"))
+    await until(lambda: answers("/v2/x", 200))
     api.update(kinds.ENDPOINT_SLICE, endpoint_slice("api", pod_port, []))
     await until(lambda: answers("/v2/x", 503))
     api.delete(kinds.INGRESS, "default", "api")
