@@ -60,6 +60,13 @@ from kroute.rules.request import RequestHead, normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
+from kroute.tls.certs import (
+    Certificate,
+    CertificateSet,
+    certificate_from_secret,
+    certificates_from_objects,
+)
+from kroute.tls.contexts import HandshakeListener, TlsCertificates, TlsContexts
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
 from kroute.transport.memory import MemoryTransport
 from kroute.transport.pooled import PooledTransport
@@ -99,6 +106,8 @@ __all__ = [
     "Backoff",
     "Balancer",
     "Candidate",
+    "Certificate",
+    "CertificateSet",
     "Change",
     "Cluster",
     "CompileResult",
@@ -113,6 +122,7 @@ __all__ = [
     "ForwardRequest",
     "ForwardResponse",
     "GatewayHandler",
+    "HandshakeListener",
     "HashOn",
     "HealthConfig",
     "Hop",
@@ -163,6 +173,8 @@ __all__ = [
     "TableStatistics",
     "Target",
     "Timeouts",
+    "TlsCertificates",
+    "TlsContexts",
     "Transport",
     "TrustedProxies",
     "UpstreamClosed",
@@ -176,6 +188,8 @@ __all__ = [
     "WeightedRoundRobin",
     "WeightedSplit",
     "__version__",
+    "certificate_from_secret",
+    "certificates_from_objects",
     "compile_files",
     "compile_objects",
     "error_response",

@@ -8,7 +8,9 @@ anything else with JSON naming the pod, the request and the body length it read.
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +21,7 @@ from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.router import Router
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.tls.contexts import HandshakeListener
 from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.pooled import PooledTransport
 
@@ -145,17 +148,25 @@ async def start_front(
     *,
     limits: ServerLimits = ServerLimits(),
     timeouts: Timeouts = Timeouts(),
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Serve `router` on 127.0.0.1 with the front named `front` ("anyio" or "fast"); the port.
 
     The anyio front forwards through the Router's transport (a PooledTransport with
-    `timeouts` is set when it has none); FastGateway forwards itself, with `timeouts`.
+    `timeouts` is set when it has none); FastGateway forwards itself, with `timeouts`. With
+    `tls`, HTTPS (anyio's TLSListener for the anyio front).
     """
+    scheme = "https" if tls is not None else "http"
     if front == "fast":
-        return int(await group.start(FastGateway(router, limits=limits, timeouts=timeouts).serve,
-                                     "127.0.0.1", 0))  # fmt: skip
+        gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme)
+        return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", 0))
     if router.transport is None:
         router.transport = PooledTransport(timeouts=timeouts)
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    await group.start(HttpServer(GatewayHandler(router), limits=limits).serve, listener)
-    return int(listener.extra(anyio.abc.SocketAttribute.local_port))
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = int(tcp.extra(anyio.abc.SocketAttribute.local_port))
+    listener: anyio.abc.Listener[Any] = tcp
+    if tls is not None:
+        listener = HandshakeListener(tcp, tls, standard_compatible=False, handshake_timeout=5)
+    server = HttpServer(GatewayHandler(router), limits=limits, scheme=scheme)
+    await group.start(server.serve, listener)
+    return port

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import ssl
 import time
 from typing import Any
 
@@ -323,12 +324,24 @@ class FastGateway:
         self._server: asyncio.Server | None = None
         self._stopped: asyncio.Event | None = None
 
-    async def serve(self, host: str, port: int, *, task_status: Any = None) -> None:
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
+        task_status: Any = None,
+    ) -> None:
+        """Serve on `host:port`; with `tls` (e.g. `TlsContexts.server`), HTTPS."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise KrouteError("FastGateway runs on asyncio; on trio use HttpServer") from None
-        server = await loop.create_server(lambda: Client(self), host, port, backlog=1024)
+        server = await loop.create_server(
+            lambda: Client(self), host, port, backlog=1024, ssl=tls,
+            ssl_handshake_timeout=handshake_timeout if tls is not None else None,
+        )  # fmt: skip
         self._server = server
         self._stopped = asyncio.Event()
         if task_status is not None:

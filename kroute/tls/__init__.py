@@ -1,0 +1,1 @@
+"""TLS termination: certificates from Secrets, selected by SNI, reloaded as they change."""

@@ -1,0 +1,226 @@
+"""TLS termination: certificates from Secrets (made at test time with trustme), selected by SNI,
+reloaded without a restart, bad Secrets isolated; over real TLS connections on both fronts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+import trustme
+from anyio.streams.tls import TLSAttribute
+
+from kroute.gateway.router import Router
+from kroute.objects import FieldError
+from kroute.tls.certs import certificate_from_secret, certificates_from_objects
+from kroute.tls.contexts import TlsCertificates, TlsContexts
+from kroute.watch.sources import MemorySource
+from tests.builders import gateway, ingress
+from tests.pods import endpoint_slice, service, start_front, start_pods
+
+CA = trustme.CA()
+
+
+def secret(name: str, *hosts: str, namespace: str = "default", key_of: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A kubernetes.io/tls Secret for `hosts` (with the key of another certificate: `key_of`)."""
+    issued = CA.issue_cert(*hosts)
+    chain = b"".join(blob.bytes() for blob in issued.cert_chain_pems)
+    key = (CA.issue_cert(key_of) if key_of else issued).private_key_pem.bytes()
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"tls.crt": base64.b64encode(chain).decode(),
+                     "tls.key": base64.b64encode(key).decode()}}  # fmt: skip
+
+
+def tls_ingress(name: str, host: str, secret_name: str, *, tls_hosts: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    obj = ingress(name, [(host, [("/", "Prefix", "www")])])
+    obj["spec"]["tls"] = [{"hosts": tls_hosts or [host], "secretName": secret_name}]
+    return obj
+
+
+# -- pure: reading Secrets, choosing certificates ---------------------------------------------
+
+
+def test_a_secret_gives_its_names_and_validity() -> None:
+    cert = certificate_from_secret(secret("s", "www.test", "*.apps.test"))
+    assert cert.names == ("www.test", "*.apps.test")
+    assert cert.covers("WWW.test.")
+    assert cert.covers("a.apps.test")
+    assert not cert.covers("a.b.apps.test")
+    assert not cert.covers("apps.test")
+    assert cert.not_after.year >= 2026
+    assert str(cert.secret) == "Secret default/s"
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda s: s.update(type="Opaque"), "type"),
+    (lambda s: s["data"].update({"tls.crt": "%%%"}), "data[tls.crt]"),
+    (lambda s: s["data"].update({"tls.crt": base64.b64encode(b"nope").decode()}), "data[tls.crt]"),
+    (lambda s: s["data"].pop("tls.key"), "data[tls.key]"),
+])  # fmt: skip
+def test_unusable_secrets_name_the_field(change: Any, field: str) -> None:
+    bad = secret("s", "www.test")
+    change(bad)
+    with pytest.raises(FieldError) as info:
+        certificate_from_secret(bad)
+    assert info.value.field == field
+
+
+def test_a_key_that_does_not_match_is_refused() -> None:
+    with pytest.raises(FieldError, match="does not match the certificate"):
+        certificate_from_secret(secret("s", "www.test", key_of="other.test"))
+
+
+def test_selection_exact_wildcard_default_and_problems_reported_alone() -> None:
+    objects = [
+        tls_ingress("www", "www.test", "www-tls"),
+        tls_ingress("apps", "a.apps.test", "apps-tls"),
+        tls_ingress("gone", "gone.test", "missing-tls"),
+        tls_ingress("bad", "bad.test", "bad-tls"),
+        tls_ingress("wrong-host", "other.test", "www-tls", tls_hosts=["other.test"]),
+        {**tls_ingress("theirs", "theirs.test", "theirs-tls"), "spec": {
+            **tls_ingress("theirs", "theirs.test", "theirs-tls")["spec"],
+            "ingressClassName": "nginx"}},
+        secret("www-tls", "www.test"), secret("apps-tls", "*.apps.test"),
+        secret("bad-tls", "bad.test", key_of="x.test"), secret("theirs-tls", "theirs.test"),
+        secret("fallback", "default.test"), secret("unused", "unused.test"),
+    ]  # fmt: skip
+    certs = certificates_from_objects(objects, default_secret=("default", "fallback"))
+    assert certs.select("www.test").names == ("www.test",)  # type: ignore[union-attr]
+    assert certs.select("x.apps.test").names == ("*.apps.test",)  # type: ignore[union-attr]
+    assert certs.select("x.y.apps.test").names == ("default.test",)  # type: ignore[union-attr]
+    assert certs.select(None).names == ("default.test",)  # type: ignore[union-attr]
+    assert certs.select("theirs.test").names == ("default.test",)  # type: ignore[union-attr]
+    assert certs.select("unused.test").names == ("default.test",)  # type: ignore[union-attr]
+    errors = {str(e) for e in certs.errors}
+    assert "Ingress default/gone: tls: Secret default/missing-tls not found" in errors
+    assert any(e.startswith("Secret default/bad-tls: data[tls.key]") for e in errors)
+    assert len(errors) == 2
+    assert certs.notes == ("Ingress default/wrong-host: TLS host other.test is not covered by "
+                           "Secret default/www-tls",)  # fmt: skip
+
+
+def test_gateway_https_listeners_name_their_certificates() -> None:
+    listeners = [
+        {"name": "https", "protocol": "HTTPS", "port": 443, "hostname": "gw.test",
+         "tls": {"certificateRefs": [{"name": "gw-tls"}]}},
+        {"name": "other-ns", "protocol": "HTTPS", "port": 443,
+         "tls": {"certificateRefs": [{"name": "x", "namespace": "elsewhere"}]}},
+        {"name": "passthrough", "protocol": "TLS", "port": 8443,
+         "tls": {"mode": "Passthrough"}},
+    ]  # fmt: skip
+    certs = certificates_from_objects([gateway(listeners=listeners), secret("gw-tls", "gw.test")])
+    assert certs.select("gw.test").secret.name == "gw-tls"  # type: ignore[union-attr]
+    (error,) = certs.errors
+    assert "ReferenceGrant" in str(error)
+    assert "listeners[1]" in error.field
+
+
+# -- over real TLS connections -------------------------------------------------------------------
+
+
+async def https(port: int, server_name: str | None, path: str = "/", *, stream: Any = None) -> tuple[dict[str, Any], str, Any]:  # fmt: skip
+    """(echoed request, certificate names, the stream) for one request over TLS."""
+    if stream is None:
+        context = ssl.create_default_context()
+        CA.configure_trust(context)
+        context.check_hostname = False  # the chain is verified; the names are asserted below
+        stream = await anyio.connect_tcp("127.0.0.1", port, tls=True, ssl_context=context,
+                                         tls_hostname=server_name, tls_standard_compatible=False)  # fmt: skip
+    host = "www.test"  # the route; the server name only picks the certificate
+    await stream.send(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    with anyio.fail_after(5):
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            data += await stream.receive()
+    names = ",".join(v for k, v in stream.extra(TLSAttribute.peer_certificate)["subjectAltName"])
+    return json.loads(data.split(b"\r\n\r\n", 1)[1]), names, stream
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+@pytest.fixture
+async def served(front: str) -> AsyncIterator[tuple[int, MemorySource, TlsCertificates]]:
+    async with anyio.create_task_group() as group:
+        _, pod_port = await start_pods(group, "www", ["127.0.0.111"])
+        source = MemorySource(objects=[
+            tls_ingress("www", "www.test", "www-tls"), tls_ingress("apps", "a.apps.test", "apps-tls"),
+            service("www"), endpoint_slice("www", pod_port, [("127.0.0.111", "ready")]),
+            secret("www-tls", "www.test"), secret("apps-tls", "*.apps.test"),
+            secret("fallback", "default.test"), secret("bad-tls", "bad.test", key_of="x.test"),
+            tls_ingress("bad", "bad.test", "bad-tls"),
+        ])  # fmt: skip
+        router = Router([source])
+        contexts = TlsContexts()
+        certificates = TlsCertificates([source], contexts, default_secret=("default", "fallback"))
+        port = await start_front(group, router, front, tls=contexts.server)
+        yield port, source, certificates
+        if router.transport is not None:
+            await router.transport.aclose()
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_sni_picks_exact_wildcard_and_default(served: Any) -> None:
+    port, _, certificates = served
+    answer, names, stream = await https(port, "www.test")
+    assert names == "www.test"
+    assert answer["headers"]["x-forwarded-proto"] == "https"
+    await stream.aclose()
+    for server_name, expected in [("a.apps.test", "*.apps.test"), ("nobody.test", "default.test"),
+                                  (None, "default.test"), ("bad.test", "default.test")]:  # fmt: skip
+        _, names, stream = await https(port, server_name)
+        assert names == expected, server_name
+        await stream.aclose()
+    # The bad Secret is reported; nothing else suffers from it.
+    (error,) = certificates.contexts.certificates.errors
+    assert str(error).startswith("Secret default/bad-tls: data[tls.key]")
+
+
+@pytest.mark.anyio
+async def test_secret_update_switches_new_connections_and_keeps_open_ones(served: Any) -> None:
+    port, source, certificates = served
+    _, _, before = await https(port, "www.test")
+    old = before.extra(TLSAttribute.peer_certificate)["serialNumber"]
+    source.apply(secret("www-tls", "www.test"))  # a renewed certificate
+    assert certificates.reloads == 2
+    _, _, after = await https(port, "www.test")
+    assert after.extra(TLSAttribute.peer_certificate)["serialNumber"] != old
+    answer, _, _ = await https(
+        port, "www.test", "/again", stream=before
+    )  # still open, still served
+    assert answer["target"] == "/again"
+    assert before.extra(TLSAttribute.peer_certificate)["serialNumber"] == old
+    for stream in (before, after):
+        await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_handshake_flood_does_not_stall_other_connections(served: Any) -> None:
+    port, _, _ = served
+    floods = []
+    for i in range(40):
+        flood = await anyio.connect_tcp("127.0.0.1", port)
+        await flood.send(
+            b"\x16\x03\x01\x02\x00" + bytes([i]) * 50 if i % 2 else b"GET / HTTP/1.1\r\n"
+        )
+        floods.append(flood)  # garbage, or half a ClientHello, left hanging
+    with anyio.fail_after(5):
+        for _ in range(5):
+            answer, names, stream = await https(port, "www.test")
+            assert names == "www.test"
+            assert answer["target"] == "/"
+            await stream.aclose()
+    for flood in floods:
+        await flood.aclose()
