@@ -58,6 +58,15 @@ class InvalidRequest(KrouteError):
     status_hint = 400
 
 
+class Redirected(KrouteError):
+    """Not a failure: the route answers with a redirect to `location` (status 301/302/308)."""
+
+    def __init__(self, location: str, status: int) -> None:
+        super().__init__(f"redirect to {location}")
+        self.location = location
+        self.status_hint = status
+
+
 class NoRoute(KrouteError):
     """No route matches the request."""
 

@@ -149,6 +149,7 @@ async def start_front(
     limits: ServerLimits = ServerLimits(),
     timeouts: Timeouts = Timeouts(),
     tls: ssl.SSLContext | None = None,
+    hsts: str | None = None,
 ) -> int:
     """Serve `router` on 127.0.0.1 with the front named `front` ("anyio" or "fast"); the port.
 
@@ -158,7 +159,7 @@ async def start_front(
     """
     scheme = "https" if tls is not None else "http"
     if front == "fast":
-        gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme)
+        gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme, hsts=hsts)
         return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", 0))
     if router.transport is None:
         router.transport = PooledTransport(timeouts=timeouts)
@@ -167,6 +168,6 @@ async def start_front(
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
         listener = HandshakeListener(tcp, tls, standard_compatible=False, handshake_timeout=5)
-    server = HttpServer(GatewayHandler(router), limits=limits, scheme=scheme)
+    server = HttpServer(GatewayHandler(router, hsts=hsts), limits=limits, scheme=scheme)
     await group.start(server.serve, listener)
     return port

@@ -4,24 +4,30 @@ reloaded without a restart, bad Secrets isolated; over real TLS connections on b
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 import pytest
 import trustme
 from anyio.streams.tls import TLSAttribute
 
+from kroute.gateway.admin import certificates_json
+from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
-from kroute.objects import FieldError
-from kroute.tls.certs import certificate_from_secret, certificates_from_objects
+from kroute.objects import FieldError, ObjectRef
+from kroute.tls.certs import Certificate, certificate_from_secret, certificates_from_objects
 from kroute.tls.contexts import TlsCertificates, TlsContexts
 from kroute.watch.sources import MemorySource
 from tests.builders import gateway, ingress
-from tests.pods import endpoint_slice, service, start_front, start_pods
+from tests.pods import Client, endpoint_slice, service, start_front, start_pods
 
 CA = trustme.CA()
 
@@ -151,7 +157,7 @@ def _length(data: bytes) -> int:
 
 
 @pytest.fixture
-async def served(front: str) -> AsyncIterator[tuple[int, MemorySource, TlsCertificates]]:
+async def served(front: str) -> AsyncIterator[tuple[int, MemorySource, TlsCertificates, int]]:
     async with anyio.create_task_group() as group:
         _, pod_port = await start_pods(group, "www", ["127.0.0.111"])
         source = MemorySource(objects=[
@@ -160,12 +166,17 @@ async def served(front: str) -> AsyncIterator[tuple[int, MemorySource, TlsCertif
             secret("www-tls", "www.test"), secret("apps-tls", "*.apps.test"),
             secret("fallback", "default.test"), secret("bad-tls", "bad.test", key_of="x.test"),
             tls_ingress("bad", "bad.test", "bad-tls"),
+            {**tls_ingress("secure", "secure.test", "www-tls"), "metadata": {
+                "name": "secure", "namespace": "default",
+                "annotations": {"kroute.dev/ssl-redirect": "true"}}},
         ])  # fmt: skip
         router = Router([source])
         contexts = TlsContexts()
         certificates = TlsCertificates([source], contexts, default_secret=("default", "fallback"))
-        port = await start_front(group, router, front, tls=contexts.server)
-        yield port, source, certificates
+        port = await start_front(group, router, front, tls=contexts.server,
+                                 hsts="max-age=31536000")  # fmt: skip
+        plain = await start_front(group, router, front, hsts="max-age=31536000")
+        yield port, source, certificates, plain
         if router.transport is not None:
             await router.transport.aclose()
         group.cancel_scope.cancel()
@@ -173,7 +184,7 @@ async def served(front: str) -> AsyncIterator[tuple[int, MemorySource, TlsCertif
 
 @pytest.mark.anyio
 async def test_sni_picks_exact_wildcard_and_default(served: Any) -> None:
-    port, _, certificates = served
+    port, _, certificates, _ = served
     answer, names, stream = await https(port, "www.test")
     assert names == "www.test"
     assert answer["headers"]["x-forwarded-proto"] == "https"
@@ -190,7 +201,7 @@ async def test_sni_picks_exact_wildcard_and_default(served: Any) -> None:
 
 @pytest.mark.anyio
 async def test_secret_update_switches_new_connections_and_keeps_open_ones(served: Any) -> None:
-    port, source, certificates = served
+    port, source, certificates, _ = served
     _, _, before = await https(port, "www.test")
     old = before.extra(TLSAttribute.peer_certificate)["serialNumber"]
     source.apply(secret("www-tls", "www.test"))  # a renewed certificate
@@ -208,7 +219,7 @@ async def test_secret_update_switches_new_connections_and_keeps_open_ones(served
 
 @pytest.mark.anyio
 async def test_a_handshake_flood_does_not_stall_other_connections(served: Any) -> None:
-    port, _, _ = served
+    port, _, _, _ = served
     floods = []
     for i in range(40):
         flood = await anyio.connect_tcp("127.0.0.1", port)
@@ -224,3 +235,133 @@ async def test_a_handshake_flood_does_not_stall_other_connections(served: Any) -
             await stream.aclose()
     for flood in floods:
         await flood.aclose()
+
+
+async def head_of(stream: Any, request: bytes) -> bytes:
+    """Send one request (with Connection: close) and return the response head, lower case."""
+    await stream.send(request)
+    data = b""
+    with anyio.fail_after(5), contextlib.suppress(anyio.EndOfStream):
+        while True:
+            data += await stream.receive()
+    return data.split(b"\r\n\r\n")[0].lower()
+
+
+@pytest.mark.anyio
+async def test_ssl_redirect_and_hsts(served: Any) -> None:
+    """An Ingress with kroute.dev/ssl-redirect sends plain HTTP to https with 308; over HTTPS
+    it forwards, and HTTPS answers carry Strict-Transport-Security (plain ones never do)."""
+    port, _, _, plain = served
+    async with await anyio.connect_tcp("127.0.0.1", plain) as stream:
+        head = await head_of(stream, b"GET /a/./b?q=1 HTTP/1.1\r\nHost: secure.test:8080\r\n"
+                                     b"Connection: close\r\n\r\n")  # fmt: skip
+    assert head.startswith(b"http/1.1 308")
+    assert b"location: https://secure.test/a/b?q=1" in head
+    assert b"strict-transport-security" not in head
+    context = ssl.create_default_context()
+    CA.configure_trust(context)
+    context.check_hostname = False
+    async with await anyio.connect_tcp("127.0.0.1", port, tls=True, ssl_context=context,
+                                       tls_hostname="www.test", tls_standard_compatible=False) as tls:  # fmt: skip
+        head = await head_of(tls, b"GET /x HTTP/1.1\r\nHost: secure.test\r\nConnection: close\r\n\r\n")  # fmt: skip
+    assert head.startswith(b"http/1.1 200")
+    assert b"strict-transport-security: max-age=31536000" in head
+
+
+class FakeAcme:
+    """A CertificateProvider as an ACME client would be: certificates it obtained itself."""
+
+    def __init__(self, *hosts: str) -> None:
+        self.hosts = hosts
+        self.listeners: list[Any] = []
+        self.current = [self.obtain()]
+
+    def obtain(self) -> Certificate:
+        cert = certificate_from_secret(secret("acme", *self.hosts))
+        return attrs.evolve(cert, secret=ObjectRef("Order", "acme", "-".join(self.hosts)))
+
+    def certificates(self) -> list[Certificate]:
+        return self.current
+
+    def subscribe(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+    def renew(self) -> None:
+        self.current = [self.obtain()]
+        for listener in self.listeners:
+            listener()
+
+
+def test_providers_add_certificates_and_admin_and_metrics_show_them() -> None:
+    acme = FakeAcme("acme.test")
+    source = MemorySource(objects=[tls_ingress("www", "www.test", "www-tls"),
+                                   secret("www-tls", "www.test"), secret("fallback", "d.test")])  # fmt: skip
+    tls = TlsCertificates([source], TlsContexts(), providers=[acme],
+                          default_secret=("default", "fallback"))  # fmt: skip
+    served = tls.contexts.certificates
+    assert served.select("acme.test") == acme.current[0]
+    first = acme.current[0].fingerprint
+    acme.renew()
+    assert tls.contexts.certificates.select("acme.test").fingerprint != first  # type: ignore[union-attr]
+    state = certificates_json(tls)
+    assert {c["secret"] for c in state["certificates"]} == {
+        "Secret default/www-tls",
+        "Order acme/acme.test",
+        "Secret default/fallback",
+    }
+    assert state["default"]["names"] == ["d.test"]
+    router = Router([source])
+    text = Metrics(router, tls=tls).render()[0].decode()
+    assert 'kroute_tls_cert_not_after{secret="Secret default/www-tls",subject="' in text
+    assert certificates_json(None) == {"tls": False, "certificates": [], "errors": [], "notes": []}
+
+
+@pytest.mark.anyio
+async def test_example_gateway_terminates_tls_from_manifest_secrets(tmp_path: Path) -> None:
+    """The example gateway with --tls-listen: certificates from the Secrets in the manifests,
+    a renewed Secret file served on new connections, the state on the admin API."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "gateway"))
+    try:
+        import gateway as example
+    finally:
+        sys.path.pop(0)
+    async with anyio.create_task_group() as group:
+        _, pod_port = await start_pods(group, "www", ["127.0.0.121"])
+        objects = [tls_ingress("www", "www.test", "www-tls"), service("www"),
+                   endpoint_slice("www", pod_port, [("127.0.0.121", "ready")]),
+                   secret("fallback", "default.test")]  # fmt: skip
+        (tmp_path / "objects.json").write_text(json.dumps(objects))
+        (tmp_path / "secret.json").write_text(json.dumps(secret("www-tls", "www.test")))
+        args = example.parse_args([
+            "--manifests", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+            "--tls-listen", "127.0.0.1:0", "--default-certificate", "default/fallback",
+            "--hsts", "max-age=60", "--no-gc-freeze"])  # fmt: skip
+        started = await group.start(example.serve, args)
+        assert started.tls_port is not None
+        with anyio.fail_after(10):
+            while not started.router.ready:
+                await anyio.sleep(0.02)
+        answer, names, stream = await https(started.tls_port, "www.test")
+        assert names == "www.test"
+        assert answer["headers"]["x-forwarded-proto"] == "https"
+        serial = stream.extra(TLSAttribute.peer_certificate)["serialNumber"]
+        await stream.aclose()
+        _, names, stream = await https(started.tls_port, None)
+        assert names == "default.test"
+        await stream.aclose()
+        (tmp_path / "secret.json").write_text(json.dumps(secret("www-tls", "www.test")))
+
+        async def renewed() -> bool:
+            _, _, stream = await https(started.tls_port, "www.test")
+            await stream.aclose()
+            return bool(stream.extra(TLSAttribute.peer_certificate)["serialNumber"] != serial)
+
+        with anyio.fail_after(10):
+            while not await renewed():
+                await anyio.sleep(0.1)
+        admin = Client(started.admin_port)
+        state = await admin.json("localhost", "/api/certificates")
+        assert {c["secret"] for c in state["certificates"]} == {"Secret default/www-tls",
+                                                                "Secret default/fallback"}  # fmt: skip
+        await admin.aclose()
+        group.cancel_scope.cancel()

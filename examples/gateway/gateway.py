@@ -2,26 +2,31 @@
 
     python examples/gateway/gateway.py (--manifests DIR | --kubeconfig FILE | --in-cluster)
         [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
+        [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
 
 Watches Ingresses, IngressClasses, Services and EndpointSlices (from manifest files, or from
 a cluster through a kubeconfig or the pod's service account), routes HTTP on --listen and
 serves the admin app (readiness, JSON state, metrics, dashboard) on --admin, loopback by
-default. SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
+default. With --tls-listen it also terminates TLS there, with the certificates of the TLS
+Secrets the Ingresses name (so it watches Secrets too), chosen by SNI and reloaded as they
+change. SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
-import importlib.util
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.util import find_spec
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
-import sniffio
+from sniffio import current_async_library
 
 import kroute
 
@@ -37,6 +42,13 @@ def address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def secret_name(text: str) -> tuple[str, str]:
+    namespace, sep, name = text.partition("/")
+    if not sep or not namespace or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAMESPACE/NAME")
+    return namespace, name
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -46,6 +58,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--listen", type=address, default=("127.0.0.1", 8080))
     parser.add_argument("--admin", type=address, default=("127.0.0.1", 8580))
     parser.add_argument("--ingress-class", default="kroute")
+    parser.add_argument("--tls-listen", type=address, metavar="HOST:PORT",
+                        help="HTTPS here too, with certificates from TLS Secrets")  # fmt: skip
+    parser.add_argument("--default-certificate", type=secret_name, metavar="NAMESPACE/NAME",
+                        help="TLS Secret for unknown names and clients without SNI")  # fmt: skip
+    parser.add_argument("--hsts", metavar="VALUE",
+                        help="Strict-Transport-Security on HTTPS (max-age=31536000)")  # fmt: skip
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain on stop")
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="freeze the initial objects out of the GC once ready")  # fmt: skip
@@ -55,48 +73,74 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def make_source(args: argparse.Namespace) -> kroute.Source:
+    kinds = (*KINDS, kroute.kinds.SECRET) if args.tls_listen else KINDS  # TLS reads Secrets
     if args.manifests:
-        return kroute.ManifestSource([args.manifests], KINDS)
+        return kroute.ManifestSource([args.manifests], kinds)
     if args.in_cluster:
-        return kroute.KubernetesSource(kroute.Cluster.in_cluster(), KINDS)
-    return kroute.KubernetesSource(kroute.Cluster.from_kubeconfig(args.kubeconfig), KINDS)
+        return kroute.KubernetesSource(kroute.Cluster.in_cluster(), kinds)
+    return kroute.KubernetesSource(kroute.Cluster.from_kubeconfig(args.kubeconfig), kinds)
+
+
+class Started(NamedTuple):
+    router: kroute.Router
+    port: int
+    admin_port: int
+    tls_port: int | None
 
 
 async def serve(
     args: argparse.Namespace,
     stop: anyio.Event | None = None,
     *,
-    task_status: anyio.abc.TaskStatus[tuple[kroute.Router, int, int]] = anyio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[Started] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until `stop` is set (then drain) or cancelled.
-
-    Reports (router, gateway port, admin port) through `task_status` once listening.
-    """
-    router = kroute.Router([make_source(args)], transport=kroute.PooledTransport(),
+    """Run the gateway until `stop` is set (then drain) or cancelled; reports `Started`."""
+    source = make_source(args)
+    router = kroute.Router([source], transport=kroute.PooledTransport(),
                            ingress_class=args.ingress_class)  # fmt: skip
-    metrics = kroute.Metrics(router) if importlib.util.find_spec("prometheus_client") else None
-    gateway: kroute.FastGateway | kroute.HttpServer
-    admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics))
+    tls = None
+    if args.tls_listen:
+        tls = kroute.TlsCertificates([source], kroute.TlsContexts(),
+                                     ingress_class=args.ingress_class,
+                                     default_secret=args.default_certificate)  # fmt: skip
+    metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
+    admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics, tls=tls))
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
         if args.gc_freeze:
             group.start_soon(freeze_when_ready, router)
-        on_asyncio = sniffio.current_async_library() == "asyncio"
-        if args.front == "fast" or (args.front == "auto" and on_asyncio):
-            gateway = kroute.FastGateway(router)
-            port = await group.start(gateway.serve, *args.listen)
-        else:
-            gateway = kroute.HttpServer(kroute.GatewayHandler(router))
-            port = await listen(group, gateway, args.listen)
-        task_status.started((router, port, await listen(group, admin, args.admin)))
+        fronts = [await start_front(group, router, args, args.listen, None)]
+        if tls is not None:
+            fronts.append(await start_front(group, router, args, args.tls_listen, tls.contexts))
+        admin_port = await listen(group, admin, args.admin)
+        tls_port = fronts[1][1] if tls is not None else None
+        task_status.started(Started(router, fronts[0][1], admin_port, tls_port))
         try:
             await (stop or anyio.Event()).wait()
-            await gateway.shutdown(args.grace)  # stop accepting, let requests in flight finish
+            for front, _ in fronts:  # stop accepting, let requests in flight finish
+                await front.shutdown(args.grace)
             await admin.shutdown(0)
             group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await router.transport.aclose()  # type: ignore[union-attr]
+
+
+async def start_front(
+    group: anyio.abc.TaskGroup,
+    router: kroute.Router,
+    args: argparse.Namespace,
+    where: tuple[str, int],
+    tls: kroute.TlsContexts | None,
+) -> tuple[kroute.FastGateway | kroute.HttpServer, int]:
+    """FastGateway on asyncio, HttpServer on trio (or as --front says); HTTPS with `tls`."""
+    scheme = "http" if tls is None else "https"
+    if args.front == "fast" or (args.front == "auto" and current_async_library() == "asyncio"):
+        fast = kroute.FastGateway(router, scheme=scheme, hsts=args.hsts)
+        server = tls.server if tls is not None else None
+        return fast, await group.start(functools.partial(fast.serve, tls=server), *where)
+    http = kroute.HttpServer(kroute.GatewayHandler(router, hsts=args.hsts), scheme=scheme)
+    return http, await listen(group, http, where, tls)
 
 
 async def freeze_when_ready(router: kroute.Router) -> None:
@@ -109,20 +153,28 @@ async def freeze_when_ready(router: kroute.Router) -> None:
 
 
 async def listen(
-    group: anyio.abc.TaskGroup, server: kroute.HttpServer, where: tuple[str, int]
+    group: anyio.abc.TaskGroup,
+    server: kroute.HttpServer,
+    where: tuple[str, int],
+    tls: kroute.TlsContexts | None = None,
 ) -> int:
-    listener = await anyio.create_tcp_listener(local_host=where[0], local_port=where[1])
+    tcp = await anyio.create_tcp_listener(local_host=where[0], local_port=where[1])
+    listener: anyio.abc.Listener[Any] = tcp
+    if tls is not None:
+        listener = kroute.HandshakeListener(tcp, tls.server, standard_compatible=False,
+                                            handshake_timeout=10)  # fmt: skip
     await group.start(server.serve, listener)
-    return int(listener.extra(anyio.abc.SocketAttribute.local_port))
+    return int(tcp.extra(anyio.abc.SocketAttribute.local_port))
 
 
 async def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
-        _router, port, admin_port = await group.start(serve, args, stop)
-        print(f"kroute gateway on {args.listen[0]}:{port}, admin on {args.admin[0]}:{admin_port}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        started = await group.start(serve, args, stop)
+        https = f", https on {args.tls_listen[0]}:{started.tls_port}" if started.tls_port else ""
+        print(f"kroute gateway on {args.listen[0]}:{started.port}{https}, admin on "
+              f"{args.admin[0]}:{started.admin_port}", file=sys.stderr, flush=True)  # fmt: skip
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
                 stop.set()
@@ -131,5 +183,5 @@ async def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop = importlib.util.find_spec("uvloop") is not None
+        uvloop = find_spec("uvloop") is not None
         anyio.run(main, backend_options={"use_uvloop": uvloop})

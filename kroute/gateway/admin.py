@@ -10,6 +10,8 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
   objects that were rejected with the field and reason;
 - `GET /api/services`: every pool with its endpoints, health state and the reason for it;
 - `GET /api/sources`: per kind: synced, objects, lists, re-lists, reconnects, last error;
+- `GET /api/certificates`: with TLS, each certificate (source Secret, subject, names,
+  not-after) and what was wrong with the others;
 - `GET /metrics`: Prometheus text (501 when prometheus-client is not installed);
 - `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above.
 """
@@ -26,6 +28,7 @@ import attrs
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
+from kroute.tls.contexts import TlsCertificates
 
 JSON = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
 TEXT = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Cache-Control", b"no-store")]
@@ -70,6 +73,19 @@ def services_json(router: Router, *, now: float) -> dict[str, Any]:
     return {"services": services}
 
 
+def certificates_json(tls: TlsCertificates | None) -> dict[str, Any]:
+    if tls is None:
+        return {"tls": False, "certificates": [], "errors": [], "notes": []}
+    certs = tls.contexts.certificates
+    return {
+        "tls": True,
+        "default": certs.default.to_json() if certs.default is not None else None,
+        "certificates": [cert.to_json() for cert in certs.certificates],
+        "errors": [str(e) for e in certs.errors] + list(tls.contexts.problems),
+        "notes": list(certs.notes),
+    }
+
+
 def sources_json(router: Router) -> dict[str, Any]:
     return {
         "ready": router.ready,
@@ -81,10 +97,16 @@ class AdminHandler:
     """Serves the admin endpoints of `router` (see the module docstring)."""
 
     def __init__(
-        self, router: Router, *, metrics: Metrics | None = None, clock: Any = time.monotonic
+        self,
+        router: Router,
+        *,
+        metrics: Metrics | None = None,
+        tls: TlsCertificates | None = None,
+        clock: Any = time.monotonic,
     ) -> None:
         self.router = router
         self.metrics = metrics
+        self.tls = tls
         self.clock = clock
 
     async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
@@ -102,6 +124,8 @@ class AdminHandler:
             return self._json(services_json(self.router, now=self.clock()))
         if path == "/api/sources":
             return self._json(sources_json(self.router))
+        if path == "/api/certificates":
+            return self._json(certificates_json(self.tls))
         if path == "/metrics":
             if self.metrics is None:
                 return OutgoingResponse(501, TEXT, b"501: metrics are off (pip install "

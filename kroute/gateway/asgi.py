@@ -44,10 +44,13 @@ class AsgiGateway:
         *,
         trusted: TrustedProxies = TrustedProxies(),
         sync_timeout: float = 30.0,
+        hsts: str | None = None,
     ) -> None:
         self.router = router
         self.trusted = trusted
         self.sync_timeout = sync_timeout
+        #: Strict-Transport-Security for requests that came over HTTPS, or None.
+        self.hsts = [(b"strict-transport-security", hsts.encode())] if hsts else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -83,6 +86,7 @@ class AsgiGateway:
         length = next((v for n, v in headers if n == b"content-length"), None)
         hop = Hop(client=client[0], scheme=scope.get("scheme", "http"), host=host,
                   port=server[1] or 0)  # fmt: skip
+        extra = self.hsts if hop.scheme == "https" else []
         try:
             head, request = proxied(
                 scope["method"], target.decode("latin-1"), headers, _body(receive),
@@ -93,13 +97,13 @@ class AsgiGateway:
         except KrouteError as exc:
             status, error_headers, body = error_response(exc)
             await send({"type": "http.response.start", "status": status,
-                        "headers": error_headers})  # fmt: skip
+                        "headers": [*error_headers, *extra]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
         done = False
         try:
             await send({"type": "http.response.start", "status": response.status,
-                        "headers": strip_hop_by_hop(response.headers)})  # fmt: skip
+                        "headers": [*strip_hop_by_hop(response.headers), *extra]})  # fmt: skip
             async for chunk in response.body:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})

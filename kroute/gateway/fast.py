@@ -310,6 +310,7 @@ class FastGateway:
         timeouts: Timeouts = Timeouts(),
         trusted: TrustedProxies = TrustedProxies(),
         scheme: str = "http",
+        hsts: str | None = None,
         max_idle: int = 100,
         keepalive_expiry: float = 60.0,
     ) -> None:
@@ -318,6 +319,10 @@ class FastGateway:
         self.timeouts = timeouts
         self.trusted = trusted
         self.scheme = scheme
+        #: Strict-Transport-Security for responses when serving HTTPS ("max-age=31536000").
+        self.hsts_header = (
+            [(b"Strict-Transport-Security", hsts.encode())] if hsts and scheme == "https" else []
+        )
         self.endpoints = Endpoints(timeouts, max_idle, keepalive_expiry)
         self.clients: set[Client] = set()
         self.draining = False

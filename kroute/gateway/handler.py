@@ -49,6 +49,7 @@ def proxied(
         target,
         headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
         client_ip=hop.client or None,
+        scheme=hop.scheme,
     )
     chunked = first_value(headers, b"transfer-encoding") is not None
     has_body = chunked or bool(content_length)
@@ -68,11 +69,26 @@ def proxied(
 class GatewayHandler:
     """The HttpServer handler of a gateway built on a Router."""
 
-    def __init__(self, router: Router, *, trusted: TrustedProxies = TrustedProxies()) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        trusted: TrustedProxies = TrustedProxies(),
+        hsts: str | None = None,
+    ) -> None:
         self.router = router
         self.trusted = trusted
+        #: Strict-Transport-Security value for HTTPS responses ("max-age=31536000"), or None.
+        self.hsts = hsts
 
     async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
+        response = await self._answer(request)
+        if self.hsts is not None and request.scheme == "https" and response.status != 101:
+            response.headers = [*response.headers, (b"Strict-Transport-Security",
+                                                    self.hsts.encode())]  # fmt: skip
+        return response
+
+    async def _answer(self, request: IncomingRequest) -> OutgoingResponse:
         host = (first_value(request.headers, b"host") or b"").decode("latin-1")
         hop = Hop(client=request.client, scheme=request.scheme, host=host, port=request.port)
         try:

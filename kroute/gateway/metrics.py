@@ -11,7 +11,8 @@ Read from the Router's state at scrape time (nothing to keep in step):
 - `kroute_endpoints_in_rotation{service}`, `kroute_routes`, `kroute_invalid_objects`,
   `kroute_table_rebuilds_total`, `kroute_ready`;
 - `kroute_watch_synced{kind}`, `kroute_watch_objects{kind}`,
-  `kroute_watch_reconnects_total{kind}`, `kroute_watch_relists_total{kind}`.
+  `kroute_watch_reconnects_total{kind}`, `kroute_watch_relists_total{kind}`;
+- with TLS, `kroute_tls_cert_not_after{secret, subject}`: each certificate's expiry.
 
 Route and service labels come from configuration, not from requests: a client cannot grow the
 label sets (unmatched requests count under route="" service="").
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kroute.errors import ConfigError
 from kroute.gateway.router import Decision, Router
+from kroute.tls.contexts import TlsCertificates
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -36,7 +38,13 @@ REBUILD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 class Metrics:
     """Metrics of one Router, in their own registry; `render()` is the `/metrics` answer."""
 
-    def __init__(self, router: Router, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        registry: CollectorRegistry | None = None,
+        tls: TlsCertificates | None = None,
+    ) -> None:
         try:
             import prometheus_client
         except ImportError:
@@ -59,7 +67,7 @@ class Metrics:
         )  # fmt: skip
         #: Label children by (route, backend, status) identity; cleared when routes change.
         self._children: dict[tuple[int, int, int], tuple[Any, Any]] = {}
-        self.registry.register(_StateCollector(router))
+        self.registry.register(_StateCollector(router, tls))
         router.observers.append(self)
 
     def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
@@ -87,8 +95,9 @@ class Metrics:
 class _StateCollector:
     """Gauges and counters read from the Router when Prometheus scrapes."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, tls: TlsCertificates | None) -> None:
         self.router = router
+        self.tls = tls
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -131,3 +140,10 @@ class _StateCollector:
                 families["reconnects"].add_metric([kind.kind], kind.reconnects)
                 families["relists"].add_metric([kind.kind], kind.relists)
         yield from families.values()
+        if self.tls is not None:
+            expiry = GaugeMetricFamily("kroute_tls_cert_not_after",
+                                       "When a served certificate expires (Unix time).",
+                                       labels=["secret", "subject"])  # fmt: skip
+            for cert in self.tls.contexts.certificates.certificates:
+                expiry.add_metric([str(cert.secret), cert.subject], cert.not_after.timestamp())
+            yield expiry

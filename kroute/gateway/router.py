@@ -39,6 +39,7 @@ from kroute.errors import (
     KrouteError,
     NoHealthyEndpoint,
     NoRoute,
+    Redirected,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -76,6 +77,7 @@ class Decision:
     backend: BackendRef | None = None
     pick: Pick | None = None
     reason: str = ""
+    location: str | None = None  # for redirects (301, 302, 308)
 
 
 class Observer(Protocol):
@@ -295,10 +297,17 @@ class Router:
         return None if index is None else route.backends[index]
 
     def route(self, head: RequestHead, *, exclude: Sequence[tuple[str, int]] = ()) -> Decision:
-        """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503."""
+        """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503; or
+        a redirect the route answers with (301, 302, 308, with `location`)."""
         route = self.table.match(head)
         if route is None:
             return Decision(404, reason="no route matches")
+        redirect = route.redirect
+        if redirect is not None and redirect.applies(head.scheme):
+            location = redirect.location(scheme=head.scheme, host=head.host, port=head.port,
+                                         path=head.path, query=head.query_string)  # fmt: skip
+            return Decision(redirect.status, route, reason=f"redirect to {location}",
+                            location=location)  # fmt: skip
         backend = self._choose(route)
         if backend is None:
             return Decision(500, route, reason="the route has no backend to send to")
@@ -437,7 +446,9 @@ def outcome_of(error: UpstreamError) -> Outcome:
 
 
 def status_error(decision: Decision) -> KrouteError:
-    """The error that answers a decision that is not 200 (404, 500 or 503)."""
+    """The error that answers a decision that is not 200 (404, 500, 503, or a redirect)."""
+    if decision.location is not None:
+        return Redirected(decision.location, decision.status)
     if decision.status == 404:
         return NoRoute(decision.reason)
     if decision.status == 500:

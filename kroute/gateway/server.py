@@ -25,6 +25,7 @@ import anyio.abc
 import attrs
 import httptools
 
+from kroute.transport import proxy
 from kroute.transport.proxy import HOP_BY_HOP, connection_tokens
 
 Headers = list[tuple[bytes, bytes]]
@@ -70,14 +71,7 @@ class OutgoingResponse:
 
 Handler = Callable[[IncomingRequest], Awaitable[OutgoingResponse]]
 
-REASONS = {
-    101: b"Switching Protocols", 200: b"OK", 201: b"Created", 204: b"No Content",
-    301: b"Moved Permanently", 302: b"Found", 304: b"Not Modified", 400: b"Bad Request",
-    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
-    413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}  # fmt: skip
+REASONS = {status: reason.encode() for status, reason in proxy.REASONS.items()}
 
 
 def error_page(status: int, reason: str) -> bytes:

@@ -205,7 +205,7 @@ class Exchange:
         try:
             head = RequestHead.build(
                 message.method_text, message.host, message.url_text,
-                headers=message.str_headers(), client_ip=client.ip,
+                headers=message.str_headers(), client_ip=client.ip, scheme=self.gateway.scheme,
             )  # fmt: skip
         except KrouteError as exc:
             self.answer_error(exc)
@@ -409,6 +409,7 @@ class Exchange:
         keep = self.client.keep_alive()
         if not keep:
             out.append((b"Connection", b"close"))
+        out += self.gateway.hsts_header
         self.head_sent = True
         self.pending.append(
             b"HTTP/1.1 %d %b\r\n" % (status, self.reason or b"OK")
@@ -472,6 +473,7 @@ class Exchange:
         keep = self.client.keep_alive() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
+        headers = [*headers, *self.gateway.hsts_header]
         head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
         head += b"".join([b"%b: %b\r\n" % nv for nv in headers])
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)

@@ -58,6 +58,7 @@ from kroute.rules.conditions import (
     compile_regex,
 )
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
+from kroute.rules.redirect import Redirect
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
 
@@ -383,7 +384,8 @@ def compile_httproute(
             ref,
             ctx,
         )
-        rules.append((field, compiled, backends, bool(rule.get("filters"))))
+        redirect, unsupported = _filters(rule.get("filters"), f"{field}.filters")
+        rules.append((field, compiled, backends, redirect, unsupported))
     attachments, notes = _attachments(spec, ref, hostnames, ctx)
     routes: list[Route] = []
     seen: set[tuple[Any, ...]] = set()
@@ -397,8 +399,16 @@ def compile_httproute(
             wildcard = hostname.startswith("*.")
             host_rank = (1 if wildcard else 0, -len(hostname))
             host_text = ("wildcard" if wildcard else "exact") + f" hostname {hostname}"
-        for i, (field, compiled, backends, _filters) in enumerate(rules):
+        for i, (field, compiled, backends, redirect, _unsupported) in enumerate(rules):
             for j, (conds, match_rank, match_text) in enumerate(compiled):
+                match_redirect: Redirect | None = redirect
+                if redirect is not None and redirect.prefix is not None:
+                    # ReplacePrefixMatch replaces what this match's path prefix matched.
+                    stem = next((c.stem for c in conds if isinstance(c, PathPrefix)), None)
+                    if stem is None:
+                        raise FieldError(f"{field}.filters", "ReplacePrefixMatch needs a "
+                                         "PathPrefix match")  # fmt: skip
+                    match_redirect = attrs.evolve(redirect, prefix=(stem, redirect.prefix[1]))
                 conditions = (*host_conds, *conds, *isolation)
                 if (conditions, i, j) in seen:
                     continue
@@ -420,9 +430,52 @@ def compile_httproute(
                         ),
                         why=f"{host_text}, {match_text}, {describe_age(created)}",
                         origin=origin,
+                        redirect=match_redirect,
                     )
                 )
-    for field, _compiled, _backends, filters in rules:
-        if filters and attachments:
-            notes.append(f"{ref}: {field}.filters: filters are not applied by kroute yet")
+    for field, _compiled, _backends, _redirect, unsupported in rules:
+        if unsupported and attachments:
+            notes.append(f"{ref}: {field}.filters: {', '.join(unsupported)} not applied by "
+                         "kroute yet")  # fmt: skip
     return routes, notes
+
+
+def _filters(value: Any, field: str) -> tuple[Redirect | None, list[str]]:
+    """A rule's RequestRedirect (HTTPRouteFilter) and the filter types not supported."""
+    redirect = None
+    unsupported = []
+    for i, raw in enumerate(as_list(value, field)):
+        item = as_map(raw, f"{field}[{i}]")
+        kind = req_str(item.get("type"), f"{field}[{i}].type")
+        if kind != "RequestRedirect":
+            unsupported.append(kind)
+            continue
+        spec_field = f"{field}[{i}].requestRedirect"
+        spec = as_map(item.get("requestRedirect"), spec_field)
+        scheme = as_str(spec.get("scheme"), f"{spec_field}.scheme")
+        if scheme not in (None, "http", "https"):
+            raise FieldError(f"{spec_field}.scheme", f"{scheme!r} is not http or https")
+        hostname = as_str(spec.get("hostname"), f"{spec_field}.hostname")
+        if hostname is not None:
+            hostname = check_hostname(hostname, f"{spec_field}.hostname")
+        port = spec.get("port")
+        if port is not None:
+            port = as_int(port, f"{spec_field}.port", default=0, low=1, high=65535)
+        status = as_int(spec.get("statusCode"), f"{spec_field}.statusCode", default=302,
+                        low=301, high=302)  # fmt: skip
+        path = as_map(spec.get("path"), f"{spec_field}.path")
+        full_path = prefix = None
+        if path:
+            path_type = path.get("type")
+            if path_type == "ReplaceFullPath":
+                full_path = req_str(path.get("replaceFullPath"),
+                                    f"{spec_field}.path.replaceFullPath")  # fmt: skip
+            elif path_type == "ReplacePrefixMatch":
+                replacement = req_str(path.get("replacePrefixMatch"),
+                                      f"{spec_field}.path.replacePrefixMatch")  # fmt: skip
+                prefix = ("", replacement)
+            else:
+                raise FieldError(f"{spec_field}.path.type", f"unknown path modifier {path_type!r}")
+        redirect = Redirect(status=status, scheme=scheme, hostname=hostname, port=port,
+                            full_path=full_path, prefix=prefix)  # fmt: skip
+    return redirect, unsupported

@@ -33,6 +33,7 @@ from kroute.objects import (
 )
 from kroute.rules.conditions import Condition, PathIs, PathPrefix
 from kroute.rules.hostnames import check_hostname, host_condition
+from kroute.rules.redirect import Redirect
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
 
@@ -113,12 +114,28 @@ def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str,
     return PathPrefix(stem), f"{path_type} {stem or '/'}", len(stem) or 1
 
 
+SSL_REDIRECT_ANNOTATION = "kroute.dev/ssl-redirect"
+
+
+def _ssl_redirect(obj: Obj) -> Redirect | None:
+    """`kroute.dev/ssl-redirect: "true"`: plain HTTP requests get 308 to https (ingress-nginx's
+    ssl-redirect, opt-in here)."""
+    field = f"metadata.annotations[{SSL_REDIRECT_ANNOTATION}]"
+    value = as_str(annotations_of(obj).get(SSL_REDIRECT_ANNOTATION), field)
+    if value is None or value == "false":
+        return None
+    if value != "true":
+        raise FieldError(field, f"{value!r} is not true or false")
+    return Redirect(status=308, scheme="https", only_from="http")
+
+
 def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route]:
     """The routes of one Ingress; FieldError on the first malformed field."""
     created = created_at(obj)
     age = describe_age(created)
     spec = as_map(obj.get("spec"), "spec")
     tie = (created, f"{ref.namespace}/{ref.name}")
+    redirect = _ssl_redirect(obj)
     routes: list[Route] = []
     if spec.get("defaultBackend") is not None:
         backend = _backend(spec["defaultBackend"], "spec.defaultBackend", ref.namespace)
@@ -131,6 +148,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                 precedence=(Family.DEFAULT_BACKEND, *tie),
                 why=f"default backend, {age}",
                 origin=origin,
+                redirect=redirect,
             )
         )
     for r, rule_value in enumerate(as_list(spec.get("rules"), "spec.rules")):
@@ -170,6 +188,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                     ),
                     why=f"{host_text}, path {path_text} (length {length}), {age}",
                     origin=origin,
+                    redirect=redirect,
                 )
             )
     return routes

@@ -9,7 +9,8 @@ function when they are compiled (docs/rules.md, "Path normalisation"):
    (`http://host/path`) keeps only its path (RFC 9112 section 3.2.2).
 2. Percent-encoded unreserved characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`) are decoded, and the
    hex digits of every other percent-encoding are upper-cased (RFC 3986 sections 6.2.2.1 and
-   6.2.2.2). Reserved characters stay encoded: `%2F` is not a segment separator.
+   6.2.2.2). Reserved characters stay encoded: `%2F` is not a segment separator. A `%` that
+   starts no valid escape is encoded as `%25`, which keeps the normalisation idempotent.
 3. Empty segments from repeated slashes are dropped (`//a///b` is `/a/b`); a trailing slash is
    kept.
 4. Dot segments are removed (RFC 3986 section 5.2.4) after decoding, so `%2E%2E` counts as `..`.
@@ -45,6 +46,11 @@ def _decode_unreserved(path: str) -> str:
             decoded = chr(int(path[i + 1 : i + 3], 16))
             out.append(decoded if decoded in _UNRESERVED else "%" + path[i + 1 : i + 3].upper())
             i += 3
+        elif ch == "%":
+            # A stray "%" is encoded itself, or "%4%42" would become "%4B" here and "K" on a
+            # second pass: normalisation must be idempotent (RFC 3986 section 2.4).
+            out.append("%25")
+            i += 1
         else:
             out.append(ch)
             i += 1
@@ -92,6 +98,15 @@ def normalize_host(raw: str) -> str:
     return host
 
 
+def _port_of(raw: str) -> int | None:
+    """The port of a Host header value (`host:8080`, `[::1]:8443`), or None."""
+    tail = raw.strip().rpartition("]")[2] if raw.strip().startswith("[") else raw.strip()
+    if tail.count(":") != 1:
+        return None
+    port = tail.rpartition(":")[2]
+    return int(port) if port.isdigit() and len(port) <= 5 else None
+
+
 HeaderInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str]]
 
 
@@ -123,6 +138,12 @@ class RequestHead:
     query: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     headers: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     client_ip: IPAddress | None = None
+    #: How the request arrived ("http" or "https") and the Host header's port, if any: what a
+    #: redirect needs.
+    scheme: str = "http"
+    port: int | None = None
+    #: The query as it arrived (without `?`), for redirects that keep it.
+    query_string: str = ""
     #: Element-wise prefixes of the path, as rule stems: "/a/b/" -> ("", "/a", "/a/b").
     stems: tuple[str, ...] = attrs.field(init=False)
 
@@ -147,6 +168,7 @@ class RequestHead:
         *,
         headers: HeaderInput | None = None,
         client_ip: str | IPAddress | None = None,
+        scheme: str = "http",
     ) -> RequestHead:
         """A normalised request head from raw values as they arrive on the wire.
 
@@ -172,6 +194,9 @@ class RequestHead:
             query={key: tuple(values) for key, values in query.items()},
             headers=_collect_headers(headers),
             client_ip=ip,
+            scheme=scheme,
+            port=_port_of(host),
+            query_string=query_text,
         )
 
     def describe(self) -> str:

@@ -14,6 +14,7 @@ import attrs
 
 from kroute.objects import BackendRef, ObjectRef
 from kroute.rules.conditions import Conjunction
+from kroute.rules.redirect import Redirect
 
 
 class Family(enum.IntEnum):
@@ -50,6 +51,8 @@ class Route:
     precedence: tuple[Any, ...]
     why: str
     origin: str = ""
+    #: Answer with a redirect instead of forwarding (Ingress ssl-redirect, RequestRedirect).
+    redirect: Redirect | None = None
 
     @property
     def name(self) -> str:
@@ -61,7 +64,10 @@ class Route:
         return Family(self.precedence[0])
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "route": self.name,
             "backends": [b.to_json() for b in self.backends],
         }
+        if self.redirect is not None:
+            out["redirect"] = attrs.asdict(self.redirect)
+        return out

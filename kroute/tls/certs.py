@@ -45,7 +45,7 @@ _PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicK
 class Certificate:
     """One usable certificate: its Secret, the names it covers, and the PEM to serve."""
 
-    secret: ObjectRef
+    secret: ObjectRef  # where it came from: a Secret, or what a provider names
     names: tuple[str, ...]
     subject: str
     not_after: datetime.datetime
@@ -151,9 +151,12 @@ def certificates_from_objects(
     ingress_class: str = "kroute",
     gateway_class: str = "kroute",
     default_secret: tuple[str, str] | None = None,
+    extra: Iterable[Certificate] = (),
 ) -> CertificateSet:
     """The certificates that served Ingresses and Gateways reference (see the module docstring);
-    `default_secret` is (namespace, name) of the certificate for unknown or absent names."""
+    `default_secret` is (namespace, name) of the certificate for unknown or absent names;
+    `extra` are certificates from elsewhere (a CertificateProvider: ACME, files), ranked with
+    the others."""
     items = [item.obj if isinstance(item, Manifest) else item for item in objects]
     secrets: dict[tuple[str, str], Obj] = {}
     for obj in items:
@@ -189,7 +192,8 @@ def certificates_from_objects(
                       for h in hosts if not cert.covers(h)]  # fmt: skip
     exact: dict[str, Certificate] = {}
     wildcard: dict[str, Certificate] = {}
-    ranked = sorted(loaded.values(), key=lambda c: (-c.not_after.timestamp(), str(c.secret)))
+    ranked = sorted([*loaded.values(), *extra],
+                    key=lambda c: (-c.not_after.timestamp(), str(c.secret)))  # fmt: skip
     for cert in ranked:
         for name in cert.names:
             if name.startswith("*."):

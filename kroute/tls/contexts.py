@@ -17,8 +17,8 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -125,9 +125,19 @@ class HandshakeListener(TLSListener):
         logging.getLogger(__name__).debug("TLS handshake failed: %r", exc)
 
 
+class CertificateProvider(Protocol):
+    """Certificates from somewhere other than Secrets (the seam for ACME): what it holds now, and
+    a way to say that changed."""
+
+    def certificates(self) -> Sequence[Certificate]: ...
+
+    def subscribe(self, listener: Callable[[], None]) -> None: ...
+
+
 class TlsCertificates:
-    """Keeps `contexts` serving the certificates that `sources` name, as Secrets, Ingresses and
-    Gateways change (a change is in effect before the source's next event)."""
+    """Keeps `contexts` serving the certificates that `sources` name, and those `providers`
+    hold, as Secrets, Ingresses, Gateways and providers change (a change is in effect before the
+    source's next event)."""
 
     def __init__(
         self,
@@ -137,8 +147,10 @@ class TlsCertificates:
         ingress_class: str = "kroute",
         gateway_class: str = "kroute",
         default_secret: tuple[str, str] | None = None,
+        providers: Sequence[CertificateProvider] = (),
     ) -> None:
         self.sources = list(sources)
+        self.providers = list(providers)
         self.contexts = contexts
         self.ingress_class = ingress_class
         self.gateway_class = gateway_class
@@ -146,6 +158,8 @@ class TlsCertificates:
         self.reloads = 0
         for source in self.sources:
             source.subscribe(self._changed)
+        for provider in self.providers:
+            provider.subscribe(self.reload)
         self.reload()
 
     def reload(self) -> None:
@@ -159,6 +173,7 @@ class TlsCertificates:
         self.contexts.update(certificates_from_objects(
             objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class,
             default_secret=self.default_secret,
+            extra=[cert for provider in self.providers for cert in provider.certificates()],
         ))  # fmt: skip
         self.reloads += 1
 

@@ -26,6 +26,7 @@ import attrs
 
 from kroute.errors import (
     KrouteError,
+    Redirected,
     UpstreamClosed,
     UpstreamConnectError,
     UpstreamError,
@@ -145,14 +146,20 @@ def set_host(headers: Iterable[tuple[bytes, bytes]], host: str | None) -> Header
     return [(n, v) for n, v in items if n.lower() != b"host"] + [(b"Host", host.encode())]
 
 
-_REASONS = {
-    400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
+#: Reason phrases (RFC 9110 section 15) of the statuses kroute itself answers with.
+REASONS = {
+    101: "Switching Protocols", 200: "OK", 201: "Created", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 308: "Permanent Redirect",
+    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout",
 }  # fmt: skip
 
 
 def error_response(error: KrouteError) -> tuple[int, Headers, bytes]:
-    """A short response for an error that reaches a client; internal addresses stay inside."""
+    """A short response for an error that reaches a client; internal addresses stay inside.
+    (A redirect travels the same way, with its Location.)"""
     status = error.status_hint
     if isinstance(error, UpstreamTimeout):
         detail = f"backend {error.phase} timeout"
@@ -166,9 +173,11 @@ def error_response(error: KrouteError) -> tuple[int, Headers, bytes]:
         detail = "backend error"
     else:
         detail = str(error)
-    body = f"{status} {_REASONS.get(status, 'Error')}: {detail}\n".encode()
+    body = f"{status} {REASONS.get(status, 'Error')}: {detail}\n".encode()
     headers = [(b"Content-Type", b"text/plain; charset=utf-8"),
                (b"Content-Length", str(len(body)).encode())]  # fmt: skip
+    if isinstance(error, Redirected):
+        headers.append((b"Location", error.location.encode("latin-1", "replace")))
     return status, headers, body
 
 
