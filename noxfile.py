@@ -52,3 +52,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_watch.py")
     session.run("python", "benchmarks/bench_transport.py")
     session.run("python", "benchmarks/bench_gateway.py")
+    session.run("python", "benchmarks/bench_tls.py")

@@ -21,6 +21,7 @@ outliers into the tail.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +58,25 @@ BACKEND, NGINX_PROXY, GATEWAY, ADMIN = 18180, 18181, 18182, 18183
 PROBE_HOST = "bench.local"
 
 
-def manifests(directory: Path, backend_port: int) -> None:
-    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+def manifests(directory: Path, backend_port: int, *extra: dict[str, Any]) -> None:
+    ingress: dict[str, Any] = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                "metadata": {"name": "bench", "namespace": "default"},
                "spec": {"ingressClassName": "kroute", "rules": [{"host": PROBE_HOST, "http": {
                    "paths": [{"path": "/", "pathType": "Prefix", "backend": {
                        "service": {"name": "backend", "port": {"number": 80}}}}]}}]}}  # fmt: skip
-    objects = [ingress, service("backend"),
-               endpoint_slice("backend", backend_port, [("127.0.0.1", "ready")])]  # fmt: skip
+    endpoints = endpoint_slice("backend", backend_port, [("127.0.0.1", "ready")])
+    objects = [ingress, service("backend"), endpoints, *extra]
     (directory / "objects.json").write_text(json.dumps(objects))
 
 
-def wrk(port: int, connections: int) -> tuple[float, float, float]:
+def wrk(
+    port: int, connections: int, *, scheme: str = "http", headers: tuple[str, ...] = ()
+) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) from wrk on core 1."""
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency",
-         "-H", f"Host: {PROBE_HOST}", f"http://127.0.0.1:{port}/"],
+         "-H", f"Host: {PROBE_HOST}", *(f"-H{h}" for h in headers),
+         f"{scheme}://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -83,6 +88,22 @@ def wrk(port: int, connections: int) -> tuple[float, float, float]:
 def _percentile(out: str, label: str) -> float:
     value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+@contextlib.contextmanager
+def on_core0(command: list[str], port: int, **options: Any) -> Iterator[None]:
+    """Run `command` on core 0 until the block ends, once `port` listens and routes are up."""
+    process = subprocess.Popen(
+        ["taskset", "-c", "0", *command], cwd=ROOT / "examples/asgi_embedding",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **options,
+    )  # fmt: skip
+    try:
+        wait_port(port)
+        time.sleep(1.5)  # the manifests are read, the routes published
+        yield
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -141,27 +162,17 @@ def throughput() -> None:
     backend = start_nginx(BACKEND)  # core 1
     results: dict[str, dict[int, tuple[float, float, float]]] = {}
     try:
-        proxy = start_nginx(NGINX_PROXY, PROXY_CONF, backend=BACKEND)
+        proxy = start_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND)
         assert proxy is not None
-        _pin(proxy.pid, 0)
         results["nginx reverse proxy (1 worker, upstream keep-alive)"] = {
             c: wrk(NGINX_PROXY, c) for c in (20, 100)}  # fmt: skip
         proxy.terminate()
         proxy.wait()
         env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
         for name, command in proxies(workdir).items():
-            process = subprocess.Popen(
-                ["taskset", "-c", "0", *command], env=env, cwd=ROOT / "examples/asgi_embedding",
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                wait_port(GATEWAY)
-                time.sleep(1.5)  # the manifests are read, the routes published
+            with on_core0(command, GATEWAY, env=env):
                 wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
                 results[name] = {c: wrk(GATEWAY, c) for c in (20, 100)}
-            finally:
-                process.terminate()
-                process.wait()
     finally:
         if backend is not None:
             backend.terminate()
@@ -177,14 +188,6 @@ def throughput() -> None:
             print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
                   f"| {ratio:.2f}x |")  # fmt: skip
     print()
-
-
-def _pin(pid: int, core: int) -> None:
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        os.sched_setaffinity(int(task.name), {core})
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for child in children:
-        os.sched_setaffinity(int(child), {core})
 
 
 # -- change to routing ---------------------------------------------------------------------------

@@ -71,16 +71,24 @@ PROXY_CONF = (
 
 
 def start_nginx(
-    port: int, config: str = NGINX_CONF, **extra: int
+    port: int,
+    config: str = NGINX_CONF,
+    *,
+    core: int = 1,
+    files: dict[str, bytes] | None = None,
+    **extra: int,
 ) -> subprocess.Popen[bytes] | None:
+    """nginx with `config` on `core`, from a fresh directory holding `files` (certificates)."""
     if shutil.which("nginx") is None:
         return None
     workdir = tempfile.mkdtemp()
+    for name, data in (files or {}).items():
+        (Path(workdir) / name).write_bytes(data)
     conf = Path(workdir) / "nginx.conf"
     conf.write_text(config.format(dir=workdir, port=port, **extra))
     command = ["nginx", "-c", str(conf), "-p", workdir]
     if shutil.which("taskset"):
-        command = ["taskset", "-c", "1", *command]
+        command = ["taskset", "-c", str(core), *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return process
