@@ -150,3 +150,5 @@ async def test_rebuilds_are_timed_and_the_dashboard_is_served(setup: Any) -> Non
     assert status == 200
     assert b"<title>kroute</title>" in page
     assert b"api/services" in page
+    assert b"api/certificates" in page
+    assert (await admin.json("localhost", "/api/certificates"))["tls"] is False

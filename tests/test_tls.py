@@ -215,6 +215,15 @@ async def test_secret_update_switches_new_connections_and_keeps_open_ones(served
     assert before.extra(TLSAttribute.peer_certificate)["serialNumber"] == old
     for stream in (before, after):
         await stream.aclose()
+    # The default certificate (no SNI) is reloaded the same way.
+    _, _, plain = await https(port, None)
+    old_default = plain.extra(TLSAttribute.peer_certificate)["serialNumber"]
+    await plain.aclose()
+    source.apply(secret("fallback", "default.test"))
+    _, names, plain = await https(port, None)
+    assert names == "default.test"
+    assert plain.extra(TLSAttribute.peer_certificate)["serialNumber"] != old_default
+    await plain.aclose()
 
 
 @pytest.mark.anyio

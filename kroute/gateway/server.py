@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -140,7 +141,7 @@ class _Callbacks:
 
 
 class _Connection:
-    def __init__(self, server: HttpServer, stream: anyio.abc.SocketStream) -> None:
+    def __init__(self, server: HttpServer, stream: anyio.abc.ByteStream) -> None:
         self.server = server
         self.stream = stream
         self.limits = server.limits
@@ -347,11 +348,12 @@ class HttpServer:
 
     async def serve(
         self,
-        listener: anyio.abc.Listener[anyio.abc.SocketStream],
+        listener: anyio.abc.Listener[Any],
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept and serve connections until cancelled or shut down."""
+        """Accept and serve connections until cancelled or shut down. `listener` yields byte
+        streams: TCP, or TLS through `kroute.HandshakeListener` (HTTPS)."""
         async with listener, anyio.create_task_group() as group:
             self._group = group
             task_status.started()
@@ -364,7 +366,7 @@ class HttpServer:
             await listener.aclose()  # new connections are refused from now on
             stopped.set()
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         connection = _Connection(self, stream)
         self._connections.add(connection)
         try:
