@@ -189,7 +189,6 @@ class Exchange:
         self.finished = False
         self.upstream_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.last_error: UpstreamError | None = None
         #: Response bytes for the client, written once per read from the endpoint.
         self.pending: list[bytes] = []
 
@@ -300,7 +299,9 @@ class Exchange:
     # -- the request body, as it arrives ---------------------------------------------------
 
     def request_body(self, chunk: bytes) -> None:
-        if self.conn is None or self.finished:
+        if self.finished:
+            return  # answered already (the connection closes after the answer)
+        if self.conn is None:
             self.message.chunks.append(chunk)
             if sum(map(len, self.message.chunks)) > BUFFER_LIMIT:
                 self.client.transport.pause_reading()
@@ -339,7 +340,6 @@ class Exchange:
             return
         if not self.ended:
             self.pool.end(key, outcome_of(error), now=self.router.clock())
-        self.last_error = error
         if self.head_sent:
             self.flush()
             self.finish(error.status_hint, keep=False)
