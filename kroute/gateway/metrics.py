@@ -69,6 +69,7 @@ class Metrics:
         self._children: dict[tuple[int, int, int], tuple[Any, Any]] = {}
         self.registry.register(_StateCollector(router, tls))
         router.observers.append(self)
+        self._router = router
 
     def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
         key = (id(decision.route), id(decision.backend), status)
@@ -89,6 +90,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
+        self._router.refresh()  # a pending rebuild is counted in this scrape, not the next
         return self._client.generate_latest(self.registry), self._client.CONTENT_TYPE_LATEST
 
 

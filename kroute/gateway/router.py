@@ -8,9 +8,11 @@ What it keeps current, and how (each change costs what it touches):
 - a pool per backend (namespace, Service, port) that some route names, fed by that Service's
   EndpointSlices one slice at a time (`ServiceEndpoints` deltas). Pools outlive table rebuilds,
   so health, in-flight counts and balancer state survive configuration changes;
-- changes apply synchronously in the source's callback: a new EndpointSlice is in the pool,
-  and a new Ingress in the table, before the source's next event is read (Traefik throttles to
-  one rebuild every 2 s).
+- a new EndpointSlice is in the pool before the source's next event is read; a routing object
+  change marks the table stale, and the next reader (a routing decision, the admin API) or
+  `run()`'s rebuild task, one loop turn later, rebuilds it: a burst of events costs one
+  rebuild, and no decision ever sees an outdated table (Traefik throttles to one rebuild every
+  2 s).
 
 `route(head)` decides without I/O: the route, the backend (by weight), the endpoint (by the
 pool's balancer and health), or the status that answers instead: 404 (no route), 500 (the
@@ -140,9 +142,12 @@ class Router:
         self.rng = rng or random.Random()
         self.prober = prober or ActiveProber(rng=self.rng)
         self.observers: list[Observer] = []
-        self.table = RouteTable()
-        self.errors: tuple[InvalidObject, ...] = ()
-        self.notes: tuple[str, ...] = ()
+        self._table = RouteTable()
+        self._errors: tuple[InvalidObject, ...] = ()
+        self._notes: tuple[str, ...] = ()
+        #: A routing object changed since the last rebuild; the next reader rebuilds.
+        self._stale = False
+        self._wake: anyio.Event | None = None
         self._backends: dict[BackendKey, _Backend] = {}
         #: The backends of each Service (one per port a route names): what an event updates.
         self._by_service: dict[tuple[str, str], list[_Backend]] = {}
@@ -158,11 +163,39 @@ class Router:
         self.rebuild()
 
     async def run(self) -> None:
-        """Run the sources and the active health probes until cancelled."""
+        """Run the sources and the active health probes until cancelled; rebuild the table
+        soon after routing objects change (a burst of events: one rebuild)."""
         async with anyio.create_task_group() as group:
             for source in self.sources:
                 group.start_soon(source.run)
             group.start_soon(self.prober.run)
+            while True:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                await anyio.sleep(0)  # the rest of a burst of events is read first
+                self.refresh()
+
+    @property
+    def table(self) -> RouteTable:
+        """The route table as of every change the sources have delivered."""
+        self.refresh()
+        return self._table
+
+    @property
+    def errors(self) -> tuple[InvalidObject, ...]:
+        """The objects rejected by the last compile, each with its field and reason."""
+        self.refresh()
+        return self._errors
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        self.refresh()
+        return self._notes
+
+    def refresh(self) -> None:
+        """Rebuild now if a routing object changed since the last rebuild."""
+        if self._stale:
+            self.rebuild()
 
     # -- keeping current ---------------------------------------------------------------
 
@@ -180,6 +213,7 @@ class Router:
     def rebuild(self) -> None:
         """Recompile the table from every routing object and bring the pools in line."""
         started = time.perf_counter()
+        self._stale = False
         objects = [obj for kind in ROUTING_KINDS for obj in self._objects(kind)]
         result = compile_objects(
             objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class,
@@ -197,8 +231,8 @@ class Router:
         self._by_service = {}
         for key, backend in self._backends.items():
             self._by_service.setdefault(key[:2], []).append(backend)
-        self.table = result.table  # the swap: readers see the old table or the new one
-        self.errors, self.notes = result.errors, result.notes
+        self._table = result.table  # the swap: readers see the old table or the new one
+        self._errors, self._notes = result.errors, result.notes
         self._splits = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
@@ -249,7 +283,11 @@ class Router:
 
     def _changed(self, kind: kinds.Kind, changes: Sequence[Change]) -> None:
         if kind in ROUTING_KINDS:
-            self.rebuild()
+            self._stale = True
+            if not self._published and all(s.synced for s in self.sources):
+                self.rebuild()  # the first table: readiness waits for it
+            elif self._wake is not None:
+                self._wake.set()
             return
         now = self.clock()
         if kind == kinds.SERVICE:
@@ -299,7 +337,7 @@ class Router:
     def route(self, head: RequestHead, *, exclude: Sequence[tuple[str, int]] = ()) -> Decision:
         """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503; or
         a redirect the route answers with (301, 302, 308, with `location`)."""
-        route = self.table.match(head)
+        route = self.table.match(head)  # (rebuilt first if a routing object changed)
         if route is None:
             return Decision(404, reason="no route matches")
         redirect = route.redirect
