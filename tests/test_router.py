@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import anyio
 import pytest
 
 from kroute.errors import NoHealthyEndpoint, NoRoute
@@ -74,6 +75,37 @@ def test_changes_reach_decisions_at_once() -> None:
     source.delete(endpoint_slice("test-api", "10.0.1.1"))
     assert router.route(head("test-api.local")).status == 503
     assert router.statistics().rebuilds >= 2
+
+
+def test_a_burst_of_routing_changes_costs_one_rebuild() -> None:
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    before = router.statistics().rebuilds
+    for i in range(20):
+        source.apply(ingress(f"extra-{i}", [(f"x{i}.local", [("/", "Prefix", "test-www")])]))
+    assert router.statistics().rebuilds == before + 1  # read once: rebuilt once
+    assert router.route(head("x19.local")).status == 200
+    assert router.route(head("x0.local")).status == 200
+    assert router.statistics().rebuilds == before + 1
+    source.delete(ingress("extra-0", []))
+    assert router.route(head("x0.local")).status == 404  # never an outdated table
+    assert router.statistics().rebuilds == before + 2
+
+
+@pytest.mark.anyio
+async def test_run_rebuilds_one_loop_turn_after_a_burst() -> None:
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    before = router._rebuilds
+    async with anyio.create_task_group() as group:
+        group.start_soon(router.run)
+        await anyio.sleep(0.01)
+        for i in range(5):
+            source.apply(ingress(f"extra-{i}", [(f"x{i}.local", [("/", "Prefix", "test-www")])]))
+        assert router._rebuilds == before  # nobody has read the table yet
+        await anyio.sleep(0.05)
+        assert router._rebuilds == before + 1  # the run() task rebuilt once, unasked
+        group.cancel_scope.cancel()
 
 
 def test_rolling_update_fences_terminating_endpoints() -> None:
