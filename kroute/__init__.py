@@ -3,7 +3,8 @@
 The curated public API. Everything not listed in `__all__` may change without notice.
 `KubernetesSource` and `HttpcoreTransport` are imported on first use: they bring httpcore
 (and, through it, trio when installed), which offline users should not pay for; so is
-`KrouteTransport`, which needs httpx (the `httpx` extra).
+`KrouteTransport`, which needs httpx (the `httpx` extra), and the TLS names, which bring
+cryptography.
 """
 
 import importlib
@@ -19,6 +20,7 @@ from kroute.errors import (
     ManifestError,
     NoHealthyEndpoint,
     NoRoute,
+    Redirected,
     RuleSyntaxError,
     UpstreamClosed,
     UpstreamConnectError,
@@ -56,17 +58,11 @@ from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
 from kroute.rules.explain import Candidate, Explanation, explain
+from kroute.rules.redirect import Redirect
 from kroute.rules.request import RequestHead, normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
-from kroute.tls.certs import (
-    Certificate,
-    CertificateSet,
-    certificate_from_secret,
-    certificates_from_objects,
-)
-from kroute.tls.contexts import HandshakeListener, TlsCertificates, TlsContexts
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
 from kroute.transport.memory import MemoryTransport
 from kroute.transport.pooled import PooledTransport
@@ -91,6 +87,18 @@ from kroute.watch.wire import Status, WatchDecoder, WatchEvent, WatchProtocolErr
 
 if TYPE_CHECKING:
     from kroute.client.httpx_transport import KrouteTransport
+    from kroute.tls.certs import (
+        Certificate,
+        CertificateSet,
+        certificate_from_secret,
+        certificates_from_objects,
+    )
+    from kroute.tls.contexts import (
+        CertificateProvider,
+        HandshakeListener,
+        TlsCertificates,
+        TlsContexts,
+    )
     from kroute.transport.httpcore_transport import HttpcoreTransport
     from kroute.watch.kube import KubernetesSource
 
@@ -107,6 +115,7 @@ __all__ = [
     "Balancer",
     "Candidate",
     "Certificate",
+    "CertificateProvider",
     "CertificateSet",
     "Change",
     "Cluster",
@@ -155,6 +164,8 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "PooledTransport",
+    "Redirect",
+    "Redirected",
     "RequestHead",
     "RetryBudget",
     "RingHash",
@@ -223,6 +234,14 @@ def compile_files(
 
 
 _LAZY = {
+    **dict.fromkeys(
+        ["Certificate", "CertificateSet", "certificate_from_secret", "certificates_from_objects"],
+        "kroute.tls.certs",
+    ),
+    **dict.fromkeys(
+        ["CertificateProvider", "HandshakeListener", "TlsCertificates", "TlsContexts"],
+        "kroute.tls.contexts",
+    ),
     "KrouteTransport": "kroute.client.httpx_transport",
     "KubernetesSource": "kroute.watch.kube",
     "HttpcoreTransport": "kroute.transport.httpcore_transport",

@@ -136,6 +136,8 @@ def test_neither_import_nor_explain_imports_kubernetes() -> None:
         "import kroute\n"
         "assert 'kubernetes' not in sys.modules, 'import kroute'\n"
         "assert 'httpcore' not in sys.modules, 'import kroute: httpcore only with a cluster'\n"
+        "assert 'cryptography' not in sys.modules, 'import kroute: cryptography only for TLS'\n"
+        "assert 'httpx' not in sys.modules and 'prometheus_client' not in sys.modules\n"
         f"sys.argv = ['kroute', 'explain', '-f', {str(EXAMPLE / 'manifests')!r}]\n"
         "try:\n    runpy.run_module('kroute', run_name='__main__')\n"
         "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"

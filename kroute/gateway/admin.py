@@ -21,14 +21,16 @@ from __future__ import annotations
 import json
 import time
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
-from kroute.tls.contexts import TlsCertificates
+
+if TYPE_CHECKING:
+    from kroute.tls.contexts import TlsCertificates
 
 JSON = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
 TEXT = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Cache-Control", b"no-store")]

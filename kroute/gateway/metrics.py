@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from kroute.errors import ConfigError
 from kroute.gateway.router import Decision, Router
-from kroute.tls.contexts import TlsCertificates
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from kroute.tls.contexts import TlsCertificates
 
 #: Request durations: 1 ms to 10 s, as a proxy's latencies spread.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
