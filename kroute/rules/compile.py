@@ -149,6 +149,7 @@ class _Outcome:
 
     value: Any = None
     error: FieldError | None = None
+    ref: ObjectRef | None = None  # the object, when it got as far as naming itself
 
     def unwrap(self) -> Any:
         if self.error is not None:
@@ -176,22 +177,32 @@ def _compile_ingresses(
         m.obj for m in by_kind.get("IngressClass", []) if _api_group(m.obj) == "networking.k8s.io"
     ]
     defaults = ingress.default_classes(classes)
+    context = (name, frozenset(defaults) if defaults is not None else None)
     for item in by_kind.get("Ingress", []):
-        ref = None
-        try:
-            ref = object_ref(item.obj)
-            if item.obj.get("apiVersion") != ingress.API_VERSION:
-                raise FieldError(
-                    "apiVersion", f"{item.obj.get('apiVersion')!r} is not {ingress.API_VERSION}"
-                )
-            if ingress.serves(item.obj, ingress_class=name, defaults=defaults):
-                out.routes.extend(cached(
-                    "Ingress", item.obj, item.origin,
-                    _attempt(functools.partial(
-                        ingress.compile_ingress, item.obj, ref, origin=item.origin)),
-                ).unwrap())  # fmt: skip
-        except FieldError as exc:
-            out.reject(item, exc, ref)
+        # The whole per-object work (reference, class, routes) is cached: an unchanged Ingress
+        # costs one look-up on a rebuild.
+        outcome = cached("Ingress", item.obj, (item.origin, context),
+                         functools.partial(_one_ingress, item, name, defaults))  # fmt: skip
+        if outcome.error is not None:
+            out.reject(item, outcome.error, outcome.ref)
+        elif outcome.value:
+            out.routes.extend(outcome.value)
+
+
+def _one_ingress(item: Manifest, name: str, defaults: set[str] | None) -> _Outcome:
+    """An Ingress's routes ([] when another class serves it), or its FieldError."""
+    ref = None
+    try:
+        ref = object_ref(item.obj)
+        if item.obj.get("apiVersion") != ingress.API_VERSION:
+            raise FieldError(
+                "apiVersion", f"{item.obj.get('apiVersion')!r} is not {ingress.API_VERSION}"
+            )
+        if not ingress.serves(item.obj, ingress_class=name, defaults=defaults):
+            return _Outcome([])
+        return _Outcome(ingress.compile_ingress(item.obj, ref, origin=item.origin))
+    except FieldError as exc:
+        return _Outcome(error=exc, ref=ref)
 
 
 def _compile_gateway_api(
