@@ -30,8 +30,8 @@ class CompileCache:
 
     Stores keep the dict of an object that did not change (watch events replace only the
     object they name), so after one change a rebuild compiles that object and re-indexes the
-    table instead of compiling every object again (with 2,000 Ingresses, a Router rebuild took
-    about half the time; docs/benchmarks.md has the Ingress change-to-routing numbers).
+    table instead of compiling every object again (docs/benchmarks.md: an Ingress change with
+    10,000 objects loaded).
     Entries not used by a compile are dropped after it.
     """
 
