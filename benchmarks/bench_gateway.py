@@ -42,7 +42,7 @@ import anyio.abc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_transport import PROXY_CONF, start_nginx
+from bench_transport import PROXY_CONF, running_nginx
 
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.router import Router
@@ -159,24 +159,16 @@ def throughput() -> None:
         return
     workdir = Path(tempfile.mkdtemp())
     manifests(workdir, BACKEND)
-    backend = start_nginx(BACKEND)  # core 1
     results: dict[str, dict[int, tuple[float, float, float]]] = {}
-    try:
-        proxy = start_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND)
-        assert proxy is not None
-        results["nginx reverse proxy (1 worker, upstream keep-alive)"] = {
-            c: wrk(NGINX_PROXY, c) for c in (20, 100)}  # fmt: skip
-        proxy.terminate()
-        proxy.wait()
+    with running_nginx(BACKEND):  # the backend, on core 1
+        with running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
+            results["nginx reverse proxy (1 worker, upstream keep-alive)"] = {
+                c: wrk(NGINX_PROXY, c) for c in (20, 100)}  # fmt: skip
         env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
         for name, command in proxies(workdir).items():
             with on_core0(command, GATEWAY, env=env):
                 wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
                 results[name] = {c: wrk(GATEWAY, c) for c in (20, 100)}
-    finally:
-        if backend is not None:
-            backend.terminate()
-            backend.wait()
     base = results["nginx reverse proxy (1 worker, upstream keep-alive)"]
     print("Throughput on one core (wrk, 5 s per row, same run):\n")
     print("| proxy | connections | requests/s | p50 ms | p99 ms | vs nginx |")

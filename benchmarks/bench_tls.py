@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import ADMIN, BACKEND, ROOT, manifests, on_core0, wait_port, wrk
-from bench_transport import _NGINX_BASE, NGINX_CONF, start_nginx
+from bench_transport import _NGINX_BASE, running_nginx
 
 NGINX_TLS = 18190
 GATEWAY_TLS = 18191
@@ -64,16 +64,12 @@ def main() -> None:
               "data": {"tls.crt": base64.b64encode(chain).decode(),
                        "tls.key": base64.b64encode(key).decode()}}  # fmt: skip
     manifests(workdir, BACKEND, secret)
-    backend = start_nginx(BACKEND, NGINX_CONF)
     results: dict[str, tuple[float, float]] = {}
-    try:
-        proxy = start_nginx(NGINX_TLS, TLS_PROXY_CONF, core=0, backend=BACKEND,
-                            files={"tls.crt": chain, "tls.key": key})  # fmt: skip
-        assert proxy is not None
-        wait_port(NGINX_TLS)
-        results["nginx (1 worker)"] = _measure(NGINX_TLS)
-        proxy.terminate()
-        proxy.wait()
+    with running_nginx(BACKEND):  # the backend, on core 1
+        with running_nginx(NGINX_TLS, TLS_PROXY_CONF, core=0, backend=BACKEND,
+                           files={"tls.crt": chain, "tls.key": key}):  # fmt: skip
+            wait_port(NGINX_TLS)
+            results["nginx (1 worker)"] = _measure(NGINX_TLS)
         command = [sys.executable, str(ROOT / "examples/gateway/gateway.py"), "--manifests",
                    str(workdir), "--listen", f"127.0.0.1:{GATEWAY_PLAIN}", "--admin",
                    f"127.0.0.1:{ADMIN}", "--tls-listen", f"127.0.0.1:{GATEWAY_TLS}",
@@ -82,10 +78,6 @@ def main() -> None:
                             ("kroute example gateway, anyio front", "anyio")):  # fmt: skip
             with on_core0([*command, "--front", front], GATEWAY_TLS):
                 results[name] = _measure(GATEWAY_TLS)
-    finally:
-        if backend is not None:
-            backend.terminate()
-            backend.wait()
     base = results["nginx (1 worker)"]
     print("TLS termination on one core (wrk, 5 s per cell, same run):\n")
     print("| proxy | keep-alive requests/s | vs nginx | handshakes/s | vs nginx |")

@@ -12,6 +12,7 @@ baseline an application would otherwise write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -19,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -92,6 +94,18 @@ def start_nginx(
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return process
+
+
+@contextlib.contextmanager
+def running_nginx(port: int, config: str = NGINX_CONF, **options: Any) -> Iterator[None]:
+    """start_nginx for the length of a block (nginx must be installed)."""
+    process = start_nginx(port, config, **options)
+    assert process is not None, "nginx is not installed"
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait()
 
 
 Sender = Callable[[], Awaitable[None]]

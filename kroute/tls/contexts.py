@@ -114,14 +114,11 @@ class HandshakeListener(TLSListener):
     and clients that give up are routine at a gateway, and each would be an error with a
     traceback otherwise."""
 
-    failed_handshakes = 0
-
     @staticmethod
     async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
         await anyio.aclose_forcefully(stream)
         if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
             raise exc
-        HandshakeListener.failed_handshakes += 1
         logging.getLogger(__name__).debug("TLS handshake failed: %r", exc)
 
 
