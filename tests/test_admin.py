@@ -18,6 +18,7 @@ from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.server import HttpServer
 from kroute.pool.health import HealthConfig, PassiveHealth
+from kroute.rules.request import RequestHead
 from kroute.transport.pooled import PooledTransport
 from kroute.watch.sources import ManifestSource, MemorySource
 from tests.builders import ingress
@@ -152,3 +153,26 @@ async def test_rebuilds_are_timed_and_the_dashboard_is_served(setup: Any) -> Non
     assert b"api/services" in page
     assert b"api/certificates" in page
     assert (await admin.json("localhost", "/api/certificates"))["tls"] is False
+
+
+def test_durations_fall_in_prometheus_buckets_and_counts_survive_rebuilds() -> None:
+    source = MemorySource(objects=[ingress("www", [("www.test", [("/", "Prefix", "www")])]),
+                                   service("www"),
+                                   endpoint_slice("www", 80, [("127.0.0.41", "ready")])])  # fmt: skip
+    router = Router([source])
+    metrics = Metrics(router)
+    decision = router.route(RequestHead.build("GET", "www.test", "/"))
+    for seconds in (0.0005, 0.001, 0.003, 0.003, 20.0):
+        router.observers[0].forwarded(decision, 200, seconds)
+    source.apply(ingress("api", [("api.test", [("/", "Prefix", "www")])]))  # a rebuild
+    decision = router.route(RequestHead.build("GET", "www.test", "/"))
+    router.observers[0].forwarded(decision, 200, 0.2)
+    text = metrics.render()[0].decode()
+    labels = 'route="Ingress default/www spec.rules[0].http.paths[0]",service="default/www:80"'
+    # Buckets are cumulative, `le` inclusive (0.001 lands in le="0.001").
+    for bound, count in (("0.001", 2), ("0.0025", 2), ("0.005", 4), ("0.25", 5), ("10.0", 5),
+                         ("+Inf", 6)):  # fmt: skip
+        assert f'kroute_request_duration_seconds_bucket{{le="{bound}",{labels}}} {count}.0' in text
+    assert f"kroute_request_duration_seconds_count{{{labels}}} 6.0" in text
+    assert f"kroute_request_duration_seconds_sum{{{labels}}} 20.2075" in text
+    assert f'kroute_requests_total{{code="200",{labels}}} 6.0' in text

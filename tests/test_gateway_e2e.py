@@ -168,3 +168,33 @@ async def test_pipelined_requests_are_answered_in_order(
                 received += await stream.receive()
     bodies = [part.rsplit(b"\r\n\r\n", 1)[1] for part in received.split(b"HTTP/1.1 ")[1:]]
     assert bodies == [b"x", b"xx", b"xxx"]
+
+
+async def test_each_request_on_a_connection_gets_its_own_forwarding_headers(
+    gateway: tuple[int, MemorySource, list[Backend]],
+) -> None:
+    """FastGateway renders this hop's X-Forwarded-* once per connection and Host: a keep-alive
+    connection that changes Host must not carry the previous Host along; headers a client
+    spoofs or names in Connection never reach the backend."""
+    port, source, backends = gateway
+    source.apply(endpoint_slice("test-api", backends[1].port, backends[1].address))
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:  # one connection
+        buffer = b""
+        for host in ("test-www.local", "test-api.local", "test-api.local", "test-www.local"):
+            await stream.send(
+                b"GET /echo HTTP/1.1\r\nHost: %b\r\nX-Forwarded-Host: evil.example\r\n"
+                b"Connection: X-Trace\r\nX-Trace: secret\r\nAccept: */*\r\n\r\n" % host.encode()
+            )
+            while b"\r\n\r\n" not in buffer:
+                buffer += await stream.receive()
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(buffer) < length:
+                buffer += await stream.receive()
+            body, buffer = buffer[:length], buffer[length:]
+            assert head.startswith(b"HTTP/1.1 200")
+            headers = {k.lower(): v for k, v in json.loads(body)["headers"]}
+            assert headers["host"] == host
+            assert headers["x-forwarded-host"] == host
+            assert headers["accept"] == "*/*"
+            assert "x-trace" not in headers

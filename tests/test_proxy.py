@@ -14,12 +14,15 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.transport.proxy import (
+    HOP_BY_HOP,
     Hop,
     RetryBudget,
     TrustedProxies,
     error_response,
     forwarding_headers,
     framing_conflict,
+    header_lines,
+    render_headers,
     retry_safe,
     set_host,
     strip_hop_by_hop,
@@ -49,6 +52,21 @@ def test_stripping_is_idempotent_and_leaves_no_hop_by_hop(
     once = strip_hop_by_hop(headers)
     assert strip_hop_by_hop(once) == once
     assert not {b"connection", b"keep-alive"} & set(names(once))
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"Connection", b"X-A", b"x-b", b"Keep-Alive", b"Host",
+                                           b"Content-Length"]),
+                          st.sampled_from([b"x-a", b"X-B, close", b"keep-alive", b"1", b""])),
+                max_size=8))  # fmt: skip
+def test_header_lines_pass_on_what_stripping_keeps_and_read_what_was_asked(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """The hot path's one pass agrees with strip_hop_by_hop (RFC 9110 section 7.6.1)."""
+    drop = HOP_BY_HOP | {b"content-length"}
+    lines, values = header_lines(headers, drop, frozenset({b"connection", b"host"}))
+    assert b"".join(lines) == render_headers(strip_hop_by_hop(headers, frozenset(drop)))
+    assert values.get(b"host", []) == [v for n, v in headers if n.lower() == b"host"]
+    assert values.get(b"connection", []) == [v for n, v in headers if n.lower() == b"connection"]
 
 
 HOP = Hop(client="203.0.113.7", scheme="https", host="shop.example.com", port=443)

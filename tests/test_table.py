@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import kroute
 from kroute.objects import BackendRef, ObjectRef
 from kroute.rules import conditions as c
+from kroute.rules.memo import RouteMemo
 from kroute.rules.route import Family, Route
 
 HOSTS = ["a.com", "b.a.com", "c.b.a.com", "x.org", "a.comm", ""]
@@ -104,3 +105,70 @@ spec:
         routes=2, exact_hosts=1, wildcard_suffixes=0, any_host_routes=1,
         routes_with_residual_checks=2,
     )  # fmt: skip
+
+
+def route_of(name: str, *conditions: c.Condition, rank: int = 0) -> Route:
+    return Route(source=ObjectRef("Test", "ns", name), field="spec", conditions=conditions,
+                 backends=(BackendRef("ns", name, 80),), precedence=(Family.HTTPROUTE, rank),
+                 why="")  # fmt: skip
+
+
+raw_requests = st.tuples(
+    st.sampled_from(["GET", "POST"]),
+    st.sampled_from([*HOSTS, "d.a.com", "A.COM:80", "x.org."]),
+    st.sampled_from(["/", "/a", "/a/b", "/a//b", "/a/%62", "/ab/c", "/a?q=1", "/b?q=2"]),
+    st.dictionaries(st.sampled_from(["x", "y"]), st.sampled_from(["1", "2"])),
+)
+
+
+@settings(max_examples=300)
+@given(
+    route_sets(),
+    st.lists(st.builds(c.QueryIs, st.just("q"), st.sampled_from(["1", "2"])), max_size=2),
+    st.lists(raw_requests, min_size=1, max_size=30),
+)
+def test_remembered_answers_are_the_ordered_scans(
+    routes: list[Route],
+    queries: list[c.QueryIs],
+    raws: list[tuple[str, str, str, dict[str, str]]],
+) -> None:
+    """RouteMemo keys answers by raw (method, Host, target): a request with the same three but
+    other headers must still get what the ordered scan gives it (header routes are never
+    remembered), and so must every other spelling of a path."""
+    extra = [route_of(f"q{i}", q, rank=i) for i, q in enumerate(queries)]
+    table = kroute.RouteTable([*routes, *extra])
+    memo = RouteMemo()
+    for method, host, target, headers in raws:
+        head = kroute.RequestHead.build(method, host, target, headers=headers)
+        route, _ = memo.match(table, method, host, target, lambda: head)  # noqa: B023
+        assert route is table.scan(head)
+
+
+def test_lookup_says_when_only_method_host_and_target_decide() -> None:
+    route = route_of
+    table = kroute.RouteTable([
+        route("plain", c.HostIs("a.com"), c.PathPrefix("/a"), c.MethodIs("GET")),
+        route("header", c.HostIs("b.com"), c.HeaderIs("x", "1")),
+        route("client", c.HostWildcard("c.com", any_depth=False), c.Not(c.ClientIPIn(()))),
+    ])  # fmt: skip
+    assert table.lookup(kroute.RequestHead.build("GET", "a.com", "/a/b")) == (table.routes[0], True)
+    assert table.lookup(kroute.RequestHead.build("GET", "b.com", "/"))[1] is False
+    assert table.lookup(kroute.RequestHead.build("GET", "x.c.com", "/"))[1] is False
+    assert table.lookup(kroute.RequestHead.build("GET", "nothing.org", "/")) == (None, True)
+
+
+def test_memo_is_bounded_and_forgets_an_old_table() -> None:
+    table = kroute.RouteTable([])
+    memo = RouteMemo(limit=3)
+    for i in range(10):
+        memo.match(table, "GET", "a.com", f"/{i}", lambda: kroute.RequestHead.build("GET", "a.com"))
+        assert len(memo) <= 3
+    built = []
+
+    def build() -> kroute.RequestHead:
+        built.append(1)
+        return kroute.RequestHead.build("GET", "a.com", "/9")
+
+    assert memo.match(table, "GET", "a.com", "/9", build) == (None, None)  # remembered
+    assert memo.match(kroute.RouteTable([]), "GET", "a.com", "/9", build)[1] is not None
+    assert built == [1]  # a new table: looked up again

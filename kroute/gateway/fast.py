@@ -39,15 +39,38 @@ from kroute.gateway.router import Router
 from kroute.gateway.server import ServerLimits, error_page
 from kroute.gateway.upstream import BUFFER_LIMIT, Endpoints, Exchange, Headers, Upstream
 from kroute.transport.base import Timeouts
-from kroute.transport.proxy import TrustedProxies
+from kroute.transport.proxy import (
+    FORWARDING,
+    HOP_BY_HOP,
+    Hop,
+    TrustedProxies,
+    forwarding_headers,
+    header_lines,
+    render_headers,
+)
+
+#: Request headers not passed on as they came (hop-by-hop, framing, forwarding: set anew), and
+#: those the gateway reads (RFC 9110 section 7.6.1; RFC 9112 section 6).
+REQUEST_DROP = HOP_BY_HOP | FORWARDING | {b"content-length"}
+REQUEST_READ = FORWARDING | {b"host", b"content-length", b"transfer-encoding", b"upgrade",
+                             b"connection"}  # fmt: skip
 
 
 class Message:
     """A request as llhttp parsed it; its body chunks wait here until an endpoint takes them."""
 
+    __slots__ = (
+        "chunked", "chunks", "complete", "content_length", "exchange", "forwarded", "has_body",
+        "header_bytes", "headers", "host", "keep_alive", "lines", "method", "method_text",
+        "upgrade", "url", "url_text",
+    )  # fmt: skip
+
     def __init__(self) -> None:
         self.url = b""
         self.headers: Headers = []
+        #: The end-to-end header lines to pass on, and the incoming X-Forwarded-*/Forwarded.
+        self.lines: list[bytes] = []
+        self.forwarded: Headers = []
         self.header_bytes = 0
         self.method = b""
         self.method_text = ""
@@ -69,6 +92,12 @@ class Message:
 class Client(asyncio.Protocol):
     """One client connection: requests parsed, one exchange at a time, in order."""
 
+    __slots__ = (
+        "closing", "deadline", "exchange", "forwarding_for", "gateway", "ip", "limits", "loop",
+        "messages", "parser", "parsing", "paused", "peer", "port", "timer", "transport",
+        "trusted", "upgrading", "upstream",
+    )  # fmt: skip
+
     def __init__(self, gateway: FastGateway) -> None:
         self.gateway = gateway
         self.limits = gateway.limits
@@ -84,8 +113,12 @@ class Client(asyncio.Protocol):
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
+        self.paused = False  # reading paused (flow control)
         self.upstream: Upstream | None = None  # after an upgrade
         self.upgrading: Message | None = None  # an upgrade request, until its answer
+        self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-* are believed
+        #: (Host, lines): the forwarding header lines of this hop, for the last Host seen.
+        self.forwarding_for: tuple[str, bytes] = ("", b"")
 
     # -- connection ------------------------------------------------------------------------
 
@@ -99,6 +132,7 @@ class Client(asyncio.Protocol):
                 self.ip = ipaddress.ip_address(self.peer)
             except ValueError:
                 self.ip = None
+            self.trusted = self.gateway.trusted.trusts(self.peer)
         self.port = int(sock[1]) if sock else 0
         self.gateway.clients.add(self)
         self.wait(self.limits.idle_timeout)
@@ -153,8 +187,13 @@ class Client(asyncio.Protocol):
         elif self.upstream is not None:
             self.upstream.transport.resume_reading()
 
+    def pause(self) -> None:
+        self.paused = True
+        self.transport.pause_reading()
+
     def resume(self) -> None:
-        if not self.closing:
+        if self.paused and not self.closing:
+            self.paused = False
             self.transport.resume_reading()
 
     def keep_alive(self) -> bool:
@@ -212,16 +251,16 @@ class Client(asyncio.Protocol):
         message.method_text = message.method.decode("latin-1")
         message.url_text = message.url.decode("latin-1")
         message.keep_alive = bool(parser.should_keep_alive())
-        for name, value in message.headers:
-            lower = name.lower()
-            if lower == b"host":
-                message.host = value.decode("latin-1")
-            elif lower == b"content-length":
-                message.content_length = int(value)
-            elif lower == b"transfer-encoding":
-                message.chunked = True
-            elif lower == b"upgrade" and parser.should_upgrade():
-                message.upgrade = value
+        message.lines, values = header_lines(message.headers, REQUEST_DROP, REQUEST_READ)
+        if b"host" in values:
+            message.host = values[b"host"][0].decode("latin-1")
+        if b"content-length" in values:
+            message.content_length = int(values[b"content-length"][0])
+        message.chunked = b"transfer-encoding" in values
+        if b"upgrade" in values and parser.should_upgrade():
+            message.upgrade = values[b"upgrade"][0]
+        if not FORWARDING.isdisjoint(values):
+            message.forwarded = [(name, v) for name in FORWARDING for v in values.get(name, ())]
         message.has_body = message.chunked or bool(message.content_length)
         self.messages.append(message)
         if self.exchange is None:
@@ -235,7 +274,7 @@ class Client(asyncio.Protocol):
         else:
             message.chunks.append(body)
             if sum(map(len, message.chunks)) > BUFFER_LIMIT:
-                self.transport.pause_reading()
+                self.pause()
 
     def on_message_complete(self) -> None:
         message = self.parsing
@@ -261,6 +300,7 @@ class Client(asyncio.Protocol):
             return
         self.exchange = None
         message = self.messages.popleft()
+        message.exchange = None  # no cycle left for the garbage collector to find
         if not keep or not message.complete or message.upgrade is not None:
             self.closing = True
             self.transport.close()
@@ -269,6 +309,20 @@ class Client(asyncio.Protocol):
             self.wait(self.limits.idle_timeout)
         self.resume()
         self.next()
+
+    def forwarding(self, message: Message) -> bytes:
+        """X-Forwarded-* and Forwarded lines for this hop (`forwarding_headers`), computed
+        once per connection and Host unless a trusted proxy sent some to extend."""
+        gateway = self.gateway
+        if message.forwarded and self.trusted:
+            hop = Hop(client=self.peer, scheme=gateway.scheme, host=message.host, port=self.port)
+            return render_headers(forwarding_headers(message.forwarded, hop, gateway.trusted))
+        host, lines = self.forwarding_for
+        if host != message.host or not lines:
+            hop = Hop(client=self.peer, scheme=gateway.scheme, host=message.host, port=self.port)
+            lines = render_headers(forwarding_headers((), hop))
+            self.forwarding_for = (message.host, lines)
+        return lines
 
     def start_pipe(self, upstream: Upstream) -> None:
         self.upstream = upstream
@@ -320,9 +374,10 @@ class FastGateway:
         self.trusted = trusted
         self.scheme = scheme
         #: Strict-Transport-Security for responses when serving HTTPS ("max-age=31536000").
-        self.hsts_header = (
-            [(b"Strict-Transport-Security", hsts.encode())] if hsts and scheme == "https" else []
-        )
+        self.hsts_line = (
+            b"Strict-Transport-Security: %b\r\n" % hsts.encode() if hsts and scheme == "https"
+            else b""
+        )  # fmt: skip
         self.endpoints = Endpoints(timeouts, max_idle, keepalive_expiry)
         self.clients: set[Client] = set()
         self.draining = False

@@ -52,6 +52,7 @@ from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
 from kroute.pool.pool import Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber
 from kroute.rules.compile import CompileCache, compile_objects
+from kroute.rules.memo import RouteMemo
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
@@ -143,6 +144,7 @@ class Router:
         self.prober = prober or ActiveProber(rng=self.rng)
         self.observers: list[Observer] = []
         self._table = RouteTable()
+        self._memo = RouteMemo()  # answers by raw (method, Host, target): route_target
         self._errors: tuple[InvalidObject, ...] = ()
         self._notes: tuple[str, ...] = ()
         #: A routing object changed since the last rebuild; the next reader rebuilds.
@@ -337,11 +339,28 @@ class Router:
     def route(self, head: RequestHead, *, exclude: Sequence[tuple[str, int]] = ()) -> Decision:
         """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503; or
         a redirect the route answers with (301, 302, 308, with `location`)."""
-        route = self.table.match(head)  # (rebuilt first if a routing object changed)
+        return self._decide(self.table.match(head), head, exclude)  # (rebuilt first if stale)
+
+    def route_target(
+        self, method: str, host: str, target: str, build: Callable[[], RequestHead]
+    ) -> Decision:
+        """`route` for a request as it arrived (method, Host header, target), where `build`
+        makes its `RequestHead`: called only when the answer is not remembered (`RouteMemo`).
+        What fronts on the hot path use."""
+        if self._stale:
+            self.rebuild()
+        route, head = self._memo.match(self._table, method, host, target, build)
+        if route is not None and route.redirect is not None and head is None:
+            head = build()
+        return self._decide(route, head, ())
+
+    def _decide(
+        self, route: Route | None, head: RequestHead | None, exclude: Sequence[tuple[str, int]]
+    ) -> Decision:
         if route is None:
             return Decision(404, reason="no route matches")
         redirect = route.redirect
-        if redirect is not None and redirect.applies(head.scheme):
+        if redirect is not None and head is not None and redirect.applies(head.scheme):
             location = redirect.location(scheme=head.scheme, host=head.host, port=head.port,
                                          path=head.path, query=head.query_string)  # fmt: skip
             return Decision(redirect.status, route, reason=f"redirect to {location}",

@@ -30,11 +30,12 @@ from kroute.pool.pool import Pool
 from kroute.rules.request import RequestHead
 from kroute.transport.base import Timeouts
 from kroute.transport.proxy import (
+    HOP_BY_HOP,
     IDEMPOTENT,
-    Hop,
     error_response,
-    forwarding_headers,
     framing_conflict,
+    header_lines,
+    render_headers,
     strip_hop_by_hop,
 )
 
@@ -43,7 +44,10 @@ if TYPE_CHECKING:
 
 Key = tuple[str, int]
 Headers = list[tuple[bytes, bytes]]
-FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+#: Response headers not passed on as they came (the front frames the body itself), and those
+#: the gateway reads (RFC 9110 section 7.6.1; RFC 9112 section 6.3).
+RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+RESPONSE_READ = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 #: Buffered request body (before an endpoint is connected) above which the client is paused.
 BUFFER_LIMIT = 256 * 1024
 
@@ -87,7 +91,14 @@ class Endpoints:
 
 
 class Upstream(asyncio.Protocol):
-    """One connection to an endpoint; its responses go to the exchange that uses it."""
+    """One connection to an endpoint; its responses go to the exchange that uses it.
+
+    Its read timer outlives exchanges: armed when the connection is first used, it re-arms
+    itself while an exchange is waiting, so keep-alive requests set no timer of their own.
+    """
+
+    __slots__ = ("closed", "endpoints", "exchange", "headers", "idle_since", "key", "parser",
+                 "reason", "received", "reused", "timer", "transport")  # fmt: skip
 
     def __init__(self, endpoints: Endpoints, key: Key) -> None:
         self.endpoints = endpoints
@@ -99,6 +110,26 @@ class Upstream(asyncio.Protocol):
         self.closed = False
         self.received = False  # any byte of the current response
         self.reused = False
+        self.timer: asyncio.TimerHandle | None = None
+        #: The head of the response being read: reason phrase and headers.
+        self.reason = b""
+        self.headers: Headers = []
+
+    def arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        if self.timer is None:
+            self.timer = loop.call_at(loop.time() + seconds, self.check_timeout, loop, seconds)
+
+    def check_timeout(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        self.timer = None
+        exchange = self.exchange
+        if exchange is None or exchange.finished or exchange.piping or self.closed:
+            return  # idle (the next use arms the timer again), or piping: no read timeout
+        if loop.time() - exchange.upstream_activity >= limit:
+            exchange.failed(UpstreamTimeout("read", endpoint=endpoint_text(self.key),
+                                            request_sent=True))  # fmt: skip
+        else:
+            self.timer = loop.call_at(exchange.upstream_activity + limit, self.check_timeout,
+                                      loop, limit)  # fmt: skip
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -124,13 +155,16 @@ class Upstream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.endpoints.forget(self)
         if self.exchange is not None:
             self.exchange.upstream_lost()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.client.transport.pause_reading()
+            self.exchange.client.pause()
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
@@ -138,12 +172,10 @@ class Upstream(asyncio.Protocol):
 
     # llhttp callbacks, passed on to the exchange
     def on_status(self, reason: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.reason += reason
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_headers.append((name, value))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -161,6 +193,13 @@ class Upstream(asyncio.Protocol):
 class Exchange:
     """One request from a client: routing, attempts at endpoints, the response relayed."""
 
+    __slots__ = (
+        "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway", "head",
+        "head_sent", "key", "loop", "message", "no_body", "pending", "piping", "pool",
+        "replayable", "router", "sent_body", "started", "status", "tried", "until_close",
+        "upstream_activity",
+    )  # fmt: skip
+
     def __init__(self, client: Client, message: Message) -> None:
         gateway = client.gateway
         self.gateway = gateway
@@ -177,8 +216,6 @@ class Exchange:
         self.head = b""
         self.sent_body = False  # a request body byte went out: no retry from then on
         self.replayable = not message.has_body
-        self.reason = b""
-        self.response_headers: Headers = []
         self.head_sent = False
         self.chunked_out = False
         self.no_body = False
@@ -188,7 +225,6 @@ class Exchange:
         self.ended = False  # the attempt's outcome is reported to the pool
         self.finished = False
         self.upstream_activity = 0.0
-        self.timer: asyncio.TimerHandle | None = None
         #: Response bytes for the client, written once per read from the endpoint.
         self.pending: list[bytes] = []
 
@@ -202,33 +238,37 @@ class Exchange:
     def start(self) -> None:
         message, client = self.message, self.client
         try:
-            head = RequestHead.build(
-                message.method_text, message.host, message.url_text,
-                headers=message.str_headers(), client_ip=client.ip, scheme=self.gateway.scheme,
-            )  # fmt: skip
+            decision = self.router.route_target(message.method_text, message.host,
+                                                message.url_text, self.request_head)  # fmt: skip
         except KrouteError as exc:
             self.answer_error(exc)
             return
-        decision = self.router.route(head)
         self.decision = decision
         if decision.status != 200 or decision.pick is None or decision.backend is None:
             self.answer_error(status_error(decision))
             return
         self.pool = self.router.pool(decision.backend)
-        hop = Hop(client=client.peer, scheme=self.gateway.scheme, host=message.host,
-                  port=client.port)  # fmt: skip
-        headers = forwarding_headers(strip_hop_by_hop(message.headers, FRAMING), hop,
-                                     self.gateway.trusted)  # fmt: skip
+        framing = b""
         if message.upgrade is not None:
-            headers += [(b"Connection", b"Upgrade"), (b"Upgrade", message.upgrade)]
+            framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % message.upgrade
         if message.chunked:
-            headers.append((b"Transfer-Encoding", b"chunked"))
+            framing += b"Transfer-Encoding: chunked\r\n"
         elif message.content_length is not None:
-            headers.append((b"Content-Length", b"%d" % message.content_length))
-        self.head = (message.method + b" " + message.url + b" HTTP/1.1\r\n"
-                     + b"".join([b"%b: %b\r\n" % nv for nv in headers]) + b"\r\n")  # fmt: skip
+            framing += b"Content-Length: %d\r\n" % message.content_length
+        self.head = b"".join([
+            message.method, b" ", message.url, b" HTTP/1.1\r\n", *message.lines,
+            client.forwarding(message), framing, b"\r\n",
+        ])  # fmt: skip
         self.router.retry_budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
+
+    def request_head(self) -> RequestHead:
+        """The request as routing sees it (built only when the Router has no answer yet)."""
+        message = self.message
+        return RequestHead.build(
+            message.method_text, message.host, message.url_text,
+            headers=message.str_headers(), client_ip=self.client.ip, scheme=self.gateway.scheme,
+        )  # fmt: skip
 
     def attempt(self, key: Key) -> None:
         assert self.pool is not None
@@ -265,10 +305,10 @@ class Exchange:
         self.conn = conn
         conn.exchange = self
         conn.received = False
-        self.reason, self.response_headers = b"", []
+        conn.reason, conn.headers = b"", []
         conn.transport.write(self.head)
         self.upstream_activity = self.loop.time()
-        self.arm(self.gateway.timeouts.read)
+        conn.arm(self.loop, self.gateway.timeouts.read)
         message = self.message
         if message.upgrade is not None:
             return  # bytes after an upgrade request go through the pipe, after the 101
@@ -281,21 +321,6 @@ class Exchange:
         if message.complete and message.chunked:
             conn.transport.write(b"0\r\n\r\n")
 
-    def arm(self, seconds: float) -> None:
-        if self.timer is None:
-            self.timer = self.loop.call_at(self.upstream_activity + seconds, self.check_timeout)
-
-    def check_timeout(self) -> None:
-        self.timer = None
-        if self.finished or self.piping or self.conn is None:
-            return
-        limit = self.gateway.timeouts.read
-        if self.loop.time() - self.upstream_activity >= limit:
-            self.failed(UpstreamTimeout("read", endpoint=endpoint_text(self.conn.key),
-                                        request_sent=True))  # fmt: skip
-        else:
-            self.arm(limit)
-
     # -- the request body, as it arrives ---------------------------------------------------
 
     def request_body(self, chunk: bytes) -> None:
@@ -304,7 +329,7 @@ class Exchange:
         if self.conn is None:
             self.message.chunks.append(chunk)
             if sum(map(len, self.message.chunks)) > BUFFER_LIMIT:
-                self.client.transport.pause_reading()
+                self.client.pause()
             return
         self.sent_body = True
         self.write_body(chunk)
@@ -378,43 +403,33 @@ class Exchange:
         conn = self.conn
         assert conn is not None
         status = conn.parser.get_status_code()
-        headers = self.response_headers
+        headers = conn.headers
         if 100 <= status < 200 and status != 101:
-            self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, self.reason))
-            self.reason, self.response_headers = b"", []
+            self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
+            conn.reason, conn.headers = b"", []
             return
-        conflict = framing_conflict(headers)
-        if conflict is not None:
-            self.failed(UpstreamProtocolError(conflict, endpoint=endpoint_text(conn.key)))
-            return
+        lines, values = header_lines(headers, RESPONSE_DROP, RESPONSE_READ)
+        lengths = values.get(b"content-length")
+        chunked = b"transfer-encoding" in values
+        if lengths is not None and (chunked or len(lengths) > 1):
+            conflict = framing_conflict(headers)
+            if conflict is not None:
+                self.failed(UpstreamProtocolError(conflict, endpoint=endpoint_text(conn.key)))
+                return
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
-        method = self.message.method
-        self.no_body = method == b"HEAD" or status in (204, 304)
-        length = None
-        chunked = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                length = value
-            elif lower == b"transfer-encoding":
-                chunked = True
-        out = strip_hop_by_hop(headers, FRAMING)
-        if length is not None:
-            out.append((b"Content-Length", length))
+        self.no_body = self.message.method == b"HEAD" or status in (204, 304)
+        if lengths is not None:
+            lines.append(b"Content-Length: %b\r\n" % lengths[0])
         elif not self.no_body:
-            out.append((b"Transfer-Encoding", b"chunked"))
+            lines.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked_out = True
             self.until_close = not chunked
-        keep = self.client.keep_alive()
-        if not keep:
-            out.append((b"Connection", b"close"))
-        out += self.gateway.hsts_header
+        if not self.client.keep_alive():
+            lines.append(b"Connection: close\r\n")
         self.head_sent = True
-        self.pending.append(
-            b"HTTP/1.1 %d %b\r\n" % (status, self.reason or b"OK")
-            + b"".join([b"%b: %b\r\n" % nv for nv in out]) + b"\r\n"
-        )  # fmt: skip
+        self.pending.append(b"HTTP/1.1 %d %b\r\n%b%b\r\n" % (
+            status, conn.reason or b"OK", b"".join(lines), self.gateway.hsts_line))  # fmt: skip
         self.status = status
         assert self.pool is not None
         assert self.key is not None
@@ -452,14 +467,13 @@ class Exchange:
         assert conn is not None
         assert self.pool is not None
         assert self.key is not None
-        headers = [*strip_hop_by_hop(self.response_headers), (b"Connection", b"Upgrade")]
-        protocol = next((v for n, v in self.response_headers if n.lower() == b"upgrade"), None)
+        headers = [*strip_hop_by_hop(conn.headers), (b"Connection", b"Upgrade")]
+        protocol = next((v for n, v in conn.headers if n.lower() == b"upgrade"), None)
         if protocol is not None:
             headers.append((b"Upgrade", protocol))
         self.client.transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\n"
-            + b"".join([b"%b: %b\r\n" % nv for nv in headers]) + b"\r\n" + rest
-        )  # fmt: skip
+            b"HTTP/1.1 101 Switching Protocols\r\n" + render_headers(headers) + b"\r\n" + rest
+        )
         self.head_sent = self.piping = True
         self.pool.end(self.key, Outcome.SUCCESS, now=self.router.clock())
         self.ended = True
@@ -473,9 +487,8 @@ class Exchange:
         keep = self.client.keep_alive() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
-        headers = [*headers, *self.gateway.hsts_header]
         head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
-        head += b"".join([b"%b: %b\r\n" % nv for nv in headers])
+        head += render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
         self.flush()
         self.head_sent = True
@@ -485,9 +498,6 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         decision = self.decision or Decision(status)
         self.router.observe(decision, status, self.started)
         self.client.exchange_done(self, keep)
@@ -503,8 +513,6 @@ class Exchange:
         if self.pool is not None and self.key is not None and not self.ended:
             self.pool.abandon(self.key)
         self.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
 
 
 def endpoint_text(key: Key | None) -> str:

@@ -73,6 +73,12 @@ class _Member:
     endpoint: Endpoint
     health: EndpointHealth
     in_flight: int = 0
+    #: The answer `Pool.pick` gives for this endpoint (immutable, so made once, not per pick).
+    pick: Pick = attrs.field(init=False)
+
+    @pick.default
+    def _pick(self) -> Pick:
+        return Pick(self.endpoint)
 
 
 class Pool:
@@ -114,6 +120,7 @@ class Pool:
             member = self._members.get(endpoint.key)
             if member is not None:
                 member.endpoint = endpoint  # conditions changed; state is kept
+                member.pick = Pick(endpoint)
                 continue
             self._members[endpoint.key] = _Member(endpoint, EndpointHealth(since=now))
             self._position[endpoint.key] = len(self._all)
@@ -189,17 +196,19 @@ class Pool:
         `exclude` lists endpoints a retry must avoid; `sticky` is the value of the request's
         sticky cookie, honoured while that endpoint is in rotation.
         """
-        self._readmit(now)
+        if self._ejections:
+            self._readmit(now)
         self._picks += 1
         if sticky is not None:
             key = self._sticky.get(sticky)
             if key is not None and key not in exclude and self._members[key].health.in_rotation:
-                return Pick(self._members[key].endpoint)
+                return self._members[key].pick
+        key = self._balancer.pick(rng, hash_key=hash_key, exclude=exclude, load=self._load)
+        if key is not None:
+            self._panic = False
+            return self._members[key].pick
         if len(self._balancer):
             self._panic = False
-            key = self._balancer.pick(rng, hash_key=hash_key, exclude=exclude, load=self._load)
-            if key is not None:
-                return Pick(self._members[key].endpoint)
         elif self._all and self.health.panic:
             # Panic routing (Envoy): nothing is in rotation, so ignore health rather than fail.
             self._panic = True
@@ -236,6 +245,9 @@ class Pool:
         if member is None:
             return  # removed while the request was in flight
         member.in_flight = max(0, member.in_flight - 1)
+        if outcome is Outcome.SUCCESS:
+            member.health.outcome(outcome, now, self.health.passive, may_eject=False)
+            return
         may_eject = self._ejected < self.health.passive.cap(len(self._members))
         if member.health.outcome(outcome, now, self.health.passive, may_eject=may_eject):
             self._ejected += 1

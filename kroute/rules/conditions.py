@@ -281,6 +281,23 @@ class AnyOf:
         return "(" + " or ".join(c.describe() for c in self.parts) + ")"
 
 
+#: Conditions decided by the method, the Host header and the request target (path, query).
+_TARGET_ONLY = (HostIs, HostWildcard, HostRegex, PathIs, PathPrefix, PathStartsWith, PathRegex,
+                MethodIs, QueryIs, QueryRegex)  # fmt: skip
+
+
+def target_only(condition: Condition) -> bool:
+    """Whether `condition` is decided by the method, Host and request target alone: no other
+    header, no client address. Unknown conditions count as reading everything."""
+    if isinstance(condition, _TARGET_ONLY):
+        return True
+    if isinstance(condition, Not):
+        return target_only(condition.inner)
+    if isinstance(condition, AllOf | AnyOf):
+        return all(target_only(part) for part in condition.parts)
+    return False
+
+
 def compile_regex(text: str) -> re.Pattern[str]:
     """A rule's regular expression, compiled once at table build; ValueError says why not."""
     try:

@@ -30,6 +30,7 @@ from kroute.rules.conditions import (
     PathIs,
     PathPrefix,
     PathStartsWith,
+    target_only,
 )
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
@@ -44,17 +45,21 @@ class _Bucket:
     routes, looked up with every stem of the request path (`RequestHead.stems`); `starts` maps a
     character-wise prefix to routes, looked up at each prefix length present. Dicts rather than
     a trie of node objects: a lookup touches a handful of objects, whatever the table's size.
+    `target_only` says whether every route here is decided by method, Host and target alone.
     """
 
-    __slots__ = ("exact", "prefix", "start_lengths", "starts")
+    __slots__ = ("exact", "prefix", "start_lengths", "starts", "target_only")
 
     def __init__(self) -> None:
         self.exact: dict[str, list[_Entry]] = {}
         self.prefix: dict[str, list[_Entry]] = {}
         self.starts: dict[str, list[_Entry]] = {}
         self.start_lengths: tuple[int, ...] = ()
+        self.target_only = True
 
     def add(self, path_key: Condition | None, entry: _Entry) -> None:
+        if self.target_only and not all(target_only(c) for c in entry[2].conditions):
+            self.target_only = False
         if isinstance(path_key, PathIs):
             self.exact.setdefault(path_key.path, []).append(entry)
         elif isinstance(path_key, PathPrefix):
@@ -173,27 +178,38 @@ class RouteTable:
 
     def match(self, request: RequestHead) -> Route | None:
         """The route that takes `request`, or None (a 404)."""
+        return self.lookup(request)[0]
+
+    def lookup(self, request: RequestHead) -> tuple[Route | None, bool]:
+        """`match`, and whether its answer is decided by the request's method, Host header and
+        target alone (no route that could have taken it reads another header or the client
+        address): then any request with the same three gets the same answer from this table."""
         best = len(self.routes)
         found: Route | None = None
         host = request.host
+        pure = True
         bucket = self._exact.get(host)
         if bucket is not None:
             best, found = bucket.search(request, best, found)
+            pure = bucket.target_only
         dot = host.find(".")
         if dot > 0 and self._one_label:
             bucket = self._one_label.get(host[dot + 1 :])
             if bucket is not None:
                 best, found = bucket.search(request, best, found)
+                pure = pure and bucket.target_only
         if self._any_depth:
             while dot != -1:
                 if dot > 0:
                     bucket = self._any_depth.get(host[dot + 1 :])
                     if bucket is not None:
                         best, found = bucket.search(request, best, found)
+                        pure = pure and bucket.target_only
                 dot = host.find(".", dot + 1)
         if self._any_host_used:
             found = self._any_host.search(request, best, found)[1]
-        return found
+            pure = pure and self._any_host.target_only
+        return found, pure
 
     def scan(self, request: RequestHead) -> Route | None:
         """The first route in precedence order whose conditions all hold: the reference answer."""
