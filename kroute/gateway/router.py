@@ -347,9 +347,7 @@ class Router:
         """`route` for a request as it arrived (method, Host header, target), where `build`
         makes its `RequestHead`: called only when the answer is not remembered (`RouteMemo`).
         What fronts on the hot path use."""
-        if self._stale:
-            self.rebuild()
-        route, head = self._memo.match(self._table, method, host, target, build)
+        route, head = self._memo.match(self.table, method, host, target, build)
         if route is not None and route.redirect is not None and head is None:
             head = build()
         return self._decide(route, head, ())

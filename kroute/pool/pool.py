@@ -245,10 +245,9 @@ class Pool:
         if member is None:
             return  # removed while the request was in flight
         member.in_flight = max(0, member.in_flight - 1)
-        if outcome is Outcome.SUCCESS:
-            member.health.outcome(outcome, now, self.health.passive, may_eject=False)
-            return
-        may_eject = self._ejected < self.health.passive.cap(len(self._members))
+        may_eject = outcome is not Outcome.SUCCESS and (
+            self._ejected < self.health.passive.cap(len(self._members))
+        )
         if member.health.outcome(outcome, now, self.health.passive, may_eject=may_eject):
             self._ejected += 1
             assert member.health.ejected_until is not None

@@ -94,12 +94,11 @@ def header_lines(
                 seen.append(value)
         if lower not in drop:
             lines.append(b"%b: %b\r\n" % (name, value))
-    connection = values.get(b"connection")
-    if connection is not None and not _PLAIN_CONNECTION.issuperset(connection):
-        named = connection_tokens((b"connection", v) for v in connection) - drop
-        if named:
-            lines = [b"%b: %b\r\n" % (n, v) for n, v in headers
-                     if n.lower() not in drop and n.lower() not in named]  # fmt: skip
+    connection = values.get(b"connection", ())
+    if not _PLAIN_CONNECTION.issuperset(connection) and (
+        connection_tokens((b"connection", v) for v in connection) - drop
+    ):  # a Connection header names end-to-end headers: the general path drops them too
+        lines = [b"%b: %b\r\n" % field for field in strip_hop_by_hop(headers, drop)]
     return lines, values
 
 
