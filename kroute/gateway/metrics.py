@@ -19,8 +19,7 @@ label sets (unmatched requests count under route="" service="").
 
 Per-request counts are plain numbers on objects found by identity (`_Series`), turned into
 metric families when Prometheus scrapes: prometheus-client's own labelled children take a
-lock and about ten calls per update, measured at 1.7 µs a request, a tenth of FastGateway's
-own work for a request (docs/benchmarks.md).
+lock and about ten Python calls per update, on FastGateway's hot path (docs/benchmarks.md).
 """
 
 from __future__ import annotations
