@@ -6,7 +6,8 @@ The backend is nginx (Debian package; one worker on its own core, answering a 2-
 memory) when it is installed, so that the client is what is measured; otherwise the conformance
 suite's Python backend (and the numbers say so). The client runs on the other core, on asyncio,
 with 1, 20 and 100 requests in flight, each transport for the same time in the same run:
-PooledTransport (the default), HttpcoreTransport, and a naive `httpx.AsyncClient` as the
+PooledTransport (the default: its asyncio Protocol engine here), the same with its anyio stream
+engine (what it runs on trio), HttpcoreTransport, and a naive `httpx.AsyncClient` as the
 baseline an application would otherwise write.
 """
 
@@ -143,13 +144,16 @@ def transport_sender(transport: Transport, target: Target) -> Sender:
     return send
 
 
-async def run(target: Target, label: str) -> None:
+async def run(target: Target, label: str) -> dict[int, float]:
+    """The table; returns the default transport's CPU µs per request by requests in flight."""
     print(f"Backend: {label}\n")
+    default_cpu = {}
     print("| client | in flight | requests/s | p99 ms | CPU µs per request | vs httpx |")
     print("| --- | --- | --- | --- | --- | --- |")
     for concurrency in CONCURRENCY:
         results = {}
         pooled = PooledTransport()
+        streams = PooledTransport(fast_path=False)
         core = HttpcoreTransport()
         url = f"http://{target.host}:{target.port}/"
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as client:
@@ -161,15 +165,21 @@ async def run(target: Target, label: str) -> None:
         results["PooledTransport (default)"] = await measure(
             transport_sender(pooled, target), concurrency
         )
+        results["PooledTransport, anyio streams engine (trio's)"] = await measure(
+            transport_sender(streams, target), concurrency
+        )
         results["HttpcoreTransport"] = await measure(transport_sender(core, target), concurrency)
         await pooled.aclose()
+        await streams.aclose()
         await core.aclose()
         base = results["httpx.AsyncClient (baseline)"][0]
+        default_cpu[concurrency] = results["PooledTransport (default)"][2]
         for name, (rps, p99, cpu) in results.items():
             ratio = rps / base
             print(
                 f"| {name} | {concurrency} | {rps:,.0f} | {p99:.1f} | {cpu:,.0f} | {ratio:.1f}x |"
             )
+    return default_cpu
 
 
 def worker_cpu(master: int) -> float:
@@ -181,20 +191,28 @@ def worker_cpu(master: int) -> float:
     return total
 
 
-async def nginx_proxy_cpu(proxy: subprocess.Popen[bytes], port: int) -> None:
-    """CPU per request of nginx as a reverse proxy (upstream keep-alive), for reference."""
-    transport = PooledTransport()
-    send = transport_sender(transport, Target("127.0.0.1", port))
-    pid = proxy.pid
-    before = worker_cpu(pid)
-    rps, _, _ = await measure(send, 20)
-    used = worker_cpu(pid) - before
-    await transport.aclose()
+async def nginx_proxy_cpu(
+    proxy: subprocess.Popen[bytes], port: int, ours: dict[int, float]
+) -> None:
+    """CPU per request of nginx as a reverse proxy (upstream keep-alive) under the same load,
+    next to the default transport's client-side CPU from the table (`ours`)."""
     print(
-        f"\nnginx 1 worker as reverse proxy to the same backend (upstream keep-alive), 20 in "
-        f"flight: {rps:,.0f} requests/s, {used / (rps * SECONDS) * 1e6:,.0f} µs CPU per request "
-        "in the nginx worker."
+        "\nnginx 1 worker as reverse proxy to the same backend (upstream keep-alive), CPU of "
+        "its worker from /proc, next to PooledTransport's whole client process:\n"
     )
+    print("| in flight | nginx requests/s | nginx µs per request | PooledTransport µs | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for concurrency in (20, 100):
+        transport = PooledTransport()
+        send = transport_sender(transport, Target("127.0.0.1", port))
+        before = worker_cpu(proxy.pid)
+        rps, _, _ = await measure(send, concurrency)
+        used = (worker_cpu(proxy.pid) - before) / (rps * SECONDS) * 1e6
+        await transport.aclose()
+        print(
+            f"| {concurrency} | {rps:,.0f} | {used:,.0f} | {ours[concurrency]:,.0f} | "
+            f"{ours[concurrency] / used:.1f}x |"
+        )
 
 
 def main() -> None:
@@ -205,10 +223,10 @@ def main() -> None:
     proxy = None
     try:
         if nginx is not None:
-            anyio.run(run, Target("127.0.0.1", port), "nginx 1 worker, on the other core")
+            ours = anyio.run(run, Target("127.0.0.1", port), "nginx 1 worker, on the other core")
             proxy = start_nginx(port + 1, PROXY_CONF, backend=port)
             if proxy is not None:
-                anyio.run(nginx_proxy_cpu, proxy, port + 1)
+                anyio.run(nginx_proxy_cpu, proxy, port + 1, ours)
         else:
             anyio.run(python_backend)
     finally:

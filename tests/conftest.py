@@ -8,7 +8,8 @@ import pytest
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`anyio_backend` is asyncio and trio, unless a test names its own. Tests taking `front`
     run on each gateway front: HttpServer + GatewayHandler on asyncio and trio, FastGateway on
-    asyncio (the only loop it runs on)."""
+    asyncio (the only loop it runs on). Tests taking `engine` run on each engine of
+    PooledTransport: asyncio Protocols (asyncio only) and anyio streams (asyncio and trio)."""
     names = metafunc.fixturenames
     own = {
         name
@@ -22,6 +23,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ids=["asyncio-anyio", "asyncio-fast", "trio-anyio"],
             scope="function",
         )
+    elif "engine" in names:
+        metafunc.parametrize(
+            ("anyio_backend", "engine"),
+            [("asyncio", "protocols"), ("asyncio", "streams"), ("trio", "streams")],
+            ids=["asyncio-protocols", "asyncio-streams", "trio-streams"],
+            scope="function",
+        )
     elif "anyio_backend" in names and "anyio_backend" not in "".join(own):
         metafunc.parametrize("anyio_backend", ["asyncio", "trio"])
 
@@ -29,4 +37,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Set by the parametrization above (or by a test's own `parametrize`)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """PooledTransport's engine, set by the parametrization above."""
     return str(request.param)

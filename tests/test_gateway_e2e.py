@@ -198,3 +198,25 @@ async def test_each_request_on_a_connection_gets_its_own_forwarding_headers(
             assert headers["x-forwarded-host"] == host
             assert headers["accept"] == "*/*"
             assert "x-trace" not in headers
+
+
+async def test_head_requests_keep_both_connections_usable(
+    gateway: tuple[int, MemorySource, list[Backend]],
+) -> None:
+    # A HEAD response announces a body it does not carry (RFC 9110 section 9.3.2): neither the
+    # gateway's connection to the endpoint nor the client's may wait for it or read the next
+    # response as it.
+    port, _, backends = gateway
+    client = PooledTransport(timeouts=Timeouts(read=2.0))
+    target = Target("127.0.0.1", port)
+    for _ in range(3):
+        head = await client.send(target, ForwardRequest("HEAD", "/fixed?size=5",
+                                                        [(b"Host", b"test-www.local")]))  # fmt: skip
+        assert head.status == 200
+        assert (b"Content-Length", b"5") in head.headers
+        assert await head.read() == b""
+        get = await client.send(target, ForwardRequest("GET", "/fixed?size=3",
+                                                       [(b"Host", b"test-www.local")]))  # fmt: skip
+        assert await get.read() == b"xxx"
+    assert backends[0].connections == 1
+    await client.aclose()

@@ -29,6 +29,7 @@ from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.request import RequestHead
 from kroute.transport.base import Timeouts
+from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
     IDEMPOTENT,
@@ -52,42 +53,12 @@ RESPONSE_READ = frozenset({b"content-length", b"transfer-encoding", b"connection
 BUFFER_LIMIT = 256 * 1024
 
 
-class Endpoints:
-    """Connections to endpoints: idle ones reused most-recent-first, a bounded idle stack."""
+class Endpoints(IdleConnections[Key, "Upstream"]):
+    """FastGateway's connections to endpoints: the idle stacks, and the timeouts they use."""
 
     def __init__(self, timeouts: Timeouts, max_idle: int, keepalive_expiry: float) -> None:
+        super().__init__(max_idle, keepalive_expiry)
         self.timeouts = timeouts
-        self.max_idle = max_idle
-        self.keepalive_expiry = keepalive_expiry
-        self.idle: dict[Key, list[Upstream]] = {}
-
-    def checkout(self, key: Key, now: float) -> Upstream | None:
-        stack = self.idle.get(key)
-        while stack:
-            conn = stack.pop()
-            if now - conn.idle_since < self.keepalive_expiry and not conn.closed:
-                return conn
-            conn.transport.close()
-        return None
-
-    def give_back(self, conn: Upstream, now: float) -> None:
-        stack = self.idle.setdefault(conn.key, [])
-        if len(stack) >= self.max_idle:
-            stack.pop(0).transport.close()
-        conn.idle_since = now
-        conn.exchange = None
-        stack.append(conn)
-
-    def forget(self, conn: Upstream) -> None:
-        stack = self.idle.get(conn.key)
-        if stack and conn in stack:
-            stack.remove(conn)
-
-    def close(self) -> None:
-        for stack in self.idle.values():
-            for conn in stack:
-                conn.transport.close()
-        self.idle.clear()
 
 
 class Upstream(asyncio.Protocol):
@@ -134,6 +105,9 @@ class Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def close(self) -> None:
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
         if exchange is None:  # nothing is asked of an idle connection: drop it
@@ -158,7 +132,7 @@ class Upstream(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.endpoints.forget(self)
+        self.endpoints.forget(self.key, self)
         if self.exchange is not None:
             self.exchange.upstream_lost()
 
@@ -297,7 +271,7 @@ class Exchange:
             self.failed(UpstreamConnectError(reason, endpoint=endpoint_text(key)))
             return
         if self.finished:  # the client went away meanwhile
-            endpoints.give_back(conn, self.loop.time())
+            endpoints.give_back(key, conn, self.loop.time())
             return
         self.use(conn)
 
@@ -436,6 +410,13 @@ class Exchange:
         self.pool.end(self.key, Outcome.HTTP_5XX if status >= 500 else Outcome.SUCCESS,
                       now=self.router.clock())  # fmt: skip
         self.ended = True
+        if self.message.method == b"HEAD":
+            # The head is the whole response (RFC 9110 section 9.3.2), which llhttp cannot
+            # know: it would wait for the body the head announces. A fresh parser for the
+            # connection's next response.
+            keep_alive = bool(conn.parser.should_keep_alive())
+            conn.parser = httptools.HttpResponseParser(conn)
+            self.response_done(keep_alive)
 
     def response_body(self, body: bytes) -> None:
         if self.no_body or not body:
@@ -445,7 +426,9 @@ class Exchange:
         else:
             self.pending.append(body)
 
-    def response_done(self) -> None:
+    def response_done(self, keep_alive: bool | None = None) -> None:
+        """The response ended (`keep_alive`: as its head said, when the parser no longer
+        knows)."""
         if not self.head_sent or self.finished:
             return  # (an informational response ended: the final one follows)
         if self.chunked_out:
@@ -455,9 +438,11 @@ class Exchange:
         self.conn = None
         if conn is not None:
             conn.exchange = None
-            reusable = conn.parser.should_keep_alive() and not self.until_close
+            if keep_alive is None:
+                keep_alive = bool(conn.parser.should_keep_alive())
+            reusable = keep_alive and not self.until_close
             if reusable and not conn.closed:
-                self.gateway.endpoints.give_back(conn, self.loop.time())
+                self.gateway.endpoints.give_back(conn.key, conn, self.loop.time())
             else:
                 conn.transport.close()
         self.finish(self.status, keep=self.message.complete and self.client.keep_alive())

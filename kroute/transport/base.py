@@ -113,6 +113,14 @@ def framing_headers(request: ForwardRequest) -> Headers:
     return out
 
 
+def request_head(request: ForwardRequest) -> bytes:
+    """The request line and headers as they go out, framing included (RFC 9112 section 3)."""
+    lines = [f"{request.method} {request.target} HTTP/1.1".encode()]
+    lines += [name + b": " + value for name, value in request.headers]
+    lines += [name + b": " + value for name, value in framing_headers(request)]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 class Transport(Protocol):
     """Sends requests to endpoints; see the module docstring for the guarantees."""
 

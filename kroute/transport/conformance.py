@@ -134,6 +134,8 @@ class Backend:
         elif path == "/fixed":
             size = int(query.get("size", "10"))
             await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            if parser.get_method() == b"HEAD":
+                return True  # the head announces the body it does not carry (RFC 9110 9.3.2)
             while size:
                 step = min(size, 256 * 1024)
                 await stream.send(b"x" * step)
@@ -263,6 +265,24 @@ async def test_large_bodies_stream_in_constant_memory(
     assert peak < 8 * 1024 * 1024  # 64 MiB each way through less than 8 MiB
 
 
+async def test_a_caller_that_stops_reading_stops_the_transfer(
+    transport: Transport, backend: Backend
+) -> None:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        response = await transport.send(backend.target, get(f"/fixed?size={32 * 1024 * 1024}"))
+        received = len(await response.body.__anext__())
+        await anyio.sleep(0.3)  # the endpoint keeps sending; the transport must not keep reading
+        peak = tracemalloc.get_traced_memory()[1]
+        async for chunk in response.body:
+            received += len(chunk)
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+    assert received == 32 * 1024 * 1024
+
+
 async def test_connection_reuse(transport: Transport, backend: Backend) -> None:
     for _ in range(5):
         assert (
@@ -272,6 +292,20 @@ async def test_connection_reuse(transport: Transport, backend: Backend) -> None:
     await (await transport.send(backend.target, get("/close"))).read()
     await (await transport.send(backend.target, get("/fixed?size=1"))).read()
     assert backend.connections == 2  # Connection: close is honoured
+
+
+async def test_head_responses_leave_the_connection_reusable(
+    transport: Transport, backend: Backend
+) -> None:
+    # A HEAD response announces a body it does not carry (RFC 9110 section 9.3.2): the next
+    # response on the same connection must not be read as that body.
+    request = ForwardRequest("HEAD", "/fixed?size=5", [(b"Host", b"h")])
+    for _ in range(3):
+        head = await transport.send(backend.target, request)
+        assert head.status == 200
+        assert await head.read() == b""
+        assert await (await transport.send(backend.target, get("/fixed?size=3"))).read() == b"xxx"
+    assert backend.connections == 1
 
 
 async def test_refused_connection(transport: Transport, backend: Backend) -> None:
