@@ -218,3 +218,25 @@ def test_garbage_pipelined_after_a_request_is_refused_whole(gateway: Gateway) ->
     assert status_of(exchange(gateway.port, data)) == 400
     assert gateway.pod.hits == before
     assert_served(gateway)
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: www.test\r\nHost: other.test\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: www.test\r\nhost: www.test\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n",
+])  # fmt: skip
+def test_missing_or_repeated_host_is_a_400(gateway: Gateway, head: bytes) -> None:
+    # RFC 9112 section 3.2: an HTTP/1.1 request without Host, or any request with more than
+    # one Host field, is answered 400; it never reaches a backend.
+    before = gateway.pod.hits
+    answer = exchange(gateway.port, head)
+    assert status_of(answer) == 400
+    assert b"Host" in answer
+    assert gateway.pod.hits == before
+    assert_served(gateway)
+
+
+def test_http_1_0_without_host_is_routed(gateway: Gateway) -> None:
+    # HTTP/1.0 has no Host requirement: the request is routed (no route serves an empty Host).
+    answer = exchange(gateway.port, b"GET / HTTP/1.0\r\n\r\n")
+    assert status_of(answer) == 404

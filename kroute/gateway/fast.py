@@ -7,7 +7,8 @@ nginx. Protocol callbacks with llhttp on both sides do the same work in a fracti
 passive health, retries and the shared proxy semantics are the same code; only the I/O differs.
 
 Same behaviour as the anyio front, tested by the same suites:
-- requests parsed by llhttp in strict mode (ambiguous framing, obs-fold, bare LF: 400), limits
+- requests parsed by llhttp in strict mode (ambiguous framing, obs-fold, bare LF: 400; no Host
+  in HTTP/1.1, or more than one: 400, RFC 9112 section 3.2), limits
   from `ServerLimits` (414, 431), head timeout (408, slowloris), idle keep-alive timeout;
 - hop-by-hop headers removed both ways, X-Forwarded-* and Forwarded set (`forwarding_headers`);
 - bodies streamed both ways with flow control (a slow reader pauses the other side);
@@ -36,7 +37,7 @@ import httptools
 
 from kroute.errors import KrouteError
 from kroute.gateway.router import Router
-from kroute.gateway.server import ServerLimits, error_page
+from kroute.gateway.server import ServerLimits, error_page, host_problem
 from kroute.gateway.upstream import BUFFER_LIMIT, Endpoints, Exchange, Headers, Upstream
 from kroute.transport.base import Timeouts
 from kroute.transport.proxy import (
@@ -252,8 +253,13 @@ class Client(asyncio.Protocol):
         message.url_text = message.url.decode("latin-1")
         message.keep_alive = bool(parser.should_keep_alive())
         message.lines, values = header_lines(message.headers, REQUEST_DROP, REQUEST_READ)
-        if b"host" in values:
-            message.host = values[b"host"][0].decode("latin-1")
+        hosts = values.get(b"host")
+        if hosts is None or len(hosts) > 1:
+            problem = host_problem(hosts, parser.get_http_version())
+            if problem is not None:
+                raise _Reject(400, problem)
+        if hosts:
+            message.host = hosts[0].decode("latin-1")
         if b"content-length" in values:
             message.content_length = int(values[b"content-length"][0])
         message.chunked = b"transfer-encoding" in values

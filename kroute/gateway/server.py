@@ -83,6 +83,17 @@ def error_page(status: int, reason: str) -> bytes:
                 status, REASONS.get(status, b"Error"), len(body), body)  # fmt: skip
 
 
+def host_problem(hosts: list[bytes] | None, version: str) -> str | None:
+    """Why a request's Host header fields make it a 400, or None. RFC 9112 section 3.2: an
+    HTTP/1.1 request without Host, and any request with more than one, get a 400 (two Host
+    fields are a classic way to make a proxy and a backend route one request differently)."""
+    if not hosts:
+        return "HTTP/1.1 request without a Host header" if version == "1.1" else None
+    if len(hosts) > 1:
+        return "more than one Host header"
+    return None
+
+
 class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -100,6 +111,7 @@ class _Message:
         self.method = b""
         self.keep_alive = False
         self.upgrade = False
+        self.version = "1.1"
 
 
 class _Callbacks:
@@ -132,6 +144,7 @@ class _Callbacks:
         message.method = self.parser.get_method()
         message.keep_alive = bool(self.parser.should_keep_alive())
         message.upgrade = bool(self.parser.should_upgrade())
+        message.version = self.parser.get_http_version()
 
     def on_body(self, body: bytes) -> None:
         self.current.chunks.append(body)
@@ -202,6 +215,11 @@ class _Connection:
             raise _Reject(431, "request headers too large")
         if len(message.headers) > self.limits.max_headers:
             raise _Reject(431, "too many request headers")
+        if message.head_done:
+            hosts = [value for name, value in message.headers if name.lower() == b"host"]
+            problem = host_problem(hosts, message.version)
+            if problem is not None:
+                raise _Reject(400, problem)
 
     async def _body(self, message: _Message) -> AsyncIterator[bytes]:
         while True:
