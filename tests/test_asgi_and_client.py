@@ -77,7 +77,8 @@ async def test_asgi_gateway_under_uvicorn(pods: tuple[list[Pod], int], tmp_path:
 
 
 async def test_asgi_gateway_called_directly(pods: tuple[list[Pod], int]) -> None:
-    router = Router([MemorySource(objects=objects(pods[1]))], transport=PooledTransport())
+    router = Router([MemorySource(objects=objects(pods[1]))], transport=PooledTransport(),
+                    sticky_cookie="affinity")  # fmt: skip
     app = AsgiGateway(router)
     sent: list[MutableMapping[str, Any]] = []
     incoming = iter([{"type": "http.request", "body": b"abc", "more_body": True},
@@ -96,6 +97,9 @@ async def test_asgi_gateway_called_directly(pods: tuple[list[Pod], int]) -> None
     await app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 200
+    cookies = [v for n, v in sent[0]["headers"] if n.lower() == b"set-cookie"]
+    assert len(cookies) == 1
+    assert cookies[0].startswith(b"affinity=")  # sticky sessions: the next request comes back
     answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert answer["size"] == 6
     assert answer["headers"]["x-forwarded-proto"] == "https"

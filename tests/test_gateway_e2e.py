@@ -3,6 +3,7 @@ fronts: HttpServer + GatewayHandler + PooledTransport, and FastGateway."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import anyio.abc
 import pytest
 
 from kroute.gateway.router import Router
+from kroute.pool.balance import HashOn, RingHash
 from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.conformance import Backend
 from kroute.transport.pooled import PooledTransport
@@ -62,9 +64,10 @@ async def call(
     port: int, host: str, path: str = "/echo", **kw: Any
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     client = PooledTransport()
+    headers = [(b"Host", host.encode()), *kw.pop("headers_extra", [])]
     try:
         response = await client.send(Target("127.0.0.1", port),
-                                      ForwardRequest(kw.pop("method", "GET"), path, [(b"Host", host.encode())], **kw))  # fmt: skip
+                                      ForwardRequest(kw.pop("method", "GET"), path, headers, **kw))  # fmt: skip
         return response.status, await response.read(), response.headers
     finally:
         await client.aclose()
@@ -220,3 +223,60 @@ async def test_head_requests_keep_both_connections_usable(
         assert await get.read() == b"xxx"
     assert backends[0].connections == 1
     await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def two_endpoints(front: str, **options: Any) -> AsyncIterator[tuple[int, list[Backend]]]:
+    """One Service with two endpoints behind www.local, on a Router made with `options`."""
+    backends = [Backend("127.0.0.2")]
+    async with anyio.create_task_group() as group:
+        await group.start(backends[0].serve)
+        backends.append(Backend("127.0.0.3", backends[0].port))  # one port, as pods share it
+        await group.start(backends[1].serve)
+        slice_ = endpoint_slice("www", backends[0].port, "127.0.0.2", "127.0.0.3")
+        source = MemorySource(objects=[
+            ingress("www", [("www.local", [("/", "Prefix", "www")])]), service("www"), slice_,
+        ])  # fmt: skip
+        router = Router([source], **options)
+        port = await start_front(group, router, front, timeouts=Timeouts(connect=1.0, read=2.0))
+        yield port, backends
+        if router.transport is not None:
+            await router.transport.aclose()
+        group.cancel_scope.cancel()
+
+
+def answered_by(backends: list[Backend]) -> list[int]:
+    return [backend.hits.get("/echo", 0) for backend in backends]
+
+
+async def test_ring_hash_sends_each_key_to_one_endpoint(front: str) -> None:
+    seen: dict[str, set[int]] = {}
+    async with two_endpoints(front, balancer=RingHash, hash_on=HashOn(header="X-User")) as (
+        port, backends,
+    ):  # fmt: skip
+        for user in [f"user-{n}" for n in range(12)] * 3:
+            before = answered_by(backends)
+            await call(port, "www.local", headers_extra=[(b"X-User", user.encode())])
+            after = answered_by(backends)
+            seen.setdefault(user, set()).add(next(i for i in range(2) if after[i] > before[i]))
+    assert all(len(endpoints) == 1 for endpoints in seen.values())  # a key sticks to one
+    assert {next(iter(e)) for e in seen.values()} == {0, 1}  # and keys spread over both
+
+
+async def test_sticky_cookie_brings_the_client_back(front: str) -> None:
+    async with two_endpoints(front, sticky_cookie="kroute_affinity") as (port, backends):
+        status, _, headers = await call(port, "www.local")
+        assert status == 200
+        cookies = [v for n, v in headers if n.lower() == b"set-cookie"]
+        assert len(cookies) == 1
+        assert cookies[0].startswith(b"kroute_affinity=")
+        assert b"127.0.0" not in cookies[0]  # a hash, not the address
+        first = answered_by(backends).index(1)
+        cookie = cookies[0].split(b";")[0]
+        for _ in range(6):
+            _, _, again = await call(port, "www.local", headers_extra=[(b"Cookie", cookie)])
+            assert not [v for n, v in again if n.lower() == b"set-cookie"]  # already right
+        assert answered_by(backends)[first] == 7  # every request on the endpoint of the cookie
+        stale = [(b"Cookie", b"kroute_affinity=x")]
+        _, _, fresh = await call(port, "www.local", headers_extra=stale)
+        assert [n for n, _ in fresh if n.lower() == b"set-cookie"]  # a stale cookie is replaced

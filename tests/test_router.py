@@ -167,3 +167,35 @@ async def test_forward_retries_another_endpoint_and_reports_health() -> None:
         await router.forward(head("nobody.local"), ForwardRequest("GET", "/"))
     with pytest.raises(NoHealthyEndpoint):
         await router.forward(head("test-api.local"), ForwardRequest("GET", "/"))
+
+
+def test_endpoint_affinity_by_hash_key_and_sticky_cookie_offline() -> None:
+    from kroute.pool.balance import HashOn, RingHash
+
+    hashing = Router([seed()], balancer=RingHash, hash_on=HashOn(header="X-User"),
+                     rng=random.Random(3))  # fmt: skip
+
+    def user(name: str) -> RequestHead:
+        return RequestHead.build("GET", "test-www.local", "/", headers=[("X-User", name)])
+
+    chosen = {name: {hashing.route(user(name)).pick.endpoint.address for _ in range(5)}  # type: ignore[union-attr]
+              for name in (f"u{n}" for n in range(16))}  # fmt: skip
+    assert all(len(addresses) == 1 for addresses in chosen.values())
+    assert set().union(*chosen.values()) == {"10.0.0.1", "10.0.0.2"}
+    # route_target (the fronts' remembered path) answers the same: affinity bypasses the memo.
+    again = hashing.route_target("GET", "test-www.local", "/", lambda: user("u1"))
+    assert again.pick is not None
+    assert {again.pick.endpoint.address} == chosen["u1"]
+
+    sticky = Router([seed()], sticky_cookie="aff", rng=random.Random(3))
+    first = sticky.route(head("test-www.local"))
+    header = sticky.sticky_header(first)
+    assert header is not None
+    assert header[0] == b"Set-Cookie"
+    cookie = header[1].split(b";")[0].decode()
+    for _ in range(4):
+        back = sticky.route(RequestHead.build("GET", "test-www.local", "/",
+                                              headers=[("Cookie", f"x=1; {cookie}")]))  # fmt: skip
+        assert back.pick == first.pick
+        assert sticky.sticky_header(back) is None  # the cookie already says so
+    assert Router([seed()]).sticky_header(first) is None  # off unless asked for

@@ -93,13 +93,16 @@ class AsgiGateway:
                 content_length=int(length) if length is not None else None, upgrade=None,
                 hop=hop, trusted=self.trusted,
             )  # fmt: skip
-            _decision, response = await self.router.forward(head, request)
+            decision, response = await self.router.forward(head, request)
         except KrouteError as exc:
             status, error_headers, body = error_response(exc)
             await send({"type": "http.response.start", "status": status,
                         "headers": [*error_headers, *extra]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
+        cookie = self.router.sticky_header(decision)
+        if cookie is not None:
+            extra = [*extra, cookie]
         done = False
         try:
             await send({"type": "http.response.start", "status": response.status,

@@ -97,7 +97,7 @@ class GatewayHandler:
                 content_length=request.content_length, upgrade=request.upgrade,
                 hop=hop, trusted=self.trusted,
             )  # fmt: skip
-            _decision, response = await self.router.forward(head, forward)
+            decision, response = await self.router.forward(head, forward)
         except KrouteError as exc:
             status, headers, body = error_response(exc)
             return OutgoingResponse(status, headers, body)
@@ -107,5 +107,9 @@ class GatewayHandler:
             if protocol is not None:
                 upgraded.append((b"Upgrade", protocol))
             return OutgoingResponse(101, upgraded, upgraded=response.upgraded)
-        return OutgoingResponse(response.status, strip_hop_by_hop(response.headers),
-                                response.body, close=response.aclose)  # fmt: skip
+        headers = strip_hop_by_hop(response.headers)
+        cookie = self.router.sticky_header(decision)
+        if cookie is not None:
+            headers.append(cookie)
+        return OutgoingResponse(response.status, headers, response.body,
+                                close=response.aclose)  # fmt: skip

@@ -46,10 +46,10 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.objects import BackendRef, FieldError, ObjectRef
-from kroute.pool.balance import Balancer, RoundRobin, WeightedSplit
+from kroute.pool.balance import Balancer, HashOn, RoundRobin, WeightedSplit, cookie_value
 from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
-from kroute.pool.pool import Pick, Pool, PoolStatistics
+from kroute.pool.pool import Pick, Pool, PoolStatistics, sticky_value
 from kroute.pool.prober import ActiveProber
 from kroute.rules.compile import CompileCache, compile_objects
 from kroute.rules.memo import RouteMemo
@@ -81,6 +81,8 @@ class Decision:
     pick: Pick | None = None
     reason: str = ""
     location: str | None = None  # for redirects (301, 302, 308)
+    #: The request's sticky cookie ("" when it had none), when the Router sets sticky cookies.
+    cookie: str | None = None
 
 
 class Observer(Protocol):
@@ -130,6 +132,8 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         prober: ActiveProber | None = None,
+        hash_on: HashOn | None = None,
+        sticky_cookie: str | None = None,
     ) -> None:
         self.sources = list(sources)
         self.transport = transport
@@ -142,6 +146,11 @@ class Router:
         self.clock = clock
         self.rng = rng or random.Random()
         self.prober = prober or ActiveProber(rng=self.rng)
+        #: Endpoint affinity: the request key a hashing balancer (RingHash) hashes, and the
+        #: name of the cookie that brings a client back to the endpoint that answered it.
+        self.hash_on = hash_on
+        self.sticky_cookie = sticky_cookie
+        self._affinity = hash_on is not None or sticky_cookie is not None
         self.observers: list[Observer] = []
         self._table = RouteTable()
         self._memo = RouteMemo()  # answers by raw (method, Host, target): route_target
@@ -347,6 +356,8 @@ class Router:
         """`route` for a request as it arrived (method, Host header, target), where `build`
         makes its `RequestHead`: called only when the answer is not remembered (`RouteMemo`).
         What fronts on the hot path use."""
+        if self._affinity:  # the endpoint depends on headers: nothing to remember
+            return self.route(build())
         route, head = self._memo.match(self.table, method, host, target, build)
         if route is not None and route.redirect is not None and head is None:
             head = build()
@@ -366,7 +377,7 @@ class Router:
         backend = self._choose(route)
         if backend is None:
             return Decision(500, route, reason="the route has no backend to send to")
-        return self._endpoint(route, backend, exclude)
+        return self._endpoint(route, backend, exclude, head)
 
     def route_service(self, namespace: str, name: str, port: int | str) -> Decision:
         """An endpoint of Service `namespace/name` port `port` (number or name), or 503.
@@ -383,18 +394,48 @@ class Router:
         return self._endpoint(None, BackendRef(namespace, name, port), ())
 
     def _endpoint(
-        self, route: Route | None, backend: BackendRef, exclude: Sequence[tuple[str, int]]
+        self,
+        route: Route | None,
+        backend: BackendRef,
+        exclude: Sequence[tuple[str, int]],
+        head: RequestHead | None = None,
     ) -> Decision:
         if backend.error is not None:
             return Decision(500, route, backend, reason=backend.error)
         found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
         if found is None:
             return Decision(503, route, backend, reason="no pool for the backend")
-        pick = found.pool.pick(now=self.clock(), rng=self.rng, exclude=exclude)
+        hash_key = cookie = None
+        if self._affinity and head is not None:
+            if self.hash_on is not None:
+                client = None if head.client_ip is None else str(head.client_ip)
+                hash_key = self.hash_on.key(head.headers, client)
+            if self.sticky_cookie is not None:
+                cookie = cookie_value(head.headers, self.sticky_cookie) or ""
+        pick = found.pool.pick(now=self.clock(), rng=self.rng, exclude=exclude,
+                               hash_key=hash_key, sticky=cookie or None)  # fmt: skip
         if pick is None:
             reason = found.endpoints.error or f"{backend} has no usable endpoint"
             return Decision(503, route, backend, reason=reason)
-        return Decision(200, route, backend, pick)
+        return Decision(200, route, backend, pick, cookie=cookie)
+
+    def sticky_header(
+        self, decision: Decision, key: tuple[str, int] | None = None
+    ) -> tuple[bytes, bytes] | None:
+        """The Set-Cookie header that brings the client back to the endpoint that answered
+        (`key`, else the decision's pick), when sticky cookies are on and the request's cookie
+        named another endpoint or none (as Traefik's sticky sessions do). The value is a hash:
+        endpoint addresses are not disclosed."""
+        if self.sticky_cookie is None or decision.cookie is None:
+            return None
+        if key is None:
+            if decision.pick is None:
+                return None
+            key = decision.pick.endpoint.key
+        value = sticky_value(key)
+        if value == decision.cookie:
+            return None
+        return b"Set-Cookie", f"{self.sticky_cookie}={value}; Path=/; HttpOnly".encode()
 
     # -- forwarding --------------------------------------------------------------------
 

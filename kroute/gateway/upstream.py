@@ -401,6 +401,10 @@ class Exchange:
             self.until_close = not chunked
         if not self.client.keep_alive():
             lines.append(b"Connection: close\r\n")
+        if self.router.sticky_cookie is not None and self.decision is not None:
+            cookie = self.router.sticky_header(self.decision, self.key)
+            if cookie is not None:
+                lines.append(b"%b: %b\r\n" % cookie)
         self.head_sent = True
         self.pending.append(b"HTTP/1.1 %d %b\r\n%b%b\r\n" % (
             status, conn.reason or b"OK", b"".join(lines), self.gateway.hsts_line))  # fmt: skip

@@ -80,9 +80,11 @@ class Backend:
     Every request is counted per path in `hits`; `connections` counts accepted connections.
     """
 
-    def __init__(self, address: str = "127.0.0.1") -> None:
+    def __init__(self, address: str = "127.0.0.1", port: int = 0) -> None:
+        """On `address`, and `port` (0: a free one; another backend's port on another
+        loopback address works, as pods of one EndpointSlice share a port)."""
         self.address = address
-        self.port = 0
+        self.port = port
         self.hits: dict[str, int] = {}
         self.connections = 0
 
@@ -91,7 +93,8 @@ class Backend:
         return Target(self.address, self.port)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        async with await anyio.create_tcp_listener(local_host=self.address, local_port=0) as lst:
+        listening = anyio.create_tcp_listener(local_host=self.address, local_port=self.port)
+        async with await listening as lst:
             self.port = lst.extra(anyio.abc.SocketAttribute.local_port)
             task_status.started()
             await lst.serve(self._connection)
