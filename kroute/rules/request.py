@@ -149,15 +149,7 @@ class RequestHead:
 
     @stems.default
     def _stems(self) -> tuple[str, ...]:
-        path = self.path
-        stems = [""]
-        slash = path.find("/", 1)
-        while slash != -1:
-            stems.append(path[:slash])
-            slash = path.find("/", slash + 1)
-        if len(path) > 1 and not path.endswith("/"):
-            stems.append(path)
-        return tuple(stems)
+        return path_stems(self.path)
 
     @classmethod
     def build(
@@ -206,3 +198,16 @@ class RequestHead:
         extras = [f"from {self.client_ip}"] if self.client_ip is not None else []
         extras += [f"{name}: {value}" for name, vs in self.headers.items() for value in vs]
         return f"{text} ({', '.join(extras)})" if extras else text
+
+
+def path_stems(path: str) -> tuple[str, ...]:
+    """The element-wise prefixes of a path, as rule stems (PathPrefix without its trailing
+    slash): "/a/b/" -> ("", "/a", "/a/b"), "/a/b" -> ("", "/a", "/a/b"), "/" -> ("",)."""
+    stems = [""]
+    slash = path.find("/", 1)
+    while slash != -1:
+        stems.append(path[:slash])
+        slash = path.find("/", slash + 1)
+    if len(path) > 1 and not path.endswith("/"):
+        stems.append(path)
+    return tuple(stems)

@@ -5,19 +5,22 @@ precedence (rank 0 is the best) and filed by what can be looked up rather than t
 
 - host: an exact-host map, maps of wildcard suffixes (one-label and any-depth), and an any-host
   bucket for routes with no host condition, or only one that cannot be looked up (HostRegexp);
-- within each host bucket, path: an exact-path map, a map of element-wise prefix stems looked up
-  with each stem of the request path (`/a/b/c` has `""`, `/a`, `/a/b`, `/a/b/c`), and a map of
+- within each host bucket, path: one map from exact paths and element-wise prefix stems
+  (`/a/b/c` has `""`, `/a`, `/a/b`, `/a/b/c`) to candidate lists merged ahead of time (a stem's
+  list holds the prefix routes of every shorter stem too), so that a lookup reads the list of
+  the request path or of its longest stem present, and nothing else; and a map of
   character-wise prefixes (Traefik PathPrefix) looked up at each prefix length present.
 
 Every condition that was not used as the index key stays on the entry as a residual check. A
-lookup visits the few candidate lists for the request's host and path, each sorted by rank, and
-keeps the best rank whose residual checks pass. Because the index keys are exact equivalents of
-the conditions they replace, the answer is the one an ordered scan gives (`scan`, which the
-tests and the benchmark compare against).
+lookup reads the candidate list for the request's host and path in each host bucket that
+applies (usually one), sorted by rank, and keeps the best rank whose residual checks pass.
+Because the index keys are exact equivalents of the conditions they replace, the answer is the
+one an ordered scan gives (`scan`, which the tests and the benchmark compare against).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import attrs
@@ -32,81 +35,140 @@ from kroute.rules.conditions import (
     PathStartsWith,
     target_only,
 )
-from kroute.rules.request import RequestHead
+from kroute.rules.request import RequestHead, path_stems
 from kroute.rules.route import Route
 
-_Entry = tuple[int, Conjunction, Route]
+#: A route as the index files it: its rank (0 is the best), the conditions left to check
+#: once host and path are known, the route, and whether those checks read only the method and
+#: the target (so that the answer they give is the same for every request with that target).
+_Entry = tuple[int, Conjunction, Route, bool]
+#: The candidates for a path: a route that needs no further check (the best-ranked candidate
+#: has none left, so it is the answer), or the rank-sorted entries.
+_Candidates = Route | tuple[_Entry, ...]
 
 
-class _Bucket:
-    """Routes for one host key, indexed by path.
+class _Both:
+    """A path key that is an Exact route's path and may also be a stem of longer paths: the
+    candidates for a request with exactly that path, and those for the paths below it."""
 
-    `exact` maps a path to routes; `prefix` maps an element-wise stem ("" for `/`, "/a/b") to
-    routes, looked up with every stem of the request path (`RequestHead.stems`); `starts` maps a
-    character-wise prefix to routes, looked up at each prefix length present. Dicts rather than
-    a trie of node objects: a lookup touches a handful of objects, whatever the table's size.
-    `target_only` says whether every route here is decided by method, Host and target alone.
+    __slots__ = ("exact", "prefix")
+
+    def __init__(self, exact: _Candidates | None, prefix: _Candidates | None) -> None:
+        self.exact = exact
+        self.prefix = prefix
+
+
+class _Bucket(dict[str, "_Candidates | _Both"]):
+    """Routes for one host key, indexed by path, each candidate list merged ahead of time.
+
+    The bucket maps a key to the routes that can take a request path, merged in rank order: an
+    Exact route's path to that route and the element-wise prefix routes of every stem of the
+    path; an element-wise stem ("" for `/`, "/a/b") to its prefix routes and those of every
+    shorter stem. A lookup therefore reads one list: the request path's, else the longest stem's
+    of it present (`RequestHead.stems`). A key that is both (an Exact path that is also a stem
+    of longer paths) holds a `_Both`. `starts` maps a character-wise prefix to candidates,
+    looked up at each prefix length present.
+
+    Why this shape: past a few thousand hosts the index no longer fits in the CPU cache, and a
+    lookup costs about one cache miss per distinct object it touches (docs/benchmarks.md). So
+    the bucket is itself the path map (a dict with two slots, not an object holding maps), each
+    list is merged ahead of time (one read, not one per stem), and a list whose best entry needs
+    no further check is stored as that entry's route: the answer itself.
     """
 
-    __slots__ = ("exact", "prefix", "start_lengths", "starts", "target_only")
+    __slots__ = ("start_lengths", "starts")
 
-    def __init__(self) -> None:
-        self.exact: dict[str, list[_Entry]] = {}
-        self.prefix: dict[str, list[_Entry]] = {}
-        self.starts: dict[str, list[_Entry]] = {}
-        self.start_lengths: tuple[int, ...] = ()
-        self.target_only = True
-
-    def add(self, path_key: Condition | None, entry: _Entry) -> None:
-        if self.target_only and not all(target_only(c) for c in entry[2].conditions):
-            self.target_only = False
-        if isinstance(path_key, PathIs):
-            self.exact.setdefault(path_key.path, []).append(entry)
-        elif isinstance(path_key, PathPrefix):
-            self.prefix.setdefault(path_key.stem, []).append(entry)
-        elif isinstance(path_key, PathStartsWith):
-            self.starts.setdefault(path_key.prefix, []).append(entry)
-            self.start_lengths = tuple(sorted({len(p) for p in self.starts}))
-        else:
-            self.prefix.setdefault("", []).append(entry)
+    def __init__(self, routes: list[tuple[Condition | None, _Entry]]) -> None:
+        super().__init__()
+        exact: dict[str, list[_Entry]] = {}
+        prefix: dict[str, list[_Entry]] = {}
+        starts: dict[str, list[_Entry]] = {}
+        for path_key, entry in routes:
+            if isinstance(path_key, PathIs):
+                exact.setdefault(path_key.path, []).append(entry)
+            elif isinstance(path_key, PathPrefix):
+                prefix.setdefault(path_key.stem, []).append(entry)
+            elif isinstance(path_key, PathStartsWith):
+                starts.setdefault(path_key.prefix, []).append(entry)
+            else:
+                prefix.setdefault("", []).append(entry)
+        for stem in prefix:  # a stem's own stems end with itself ("/a/b": "", "/a", "/a/b")
+            self[stem] = _candidates(_merged(prefix, path_stems(stem or "/")))
+        for path, entries in exact.items():
+            below = _merged(prefix, path_stems(path))  # prefix routes that take `path` too
+            whole = _candidates(sorted([*entries, *below], key=lambda entry: entry[0]))
+            if len(path) > 1 and not path.endswith("/"):  # a request stem may equal it
+                self[path] = _Both(whole, _candidates(below) if below else None)
+            else:
+                self[path] = whole
+        self.starts = {key: _candidates(entries) for key, entries in starts.items()}
+        self.start_lengths: tuple[int, ...] = tuple(sorted({len(p) for p in starts}))
 
     def search(
-        self, request: RequestHead, best: int, found: Route | None
-    ) -> tuple[int, Route | None]:
+        self, request: RequestHead, best: Route | None, pure: bool, ranks: dict[int, int]
+    ) -> tuple[Route | None, bool]:
+        """The best route for `request` here or `best` (the best of earlier buckets), and
+        whether every check made on the way read only the method and the target."""
         path = request.path
-        if self.exact:
-            entries = self.exact.get(path)
-            if entries:
-                best, found = _first(entries, request, best, found)
-        prefix = self.prefix
-        if prefix:
-            for stem in request.stems:
-                entries = prefix.get(stem)
-                if entries:
-                    best, found = _first(entries, request, best, found)
-        if self.starts:
+        hit = self.get(path)
+        if hit is None:
+            stems = request.stems
+            last = len(stems) - 1
+            if stems[last] is path:  # (the path itself was just looked up)
+                last -= 1
+            for index in range(last, -1, -1):  # the longest stem present
+                hit = self.get(stems[index])
+                if hit is not None:
+                    if isinstance(hit, _Both):
+                        hit = hit.prefix
+                    break
+        elif isinstance(hit, _Both):
+            hit = hit.exact
+        if hit is not None:
+            best, pure = _first(hit, request, best, pure, ranks)
+        if self.start_lengths:
             for length in self.start_lengths:
                 if length > len(path):
                     break
-                entries = self.starts.get(path[:length])
-                if entries:
-                    best, found = _first(entries, request, best, found)
-        return best, found
+                found = self.starts.get(path[:length])
+                if found is not None:
+                    best, pure = _first(found, request, best, pure, ranks)
+        return best, pure
+
+
+def _merged(lists: dict[str, list[_Entry]], keys: tuple[str, ...]) -> list[_Entry]:
+    """The entries filed under `keys` (distinct stems), sorted by rank."""
+    return sorted((e for key in keys for e in lists.get(key, ())), key=lambda e: e[0])
+
+
+def _candidates(entries: list[_Entry]) -> _Candidates:
+    """How a rank-sorted list (not empty) is stored: see `_Candidates`."""
+    if not entries[0][1]:
+        return entries[0][2]
+    return tuple(entries)
 
 
 def _first(
-    entries: list[_Entry], request: RequestHead, best: int, found: Route | None
-) -> tuple[int, Route | None]:
-    """The best-ranked entry of a rank-sorted list that beats `best` and passes its residuals."""
-    for rank, residual, route in entries:
-        if rank >= best:
+    candidates: _Candidates, request: RequestHead, best: Route | None, pure: bool,
+    ranks: dict[int, int],
+) -> tuple[Route | None, bool]:  # fmt: skip
+    """The best candidate that beats `best` and passes its checks (ranks are read only when
+    there is a `best` to beat)."""
+    if isinstance(candidates, Route):  # a route that needs no check
+        if best is None or ranks[id(candidates)] < ranks[id(best)]:
+            return candidates, pure
+        return best, pure
+    limit = sys.maxsize if best is None else ranks[id(best)]
+    for rank, residual, route, decided_by_target in candidates:
+        if rank >= limit:
             break
+        pure = pure and decided_by_target
         for condition in residual:
             if not condition.matches(request):
                 break
         else:
-            return rank, route
-    return best, found
+            return route, pure
+    return best, pure
 
 
 @attrs.frozen
@@ -132,17 +194,20 @@ class RouteTable:
         "_any_host_used",
         "_exact",
         "_one_label",
+        "_ranks",
         "_stats",
         "routes",
     )
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self.routes: tuple[Route, ...] = tuple(sorted(routes, key=lambda r: r.precedence))
-        self._exact: dict[str, _Bucket] = {}
-        self._one_label: dict[str, _Bucket] = {}
-        self._any_depth: dict[str, _Bucket] = {}
-        self._any_host = _Bucket()
-        any_host = residual_routes = 0
+        #: Rank by route identity, for the rare lookup that compares candidates of two buckets.
+        self._ranks = {id(route): rank for rank, route in enumerate(self.routes)}
+        exact: dict[str, list[tuple[Condition | None, _Entry]]] = {}
+        one_label: dict[str, list[tuple[Condition | None, _Entry]]] = {}
+        any_depth: dict[str, list[tuple[Condition | None, _Entry]]] = {}
+        any_host_routes: list[tuple[Condition | None, _Entry]] = []
+        residual_routes = 0
         for rank, route in enumerate(self.routes):
             host_key: Condition | None = None
             path_key: Condition | None = None
@@ -155,15 +220,20 @@ class RouteTable:
                 else:
                     residual.append(cond)
             if isinstance(host_key, HostIs):
-                bucket = self._exact.setdefault(host_key.host, _Bucket())
+                bucket = exact.setdefault(host_key.host, [])
             elif isinstance(host_key, HostWildcard):
-                wild = self._any_depth if host_key.any_depth else self._one_label
-                bucket = wild.setdefault(host_key.suffix, _Bucket())
+                wild = any_depth if host_key.any_depth else one_label
+                bucket = wild.setdefault(host_key.suffix, [])
             else:
-                bucket = self._any_host
-                any_host += 1
+                bucket = any_host_routes
             residual_routes += bool(residual)
-            bucket.add(path_key, (rank, tuple(residual), route))
+            pure = all(target_only(cond) for cond in residual)
+            bucket.append((path_key, (rank, tuple(residual), route, pure)))
+        self._exact = {host: _Bucket(routes) for host, routes in exact.items()}
+        self._one_label = {suffix: _Bucket(routes) for suffix, routes in one_label.items()}
+        self._any_depth = {suffix: _Bucket(routes) for suffix, routes in any_depth.items()}
+        self._any_host = _Bucket(any_host_routes)
+        any_host = len(any_host_routes)
         self._any_host_used = any_host > 0
         self._stats = TableStatistics(
             routes=len(self.routes),
@@ -182,34 +252,30 @@ class RouteTable:
 
     def lookup(self, request: RequestHead) -> tuple[Route | None, bool]:
         """`match`, and whether its answer is decided by the request's method, Host header and
-        target alone (no route that could have taken it reads another header or the client
-        address): then any request with the same three gets the same answer from this table."""
-        best = len(self.routes)
-        found: Route | None = None
+        target alone (no check made on the way read another header or the client address):
+        then any request with the same three gets the same answer from this table."""
+        best: Route | None = None
+        ranks = self._ranks
         host = request.host
         pure = True
         bucket = self._exact.get(host)
         if bucket is not None:
-            best, found = bucket.search(request, best, found)
-            pure = bucket.target_only
+            best, pure = bucket.search(request, best, pure, ranks)
         dot = host.find(".")
         if dot > 0 and self._one_label:
             bucket = self._one_label.get(host[dot + 1 :])
             if bucket is not None:
-                best, found = bucket.search(request, best, found)
-                pure = pure and bucket.target_only
+                best, pure = bucket.search(request, best, pure, ranks)
         if self._any_depth:
             while dot != -1:
                 if dot > 0:
                     bucket = self._any_depth.get(host[dot + 1 :])
                     if bucket is not None:
-                        best, found = bucket.search(request, best, found)
-                        pure = pure and bucket.target_only
+                        best, pure = bucket.search(request, best, pure, ranks)
                 dot = host.find(".", dot + 1)
         if self._any_host_used:
-            found = self._any_host.search(request, best, found)[1]
-            pure = pure and self._any_host.target_only
-        return found, pure
+            best, pure = self._any_host.search(request, best, pure, ranks)
+        return best, pure
 
     def scan(self, request: RequestHead) -> Route | None:
         """The first route in precedence order whose conditions all hold: the reference answer."""
