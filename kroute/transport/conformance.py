@@ -74,6 +74,7 @@ class Backend:
     /bad-status      garbage status line              /cl-te      Content-Length and chunked
     /bad-chunk       invalid chunk size               /close      answers with Connection: close
     /then-drop       answers (keep-alive), then closes the idle connection
+    /then-extra      answers, then sends a second response nobody asked for
     /drop-request    reads the request, then closes without answering
     /no-read...      never reads the request body
     /ws              101 Switching Protocols, then echoes bytes
@@ -175,6 +176,12 @@ class Backend:
             return False
         elif path == "/drop-request":
             return False  # reads the request, closes without a word
+        elif path == "/then-extra":
+            # Answers, then sends a response nobody asked for: a desync a proxy must not pass
+            # on as the answer to the next request on this connection.
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await anyio.sleep(0.05)
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nex")  # (and no more)
         elif path == "/then-drop":
             # Answers as keep-alive, then closes the idle connection without a word.
             await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -387,6 +394,17 @@ async def test_write_timeout(slow_transport: Transport, backend: Backend) -> Non
     with pytest.raises(UpstreamTimeout) as info:
         await slow_transport.send(backend.target, request)
     assert info.value.phase == "write"
+
+
+async def test_unsolicited_bytes_are_never_the_next_answer(
+    transport: Transport, backend: Backend
+) -> None:
+    # Bytes an endpoint sends when no request is waiting (a response too many) must not be
+    # read as the answer to the next request on that connection (response desync).
+    assert await (await transport.send(backend.target, get("/then-extra"))).read() == b"ok"
+    await anyio.sleep(0.15)
+    for _ in range(3):
+        assert await (await transport.send(backend.target, get("/fixed?size=3"))).read() == b"xxx"
 
 
 async def test_idle_connection_closed_by_the_endpoint(

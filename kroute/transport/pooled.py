@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 from collections.abc import AsyncIterable
 
 import anyio
@@ -185,9 +186,9 @@ class PooledTransport:
         now = anyio.current_time()
         while slot.idle:
             conn = slot.idle.pop()
-            if now - conn.idle_since < self.keepalive_expiry:
+            if now - conn.idle_since < self.keepalive_expiry and not _readable(conn.stream):
                 return conn
-            await anyio.aclose_forcefully(conn.stream)  # expired
+            await anyio.aclose_forcefully(conn.stream)  # expired, closed or out of step
         return None
 
     async def _connect(self, target: Target) -> _Connection:
@@ -445,6 +446,15 @@ class _Prefixed(anyio.abc.ByteStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def _readable(stream: anyio.abc.ByteStream) -> bool:
+    """Whether an idle connection has something to read: the endpoint closed it, or sent bytes
+    nobody asked for, which must not be taken as the next answer (as httpcore checks too)."""
+    sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    if sock is None:
+        return False
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:

@@ -227,6 +227,9 @@ class _Connection(asyncio.Protocol):
             self.chunks.append(data)
             self.wake()
             return
+        if self.done:  # bytes after the response, asked for by nobody: out of step, so it goes
+            self.close()
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
