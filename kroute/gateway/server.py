@@ -26,6 +26,7 @@ import anyio.abc
 import attrs
 import httptools
 
+from kroute.gateway.accept import batched
 from kroute.transport import proxy
 from kroute.transport.proxy import HOP_BY_HOP, connection_tokens
 
@@ -372,6 +373,7 @@ class HttpServer:
     ) -> None:
         """Accept and serve connections until cancelled or shut down. `listener` yields byte
         streams: TCP, or TLS through `kroute.HandshakeListener` (HTTPS)."""
+        listener = batched(listener)  # every pending connection at each wake-up
         async with listener, anyio.create_task_group() as group:
             self._group = group
             task_status.started()
