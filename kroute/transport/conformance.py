@@ -16,10 +16,12 @@ Tests run on the anyio plugin (mark the module with `pytestmark = pytest.mark.an
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import socket
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -375,6 +377,33 @@ async def test_upgrade_passes_the_connection_through(
 
 def timeouts_transport(make: Any) -> Any:
     return make(Timeouts(connect=1.0, write=1.0, read=0.2, pool=0.2))
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[Target]:
+    """A port on 127.0.0.1 whose accept queue is full: a new connection is never completed
+    (the kernel drops its SYN), so connecting hangs until a connect timeout."""
+    listener = socket.socket()
+    fillers = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        for _ in range(4):  # the queue holds one or two; the rest keep the SYN queue busy
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+            fillers.append(filler)
+        yield Target("127.0.0.1", listener.getsockname()[1])
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
+
+
+async def test_connect_timeout(slow_transport: Transport) -> None:
+    with unanswered_port() as target, pytest.raises(UpstreamTimeout) as info:
+        await slow_transport.send(target, get("/"))
+    assert info.value.phase == "connect"
+    assert info.value.request_sent is False
 
 
 async def test_read_timeout(slow_transport: Transport, backend: Backend) -> None:
