@@ -23,30 +23,23 @@ import asyncio
 import collections
 from collections.abc import AsyncIterable
 
-import anyio
-import anyio.abc
 import httptools
 
 from kroute.errors import (
     UpstreamClosed,
     UpstreamConnectError,
-    UpstreamError,
-    UpstreamProtocolError,
     UpstreamTimeout,
 )
 from kroute.transport.base import (
     ForwardRequest,
     ForwardResponse,
-    Headers,
     Target,
     Timeouts,
     request_head,
 )
+from kroute.transport.connection import PAUSE_ABOVE, EndpointConnection, UpgradedStream
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import IDEMPOTENT
-
-#: Response bytes read but not yet taken by the caller above which reading pauses.
-PAUSE_ABOVE = 256 * 1024
 
 
 class _Stale(Exception):
@@ -94,223 +87,8 @@ def _expire(waiter: asyncio.Future[None], name: str) -> None:
         waiter.set_exception(UpstreamTimeout("pool", endpoint=name, request_sent=False))
 
 
-class _Connection(asyncio.Protocol):
-    """One connection to an endpoint and the state of the response being read on it."""
-
-    __slots__ = (
-        "buffered", "chunks", "closed", "done", "drain", "error", "head_done", "headers",
-        "idle_since", "interim", "keep_alive", "loop", "name", "no_body", "parser", "read_limit",
-        "reading_paused", "reason", "received", "requests", "rest", "reused", "since", "target",
-        "timer", "transport", "waiter", "write_paused",
-    )  # fmt: skip
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, read_limit: float) -> None:
-        self.loop = loop
-        self.target = target
-        self.name = str(target)
-        self.read_limit = read_limit
-        self.since = 0.0
-        self.transport: asyncio.Transport
-        self.parser = httptools.HttpResponseParser(self)
-        self.closed = False
-        self.requests = 0
-        self.idle_since = 0.0
-        self.timer: asyncio.TimerHandle | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.drain: asyncio.Future[None] | None = None
-        self.write_paused = False
-        self.reading_paused = False
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.begin(reused=False, no_body=False)
-
-    def begin(self, *, reused: bool, no_body: bool) -> None:
-        """Forget the last response: a new request goes out on this connection."""
-        self.reused = reused
-        self.no_body = no_body  # a HEAD request: the head is the whole response
-        self.received = False
-        self.reason = b""
-        self.headers: Headers = []
-        self.interim = False
-        self.head_done = False
-        self.done = False
-        self.keep_alive = False
-        self.chunks.clear()
-        self.buffered = 0
-        self.error: UpstreamError | None = None
-        self.rest: bytes | None = None  # after a 101: the connection is a byte pipe
-
-    # -- waiting, woken by the callbacks ----------------------------------------------------
-
-    async def wait(self, *, timed: bool = True) -> None:
-        """Until the next event on the connection. `timed`: the read timeout (the longest
-        silence while someone waits) runs from now."""
-        loop = self.loop
-        waiter = self.waiter = loop.create_future()
-        if timed:
-            self.since = loop.time()
-            if self.timer is None:
-                self.timer = loop.call_at(self.since + self.read_limit, self.check_timeout)
-        try:
-            await waiter
-        except BaseException:
-            self.waiter = None
-            if timed:  # cancelled mid-exchange: what is on the wire is unknown, so it goes
-                self.abort()
-            raise
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def check_timeout(self) -> None:
-        """The read timer: armed by a wait, re-armed while someone waits, so that a stream of
-        requests on a keep-alive connection sets no timer of its own."""
-        self.timer = None
-        if self.waiter is None or self.closed or self.rest is not None:
-            return  # nobody waits: the next wait arms it again
-        due = self.since + self.read_limit
-        if self.loop.time() >= due:
-            self.fail(UpstreamTimeout("read", endpoint=self.name))
-        else:
-            self.timer = self.loop.call_at(due, self.check_timeout)
-
-    async def drained(self, limit: float | None) -> None:
-        """Until the socket takes more bytes (`pause_writing` was called)."""
-        loop = self.loop
-        while self.write_paused and not self.closed:
-            drain = self.drain = loop.create_future()
-            expiry = None
-            if limit is not None:
-                expiry = loop.call_later(limit, self.write_timeout, drain)
-            try:
-                await drain
-            except BaseException:
-                self.abort()
-                raise
-            finally:
-                if expiry is not None:
-                    expiry.cancel()
-        if self.error is not None:
-            raise self.error
-        if self.closed:
-            raise UpstreamClosed("closed while the request was sent", endpoint=self.name)
-
-    def write_timeout(self, drain: asyncio.Future[None]) -> None:
-        if not drain.done():
-            self.fail(UpstreamTimeout("write", endpoint=self.name))
-            drain.set_result(None)
-
-    def fail(self, error: UpstreamError) -> None:
-        if self.error is None:
-            self.error = error
-        self.abort()
-        self.wake()
-
-    def abort(self) -> None:
-        self.closed = True
-        self.transport.abort()
-
-    def close(self) -> None:
-        self.closed = True
-        self.transport.close()
-
-    # -- asyncio.Protocol -------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.rest is not None:  # upgraded: raw bytes for the stream
-            self.chunks.append(data)
-            self.wake()
-            return
-        if self.done:  # bytes after the response, asked for by nobody: out of step, so it goes
-            self.close()
-            return
-        self.received = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self.rest = data[upgrade.args[0] :]
-        except httptools.HttpParserError as exc:
-            self.fail(UpstreamProtocolError(f"invalid response: {exc}", endpoint=self.name))
-            return
-        if self.buffered > PAUSE_ABOVE and not self.reading_paused:
-            self.reading_paused = True
-            self.transport.pause_reading()
-        self.wake()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if not (self.done or self.error is not None or self.rest is not None):
-            if self.head_done and self.until_close():
-                self.done = True  # a body delimited by the end of the connection (RFC 9112 6.3)
-            elif self.reused and not self.received:
-                self.error = UpstreamClosed("closed while idle", endpoint=self.name)
-            elif self.head_done:
-                self.error = UpstreamClosed("closed in the middle of the response body",
-                                            endpoint=self.name)  # fmt: skip
-            else:
-                self.error = UpstreamClosed("closed before the response head", endpoint=self.name)
-        self.wake()
-        drain = self.drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        drain = self.drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    def until_close(self) -> bool:
-        """The body has neither Content-Length nor chunked framing: it ends with the
-        connection (RFC 9112 section 6.3, rule 8)."""
-        names = {name.lower() for name, _ in self.headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
-
-    # -- llhttp callbacks --------------------------------------------------------------------
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            self.interim = True  # 100 Continue and the like: the real response follows
-            return
-        self.head_done = True
-        self.keep_alive = bool(self.parser.should_keep_alive())
-        if self.no_body or status in (204, 304):
-            self.done = True
-
-    def on_body(self, body: bytes) -> None:
-        if not self.done:
-            self.chunks.append(body)
-            self.buffered += len(body)
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            self.reason, self.headers = b"", []
-            return
-        self.done = True
-
-
 class ProtocolEngine:
-    """Requests over `_Connection`s: what `PooledTransport.send` does on asyncio."""
+    """Requests over `EndpointConnection`s: what `PooledTransport.send` does on asyncio."""
 
     def __init__(
         self,
@@ -324,7 +102,7 @@ class ProtocolEngine:
         self.max_connections = max_connections
         self.max_requests = max_requests
         self.timeouts = timeouts
-        self.idle: IdleConnections[Target, _Connection] = IdleConnections(
+        self.idle: IdleConnections[Target, EndpointConnection] = IdleConnections(
             max_idle, keepalive_expiry
         )
         self.slots: dict[Target, _Slot] = {}
@@ -395,11 +173,11 @@ class ProtocolEngine:
                 raise
             return self._response(slot, conn)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop, target: Target) -> _Connection:
+    async def _connect(self, loop: asyncio.AbstractEventLoop, target: Target) -> EndpointConnection:
         name = str(target)
 
-        def made() -> _Connection:
-            return _Connection(loop, target, self.timeouts.read)
+        def made() -> EndpointConnection:
+            return EndpointConnection(loop, target, self.timeouts.read)
 
         if target.tls is None:
             connecting = loop.create_connection(made, target.host, target.port)
@@ -418,7 +196,7 @@ class ProtocolEngine:
         return conn
 
     async def _stream_body(
-        self, conn: _Connection, body: AsyncIterable[bytes], *, chunked: bool
+        self, conn: EndpointConnection, body: AsyncIterable[bytes], *, chunked: bool
     ) -> None:
         write = conn.transport.write
         async for chunk in body:
@@ -435,19 +213,19 @@ class ProtocolEngine:
         if chunked:
             write(b"0\r\n\r\n")
 
-    def _response(self, slot: _Slot, conn: _Connection) -> ForwardResponse:
+    def _response(self, slot: _Slot, conn: EndpointConnection) -> ForwardResponse:
         status = conn.parser.get_status_code()
         if conn.rest is not None:  # 101: the connection leaves the pool
             slot.release()
             if conn.rest:
                 conn.chunks.appendleft(conn.rest)
             return ForwardResponse(status, conn.reason, conn.headers, _Body(self, slot, conn),
-                                   upgraded=_Upgraded(conn))  # fmt: skip
+                                   upgraded=UpgradedStream(conn))  # fmt: skip
         conn.requests += 1
         body = _Body(self, slot, conn)
         return ForwardResponse(status, conn.reason, conn.headers, body, close=body.aclose)
 
-    def give_back(self, slot: _Slot, conn: _Connection, reuse: bool) -> None:
+    def give_back(self, slot: _Slot, conn: EndpointConnection, reuse: bool) -> None:
         slot.release()
         if not reuse or conn.closed or conn.requests >= self.max_requests:
             conn.close()
@@ -465,7 +243,7 @@ class _Body:
 
     __slots__ = ("conn", "engine", "released", "slot")
 
-    def __init__(self, engine: ProtocolEngine, slot: _Slot, conn: _Connection) -> None:
+    def __init__(self, engine: ProtocolEngine, slot: _Slot, conn: EndpointConnection) -> None:
         self.engine = engine
         self.slot = slot
         self.conn = conn
@@ -505,48 +283,3 @@ class _Body:
         if not self.released:
             self.released = True
             self.engine.give_back(self.slot, self.conn, reuse)
-
-
-class _Upgraded(anyio.abc.ByteStream):
-    """The connection after a 101, as an anyio byte stream (no read timeout: a WebSocket may
-    stay quiet for as long as its peers like)."""
-
-    def __init__(self, conn: _Connection) -> None:
-        self._conn = conn
-        self._closed = False
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        conn = self._conn
-        while True:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if conn.chunks:
-                data = conn.chunks.popleft()
-                if len(data) > max_bytes:
-                    conn.chunks.appendleft(data[max_bytes:])
-                    data = data[:max_bytes]
-                return data
-            if conn.closed:
-                raise anyio.EndOfStream
-            await conn.wait(timed=False)
-
-    async def send(self, item: bytes) -> None:
-        conn = self._conn
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if conn.closed:
-            raise anyio.BrokenResourceError
-        conn.transport.write(item)
-        if conn.write_paused:
-            try:
-                await conn.drained(None)
-            except UpstreamError as exc:
-                raise anyio.BrokenResourceError from exc
-
-    async def send_eof(self) -> None:
-        if not self._conn.closed:
-            self._conn.transport.write_eof()
-
-    async def aclose(self) -> None:
-        self._closed = True
-        self._conn.close()
