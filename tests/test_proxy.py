@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kroute.errors import (
@@ -158,3 +158,26 @@ def test_ambiguous_framing_is_detected() -> None:
     assert framing_conflict([(b"content-length", b"5"), (b"Content-Length", b"6")])
     assert framing_conflict([(b"Content-Length", b"5"), (b"content-length", b"5")]) is None
     assert framing_conflict([(b"Transfer-Encoding", b"chunked")]) is None
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from([0, 0.3, 1, 2.5, 9.5, 14])), max_size=120))
+def test_retry_budget_counts_the_slices_of_its_window(events: list[tuple[bool, float]]) -> None:
+    """The budget counts per tenth of its window: against a plain log of what happened, it
+    grants a retry exactly when the log's requests and retries of the last ten tenths allow."""
+    budget = RetryBudget(ratio=0.2, minimum=2, window=10.0)
+    log: list[tuple[int, bool]] = []  # (tenth of the window, a retry?)
+    now = 0.0
+    for is_retry, step in events:
+        now += step
+        tenth = int(now)  # the window is 10 s: its tenths are whole seconds
+        recent = [retry for at, retry in log if at > tenth - 10]
+        if is_retry:
+            allowed = max(2, int(recent.count(False) * 0.2))
+            expected = recent.count(True) < allowed
+            assert budget.try_retry(now) is expected
+            if expected:
+                log.append((tenth, True))
+        else:
+            budget.request(now)
+            log.append((tenth, False))

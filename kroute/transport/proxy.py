@@ -227,35 +227,48 @@ def retry_safe(method: str, *, replayable: bool, error: UpstreamError) -> bool:
     return method.upper() in IDEMPOTENT and replayable
 
 
+#: How many slices of its window a RetryBudget counts in.
+_SLICES = 10
+
+
 @attrs.define
 class RetryBudget:
     """Retries may add at most `ratio` to the requests of the last `window` seconds (with a
     floor of `minimum` retries per window), as Finagle's and Envoy's retry budgets do: under an
-    overload that fails everything, retries cannot multiply the load."""
+    overload that fails everything, retries cannot multiply the load.
+
+    Requests and retries are counted per tenth of the window, in a ring of ten counters: the
+    same time and memory whatever the rate (a log of timestamps held 200,000 of them at 20,000
+    requests/s), at the price of counts leaving the window up to a tenth of it late.
+    """
 
     ratio: float = 0.2
     minimum: int = 10
     window: float = 10.0
-    _requests: collections.deque[float] = attrs.field(factory=collections.deque)
-    _retries: collections.deque[float] = attrs.field(factory=collections.deque)
+    _slice: int = attrs.field(default=-(2**62), init=False)  # the newest slice counted
+    _requests: list[int] = attrs.field(factory=lambda: [0] * _SLICES, init=False)
+    _retries: list[int] = attrs.field(factory=lambda: [0] * _SLICES, init=False)
 
-    def _expire(self, now: float) -> None:
-        for times in (self._requests, self._retries):
-            while times and times[0] <= now - self.window:
-                times.popleft()
+    def _at(self, now: float) -> int:
+        """The counters' index for `now`, clearing the slices that left the window."""
+        current = int(now * _SLICES / self.window)
+        if current > self._slice:
+            for passed in range(max(self._slice + 1, current - _SLICES + 1), current + 1):
+                self._requests[passed % _SLICES] = self._retries[passed % _SLICES] = 0
+            self._slice = current
+        return self._slice % _SLICES  # (a clock that went back counts in the newest slice)
 
     def request(self, now: float) -> None:
         """A request was made (first attempts only)."""
-        self._expire(now)
-        self._requests.append(now)
+        self._requests[self._at(now)] += 1
 
     def try_retry(self, now: float) -> bool:
         """Take one retry from the budget; False when it is spent."""
-        self._expire(now)
-        allowed = max(self.minimum, int(len(self._requests) * self.ratio))
-        if len(self._retries) >= allowed:
+        index = self._at(now)
+        allowed = max(self.minimum, int(sum(self._requests) * self.ratio))
+        if sum(self._retries) >= allowed:
             return False
-        self._retries.append(now)
+        self._retries[index] += 1
         return True
 
 
