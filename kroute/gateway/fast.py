@@ -38,8 +38,9 @@ import httptools
 from kroute.errors import KrouteError
 from kroute.gateway.router import Router
 from kroute.gateway.server import ServerLimits, error_page, host_problem
-from kroute.gateway.upstream import BUFFER_LIMIT, Endpoints, Exchange, Headers, Upstream
+from kroute.gateway.upstream import BUFFER_LIMIT, Exchange, Headers, Key, Upstream
 from kroute.transport.base import Timeouts
+from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     FORWARDING,
     HOP_BY_HOP,
@@ -384,7 +385,8 @@ class FastGateway:
             b"Strict-Transport-Security: %b\r\n" % hsts.encode() if hsts and scheme == "https"
             else b""
         )  # fmt: skip
-        self.endpoints = Endpoints(timeouts, max_idle, keepalive_expiry)
+        #: Idle connections to endpoints, reused most-recent-first.
+        self.endpoints: IdleConnections[Key, Upstream] = IdleConnections(max_idle, keepalive_expiry)
         self.clients: set[Client] = set()
         self.draining = False
         self._server: asyncio.Server | None = None

@@ -28,7 +28,6 @@ from kroute.gateway.server import REASONS
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.request import RequestHead
-from kroute.transport.base import Timeouts
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
@@ -53,14 +52,6 @@ RESPONSE_READ = frozenset({b"content-length", b"transfer-encoding", b"connection
 BUFFER_LIMIT = 256 * 1024
 
 
-class Endpoints(IdleConnections[Key, "Upstream"]):
-    """FastGateway's connections to endpoints: the idle stacks, and the timeouts they use."""
-
-    def __init__(self, timeouts: Timeouts, max_idle: int, keepalive_expiry: float) -> None:
-        super().__init__(max_idle, keepalive_expiry)
-        self.timeouts = timeouts
-
-
 class Upstream(asyncio.Protocol):
     """One connection to an endpoint; its responses go to the exchange that uses it.
 
@@ -71,7 +62,7 @@ class Upstream(asyncio.Protocol):
     __slots__ = ("closed", "endpoints", "exchange", "headers", "idle_since", "key", "parser",
                  "reason", "received", "reused", "timer", "transport")  # fmt: skip
 
-    def __init__(self, endpoints: Endpoints, key: Key) -> None:
+    def __init__(self, endpoints: IdleConnections[Key, Upstream], key: Key) -> None:
         self.endpoints = endpoints
         self.key = key
         self.transport: asyncio.Transport
