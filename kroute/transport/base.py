@@ -30,6 +30,9 @@ from typing import Protocol
 import anyio.abc
 import attrs
 
+from kroute.errors import UpstreamClosed
+from kroute.transport.proxy import IDEMPOTENT
+
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -119,6 +122,18 @@ def request_head(request: ForwardRequest) -> bytes:
     lines += [name + b": " + value for name, value in request.headers]
     lines += [name + b": " + value for name, value in framing_headers(request)]
     return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def after_stale(request: ForwardRequest, target: Target) -> None:
+    """A reused connection turned out closed by its endpoint before any response byte (it
+    closed it while idle). Returns when the request may go once more on a fresh connection (an
+    idempotent method and a body that can be sent again); raises UpstreamClosed otherwise, since
+    the endpoint may have seen it."""
+    if request.replayable and request.method in IDEMPOTENT:
+        return
+    raise UpstreamClosed(
+        "connection closed by the endpoint while the request was sent", endpoint=str(target)
+    )
 
 
 class Transport(Protocol):

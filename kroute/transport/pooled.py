@@ -52,10 +52,10 @@ from kroute.transport.base import (
     Headers,
     Target,
     Timeouts,
+    after_stale,
     request_head,
 )
 from kroute.transport.protocols import ProtocolEngine
-from kroute.transport.proxy import IDEMPOTENT
 
 _NO_BODY_STATUS = frozenset({204, 304})
 
@@ -223,16 +223,11 @@ class PooledTransport:
                 return await self._read_head(slot, conn, target, request, reused=reused)
             except _Stale:
                 await anyio.aclose_forcefully(conn.stream)
-                if request.replayable and request.method in IDEMPOTENT:
-                    fresh_only = True
-                    continue
-                raise UpstreamClosed(
-                    "connection closed by the endpoint while the request was sent",
-                    endpoint=str(target),
-                ) from None
             except BaseException:
                 await anyio.aclose_forcefully(conn.stream)
                 raise
+            after_stale(request, target)  # (raises when it may not go again)
+            fresh_only = True
 
     async def _write(
         self, conn: _Connection, target: Target, request: ForwardRequest, *, reused: bool

@@ -35,11 +35,11 @@ from kroute.transport.base import (
     ForwardResponse,
     Target,
     Timeouts,
+    after_stale,
     request_head,
 )
 from kroute.transport.connection import PAUSE_ABOVE, EndpointConnection, UpgradedStream
 from kroute.transport.idle import IdleConnections
-from kroute.transport.proxy import IDEMPOTENT
 
 
 class _Stale(Exception):
@@ -161,17 +161,13 @@ class ProtocolEngine:
                     raise conn.error  # the same read that completed the head broke the body
             except _Stale:
                 conn.abort()
-                if request.replayable and request.method in IDEMPOTENT:
-                    fresh_only = True
-                    continue
-                raise UpstreamClosed(
-                    "connection closed by the endpoint while the request was sent",
-                    endpoint=str(target),
-                ) from None
             except BaseException:
                 conn.abort()
                 raise
-            return self._response(slot, conn)
+            else:
+                return self._response(slot, conn)
+            after_stale(request, target)  # (raises when it may not go again)
+            fresh_only = True
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, target: Target) -> EndpointConnection:
         name = str(target)
