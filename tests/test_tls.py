@@ -123,8 +123,47 @@ def test_gateway_https_listeners_name_their_certificates() -> None:
     certs = certificates_from_objects([gateway(listeners=listeners), secret("gw-tls", "gw.test")])
     assert certs.select("gw.test").secret.name == "gw-tls"  # type: ignore[union-attr]
     (error,) = certs.errors
+    assert "RefNotPermitted" in str(error)
     assert "ReferenceGrant" in str(error)
     assert "listeners[1]" in error.field
+
+
+def grant(namespace: str, from_kind: str, from_namespace: str, name: str | None) -> dict[str, Any]:
+    to: dict[str, Any] = {"group": "", "kind": "Secret"}
+    if name is not None:
+        to["name"] = name
+    return {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": {"name": "g", "namespace": namespace},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": from_kind,
+                               "namespace": from_namespace}], "to": [to]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(("grants", "allowed"), [
+    ([grant("certs", "Gateway", "default", "shared-tls")], True),
+    ([grant("certs", "Gateway", "default", None)], True),  # every Secret in the namespace
+    ([grant("certs", "Gateway", "default", "another")], False),
+    ([grant("certs", "HTTPRoute", "default", "shared-tls")], False),  # for routes, not Gateways
+    ([grant("certs", "Gateway", "team-b", "shared-tls")], False),  # for another namespace
+    ([grant("default", "Gateway", "default", "shared-tls")], False),  # not in the Secret's
+    ([], False),
+])  # fmt: skip
+def test_certificate_refs_to_another_namespace_need_a_reference_grant(
+    grants: list[dict[str, Any]], allowed: bool
+) -> None:
+    # Gateway API GatewayTLSConfig.certificateRefs: a reference to another namespace is
+    # invalid unless a ReferenceGrant in the target namespace allows it (RefNotPermitted).
+    listeners = [{"name": "https", "protocol": "HTTPS", "port": 443, "hostname": "shared.test",
+                  "tls": {"certificateRefs": [{"name": "shared-tls", "namespace": "certs"}]}}]  # fmt: skip
+    objects = [gateway(listeners=listeners), secret("shared-tls", "shared.test", namespace="certs"),
+               *grants]  # fmt: skip
+    certs = certificates_from_objects(objects)
+    if allowed:
+        assert certs.errors == ()
+        assert certs.select("shared.test").secret == ObjectRef("Secret", "certs", "shared-tls")  # type: ignore[union-attr]
+    else:
+        (error,) = certs.errors
+        assert "RefNotPermitted" in str(error)
+        assert certs.select("shared.test") is None
 
 
 # -- over real TLS connections -------------------------------------------------------------------
@@ -374,3 +413,14 @@ async def test_example_gateway_terminates_tls_from_manifest_secrets(tmp_path: Pa
                                                                 "Secret default/fallback"}  # fmt: skip
         await admin.aclose()
         group.cancel_scope.cancel()
+
+
+def test_a_new_reference_grant_puts_the_certificate_in_service() -> None:
+    listeners = [{"name": "https", "protocol": "HTTPS", "port": 443, "hostname": "shared.test",
+                  "tls": {"certificateRefs": [{"name": "shared-tls", "namespace": "certs"}]}}]  # fmt: skip
+    source = MemorySource(objects=[gateway(listeners=listeners),
+                                   secret("shared-tls", "shared.test", namespace="certs")])  # fmt: skip
+    tls = TlsCertificates([source], TlsContexts())
+    assert tls.contexts.certificates.select("shared.test") is None
+    source.apply(grant("certs", "Gateway", "default", "shared-tls"))  # a change of its own kind
+    assert tls.contexts.certificates.select("shared.test") is not None

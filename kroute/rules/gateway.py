@@ -128,8 +128,13 @@ def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
     return out
 
 
-def _grants(reference_grants: Sequence[Obj]) -> set[tuple[str, str, str]]:
-    """(from namespace, to namespace, Service name or "") pairs that ReferenceGrants allow."""
+def granted_references(
+    reference_grants: Sequence[Obj], from_kind: str, to_kind: str
+) -> set[tuple[str, str, str]]:
+    """(from namespace, to namespace, target name or "" for any) triples that ReferenceGrants
+    allow, for references from `from_kind` (a Gateway API kind) to `to_kind` (a core kind:
+    Service for backendRefs, Secret for certificateRefs). Gateway API ReferenceGrant: a grant
+    lives in the target's namespace; a malformed one allows nothing."""
     allowed = set()
     for grant in reference_grants:
         try:
@@ -140,10 +145,10 @@ def _grants(reference_grants: Sequence[Obj]) -> set[tuple[str, str, str]]:
         except FieldError:
             continue
         for src in froms:
-            if src.get("group") != GROUP or src.get("kind") != "HTTPRoute":
+            if src.get("group") != GROUP or src.get("kind") != from_kind:
                 continue
             for dst in tos:
-                if dst.get("group", "") == "" and dst.get("kind") == "Service":
+                if dst.get("group", "") == "" and dst.get("kind") == to_kind:
                     allowed.add((str(src.get("namespace")), ref.namespace, dst.get("name") or ""))
     return allowed
 
@@ -169,7 +174,7 @@ class GatewayContext:
                 labels[object_ref(ns, namespaced=False).name] = labels_of(ns)
             except FieldError:
                 continue
-        return cls(listeners, _grants(reference_grants), labels)
+        return cls(listeners, granted_references(reference_grants, "HTTPRoute", "Service"), labels)
 
     def admits(self, listener: Listener, namespace: str) -> bool:
         """allowedRoutes.namespaces for a route in `namespace`."""

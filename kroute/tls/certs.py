@@ -3,9 +3,9 @@
 Which Secrets: those that served routing objects name, and no others (a gateway does not serve
 every Secret in the cluster): Ingress `spec.tls[].secretName` (same namespace; Ingress spec,
 IngressTLS) and the `certificateRefs` of Gateway listeners with protocol HTTPS and TLS mode
-Terminate (the default; Gateway API GatewayTLSConfig), in the Gateway's namespace. A reference to
-another namespace needs a ReferenceGrant in the Gateway API; that is not supported yet and is
-reported.
+Terminate (the default; Gateway API GatewayTLSConfig), in the Gateway's namespace, or in another
+namespace where a ReferenceGrant there allows Gateways of the Gateway's namespace to reference
+that Secret (or every Secret); otherwise the reference is reported (RefNotPermitted).
 
 Selection by SNI, as Traefik does it: the certificates' DNS names (subjectAltName; the common
 name when there is none) are matched against the server name, exact name first, then a wildcard
@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 
 from kroute.errors import InvalidObject
 from kroute.objects import FieldError, Manifest, Obj, ObjectRef, as_list, as_map, as_str, object_ref
-from kroute.rules import ingress
+from kroute.rules import gateway, ingress
 
 SECRET_TYPE = "kubernetes.io/tls"
 _PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -211,6 +211,9 @@ def _references(
     classes = [o for o in items if o.get("kind") == "IngressClass"
                and o.get("apiVersion") == ingress.API_VERSION]  # fmt: skip
     defaults = ingress.default_classes(classes)
+    grants = gateway.granted_references(
+        [o for o in items if o.get("kind") == "ReferenceGrant"], "Gateway", "Secret"
+    )
     for obj in items:
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
         try:
@@ -226,16 +229,16 @@ def _references(
                     if secret:
                         yield str(ref), ref.namespace, secret, hosts
             elif kind == "Gateway" and str(api_version).startswith("gateway.networking.k8s.io/"):
-                yield from _gateway_references(obj, gateway_class, errors)
+                yield from _gateway_references(obj, gateway_class, grants, errors)
         except FieldError as exc:
             errors.append(InvalidObject(_name(obj), exc.field, exc.reason))
 
 
 def _gateway_references(
-    gateway: Obj, gateway_class: str, errors: list[InvalidObject]
+    obj: Obj, gateway_class: str, grants: set[tuple[str, str, str]], errors: list[InvalidObject]
 ) -> Iterable[tuple[str, str, str, list[str]]]:
-    ref = object_ref(gateway)
-    spec = as_map(gateway.get("spec"), "spec")
+    ref = object_ref(obj)
+    spec = as_map(obj.get("spec"), "spec")
     if spec.get("gatewayClassName") != gateway_class:
         return
     for i, raw in enumerate(as_list(spec.get("listeners"), "spec.listeners")):
@@ -253,11 +256,13 @@ def _gateway_references(
                 errors.append(InvalidObject(str(ref), field, "only core Secrets are supported"))
                 continue
             namespace = target.get("namespace") or ref.namespace
-            if namespace != ref.namespace:
-                reason = "a Secret in another namespace needs a ReferenceGrant (not supported yet)"
+            name = as_str(target.get("name"), f"{field}.name")
+            permitted = {(ref.namespace, namespace, name), (ref.namespace, namespace, "")}
+            if namespace != ref.namespace and grants.isdisjoint(permitted):
+                reason = (f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows "
+                          f"Gateways of {ref.namespace} to use Secret {name}")  # fmt: skip
                 errors.append(InvalidObject(str(ref), field, reason))
                 continue
-            name = as_str(target.get("name"), f"{field}.name")
             if name:
                 referrer = f"{ref} listener {listener.get('name')}"
                 yield referrer, namespace, name, [hostname] if hostname else []

@@ -30,7 +30,9 @@ from kroute.watch.sources import Source
 from kroute.watch.store import Change
 
 #: What certificate selection reads.
-TLS_KINDS = frozenset({kinds.SECRET, kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY})
+TLS_KINDS = frozenset(
+    {kinds.SECRET, kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.REFERENCE_GRANT}
+)
 
 
 class TlsContexts:
