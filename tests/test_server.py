@@ -143,8 +143,8 @@ async def test_a_burst_of_connections_does_not_wait_a_loop_turn_each(
     server: tuple[HttpServer, int],
 ) -> None:
     """anyio's accept() takes one connection per turn of the event loop, so on a busy loop a
-    burst of new connections waits a turn each (the 100th of 100 waited 1.4 s in the gateway
-    benchmark). The server takes every pending connection when it wakes: counted here in turns
+    burst of new connections waits a turn each (p99 0.6 to 1.2 s at 100 connections in the
+    gateway benchmark). The server takes every pending connection when it wakes: counted here in turns
     of a loop kept busy, not in time."""
     _, port = server
     turns = 0

@@ -3,9 +3,9 @@
 Why: anyio's `accept()` yields to the event loop twice per connection (a checkpoint, then the
 transport's set-up), so `Listener.serve` accepts one connection per turn of the loop. A turn
 of a busy gateway's loop serves every ready connection once, so a burst of new connections
-queues one turn each: measured with the example gateway on the anyio front, the 100th of 100
-connections opened at once waited 1.4 s for its first answer, each one about 20 ms more than
-the one before (docs/benchmarks.md). Here the listening socket is read to empty at each wake-up
+queues one turn each: in the gateway benchmark the anyio front's p99 at 100 connections was
+0.6 to 1.2 s, all of it the first requests of new connections, and 41 ms once accepts were
+batched (docs/benchmarks.md). Here the listening socket is read to empty at each wake-up
 (as nginx and asyncio's own servers do), and each connection's stream is set up in that
 connection's own task. `HttpServer` wraps what it is given with `batched()`; listeners it does
 not know are served as they are.
