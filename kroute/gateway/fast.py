@@ -35,6 +35,7 @@ from typing import Any
 import httptools
 
 from kroute.errors import KrouteError
+from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
 from kroute.gateway.server import ServerLimits, error_page, host_problem
 from kroute.gateway.upstream import BUFFER_LIMIT, Exchange, Headers, Key, Upstream
@@ -149,11 +150,11 @@ class Client(asyncio.Protocol):
             self.exchange.abandon()
             self.exchange = None
         if self.upstream is not None:
-            self.upstream.transport.close()
+            self.gateway.outbox.close(self.upstream.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.upstream is not None:  # piping after an upgrade
-            self.upstream.transport.write(data)
+            self.gateway.outbox.write(self.upstream.transport, data)
             return
         if self.upgrading is not None:  # waiting for the 101: held for the pipe
             self.upgrading.chunks.append(data)
@@ -220,7 +221,7 @@ class Client(asyncio.Protocol):
         if self.parsing is not None and self.exchange is None:
             self.reject(408, "request head not received in time")
         elif self.exchange is None:
-            self.transport.close()  # idle keep-alive connection
+            self.gateway.outbox.close(self.transport)  # idle keep-alive connection
 
     # -- llhttp callbacks --------------------------------------------------------------------
 
@@ -311,7 +312,7 @@ class Client(asyncio.Protocol):
         message.exchange = None  # no cycle left for the garbage collector to find
         if not keep or not message.complete or message.upgrade is not None:
             self.closing = True
-            self.transport.close()
+            self.gateway.outbox.close(self.transport)
             return
         if self.parsing is None and not self.messages:
             self.wait(self.limits.idle_timeout)
@@ -338,17 +339,18 @@ class Client(asyncio.Protocol):
         message = self.messages.pop(0) if self.messages else None
         if message is not None:
             for chunk in message.chunks:
-                upstream.transport.write(chunk)
+                self.gateway.outbox.write(upstream.transport, chunk)
         self.deadline = 0.0
 
     def reject(self, status: int, reason: str) -> None:
+        outbox = self.gateway.outbox
         if self.exchange is None or not self.exchange.head_sent:
-            self.transport.write(error_page(status, reason))
+            outbox.write(self.transport, error_page(status, reason))
         if self.exchange is not None:
             self.exchange.abandon()
             self.exchange = None
         self.closing = True
-        self.transport.close()
+        outbox.close(self.transport)
 
 
 class _Reject(Exception):
@@ -389,6 +391,8 @@ class FastGateway:
         #: Idle connections to endpoints, reused most-recent-first.
         self.endpoints: IdleConnections[Key, Upstream] = IdleConnections(max_idle, keepalive_expiry)
         self.clients: set[Client] = set()
+        #: Every write and close on client and endpoint connections (see `Outbox`).
+        self.outbox = Outbox()
         self.draining = False
         self._server: asyncio.Server | None = None
         self._stopped: asyncio.Event | None = None
@@ -436,7 +440,7 @@ class FastGateway:
         while time.monotonic() < deadline:
             for client in list(self.clients):
                 if client.exchange is None and client.parsing is None and client.upstream is None:
-                    client.transport.close()
+                    self.outbox.close(client.transport)
             if not self.clients:
                 break
             await asyncio.sleep(0.01)

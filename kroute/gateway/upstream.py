@@ -102,12 +102,12 @@ class Upstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
         if exchange is None:  # nothing is asked of an idle connection: drop it
-            self.transport.close()
+            self.transport.close()  # (nothing is queued in the outbox for an idle one)
             return
         self.received = True
         exchange.upstream_activity = exchange.loop.time()
         if exchange.piping:
-            exchange.client.transport.write(data)
+            exchange.outbox.write(exchange.client.transport, data)
             return
         try:
             self.parser.feed_data(data)
@@ -160,7 +160,7 @@ class Exchange:
 
     __slots__ = (
         "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway", "head",
-        "head_sent", "key", "loop", "message", "no_body", "pending", "piping", "pool",
+        "head_sent", "key", "loop", "message", "no_body", "outbox", "pending", "piping", "pool",
         "replayable", "router", "sent_body", "started", "status", "tried", "until_close",
         "upstream_activity",
     )  # fmt: skip
@@ -168,6 +168,7 @@ class Exchange:
     def __init__(self, client: Client, message: Message) -> None:
         gateway = client.gateway
         self.gateway = gateway
+        self.outbox = gateway.outbox
         self.client = client
         self.message = message
         self.loop = client.loop
@@ -195,7 +196,7 @@ class Exchange:
 
     def flush(self) -> None:
         if self.pending:
-            self.client.transport.write(b"".join(self.pending))
+            self.outbox.write(self.client.transport, b"".join(self.pending))
             self.pending.clear()
 
     # -- routing and attempts --------------------------------------------------------------
@@ -271,7 +272,7 @@ class Exchange:
         conn.exchange = self
         conn.received = False
         conn.reason, conn.headers = b"", []
-        conn.transport.write(self.head)
+        self.outbox.write(conn.transport, self.head)
         self.upstream_activity = self.loop.time()
         conn.arm(self.loop, self.gateway.timeouts.read)
         message = self.message
@@ -284,7 +285,7 @@ class Exchange:
             message.chunks.clear()
             self.client.resume()
         if message.complete and message.chunked:
-            conn.transport.write(b"0\r\n\r\n")
+            self.outbox.write(conn.transport, b"0\r\n\r\n")
 
     # -- the request body, as it arrives ---------------------------------------------------
 
@@ -302,13 +303,13 @@ class Exchange:
     def write_body(self, chunk: bytes) -> None:
         assert self.conn is not None
         if self.message.chunked:
-            self.conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            self.outbox.write(self.conn.transport, b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
-            self.conn.transport.write(chunk)
+            self.outbox.write(self.conn.transport, chunk)
 
     def request_done(self) -> None:
         if self.conn is not None and not self.finished and self.message.chunked:
-            self.conn.transport.write(b"0\r\n\r\n")
+            self.outbox.write(self.conn.transport, b"0\r\n\r\n")
 
     # -- failures before (or after) the response head --------------------------------------
 
@@ -320,7 +321,7 @@ class Exchange:
         self.conn = None
         if conn is not None:
             conn.exchange = None
-            conn.transport.close()
+            self.outbox.close(conn.transport)
         received = conn is not None and conn.received
         stale = conn is not None and conn.reused and not received
         if stale and self.replayable and self.message.method_text in IDEMPOTENT:
@@ -333,7 +334,7 @@ class Exchange:
         if self.head_sent:
             self.flush()
             self.finish(error.status_hint, keep=False)
-            self.client.transport.close()
+            self.outbox.close(self.client.transport)
             return
         safe = not error.request_sent or (
             self.replayable and self.message.method_text in IDEMPOTENT and not received
@@ -351,7 +352,7 @@ class Exchange:
             return
         if self.piping:
             self.finish(101, keep=False)
-            self.client.transport.close()
+            self.outbox.close(self.client.transport)
             return
         conn = self.conn
         if self.head_sent and self.until_close:
@@ -439,7 +440,7 @@ class Exchange:
             if reusable and not conn.closed:
                 self.gateway.endpoints.give_back(conn.key, conn, self.loop.time())
             else:
-                conn.transport.close()
+                self.outbox.close(conn.transport)
         self.finish(self.status, keep=self.message.complete and self.client.keep_alive())
 
     def upgraded(self, rest: bytes) -> None:
@@ -451,8 +452,9 @@ class Exchange:
         protocol = next((v for n, v in conn.headers if n.lower() == b"upgrade"), None)
         if protocol is not None:
             headers.append((b"Upgrade", protocol))
-        self.client.transport.write(
-            b"HTTP/1.1 101 Switching Protocols\r\n" + render_headers(headers) + b"\r\n" + rest
+        self.outbox.write(
+            self.client.transport,
+            b"HTTP/1.1 101 Switching Protocols\r\n" + render_headers(headers) + b"\r\n" + rest,
         )
         self.head_sent = self.piping = True
         self.pool.end(self.key, Outcome.SUCCESS, now=self.router.clock())
@@ -488,7 +490,7 @@ class Exchange:
             return
         if self.conn is not None:
             self.conn.exchange = None
-            self.conn.transport.close()
+            self.outbox.close(self.conn.transport)
             self.conn = None
         if self.pool is not None and self.key is not None and not self.ended:
             self.pool.abandon(self.key)
