@@ -200,10 +200,6 @@ class Client(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
-    def keep_alive(self) -> bool:
-        message = self.messages[0] if self.messages else None
-        return bool(message and message.keep_alive and not self.gateway.draining)
-
     # -- timeouts: one timer, moved by a deadline ------------------------------------------
 
     def wait(self, seconds: float) -> None:

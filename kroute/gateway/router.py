@@ -69,6 +69,8 @@ ROUTING_KINDS = frozenset({
 })  # fmt: skip
 
 BackendKey = tuple[str, str, int | str]
+#: How many made decisions the Router keeps for reuse (see `Router._decided`).
+DECISIONS_KEPT = 10_000
 
 
 @attrs.frozen
@@ -163,6 +165,10 @@ class Router:
         #: The backends of each Service (one per port a route names): what an event updates.
         self._by_service: dict[tuple[str, str], list[_Backend]] = {}
         self._splits: dict[int, WeightedSplit] = {}
+        #: Decisions to send to an endpoint, by (route, backend, pick) identity: the same value
+        #: every time, made once rather than per request. An entry keeps its three alive, so
+        #: their ids stay theirs; cleared at each rebuild and when it grows past DECISIONS_KEPT.
+        self._decided: dict[tuple[int, int, int], Decision] = {}
         #: Backends asked for by name (route_service): kept whatever the routes say.
         self._pinned: set[BackendKey] = set()
         self._compiled = CompileCache()  # objects unchanged since the last rebuild: not recompiled
@@ -245,6 +251,7 @@ class Router:
         self._table = result.table  # the swap: readers see the old table or the new one
         self._errors, self._notes = result.errors, result.notes
         self._splits = {}
+        self._decided = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
         self._rebuild_seconds = time.perf_counter() - started
@@ -417,7 +424,15 @@ class Router:
         if pick is None:
             reason = found.endpoints.error or f"{backend} has no usable endpoint"
             return Decision(503, route, backend, reason=reason)
-        return Decision(200, route, backend, pick, cookie=cookie)
+        if cookie is not None:
+            return Decision(200, route, backend, pick, cookie=cookie)
+        key = (id(route), id(backend), id(pick))
+        decision = self._decided.get(key)
+        if decision is None:
+            if len(self._decided) >= DECISIONS_KEPT:
+                self._decided.clear()  # (endpoints come and go between rebuilds)
+            decision = self._decided[key] = Decision(200, route, backend, pick)
+        return decision
 
     def sticky_header(
         self, decision: Decision, key: tuple[str, int] | None = None

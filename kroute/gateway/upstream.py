@@ -147,8 +147,14 @@ class Upstream(asyncio.Protocol):
             self.exchange.response_head()
 
     def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_body(body)
+        """A piece of the response body, for the client (framed anew when chunked out)."""
+        exchange = self.exchange
+        if exchange is None or exchange.no_body or not body:
+            return
+        if exchange.chunked_out:
+            exchange.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            exchange.pending.append(body)
 
     def on_message_complete(self) -> None:
         if self.exchange is not None:
@@ -391,7 +397,7 @@ class Exchange:
             lines.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked_out = True
             self.until_close = not chunked
-        if not self.client.keep_alive():
+        if not (self.message.keep_alive and not self.gateway.draining):
             lines.append(b"Connection: close\r\n")
         if self.router.sticky_cookie is not None and self.decision is not None:
             cookie = self.router.sticky_header(self.decision, self.key)
@@ -414,14 +420,6 @@ class Exchange:
             conn.parser = httptools.HttpResponseParser(conn)
             self.response_done(keep_alive)
 
-    def response_body(self, body: bytes) -> None:
-        if self.no_body or not body:
-            return
-        if self.chunked_out:
-            self.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
-        else:
-            self.pending.append(body)
-
     def response_done(self, keep_alive: bool | None = None) -> None:
         """The response ended (`keep_alive`: as its head said, when the parser no longer
         knows)."""
@@ -441,7 +439,9 @@ class Exchange:
                 self.gateway.endpoints.give_back(conn.key, conn, self.loop.time())
             else:
                 self.outbox.close(conn.transport)
-        self.finish(self.status, keep=self.message.complete and self.client.keep_alive())
+        message = self.message
+        keep = message.complete and message.keep_alive and not self.gateway.draining
+        self.finish(self.status, keep=keep)
 
     def upgraded(self, rest: bytes) -> None:
         conn = self.conn
@@ -466,7 +466,8 @@ class Exchange:
 
     def answer_error(self, error: KrouteError) -> None:
         status, headers, body = error_response(error)
-        keep = self.client.keep_alive() and self.message.complete
+        message = self.message
+        keep = message.keep_alive and not self.gateway.draining and message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
         head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
