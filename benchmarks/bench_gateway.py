@@ -5,10 +5,12 @@ to the first request routed to the new endpoint with 10,000 objects loaded.
 
 Throughput (needs wrk and nginx from Debian's packages; skipped, saying so, without them):
 every proxy runs on core 0, one process, one worker; the backend (nginx, one worker, a 2-byte
-answer) and wrk (one thread) share core 1. Proxies, each for the same time in the same run:
-nginx as a reverse proxy (upstream keep-alive), the example gateway (examples/gateway/) on
-FastGateway and on the anyio front, and the ASGI gateway (examples/asgi_embedding/) under
-uvicorn, hypercorn and granian where installed. 20 and 100 connections.
+answer) and wrk (one thread) share core 1. Proxies: nginx as a reverse proxy (upstream
+keep-alive), the example gateway (examples/gateway/) on FastGateway and on the anyio front, and
+the ASGI gateway (examples/asgi_embedding/) under uvicorn, hypercorn and granian where
+installed; 20 and 100 connections. nginx keeps running beside each of them (idle while the
+other is measured), and every run of a proxy follows an nginx run with as many connections:
+each ratio is that pair's, and FastGateway's is the median of PAIRED_ROUNDS pairs.
 
 Change to routing: the example gateway's Router with FastGateway in this process, watching the
 API emulator (tests/apiserver.py) that holds 2,000 Ingresses, 4,000 Services and 4,000
@@ -56,6 +58,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 5
 BACKEND, NGINX_PROXY, GATEWAY, ADMIN = 18180, 18181, 18182, 18183
 PROBE_HOST = "bench.local"
+#: Rounds of (nginx, FastGateway) runs back to back: the machine's speed drifts by tens of
+#: percent over a minute here, so each ratio compares two runs seconds apart.
+PAIRED_ROUNDS = 3
+NGINX = "nginx reverse proxy (1 worker, upstream keep-alive)"
+FAST = "kroute example gateway, FastGateway"
+#: One wrk run: (requests/s, negative when there were errors; p50 ms; p99 ms).
+Run = tuple[float, float, float]
 
 
 def manifests(directory: Path, backend_port: int, *extra: dict[str, Any]) -> None:
@@ -69,9 +78,7 @@ def manifests(directory: Path, backend_port: int, *extra: dict[str, Any]) -> Non
     (directory / "objects.json").write_text(json.dumps(objects))
 
 
-def wrk(
-    port: int, connections: int, *, scheme: str = "http", headers: tuple[str, ...] = ()
-) -> tuple[float, float, float]:
+def wrk(port: int, connections: int, *, scheme: str = "http", headers: tuple[str, ...] = ()) -> Run:
     """(requests/s, p50 ms, p99 ms) from wrk on core 1."""
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{SECONDS}s", "--latency",
@@ -125,7 +132,7 @@ def proxies(workdir: Path) -> dict[str, list[str]]:
     gateway = [python, str(ROOT / "examples/gateway/gateway.py"), "--manifests", str(workdir),
                "--listen", f"127.0.0.1:{GATEWAY}", "--admin", f"127.0.0.1:{ADMIN}"]  # fmt: skip
     found = {
-        "kroute example gateway, FastGateway": gateway,
+        FAST: gateway,
         "kroute example gateway, anyio front (HttpServer)": [*gateway, "--front", "anyio"],
     }
     app = ["--app-dir", str(ROOT / "examples/asgi_embedding")]
@@ -159,27 +166,36 @@ def throughput() -> None:
         return
     workdir = Path(tempfile.mkdtemp())
     manifests(workdir, BACKEND)
-    results: dict[str, dict[int, tuple[float, float, float]]] = {}
-    with running_nginx(BACKEND):  # the backend, on core 1
-        with running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
-            results["nginx reverse proxy (1 worker, upstream keep-alive)"] = {
-                c: wrk(NGINX_PROXY, c) for c in (20, 100)}  # fmt: skip
-        env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
-        for name, command in proxies(workdir).items():
+    env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
+    commands = proxies(workdir)
+    rows: list[tuple[str, int, Run, float]] = []  # proxy, connections, median run, vs nginx
+    with running_nginx(BACKEND), running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
+        for name, command in commands.items():
             with on_core0(command, GATEWAY, env=env):
                 wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
-                results[name] = {c: wrk(GATEWAY, c) for c in (20, 100)}
-    base = results["nginx reverse proxy (1 worker, upstream keep-alive)"]
-    print("Throughput on one core (wrk, 5 s per row, same run):\n")
+                rounds = PAIRED_ROUNDS if name == FAST else 1
+                for connections in (20, 100):
+                    pairs = [(wrk(NGINX_PROXY, connections), wrk(GATEWAY, connections))
+                             for _ in range(rounds)]  # fmt: skip
+                    if name == FAST:
+                        rows.append((NGINX, connections, _median_run([n for n, _ in pairs]), 1.0))
+                    ratio = statistics.median(abs(g[0]) / abs(n[0]) for n, g in pairs)
+                    rows.append((name, connections, _median_run([g for _, g in pairs]), ratio))
+    print(f"Throughput on one core (wrk, {SECONDS} s per row; each proxy run right after an nginx "
+          f"run, the ratio is the pair's; FastGateway and nginx: median of {PAIRED_ROUNDS} "
+          "such pairs):\n")  # fmt: skip
     print("| proxy | connections | requests/s | p50 ms | p99 ms | vs nginx |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, rows in results.items():
-        for connections, (rps, p50, p99) in rows.items():
-            flag = " (errors!)" if rps < 0 else ""
-            ratio = abs(rps) / abs(base[connections][0])
-            print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
-                  f"| {ratio:.2f}x |")  # fmt: skip
+    for name, connections, (rps, p50, p99), ratio in rows:
+        flag = " (errors!)" if rps < 0 else ""
+        print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
+              f"| {ratio:.2f}x |")  # fmt: skip
     print()
+
+
+def _median_run(runs: list[Run]) -> Run:
+    """The run with the median requests/s (with its own latencies)."""
+    return sorted(runs, key=lambda run: abs(run[0]))[len(runs) // 2]
 
 
 # -- change to routing ---------------------------------------------------------------------------
