@@ -6,7 +6,8 @@ wake-up is paid by the writer: in the kernel's `sock_def_readable`, with interru
 as each callback produces them, responses and forwarded requests woke the client and the
 endpoint once per request: 11% of the gateway's CPU (perf, 20 connections), more than nginx pays
 per request. Made together at the end of the turn, after every ready connection was read, one
-wake-up covers a burst of writes to the same process (docs/benchmarks.md has the measurements).
+wake-up covers a burst of writes to the same process (docs/benchmarks.md has the measurements
+and the commands).
 
 Nothing waits longer than the rest of the turn it was asked in. Closes go through the same
 queue, so a connection is never closed ahead of a write asked before it. A transport closed
