@@ -166,9 +166,9 @@ class Exchange:
 
     __slots__ = (
         "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway", "head",
-        "head_sent", "key", "loop", "message", "no_body", "outbox", "pending", "piping", "pool",
-        "replayable", "router", "sent_body", "started", "status", "tried", "until_close",
-        "upstream_activity",
+        "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox", "pending",
+        "piping", "pool", "replayable", "router", "sent_body", "started", "status", "tried",
+        "until_close", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: Client, message: Message) -> None:
@@ -189,6 +189,9 @@ class Exchange:
         self.sent_body = False  # a request body byte went out: no retry from then on
         self.replayable = not message.has_body
         self.head_sent = False
+        #: The client connection stays open after the response (`client_stays`, decided when
+        #: the response head is made, so the end of the response agrees with its head).
+        self.keep_client = False
         self.chunked_out = False
         self.no_body = False
         self.piping = False
@@ -397,7 +400,8 @@ class Exchange:
             lines.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked_out = True
             self.until_close = not chunked
-        if not (self.message.keep_alive and not self.gateway.draining):
+        self.keep_client = self.client_stays()
+        if not self.keep_client:
             lines.append(b"Connection: close\r\n")
         if self.router.sticky_cookie is not None and self.decision is not None:
             cookie = self.router.sticky_header(self.decision, self.key)
@@ -439,9 +443,7 @@ class Exchange:
                 self.gateway.endpoints.give_back(conn.key, conn, self.loop.time())
             else:
                 self.outbox.close(conn.transport)
-        message = self.message
-        keep = message.complete and message.keep_alive and not self.gateway.draining
-        self.finish(self.status, keep=keep)
+        self.finish(self.status, keep=self.message.complete and self.keep_client)
 
     def upgraded(self, rest: bytes) -> None:
         conn = self.conn
@@ -464,10 +466,14 @@ class Exchange:
 
     # -- the end ---------------------------------------------------------------------------
 
+    def client_stays(self) -> bool:
+        """Whether the client connection stays open after this answer, as its head says: the
+        client did not ask to close it and the gateway is not draining."""
+        return self.message.keep_alive and not self.gateway.draining
+
     def answer_error(self, error: KrouteError) -> None:
         status, headers, body = error_response(error)
-        message = self.message
-        keep = message.keep_alive and not self.gateway.draining and message.complete
+        keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
         head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
