@@ -3,17 +3,18 @@
 Traefik tries every router in priority order for every request. Here routes are sorted once by
 precedence (rank 0 is the best) and filed by what can be looked up rather than tried:
 
-- host: an exact-host map, maps of wildcard suffixes (one-label and any-depth), and an any-host
-  bucket for routes with no host condition, or only one that cannot be looked up (HostRegexp);
-- within each host bucket, path: one map from exact paths and element-wise prefix stems
-  (`/a/b/c` has `""`, `/a`, `/a/b`, `/a/b/c`) to candidate lists merged ahead of time (a stem's
-  list holds the prefix routes of every shorter stem too), so that a lookup reads the list of
-  the request path or of its longest stem present, and nothing else; and a map of
-  character-wise prefixes (Traefik PathPrefix) looked up at each prefix length present.
+- host: four tiers keyed by exact host, by wildcard suffix (one-label, any-depth), and one
+  for routes with no host condition, or only one that cannot be looked up (HostRegexp);
+- within each tier, path first: maps from exact paths and from element-wise prefix stems
+  (`/a/b/c` has `""`, `/a`, `/a/b`, `/a/b/c`) to, per host key, candidate lists merged ahead of
+  time (a stem's list holds the prefix routes of every shorter stem too), so that a lookup
+  reads the list of the request path or of its longest stem present, and nothing else; and per
+  host key, a map of character-wise prefixes (Traefik PathPrefix) looked up at each prefix
+  length present.
 
 Every condition that was not used as the index key stays on the entry as a residual check. A
-lookup reads the candidate list for the request's host and path in each host bucket that
-applies (usually one), sorted by rank, and keeps the best rank whose residual checks pass.
+lookup reads the candidate list for the request's host and path in each tier that applies
+(usually one), sorted by rank, and keeps the best rank whose residual checks pass.
 Because the index keys are exact equivalents of the conditions they replace, the answer is the
 one an ordered scan gives (`scan`, which the tests and the benchmark compare against).
 """
@@ -47,92 +48,109 @@ _Entry = tuple[int, Conjunction, Route, bool]
 _Candidates = Route | tuple[_Entry, ...]
 
 
-class _Both:
-    """A path key that is an Exact route's path and may also be a stem of longer paths: the
-    candidates for a request with exactly that path, and those for the paths below it."""
-
-    __slots__ = ("exact", "prefix")
-
-    def __init__(self, exact: _Candidates | None, prefix: _Candidates | None) -> None:
-        self.exact = exact
-        self.prefix = prefix
+#: Routes filed under one host key, by path: (path key, entry) in rank order.
+_Filed = list[tuple[Condition | None, _Entry]]
 
 
-class _Bucket(dict[str, "_Candidates | _Both"]):
-    """Routes for one host key, indexed by path, each candidate list merged ahead of time.
+class _Starts:
+    """Character-wise prefixes (Traefik PathPrefix) of one host key: candidates per prefix,
+    looked up at each prefix length present."""
 
-    The bucket maps a key to the routes that can take a request path, merged in rank order: an
-    Exact route's path to that route and the element-wise prefix routes of every stem of the
-    path; an element-wise stem ("" for `/`, "/a/b") to its prefix routes and those of every
-    shorter stem. A lookup therefore reads one list: the request path's, else the longest stem's
-    of it present (`RequestHead.stems`). A key that is both (an Exact path that is also a stem
-    of longer paths) holds a `_Both`. `starts` maps a character-wise prefix to candidates,
-    looked up at each prefix length present.
+    __slots__ = ("lengths", "prefixes")
 
-    Why this shape: past a few thousand hosts the index no longer fits in the CPU cache, and a
-    lookup costs about one cache miss per distinct object it touches (docs/benchmarks.md). So
-    the bucket is itself the path map (a dict with two slots, not an object holding maps), each
-    list is merged ahead of time (one read, not one per stem), and a list whose best entry needs
-    no further check is stored as that entry's route: the answer itself.
-    """
-
-    __slots__ = ("start_lengths", "starts")
-
-    def __init__(self, routes: list[tuple[Condition | None, _Entry]]) -> None:
-        super().__init__()
-        exact: dict[str, list[_Entry]] = {}
-        prefix: dict[str, list[_Entry]] = {}
-        starts: dict[str, list[_Entry]] = {}
-        for path_key, entry in routes:
-            if isinstance(path_key, PathIs):
-                exact.setdefault(path_key.path, []).append(entry)
-            elif isinstance(path_key, PathPrefix):
-                prefix.setdefault(path_key.stem, []).append(entry)
-            elif isinstance(path_key, PathStartsWith):
-                starts.setdefault(path_key.prefix, []).append(entry)
-            else:
-                prefix.setdefault("", []).append(entry)
-        for stem in prefix:  # a stem's own stems end with itself ("/a/b": "", "/a", "/a/b")
-            self[stem] = _candidates(_merged(prefix, path_stems(stem or "/")))
-        for path, entries in exact.items():
-            below = _merged(prefix, path_stems(path))  # prefix routes that take `path` too
-            whole = _candidates(sorted([*entries, *below], key=lambda entry: entry[0]))
-            if len(path) > 1 and not path.endswith("/"):  # a request stem may equal it
-                self[path] = _Both(whole, _candidates(below) if below else None)
-            else:
-                self[path] = whole
-        self.starts = {key: _candidates(entries) for key, entries in starts.items()}
-        self.start_lengths: tuple[int, ...] = tuple(sorted({len(p) for p in starts}))
+    def __init__(self, prefixes: dict[str, list[_Entry]]) -> None:
+        self.prefixes = {key: _candidates(entries) for key, entries in prefixes.items()}
+        self.lengths = tuple(sorted({len(prefix) for prefix in prefixes}))
 
     def search(
         self, request: RequestHead, best: Route | None, pure: bool, ranks: dict[int, int]
     ) -> tuple[Route | None, bool]:
-        """The best route for `request` here or `best` (the best of earlier buckets), and
-        whether every check made on the way read only the method and the target."""
         path = request.path
-        hit = self.get(path)
+        for length in self.lengths:
+            if length > len(path):
+                break
+            found = self.prefixes.get(path[:length])
+            if found is not None:
+                best, pure = _first(found, request, best, pure, ranks)
+        return best, pure
+
+
+class _Tier:
+    """The routes of one kind of host key (exact hosts, one kind of wildcard suffix, or no host),
+    filed by path first and host key second, each candidate list merged ahead of time.
+
+    `whole` maps a request path to, per host key, the routes that take exactly that path: its
+    Exact routes and the element-wise prefix routes of every stem of it, in rank order. `below`
+    maps an element-wise stem ("" for `/`, "/a/b") to, per host key, its prefix routes and those
+    of every shorter stem. A lookup therefore reads one list: the request path's in `whole`,
+    else that of the longest of its stems (`RequestHead.stems`) present in `below` for its host
+    key. `starts` holds, per host key, the character-wise prefixes, looked up at each length.
+
+    Why path first: past a few thousand hosts the index no longer fits in the CPU cache, and a
+    lookup costs about one cache miss per distinct object it touches (docs/benchmarks.md). The
+    path maps are few and shared by every host, so they stay cached; what a lookup reads cold is
+    one host map's slot, the host key it compares, and the answer. Host first, a lookup also
+    read the host's own path map (its object and its table) cold. Each list is merged ahead of
+    time (one read, not one per stem), and a list whose best entry needs no further check is
+    stored as that entry's route: the answer itself.
+    """
+
+    __slots__ = ("below", "keys", "starts", "whole")
+
+    def __init__(self, filed: dict[str, _Filed]) -> None:
+        self.keys = frozenset(filed)
+        self.whole: dict[str, dict[str, _Candidates]] = {}
+        self.below: dict[str, dict[str, _Candidates]] = {}
+        self.starts: dict[str, _Starts] = {}
+        for key, routes in filed.items():
+            exact: dict[str, list[_Entry]] = {}
+            prefix: dict[str, list[_Entry]] = {}
+            starts: dict[str, list[_Entry]] = {}
+            for path_key, entry in routes:
+                if isinstance(path_key, PathIs):
+                    exact.setdefault(path_key.path, []).append(entry)
+                elif isinstance(path_key, PathPrefix):
+                    prefix.setdefault(path_key.stem, []).append(entry)
+                elif isinstance(path_key, PathStartsWith):
+                    starts.setdefault(path_key.prefix, []).append(entry)
+                else:
+                    prefix.setdefault("", []).append(entry)
+            for stem in prefix:  # a stem's own stems end with itself ("/a/b": "", "/a", "/a/b")
+                merged = _merged(prefix, path_stems(stem or "/"))
+                self.below.setdefault(stem, {})[key] = _candidates(merged)
+            for path, entries in exact.items():
+                merged = _merged(prefix, path_stems(path))  # prefix routes that take it too
+                merged = sorted([*entries, *merged], key=lambda entry: entry[0])
+                self.whole.setdefault(path, {})[key] = _candidates(merged)
+            if starts:
+                self.starts[key] = _Starts(starts)
+
+    def search(
+        self, key: str, request: RequestHead, best: Route | None, pure: bool,
+        ranks: dict[int, int],
+    ) -> tuple[Route | None, bool]:  # fmt: skip
+        """The best route for `request` under host key `key` or `best` (the best of earlier
+        tiers), and whether every check made on the way read only the method and the target."""
+        path = request.path
+        hit = None
+        keys = self.whole.get(path)
+        if keys is not None:
+            hit = keys.get(key)
         if hit is None:
+            below = self.below
             stems = request.stems
-            last = len(stems) - 1
-            if stems[last] is path:  # (the path itself was just looked up)
-                last -= 1
-            for index in range(last, -1, -1):  # the longest stem present
-                hit = self.get(stems[index])
-                if hit is not None:
-                    if isinstance(hit, _Both):
-                        hit = hit.prefix
-                    break
-        elif isinstance(hit, _Both):
-            hit = hit.exact
+            for index in range(len(stems) - 1, -1, -1):  # the longest stem present
+                keys = below.get(stems[index])
+                if keys is not None:
+                    hit = keys.get(key)
+                    if hit is not None:
+                        break
         if hit is not None:
             best, pure = _first(hit, request, best, pure, ranks)
-        if self.start_lengths:
-            for length in self.start_lengths:
-                if length > len(path):
-                    break
-                found = self.starts.get(path[:length])
-                if found is not None:
-                    best, pure = _first(found, request, best, pure, ranks)
+        if self.starts:
+            starts = self.starts.get(key)
+            if starts is not None:
+                best, pure = starts.search(request, best, pure, ranks)
         return best, pure
 
 
@@ -201,12 +219,12 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[Route] = ()) -> None:
         self.routes: tuple[Route, ...] = tuple(sorted(routes, key=lambda r: r.precedence))
-        #: Rank by route identity, for the rare lookup that compares candidates of two buckets.
+        #: Rank by route identity, for the rare lookup that compares candidates of two tiers.
         self._ranks = {id(route): rank for rank, route in enumerate(self.routes)}
-        exact: dict[str, list[tuple[Condition | None, _Entry]]] = {}
-        one_label: dict[str, list[tuple[Condition | None, _Entry]]] = {}
-        any_depth: dict[str, list[tuple[Condition | None, _Entry]]] = {}
-        any_host_routes: list[tuple[Condition | None, _Entry]] = []
+        exact: dict[str, _Filed] = {}
+        one_label: dict[str, _Filed] = {}
+        any_depth: dict[str, _Filed] = {}
+        any_host: dict[str, _Filed] = {}  # one key: ""
         residual_routes = 0
         for rank, route in enumerate(self.routes):
             host_key: Condition | None = None
@@ -220,26 +238,25 @@ class RouteTable:
                 else:
                     residual.append(cond)
             if isinstance(host_key, HostIs):
-                bucket = exact.setdefault(host_key.host, [])
+                filed = exact.setdefault(host_key.host, [])
             elif isinstance(host_key, HostWildcard):
                 wild = any_depth if host_key.any_depth else one_label
-                bucket = wild.setdefault(host_key.suffix, [])
+                filed = wild.setdefault(host_key.suffix, [])
             else:
-                bucket = any_host_routes
+                filed = any_host.setdefault("", [])
             residual_routes += bool(residual)
             pure = all(target_only(cond) for cond in residual)
-            bucket.append((path_key, (rank, tuple(residual), route, pure)))
-        self._exact = {host: _Bucket(routes) for host, routes in exact.items()}
-        self._one_label = {suffix: _Bucket(routes) for suffix, routes in one_label.items()}
-        self._any_depth = {suffix: _Bucket(routes) for suffix, routes in any_depth.items()}
-        self._any_host = _Bucket(any_host_routes)
-        any_host = len(any_host_routes)
-        self._any_host_used = any_host > 0
+            filed.append((path_key, (rank, tuple(residual), route, pure)))
+        self._exact = _Tier(exact)
+        self._one_label = _Tier(one_label)
+        self._any_depth = _Tier(any_depth)
+        self._any_host = _Tier(any_host)
+        self._any_host_used = bool(any_host)
         self._stats = TableStatistics(
             routes=len(self.routes),
-            exact_hosts=len(self._exact),
-            wildcard_suffixes=len(self._one_label) + len(self._any_depth),
-            any_host_routes=any_host,
+            exact_hosts=len(exact),
+            wildcard_suffixes=len(one_label) + len(any_depth),
+            any_host_routes=len(any_host.get("", ())),
             routes_with_residual_checks=residual_routes,
         )
 
@@ -258,23 +275,25 @@ class RouteTable:
         ranks = self._ranks
         host = request.host
         pure = True
-        bucket = self._exact.get(host)
-        if bucket is not None:
-            best, pure = bucket.search(request, best, pure, ranks)
+        # Every exact host is looked up, present or not: its path maps answer that too, and a
+        # membership test first would read the host's slot twice.
+        best, pure = self._exact.search(host, request, best, pure, ranks)
         dot = host.find(".")
-        if dot > 0 and self._one_label:
-            bucket = self._one_label.get(host[dot + 1 :])
-            if bucket is not None:
-                best, pure = bucket.search(request, best, pure, ranks)
-        if self._any_depth:
+        one_label = self._one_label
+        if dot > 0 and one_label.keys:
+            suffix = host[dot + 1 :]
+            if suffix in one_label.keys:
+                best, pure = one_label.search(suffix, request, best, pure, ranks)
+        any_depth = self._any_depth
+        if any_depth.keys:
             while dot != -1:
                 if dot > 0:
-                    bucket = self._any_depth.get(host[dot + 1 :])
-                    if bucket is not None:
-                        best, pure = bucket.search(request, best, pure, ranks)
+                    suffix = host[dot + 1 :]
+                    if suffix in any_depth.keys:
+                        best, pure = any_depth.search(suffix, request, best, pure, ranks)
                 dot = host.find(".", dot + 1)
         if self._any_host_used:
-            best, pure = self._any_host.search(request, best, pure, ranks)
+            best, pure = self._any_host.search("", request, best, pure, ranks)
         return best, pure
 
     def scan(self, request: RequestHead) -> Route | None:
