@@ -2,9 +2,12 @@
 
     python -m nox -s bench            (or: python benchmarks/bench_rules.py)
 
-Each route set mixes Ingress host+path rules with a share of Traefik rules that the index cannot
-key on path (PathRegexp) or that need a residual header check. Costs are per `match()` call on
-prebuilt request heads, best of several rounds; every ratio compares numbers from this run.
+Route sets of Ingress host+path rules for services laid out three ways: a host each, all with the
+same paths; a host each, with paths of their own (`/svc-N/...`, and `/`); one host, with each
+service's paths under it. One more set adds to the first a share of Traefik rules that the index
+cannot key on path (PathRegexp) or that need a residual header check. Costs are per `match()`
+call on prebuilt request heads, best of several rounds; every ratio compares numbers from this
+run.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import kroute
 
-ROUNDS = 9
+ROUNDS = 25
 
 
 def ingress(i: int, host: str, paths: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -59,16 +62,37 @@ def ingressroute(i: int, rule: str) -> dict[str, Any]:
 
 
 PATHS = [("/", "Prefix"), ("/api", "Prefix"), ("/api/v2/items", "Prefix"), ("/healthz", "Exact")]
+TARGETS = ["/", "/api/users/7", "/api/v2/items/9", "/healthz", "/static/app.js", "/files/12/3"]
+#: The other layouts: the same shapes under a path of each service's own ("{i}": its number).
+OWN_PATHS = [("/", "Prefix"), ("/svc-{i}", "Prefix"), ("/svc-{i}/v2/items", "Prefix"),
+             ("/svc-{i}/healthz", "Exact")]  # fmt: skip
+OWN_TARGETS = ["/", "/svc-{i}/users/7", "/svc-{i}/v2/items/9", "/svc-{i}/healthz",
+               "/static/app.js", "/files/12/3"]  # fmt: skip
+#: How services are laid out: a host each, all with the same paths; a host each, with paths of
+#: their own; or one host, each service with paths of its own under it.
+SHARED, OWN, ONE_HOST = "shared", "own", "one host"
 
 
-def objects(routes: int, special_share: float) -> tuple[list[dict[str, Any]], list[str]]:
-    """About `routes` routes; `special_share` of them regex or header Traefik rules."""
+def objects(
+    routes: int, special_share: float, layout: str = SHARED
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """About `routes` routes, `special_share` of them regex or header Traefik rules; and the
+    host of each service (one host repeated for ONE_HOST)."""
     special = int(routes * special_share)
-    hosts = max(1, (routes - special) // len(PATHS))
-    out = [ingress(i, f"app-{i}.example.com", PATHS) for i in range(hosts)]
-    names = [f"app-{i}.example.com" for i in range(hosts)]
+    shapes = PATHS if layout == SHARED else OWN_PATHS
+    services = max(1, (routes - special) // len(shapes))
+    if layout == ONE_HOST:
+        names = ["api.example.com"] * services
+        paths = {(p.format(i=i), kind): None for i in range(services) for p, kind in shapes}
+        out = [ingress(0, names[0], list(paths))]
+    else:
+        names = [f"app-{i}.example.com" for i in range(services)]
+        out = [
+            ingress(i, names[i], [(path.format(i=i), kind) for path, kind in shapes])
+            for i in range(services)
+        ]
     for j in range(special):
-        host = f"app-{j % hosts}.example.com"
+        host = names[j % services]
         if j % 2:
             rule = f"Host(`{host}`) && PathRegexp(`^/files/[0-9]+/{j}$`)"
         else:
@@ -77,14 +101,21 @@ def objects(routes: int, special_share: float) -> tuple[list[dict[str, Any]], li
     return out, names
 
 
-def requests(hosts: list[str], count: int, rng: random.Random) -> list[kroute.RequestHead]:
-    targets = ["/", "/api/users/7", "/api/v2/items/9", "/healthz", "/static/app.js", "/files/12/3"]
+def requests(
+    hosts: list[str], count: int, rng: random.Random, layout: str = SHARED
+) -> list[kroute.RequestHead]:
+    """`count` requests to services picked at random, 5% of them to an unknown host."""
+    targets = TARGETS if layout == SHARED else OWN_TARGETS
     out = []
     for _ in range(count):
-        host = rng.choice(hosts) if rng.random() < 0.95 else "unknown.example.org"
+        i = rng.randrange(len(hosts))
+        host = hosts[i] if rng.random() < 0.95 else "unknown.example.org"
         out.append(
             kroute.RequestHead.build(
-                "GET", host, rng.choice(targets), headers={"X-Tenant": f"t{rng.randrange(50)}"}
+                "GET",
+                host,
+                rng.choice(targets).format(i=i),
+                headers={"X-Tenant": f"t{rng.randrange(50)}"},
             )
         )
     return out
@@ -121,22 +152,28 @@ def main() -> None:
     print("| routes | mix | build ms per 1,000 routes | index ns/match | vs 10 routes "
           "| ordered scan ns/match | scan / index |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for share, mix in ((0.0, "host+path"), (0.2, "host+path, 20% regex/header")):
+    mixes = (
+        (0.0, SHARED, "host+path"),
+        (0.2, SHARED, "host+path, 20% regex/header"),
+        (0.0, OWN, "host+path, paths of each host's own"),
+        (0.0, ONE_HOST, "one host, paths of each service's own"),
+    )
+    for share, layout, mix in mixes:
         tables, build_ms, reqs = [], [], []
         for size in sizes:
-            objs, hosts = objects(size, share)
+            objs, hosts = objects(size, share, layout)
             start = time.perf_counter()
             result = kroute.compile_objects(objs)
             build_ms.append((time.perf_counter() - start) * 1e6 / len(result.table))
             assert not result.errors
             tables.append(result.table)
             hot_hosts = hosts[:2]
-            reqs.append(requests(hosts, args.requests, rng))
+            reqs.append(requests(hosts, args.requests, rng, layout))
             for request in reqs[-1][:200]:
                 assert result.table.match(request) is result.table.scan(request)
-        # The largest table once more, with requests for two hosts only: what the lookup costs
+        # The largest table once more, with requests for two services only: what the lookup costs
         # when the host's structures are in the CPU cache, as they are at 10 routes.
-        hot = requests(hot_hosts, args.requests, rng)
+        hot = requests(hot_hosts, args.requests, rng, layout)
         index = per_call_ns(
             [*((t.match, r) for t, r in zip(tables, reqs, strict=True)), (tables[-1].match, hot)]
         )
@@ -150,7 +187,7 @@ def main() -> None:
                 f"| {index[i] / index[0]:.2f}x | {scan[i]:,.0f} | {scan[i] / index[i]:,.0f}x |"
             )
         print(
-            f"| {sizes[-1]:,}, requests for 2 hosts | {mix} | | {index[-1]:,.0f} "
+            f"| {sizes[-1]:,}, requests for 2 services | {mix} | | {index[-1]:,.0f} "
             f"| {index[-1] / index[0]:.2f}x | | |"
         )
 

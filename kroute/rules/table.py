@@ -21,6 +21,7 @@ one an ordered scan gives (`scan`, which the tests and the benchmark compare aga
 
 from __future__ import annotations
 
+import collections
 import sys
 from collections.abc import Iterable
 
@@ -48,6 +49,21 @@ _Entry = tuple[int, Conjunction, Route, bool]
 _Candidates = Route | tuple[_Entry, ...]
 
 
+class _Only:
+    """The candidates of a path that one host key alone has: one object for a lookup to read
+    where a dict is two (itself and its table)."""
+
+    __slots__ = ("candidates", "key")
+
+    def __init__(self, key: str, candidates: _Candidates) -> None:
+        self.key = key
+        self.candidates = candidates
+
+
+#: A path's candidates by host key: a dict; an `_Only`; or, for a path that the tier's main
+#: key (the one with most paths of its own) alone has, the bare candidates, so that one host
+#: with thousands of paths reads no more per lookup than a per-host path map would.
+_ByKey = dict[str, _Candidates] | _Only | _Candidates
 #: Routes filed under one host key, by path: (path key, entry) in rank order.
 _Filed = list[tuple[Condition | None, _Entry]]
 
@@ -90,17 +106,19 @@ class _Tier:
     lookup costs about one cache miss per distinct object it touches (docs/benchmarks.md). The
     path maps are few and shared by every host, so they stay cached; what a lookup reads cold is
     one host map's slot, the host key it compares, and the answer. Host first, a lookup also
-    read the host's own path map (its object and its table) cold. Each list is merged ahead of
+    read the host's own path map (its object and its table) cold. A path that one host key
+    alone has holds no map (`_ByKey`), so hosts with paths of their own, and one host with
+    thousands of paths, read no more than they would host first. Each list is merged ahead of
     time (one read, not one per stem), and a list whose best entry needs no further check is
     stored as that entry's route: the answer itself.
     """
 
-    __slots__ = ("below", "keys", "starts", "whole")
+    __slots__ = ("below", "keys", "main", "starts", "whole")
 
     def __init__(self, filed: dict[str, _Filed]) -> None:
         self.keys = frozenset(filed)
-        self.whole: dict[str, dict[str, _Candidates]] = {}
-        self.below: dict[str, dict[str, _Candidates]] = {}
+        whole: dict[str, dict[str, _Candidates]] = {}
+        below: dict[str, dict[str, _Candidates]] = {}
         self.starts: dict[str, _Starts] = {}
         for key, routes in filed.items():
             exact: dict[str, list[_Entry]] = {}
@@ -117,13 +135,27 @@ class _Tier:
                     prefix.setdefault("", []).append(entry)
             for stem in prefix:  # a stem's own stems end with itself ("/a/b": "", "/a", "/a/b")
                 merged = _merged(prefix, path_stems(stem or "/"))
-                self.below.setdefault(stem, {})[key] = _candidates(merged)
+                below.setdefault(stem, {})[key] = _candidates(merged)
             for path, entries in exact.items():
                 merged = _merged(prefix, path_stems(path))  # prefix routes that take it too
                 merged = sorted([*entries, *merged], key=lambda entry: entry[0])
-                self.whole.setdefault(path, {})[key] = _candidates(merged)
+                whole.setdefault(path, {})[key] = _candidates(merged)
             if starts:
                 self.starts[key] = _Starts(starts)
+        owners = collections.Counter(  # host keys by how many paths each alone has
+            next(iter(keys)) for paths in (whole, below) for keys in paths.values()
+            if len(keys) == 1
+        )  # fmt: skip
+        self.main = owners.most_common(1)[0][0] if owners else None
+        self.whole = {path: self._by_key(keys) for path, keys in whole.items()}
+        self.below = {stem: self._by_key(keys) for stem, keys in below.items()}
+
+    def _by_key(self, candidates: dict[str, _Candidates]) -> _ByKey:
+        """How a path's candidates by host key are stored: see `_ByKey`."""
+        if len(candidates) != 1:
+            return candidates
+        ((key, only),) = candidates.items()
+        return only if key == self.main else _Only(key, only)
 
     def search(
         self, key: str, request: RequestHead, best: Route | None, pure: bool,
@@ -131,20 +163,27 @@ class _Tier:
     ) -> tuple[Route | None, bool]:  # fmt: skip
         """The best route for `request` under host key `key` or `best` (the best of earlier
         tiers), and whether every check made on the way read only the method and the target."""
-        path = request.path
+        # The request path in `whole`, then its stems in `below`, longest first, until one
+        # holds candidates for `key`.
+        stems = request.stems
+        index = len(stems)
+        paths, probe = self.whole, request.path
         hit = None
-        keys = self.whole.get(path)
-        if keys is not None:
-            hit = keys.get(key)
-        if hit is None:
-            below = self.below
-            stems = request.stems
-            for index in range(len(stems) - 1, -1, -1):  # the longest stem present
-                keys = below.get(stems[index])
-                if keys is not None:
+        while True:
+            keys = paths.get(probe)
+            if keys is not None:
+                if isinstance(keys, dict):
                     hit = keys.get(key)
-                    if hit is not None:
-                        break
+                elif isinstance(keys, _Only):
+                    hit = keys.candidates if keys.key == key else None
+                elif key == self.main:
+                    hit = keys
+                if hit is not None:
+                    break
+            if not index:
+                break
+            index -= 1
+            paths, probe = self.below, stems[index]
         if hit is not None:
             best, pure = _first(hit, request, best, pure, ranks)
         if self.starts:
