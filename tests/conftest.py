@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+#: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
+ON_LOOPS = {
+    "front": [("asyncio", "anyio"), ("asyncio", "fast"), ("trio", "anyio")],
+    "engine": [("asyncio", "protocols"), ("asyncio", "streams"), ("trio", "streams")],
+}
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`anyio_backend` is asyncio and trio, unless a test names its own. Tests taking `front`
@@ -16,21 +22,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for mark in metafunc.definition.iter_markers("parametrize")
         for name in ([mark.args[0]] if isinstance(mark.args[0], str) else mark.args[0])
     }
-    if "front" in names:
-        metafunc.parametrize(
-            ("anyio_backend", "front"),
-            [("asyncio", "anyio"), ("asyncio", "fast"), ("trio", "anyio")],
-            ids=["asyncio-anyio", "asyncio-fast", "trio-anyio"],
-            scope="function",
-        )
-    elif "engine" in names:
-        metafunc.parametrize(
-            ("anyio_backend", "engine"),
-            [("asyncio", "protocols"), ("asyncio", "streams"), ("trio", "streams")],
-            ids=["asyncio-protocols", "asyncio-streams", "trio-streams"],
-            scope="function",
-        )
-    elif "anyio_backend" in names and "anyio_backend" not in "".join(own):
+    for fixture, pairs in ON_LOOPS.items():
+        if fixture in names:
+            ids = [f"{loop}-{value}" for loop, value in pairs]
+            metafunc.parametrize(("anyio_backend", fixture), pairs, ids=ids, scope="function")
+            return
+    if "anyio_backend" in names and "anyio_backend" not in "".join(own):
         metafunc.parametrize("anyio_backend", ["asyncio", "trio"])
 
 
