@@ -248,7 +248,6 @@ class RouteTable:
     __slots__ = (
         "_any_depth",
         "_any_host",
-        "_any_host_used",
         "_exact",
         "_one_label",
         "_ranks",
@@ -290,7 +289,6 @@ class RouteTable:
         self._one_label = _Tier(one_label)
         self._any_depth = _Tier(any_depth)
         self._any_host = _Tier(any_host)
-        self._any_host_used = bool(any_host)
         self._stats = TableStatistics(
             routes=len(self.routes),
             exact_hosts=len(exact),
@@ -331,8 +329,9 @@ class RouteTable:
                     if suffix in any_depth.keys:
                         best, pure = any_depth.search(suffix, request, best, pure, ranks)
                 dot = host.find(".", dot + 1)
-        if self._any_host_used:
-            best, pure = self._any_host.search("", request, best, pure, ranks)
+        any_host = self._any_host
+        if any_host.keys:
+            best, pure = any_host.search("", request, best, pure, ranks)
         return best, pure
 
     def scan(self, request: RequestHead) -> Route | None:
