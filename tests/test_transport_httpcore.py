@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kroute.transport.base import Timeouts
 from kroute.transport.conformance import *  # noqa: F403
+from kroute.transport.conformance import SLOW_TIMEOUTS
 from kroute.transport.httpcore_transport import HttpcoreTransport
 
 pytestmark = pytest.mark.anyio
@@ -22,6 +22,6 @@ async def transport() -> AsyncIterator[HttpcoreTransport]:
 
 @pytest.fixture
 async def slow_transport() -> AsyncIterator[HttpcoreTransport]:
-    t = HttpcoreTransport(timeouts=Timeouts(connect=1.0, write=1.0, read=0.2, pool=0.2))
+    t = HttpcoreTransport(timeouts=SLOW_TIMEOUTS)
     yield t
     await t.aclose()

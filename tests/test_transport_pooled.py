@@ -11,7 +11,7 @@ import pytest
 from kroute.errors import UpstreamTimeout
 from kroute.transport.base import Timeouts
 from kroute.transport.conformance import *  # noqa: F403
-from kroute.transport.conformance import Backend, get
+from kroute.transport.conformance import SLOW_TIMEOUTS, Backend, get
 from kroute.transport.pooled import PooledTransport
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +30,7 @@ async def transport(engine: str) -> AsyncIterator[PooledTransport]:
 
 @pytest.fixture
 async def slow_transport(engine: str) -> AsyncIterator[PooledTransport]:
-    t = make(engine, timeouts=Timeouts(connect=1.0, write=1.0, read=0.2, pool=0.2))
+    t = make(engine, timeouts=SLOW_TIMEOUTS)
     yield t
     await t.aclose()
 

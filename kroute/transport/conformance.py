@@ -1,6 +1,7 @@
 """The conformance suite every Transport must pass: ours, or one a user writes.
 
-Use it from a pytest module by importing its tests and providing a `transport` fixture:
+Use it from a pytest module by importing its tests and providing a `transport` fixture, and a
+`slow_transport` one with the timeouts of `SLOW_TIMEOUTS` for the timeout tests:
 
     from kroute.transport.conformance import *  # noqa: F403
 
@@ -375,8 +376,9 @@ async def test_upgrade_passes_the_connection_through(
         assert await stream.receive() == b"ping"
 
 
-def timeouts_transport(make: Any) -> Any:
-    return make(Timeouts(connect=1.0, write=1.0, read=0.2, pool=0.2))
+#: The timeouts a `slow_transport` fixture's transport should have: read and pool timeouts
+#: short enough for the timeout tests to end quickly.
+SLOW_TIMEOUTS = Timeouts(connect=1.0, write=1.0, read=0.2, pool=0.2)
 
 
 @contextlib.contextmanager
