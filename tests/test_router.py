@@ -77,6 +77,35 @@ def test_changes_reach_decisions_at_once() -> None:
     assert router.statistics().rebuilds >= 2
 
 
+def test_route_target_agrees_with_route_through_changes() -> None:
+    """route_target's short way (a route whose one backend has a pool) gives route's answers:
+    the same endpoints in turn, the same 503 once the endpoints are gone, the new backend after
+    a rebuild; each decision to send carries the pool that its pick is from."""
+    source = seed()
+    router, again = Router([source], rng=random.Random(1)), Router([source], rng=random.Random(1))
+
+    def both(host: str, path: str = "/") -> tuple[Any, Any]:
+        fast = router.route_target("GET", host, path, lambda: head(host, path))
+        return fast, again.route(head(host, path))
+
+    for _ in range(5):
+        fast, slow = both("test-www.local")
+        assert (fast.status, fast.pick, fast.backend) == (slow.status, slow.pick, slow.backend)
+        assert fast.pool is not None
+        assert fast.pool is router.pool(fast.backend)
+        assert fast.pool.statistics(now=0).name == "default/test-www:80"
+    source.delete(endpoint_slice("test-www", "10.0.0.1", "10.0.0.2"))
+    fast, slow = both("test-www.local")
+    assert (fast.status, fast.reason) == (slow.status, slow.reason) == (503, slow.reason)
+    assert fast.pool is None
+    source.apply(ingress("www", [("test-www.local", [("/", "Prefix", "test-api")])]))
+    source.apply(endpoint_slice("test-api", "10.0.1.1"))
+    fast, slow = both("test-www.local")
+    assert fast.backend.name == slow.backend.name == "test-api"
+    assert fast.pick.endpoint.address == "10.0.1.1"
+    assert both("nobody.local")[0].status == 404
+
+
 def test_a_burst_of_routing_changes_costs_one_rebuild() -> None:
     source = seed()
     router = Router([source], rng=random.Random(1))

@@ -38,24 +38,34 @@ from kroute.errors import KrouteError
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
 from kroute.gateway.server import ServerLimits, error_page, host_problem
-from kroute.gateway.upstream import BUFFER_LIMIT, Exchange, Headers, Key, Upstream
+from kroute.gateway.upstream import (
+    BUFFER_LIMIT,
+    RESPONSE_HEADERS,
+    Exchange,
+    Headers,
+    Key,
+    Upstream,
+)
 from kroute.transport.base import Timeouts
+from kroute.transport.header_plans import HeaderPlans
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     FORWARDING,
     HOP_BY_HOP,
+    HeaderSplit,
     Hop,
     TrustedProxies,
     forwarding_headers,
-    header_lines,
     render_headers,
 )
 
 #: Request headers not passed on as they came (hop-by-hop, framing, forwarding: set anew), and
 #: those the gateway reads (RFC 9110 section 7.6.1; RFC 9112 section 6).
-REQUEST_DROP = HOP_BY_HOP | FORWARDING | {b"content-length"}
-REQUEST_READ = FORWARDING | {b"host", b"content-length", b"transfer-encoding", b"upgrade",
-                             b"connection"}  # fmt: skip
+REQUEST_HEADERS = HeaderSplit(
+    drop=HOP_BY_HOP | FORWARDING | {b"content-length"},
+    read=FORWARDING | {b"host", b"content-length", b"transfer-encoding", b"upgrade",
+                       b"connection"},
+)  # fmt: skip
 
 
 class Message:
@@ -63,15 +73,17 @@ class Message:
 
     __slots__ = (
         "chunked", "chunks", "complete", "content_length", "exchange", "forwarded", "has_body",
-        "header_bytes", "headers", "host", "keep_alive", "lines", "method", "method_text",
-        "upgrade", "url", "url_text",
+        "header_bytes", "host", "keep_alive", "lines", "method", "method_text", "names",
+        "upgrade", "url", "url_text", "values",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.url = b""
-        self.headers: Headers = []
+        #: The header fields as received: names and values, in two lists (`HeaderPlans`).
+        self.names: list[bytes] = []
+        self.values: list[bytes] = []
         #: The end-to-end header lines to pass on, and the incoming X-Forwarded-*/Forwarded.
-        self.lines: list[bytes] = []
+        self.lines = b""
         self.forwarded: Headers = []
         self.header_bytes = 0
         self.method = b""
@@ -88,7 +100,8 @@ class Message:
         self.exchange: Exchange | None = None
 
     def str_headers(self) -> list[tuple[str, str]]:
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.headers]
+        fields = zip(self.names, self.values, strict=True)
+        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
 
 
 class Client(asyncio.Protocol):
@@ -236,12 +249,15 @@ class Client(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self.parsing
         assert message is not None
-        message.headers.append((name, value))
-        message.header_bytes += len(name) + len(value) + 4
-        if message.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
-        if len(message.headers) > self.limits.max_headers:
-            raise _Reject(431, "too many request headers")
+        names = message.names
+        names.append(name)
+        message.values.append(value)
+        size = message.header_bytes = message.header_bytes + len(name) + len(value) + 4
+        limits = self.limits
+        if size > limits.max_header_bytes or len(names) > limits.max_headers:
+            too_large = size > limits.max_header_bytes
+            raise _Reject(431, "request headers too large" if too_large else
+                          "too many request headers")  # fmt: skip
 
     def on_headers_complete(self) -> None:
         message = self.parsing
@@ -251,7 +267,7 @@ class Client(asyncio.Protocol):
         message.method_text = message.method.decode("latin-1")
         message.url_text = message.url.decode("latin-1")
         message.keep_alive = bool(parser.should_keep_alive())
-        message.lines, values = header_lines(message.headers, REQUEST_DROP, REQUEST_READ)
+        message.lines, values = self.gateway.request_headers.lines(message.names, message.values)
         hosts = values.get(b"host")
         if hosts is None or len(hosts) > 1:
             problem = host_problem(hosts, parser.get_http_version())
@@ -389,6 +405,9 @@ class FastGateway:
         self.clients: set[Client] = set()
         #: Every write and close on client and endpoint connections (see `Outbox`).
         self.outbox = Outbox()
+        #: Header handling per sequence of names, one cache each way (see `HeaderPlans`).
+        self.request_headers = HeaderPlans(REQUEST_HEADERS)
+        self.response_headers = HeaderPlans(RESPONSE_HEADERS)
         self.draining = False
         self._server: asyncio.Server | None = None
         self._stopped: asyncio.Event | None = None

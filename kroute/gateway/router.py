@@ -85,6 +85,8 @@ class Decision:
     location: str | None = None  # for redirects (301, 302, 308)
     #: The request's sticky cookie ("" when it had none), when the Router sets sticky cookies.
     cookie: str | None = None
+    #: The pool `pick` is from: a front that forwards itself reports each attempt to it.
+    pool: Pool | None = attrs.field(default=None, eq=False, repr=False)
 
 
 class Observer(Protocol):
@@ -169,6 +171,10 @@ class Router:
         #: every time, made once rather than per request. An entry keeps its three alive, so
         #: their ids stay theirs; cleared at each rebuild and when it grows past DECISIONS_KEPT.
         self._decided: dict[tuple[int, int, int], Decision] = {}
+        #: Routes (by identity) whose one backend has a pool, with that backend: what
+        #: `route_target` needs to pick without the general path. Entries keep their route
+        #: alive (its id stays its); cleared at each rebuild.
+        self._direct: dict[int, tuple[Route, BackendRef, _Backend]] = {}
         #: Backends asked for by name (route_service): kept whatever the routes say.
         self._pinned: set[BackendKey] = set()
         self._compiled = CompileCache()  # objects unchanged since the last rebuild: not recompiled
@@ -252,6 +258,7 @@ class Router:
         self._errors, self._notes = result.errors, result.notes
         self._splits = {}
         self._decided = {}
+        self._direct = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
         self._rebuild_seconds = time.perf_counter() - started
@@ -366,6 +373,13 @@ class Router:
         if self._affinity:  # the endpoint depends on headers: nothing to remember
             return self.route(build())
         route, head = self._memo.match(self.table, method, host, target, build)
+        direct = self._direct.get(id(route))
+        if direct is not None:  # one backend with a pool, no redirect: pick, or say why not
+            _, backend, found = direct
+            pick = found.pool.pick(now=self.clock(), rng=self.rng)
+            if pick is None:
+                return self._unavailable(route, backend, found)
+            return self._made(route, backend, found.pool, pick)
         if route is not None and route.redirect is not None and head is None:
             head = build()
         return self._decide(route, head, ())
@@ -422,16 +436,26 @@ class Router:
         pick = found.pool.pick(now=self.clock(), rng=self.rng, exclude=exclude,
                                hash_key=hash_key, sticky=cookie or None)  # fmt: skip
         if pick is None:
-            reason = found.endpoints.error or f"{backend} has no usable endpoint"
-            return Decision(503, route, backend, reason=reason)
+            return self._unavailable(route, backend, found)
         if cookie is not None:
-            return Decision(200, route, backend, pick, cookie=cookie)
+            return Decision(200, route, backend, pick, cookie=cookie, pool=found.pool)
+        if route is not None and route.redirect is None and len(route.backends) == 1:
+            self._direct[id(route)] = (route, backend, found)
+        return self._made(route, backend, found.pool, pick)
+
+    @staticmethod
+    def _unavailable(route: Route | None, backend: BackendRef, found: _Backend) -> Decision:
+        reason = found.endpoints.error or f"{backend} has no usable endpoint"
+        return Decision(503, route, backend, reason=reason)
+
+    def _made(self, route: Route | None, backend: BackendRef, pool: Pool, pick: Pick) -> Decision:
+        """The decision to send to `pick`, made once per (route, backend, pick)."""
         key = (id(route), id(backend), id(pick))
         decision = self._decided.get(key)
         if decision is None:
             if len(self._decided) >= DECISIONS_KEPT:
                 self._decided.clear()  # (endpoints come and go between rebuilds)
-            decision = self._decided[key] = Decision(200, route, backend, pick)
+            decision = self._decided[key] = Decision(200, route, backend, pick, pool=pool)
         return decision
 
     def sticky_header(

@@ -32,9 +32,9 @@ from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
     IDEMPOTENT,
+    HeaderSplit,
     error_response,
     framing_conflict,
-    header_lines,
     render_headers,
     strip_hop_by_hop,
 )
@@ -46,8 +46,10 @@ Key = tuple[str, int]
 Headers = list[tuple[bytes, bytes]]
 #: Response headers not passed on as they came (the front frames the body itself), and those
 #: the gateway reads (RFC 9110 section 7.6.1; RFC 9112 section 6.3).
-RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
-RESPONSE_READ = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+RESPONSE_HEADERS = HeaderSplit(
+    drop=HOP_BY_HOP | {b"content-length"},
+    read=frozenset({b"content-length", b"transfer-encoding", b"connection"}),
+)
 #: Buffered request body (before an endpoint is connected) above which the client is paused.
 BUFFER_LIMIT = 256 * 1024
 
@@ -59,8 +61,8 @@ class Upstream(asyncio.Protocol):
     itself while an exchange is waiting, so keep-alive requests set no timer of their own.
     """
 
-    __slots__ = ("closed", "endpoints", "exchange", "headers", "idle_since", "key", "parser",
-                 "reason", "received", "reused", "timer", "transport")  # fmt: skip
+    __slots__ = ("closed", "endpoints", "exchange", "idle_since", "key", "names", "parser",
+                 "reason", "received", "reused", "timer", "transport", "values")  # fmt: skip
 
     def __init__(self, endpoints: IdleConnections[Key, Upstream], key: Key) -> None:
         self.endpoints = endpoints
@@ -73,9 +75,18 @@ class Upstream(asyncio.Protocol):
         self.received = False  # any byte of the current response
         self.reused = False
         self.timer: asyncio.TimerHandle | None = None
-        #: The head of the response being read: reason phrase and headers.
+        #: The head of the response being read: reason phrase, header names and values.
         self.reason = b""
-        self.headers: Headers = []
+        self.names: list[bytes] = []
+        self.values: list[bytes] = []
+
+    def new_head(self) -> None:
+        """Forget the head read last: the next response's is read from here."""
+        self.reason, self.names, self.values = b"", [], []
+
+    def fields(self) -> Headers:
+        """The head's header fields, (name, value) each."""
+        return list(zip(self.names, self.values, strict=True))
 
     def arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         if self.timer is None:
@@ -140,7 +151,8 @@ class Upstream(asyncio.Protocol):
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        self.names.append(name)
+        self.values.append(value)
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -219,10 +231,10 @@ class Exchange:
             self.answer_error(exc)
             return
         self.decision = decision
-        if decision.status != 200 or decision.pick is None or decision.backend is None:
+        if decision.status != 200 or decision.pick is None or decision.pool is None:
             self.answer_error(status_error(decision))
             return
-        self.pool = self.router.pool(decision.backend)
+        self.pool = decision.pool
         framing = b""
         if message.upgrade is not None:
             framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % message.upgrade
@@ -231,7 +243,7 @@ class Exchange:
         elif message.content_length is not None:
             framing += b"Content-Length: %d\r\n" % message.content_length
         self.head = b"".join([
-            message.method, b" ", message.url, b" HTTP/1.1\r\n", *message.lines,
+            message.method, b" ", message.url, b" HTTP/1.1\r\n", message.lines,
             client.forwarding(message), framing, b"\r\n",
         ])  # fmt: skip
         self.router.retry_budget.request(self.router.clock())
@@ -280,7 +292,7 @@ class Exchange:
         self.conn = conn
         conn.exchange = self
         conn.received = False
-        conn.reason, conn.headers = b"", []
+        conn.new_head()
         self.outbox.write(conn.transport, self.head)
         self.upstream_activity = self.loop.time()
         conn.arm(self.loop, self.gateway.timeouts.read)
@@ -378,38 +390,38 @@ class Exchange:
         conn = self.conn
         assert conn is not None
         status = conn.parser.get_status_code()
-        headers = conn.headers
         if 100 <= status < 200 and status != 101:
             self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
-            conn.reason, conn.headers = b"", []
+            conn.new_head()
             return
-        lines, values = header_lines(headers, RESPONSE_DROP, RESPONSE_READ)
+        lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
         if lengths is not None and (chunked or len(lengths) > 1):
-            conflict = framing_conflict(headers)
+            conflict = framing_conflict(conn.fields())
             if conflict is not None:
                 self.failed(UpstreamProtocolError(conflict, endpoint=endpoint_text(conn.key)))
                 return
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
         self.no_body = self.message.method == b"HEAD" or status in (204, 304)
+        framing = b""  # this hop's own framing and connection lines
         if lengths is not None:
-            lines.append(b"Content-Length: %b\r\n" % lengths[0])
+            framing = b"Content-Length: %b\r\n" % lengths[0]
         elif not self.no_body:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+            framing = b"Transfer-Encoding: chunked\r\n"
             self.chunked_out = True
             self.until_close = not chunked
         self.keep_client = self.client_stays()
         if not self.keep_client:
-            lines.append(b"Connection: close\r\n")
+            framing += b"Connection: close\r\n"
         if self.router.sticky_cookie is not None and self.decision is not None:
             cookie = self.router.sticky_header(self.decision, self.key)
             if cookie is not None:
-                lines.append(b"%b: %b\r\n" % cookie)
+                framing += b"%b: %b\r\n" % cookie
         self.head_sent = True
-        self.pending.append(b"HTTP/1.1 %d %b\r\n%b%b\r\n" % (
-            status, conn.reason or b"OK", b"".join(lines), self.gateway.hsts_line))  # fmt: skip
+        self.pending.append(b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
+            status, conn.reason or b"OK", lines, framing, self.gateway.hsts_line))  # fmt: skip
         self.status = status
         assert self.pool is not None
         assert self.key is not None
@@ -450,8 +462,9 @@ class Exchange:
         assert conn is not None
         assert self.pool is not None
         assert self.key is not None
-        headers = [*strip_hop_by_hop(conn.headers), (b"Connection", b"Upgrade")]
-        protocol = next((v for n, v in conn.headers if n.lower() == b"upgrade"), None)
+        fields = conn.fields()
+        headers = [*strip_hop_by_hop(fields), (b"Connection", b"Upgrade")]
+        protocol = next((v for n, v in fields if n.lower() == b"upgrade"), None)
         if protocol is not None:
             headers.append((b"Upgrade", protocol))
         self.outbox.write(

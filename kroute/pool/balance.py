@@ -98,6 +98,9 @@ class RoundRobin:
         load: Load | None = None,
     ) -> EndpointKey | None:
         keys = self._set.keys
+        if keys and not exclude:  # (the first attempt: no endpoint to avoid)
+            self._cursor = cursor = (self._cursor + 1) % len(keys)
+            return keys[cursor]
         for _ in range(len(keys)):
             self._cursor = (self._cursor + 1) % len(keys)
             key = keys[self._cursor]

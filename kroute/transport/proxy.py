@@ -69,33 +69,51 @@ def strip_hop_by_hop(
 
 
 #: Connection header values that name no other header (the common case, skipped quickly).
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade",
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade",
                                b"Upgrade"})  # fmt: skip
 
 
+@attrs.frozen
+class HeaderSplit:
+    """For `header_lines`: the headers not passed on (`drop`: HOP_BY_HOP at least) and those
+    whose values are read (`read`: b"connection" at least), by lower-case name."""
+
+    drop: frozenset[bytes]
+    read: frozenset[bytes]
+    #: Either of the two: most headers are neither, and one look-up says so.
+    special: frozenset[bytes] = attrs.field(init=False)
+
+    @special.default
+    def _special(self) -> frozenset[bytes]:
+        return self.drop | self.read
+
+
 def header_lines(
-    headers: Sequence[tuple[bytes, bytes]], drop: frozenset[bytes], read: frozenset[bytes]
+    headers: Sequence[tuple[bytes, bytes]], split: HeaderSplit
 ) -> tuple[list[bytes], dict[bytes, list[bytes]]]:
     """One pass over a message's headers, for a proxy's hot path: the `Name: value\\r\\n`
-    lines to pass on, and the values of the headers named in `read`, by lower-case name.
+    lines to pass on, and the values of the headers named in `split.read`, by lower-case name.
 
-    Not passed on: the headers named in `drop` (lower case; it holds HOP_BY_HOP at least), and
-    those a Connection header names (RFC 9110 section 7.6.1); `read` must hold b"connection".
+    Not passed on: the headers named in `split.drop`, and those a Connection header names
+    (RFC 9110 section 7.6.1).
     """
     lines: list[bytes] = []
     values: dict[bytes, list[bytes]] = {}
+    special, read, drop = split.special, split.read, split.drop
     for name, value in headers:
         lower = name.lower()
+        if lower not in special:
+            lines.append(b"%b: %b\r\n" % (name, value))
+            continue
         if lower in read:
-            seen = values.get(lower)
-            if seen is None:
-                values[lower] = [value]
+            if lower in values:
+                values[lower].append(value)
             else:
-                seen.append(value)
+                values[lower] = [value]
         if lower not in drop:
             lines.append(b"%b: %b\r\n" % (name, value))
     connection = values.get(b"connection", ())
-    if not _PLAIN_CONNECTION.issuperset(connection) and (
+    if not PLAIN_CONNECTION.issuperset(connection) and (
         connection_tokens((b"connection", v) for v in connection) - drop
     ):  # a Connection header names end-to-end headers: the general path drops them too
         lines = [b"%b: %b\r\n" % field for field in strip_hop_by_hop(headers, drop)]
@@ -260,7 +278,10 @@ class RetryBudget:
 
     def request(self, now: float) -> None:
         """A request was made (first attempts only)."""
-        self._requests[self._at(now)] += 1
+        if int(now * _SLICES / self.window) == self._slice:  # (the usual case: no slice passed)
+            self._requests[self._slice % _SLICES] += 1
+        else:
+            self._requests[self._at(now)] += 1
 
     def try_retry(self, now: float) -> bool:
         """Take one retry from the budget; False when it is spent."""
