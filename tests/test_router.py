@@ -91,9 +91,10 @@ def test_route_target_agrees_with_route_through_changes() -> None:
     for _ in range(5):
         fast, slow = both("test-www.local")
         assert (fast.status, fast.pick, fast.backend) == (slow.status, slow.pick, slow.backend)
-        assert fast.pool is not None
-        assert fast.pool is router.pool(fast.backend)
-        assert fast.pool.statistics(now=0).name == "default/test-www:80"
+        pool = fast.pool
+        assert pool is not None
+        assert pool.statistics(now=0).name == "default/test-www:80"
+        assert pool is router.pool(fast.backend)
     source.delete(endpoint_slice("test-www", "10.0.0.1", "10.0.0.2"))
     fast, slow = both("test-www.local")
     assert (fast.status, fast.reason) == (slow.status, slow.reason) == (503, slow.reason)
