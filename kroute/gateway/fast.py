@@ -329,7 +329,8 @@ class Client(asyncio.Protocol):
         if self.parsing is None and not self.messages:
             self.wait(self.limits.idle_timeout)
         self.resume()
-        self.next()
+        if self.messages:  # (pipelined requests wait their turn)
+            self.next()
 
     def forwarding(self, message: Message) -> bytes:
         """X-Forwarded-* and Forwarded lines for this hop (`forwarding_headers`), computed

@@ -122,7 +122,8 @@ class Upstream(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-            exchange.flush()
+            if exchange.pending:  # (a response that ended in this read is out already)
+                exchange.flush()
         except httptools.HttpParserUpgrade as upgrade:
             exchange.upgraded(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
@@ -295,7 +296,8 @@ class Exchange:
         conn.new_head()
         self.outbox.write(conn.transport, self.head)
         self.upstream_activity = self.loop.time()
-        conn.arm(self.loop, self.gateway.timeouts.read)
+        if conn.timer is None:
+            conn.arm(self.loop, self.gateway.timeouts.read)
         message = self.message
         if message.upgrade is not None:
             return  # bytes after an upgrade request go through the pipe, after the 101

@@ -44,10 +44,11 @@ class Endpoint:
     zone: str | None = None
     node: str | None = None
     pod: str | None = None
+    #: Identity across updates: health and balancer state are kept per key.
+    key: EndpointKey = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def key(self) -> EndpointKey:
-        """Identity across updates: health and balancer state are kept per key."""
+    @key.default
+    def _key(self) -> EndpointKey:
         return (self.address, self.port)
 
     def __str__(self) -> str:
