@@ -60,7 +60,7 @@ BACKEND, NGINX_PROXY, GATEWAY, ADMIN = 18180, 18181, 18182, 18183
 PROBE_HOST = "bench.local"
 #: Rounds of (nginx, FastGateway) runs back to back: the machine's speed drifts by tens of
 #: percent over a minute here, so each ratio compares two runs seconds apart.
-PAIRED_ROUNDS = 3
+PAIRED_ROUNDS = 5
 NGINX = "nginx reverse proxy (1 worker, upstream keep-alive)"
 FAST = "kroute example gateway, FastGateway"
 #: One wrk run: (requests/s, negative when there were errors; p50 ms; p99 ms).

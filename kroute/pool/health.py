@@ -104,7 +104,7 @@ class EndpointHealth:
     probe_failures: int = 0
     last_probe: str = ""
     streak_5xx: int = 0
-    streak_gateway: int = 0
+    streak_gateway: int = 0  # (gateway failures are 5xx too: never above streak_5xx)
     ejections: int = 0
     ejected_until: float | None = None
     readmitted_at: float | None = None

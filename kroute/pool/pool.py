@@ -245,6 +245,8 @@ class Pool:
         if member is None:
             return  # removed while the request was in flight
         member.in_flight = max(0, member.in_flight - 1)
+        if outcome is Outcome.SUCCESS and not member.health.streak_5xx:
+            return  # (the usual case: no failure streak for a success to end)
         may_eject = outcome is not Outcome.SUCCESS and (
             self._ejected < self.health.passive.cap(len(self._members))
         )
