@@ -51,5 +51,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_pools.py")
     session.run("python", "benchmarks/bench_watch.py")
     session.run("python", "benchmarks/bench_transport.py")
+    # Instruction counts need valgrind; without it, bench_hotpath reports CPU time only.
+    session.run("python", "benchmarks/bench_hotpath.py", "--callgrind")
     session.run("python", "benchmarks/bench_gateway.py")
     session.run("python", "benchmarks/bench_tls.py")
