@@ -275,14 +275,15 @@ class Client(asyncio.Protocol):
                 raise _Reject(400, problem)
         if hosts:
             message.host = hosts[0].decode("latin-1")
-        if b"content-length" in values:
-            message.content_length = int(values[b"content-length"][0])
-        message.chunked = b"transfer-encoding" in values
-        if b"upgrade" in values and parser.should_upgrade():
-            message.upgrade = values[b"upgrade"][0]
-        if not FORWARDING.isdisjoint(values):
-            message.forwarded = [(name, v) for name in FORWARDING for v in values.get(name, ())]
-        message.has_body = message.chunked or bool(message.content_length)
+        if len(values) > (1 if hosts else 0):  # framing, upgrade, forwarding or Connection
+            if b"content-length" in values:
+                message.content_length = int(values[b"content-length"][0])
+            message.chunked = b"transfer-encoding" in values
+            if b"upgrade" in values and parser.should_upgrade():
+                message.upgrade = values[b"upgrade"][0]
+            if not FORWARDING.isdisjoint(values):
+                message.forwarded = [(name, v) for name in FORWARDING for v in values.get(name, ())]
+            message.has_body = message.chunked or bool(message.content_length)
         self.messages.append(message)
         if self.exchange is None:
             self.deadline = 0.0  # the head is in: no head timeout while it is served
@@ -328,7 +329,8 @@ class Client(asyncio.Protocol):
             return
         if self.parsing is None and not self.messages:
             self.wait(self.limits.idle_timeout)
-        self.resume()
+        if self.paused:
+            self.resume()
         if self.messages:  # (pipelined requests wait their turn)
             self.next()
 

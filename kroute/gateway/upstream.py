@@ -180,7 +180,7 @@ class Exchange:
     __slots__ = (
         "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway", "head",
         "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox", "pending",
-        "piping", "pool", "replayable", "router", "sent_body", "started", "status", "tried",
+        "piping", "pool", "router", "sent_body", "started", "status", "tried",
         "until_close", "upstream_activity",
     )  # fmt: skip
 
@@ -200,7 +200,6 @@ class Exchange:
         self.key: Key | None = None
         self.head = b""
         self.sent_body = False  # a request body byte went out: no retry from then on
-        self.replayable = not message.has_body
         self.head_sent = False
         #: The client connection stays open after the response (`client_stays`, decided when
         #: the response head is made, so the end of the response agrees with its head).
@@ -347,7 +346,8 @@ class Exchange:
             self.outbox.close(conn.transport)
         received = conn is not None and conn.received
         stale = conn is not None and conn.reused and not received
-        if stale and self.replayable and self.message.method_text in IDEMPOTENT:
+        replayable = not self.message.has_body  # (a body is not kept to be sent again)
+        if stale and replayable and self.message.method_text in IDEMPOTENT:
             # The endpoint closed the idle connection as it was reused: a fresh one, same
             # endpoint (no verdict on it; PooledTransport does the same).
             self.loop.create_task(self.connect(key))
@@ -360,7 +360,7 @@ class Exchange:
             self.outbox.close(self.client.transport)
             return
         safe = not error.request_sent or (
-            self.replayable and self.message.method_text in IDEMPOTENT and not received
+            replayable and self.message.method_text in IDEMPOTENT and not received
         )
         clock = self.router.clock
         if safe and not self.sent_body and self.router.retry_budget.try_retry(clock()):
