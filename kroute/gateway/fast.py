@@ -249,15 +249,13 @@ class Client(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self.parsing
         assert message is not None
-        names = message.names
-        names.append(name)
+        message.names.append(name)
         message.values.append(value)
-        size = message.header_bytes = message.header_bytes + len(name) + len(value) + 4
-        limits = self.limits
-        if size > limits.max_header_bytes or len(names) > limits.max_headers:
-            too_large = size > limits.max_header_bytes
-            raise _Reject(431, "request headers too large" if too_large else
-                          "too many request headers")  # fmt: skip
+        message.header_bytes += len(name) + len(value) + 4
+        if message.header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "request headers too large")
+        if len(message.names) > self.limits.max_headers:
+            raise _Reject(431, "too many request headers")
 
     def on_headers_complete(self) -> None:
         message = self.parsing
@@ -275,7 +273,7 @@ class Client(asyncio.Protocol):
                 raise _Reject(400, problem)
         if hosts:
             message.host = hosts[0].decode("latin-1")
-        if len(values) > (1 if hosts else 0):  # framing, upgrade, forwarding or Connection
+        if hosts is None or len(values) > 1:  # more than Host: framing, upgrade, forwarding...
             if b"content-length" in values:
                 message.content_length = int(values[b"content-length"][0])
             message.chunked = b"transfer-encoding" in values

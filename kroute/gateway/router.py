@@ -372,8 +372,7 @@ class Router:
         What fronts on the hot path use."""
         if self._affinity:  # the endpoint depends on headers: nothing to remember
             return self.route(build())
-        if self._stale:
-            self.rebuild()
+        self.refresh()
         route, head = self._memo.match(self._table, method, host, target, build)
         direct = self._direct.get(id(route))
         if direct is not None:  # one backend with a pool, no redirect: pick, or say why not

@@ -89,8 +89,8 @@ class Upstream(asyncio.Protocol):
         return list(zip(self.names, self.values, strict=True))
 
     def arm(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
-        if self.timer is None:
-            self.timer = loop.call_at(loop.time() + seconds, self.check_timeout, loop, seconds)
+        """Start the read timer (the connection has none yet)."""
+        self.timer = loop.call_at(loop.time() + seconds, self.check_timeout, loop, seconds)
 
     def check_timeout(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
         self.timer = None
