@@ -80,12 +80,6 @@ class HeaderSplit:
 
     drop: frozenset[bytes]
     read: frozenset[bytes]
-    #: Either of the two: most headers are neither, and one look-up says so.
-    special: frozenset[bytes] = attrs.field(init=False)
-
-    @special.default
-    def _special(self) -> frozenset[bytes]:
-        return self.drop | self.read
 
 
 def header_lines(
@@ -99,17 +93,11 @@ def header_lines(
     """
     lines: list[bytes] = []
     values: dict[bytes, list[bytes]] = {}
-    special, read, drop = split.special, split.read, split.drop
+    read, drop = split.read, split.drop
     for name, value in headers:
         lower = name.lower()
-        if lower not in special:
-            lines.append(b"%b: %b\r\n" % (name, value))
-            continue
         if lower in read:
-            if lower in values:
-                values[lower].append(value)
-            else:
-                values[lower] = [value]
+            values.setdefault(lower, []).append(value)
         if lower not in drop:
             lines.append(b"%b: %b\r\n" % (name, value))
     connection = values.get(b"connection", ())
