@@ -11,6 +11,7 @@ watch requests from it:
 - watches send bookmarks every `bookmark_interval` when asked, and end after `timeoutSeconds`;
 - streaming lists (`sendInitialEvents=true`), or a 422 where `streaming_lists=False`;
 - namespace paths and equality-based `labelSelector`s;
+- list items without `kind` and `apiVersion`, as a real API server sends them;
 - faults can be queued per resource: "http-500", "http-429", "http-410", "error-410",
   "drop" (end the stream at once), "hang" (send nothing, keep the connection open); queuing one
   ends the open watches of that resource, so that the next requests meet it;
@@ -217,6 +218,9 @@ class ApiServer:
             rv, offset = self.rv, 0
         items = [o for k, o in sorted(self.objects[kind].items()) if self._selected(request, o)]
         page = items[offset : offset + limit] if limit else items[offset:]
+        # A real API server leaves kind and apiVersion off a list's items (only the list
+        # says what they are); watch events carry both.
+        page = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in page]
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if limit and offset + limit < len(items):
             meta["continue"] = f"{rv}:{offset + limit}"

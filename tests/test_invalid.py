@@ -80,6 +80,11 @@ INVALID = [
      "IngressRoute default/noport", "spec.routes[0].services[0].port", "required"),
     ({**ingressroute("str", []), "spec": "oops"},
      "IngressRoute default/str", "spec", "expected an object, got string"),
+    # As a real API server lists them: no kind, no apiVersion. Reported, never dropped unseen.
+    ({k: v for k, v in ingress("kindless", []).items() if k not in ("kind", "apiVersion")},
+     "object default/kindless", "kind", "missing"),
+    ({k: v for k, v in ingress("noversion", []).items() if k != "apiVersion"},
+     "Ingress default/noversion", "apiVersion", "missing"),
 ]  # fmt: skip
 
 

@@ -174,3 +174,23 @@ def test_projection_drops_managed_fields_and_last_applied() -> None:
     assert kept is not None
     assert "managedFields" not in kept["metadata"]
     assert kept["metadata"]["annotations"] == {"keep": "me"}
+
+
+def test_list_items_get_the_kind_they_were_listed_as() -> None:
+    # A real API server leaves kind and apiVersion off list items (only the list says
+    # "ServiceList", "v1"); watch events carry both. The store stamps them in one place, so an
+    # object is the same value whichever way it came, and a re-list changes nothing that did
+    # not change (it used to replace every object by an untyped copy: routing went empty).
+    store = Store("Service", api_version="v1")
+    bare = {k: v for k, v in obj("a", "5").items() if k not in ("kind", "apiVersion")}
+    store.replace([bare], "10")
+    kept = store.get(("ns", "a"))
+    assert kept is not None
+    assert (kept["kind"], kept["apiVersion"]) == ("Service", "v1")
+    assert store.apply(event("MODIFIED", obj("a", "5"))) == []  # as a watch event brings it
+    assert store.replace([bare], "12") == []
+    store.start_initial_events()  # a streaming list's events are stamped alike
+    store.apply(event("ADDED", bare))
+    end = {"metadata": {"resourceVersion": "13",
+                        "annotations": {"k8s.io/initial-events-end": "true"}}}  # fmt: skip
+    assert store.apply(event("BOOKMARK", end)) == []

@@ -27,6 +27,7 @@ is kept from then on.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -67,6 +68,8 @@ ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
     kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE,
 })  # fmt: skip
+
+_log = logging.getLogger(__name__)
 
 BackendKey = tuple[str, str, int | str]
 #: How many made decisions the Router keeps for reuse (see `Router._decided`).
@@ -255,6 +258,10 @@ class Router:
         for key, backend in self._backends.items():
             self._by_service.setdefault(key[:2], []).append(backend)
         self._table = result.table  # the swap: readers see the old table or the new one
+        known = {str(error) for error in self._errors}
+        for error in result.errors:  # each rejection is logged once, when it appears
+            if str(error) not in known:
+                _log.warning("not routed: %s", error)
         self._errors, self._notes = result.errors, result.notes
         self._splits = {}
         self._decided = {}

@@ -75,6 +75,15 @@ def _api_group(obj: Obj) -> str:
     return api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
 
 
+def _untyped(obj: Obj) -> str | None:
+    """The field that leaves an object's type unknown ("kind", "apiVersion"), or None."""
+    for field in ("kind", "apiVersion"):
+        value = obj.get(field)
+        if not isinstance(value, str) or not value:
+            return field
+    return None
+
+
 def _describe(obj: Obj) -> str:
     kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "object"
     meta = obj.get("metadata")
@@ -108,22 +117,26 @@ def compile_objects(
 
     Kinds read: Ingress and IngressClass (networking.k8s.io), Gateway, HTTPRoute and
     ReferenceGrant (gateway.networking.k8s.io), Namespace (labels, for listener selectors) and
-    IngressRoute (traefik.io, or the older traefik.containo.us). Everything else is ignored.
+    IngressRoute (traefik.io, or the older traefik.containo.us). Other kinds are ignored; an
+    object without a kind or apiVersion is reported, never dropped unexplained.
     With a `cache` (kept between calls), objects that did not change are not compiled again.
     """
     cached = cache.get if cache is not None else _uncached
+    out = _Collector()
     by_kind: dict[str, list[Manifest]] = {}
     for item in objects:
         manifest = item if isinstance(item, Manifest) else Manifest(item)
         kind = manifest.obj.get("kind")
         group = _api_group(manifest.obj)
-        if kind == "IngressRoute" and group in traefik.API_GROUPS:
+        unknown = _untyped(manifest.obj)
+        if unknown is not None:  # nothing may vanish unexplained (a real list's items did)
+            out.reject(manifest, FieldError(unknown, "missing: what kind of object is this?"))
+        elif kind == "IngressRoute" and group in traefik.API_GROUPS:
             by_kind.setdefault("IngressRoute", []).append(manifest)
         elif kind == "Ingress" and group == "extensions":  # removed in 1.22; reported
             by_kind.setdefault("Ingress", []).append(manifest)
         elif isinstance(kind, str) and group in ("networking.k8s.io", gateway.GROUP, ""):
             by_kind.setdefault(kind, []).append(manifest)
-    out = _Collector()
     _compile_ingresses(by_kind, out, ingress_class, cached)
     _compile_gateway_api(by_kind, out, gateway_class, cached)
     for item in by_kind.get("IngressRoute", []):

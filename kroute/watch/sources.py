@@ -10,6 +10,7 @@ every kind it watches has finished its first list.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +25,8 @@ from kroute.manifests import SUFFIXES, load_text
 from kroute.watch.kinds import ROUTING_KINDS, Kind
 from kroute.watch.store import Change, Obj, Store, key_of
 from kroute.watch.wire import WatchEvent
+
+_log = logging.getLogger(__name__)
 
 #: Called with the kind and the changes of one list or event.
 Listener = Callable[[Kind, Sequence[Change]], None]
@@ -40,6 +43,10 @@ class KindStatistics:
     lists: int
     relists: int
     reconnects: int
+    #: Answers that said to come back later (Retry-After), waited out as told.
+    throttled: int
+    #: Watches resumed after `inactivity_timeout` without a byte (no bookmarks from etcd).
+    idle: int
     missing: bool
     last_error: str | None
     last_error_at: float | None
@@ -50,6 +57,8 @@ class _Counters:
     lists: int = 0
     relists: int = 0
     reconnects: int = 0
+    throttled: int = 0
+    idle: int = 0
     missing: bool = False
     last_error: str | None = None
     last_error_at: float | None = None
@@ -60,7 +69,9 @@ class Source:
 
     def __init__(self, kinds: Iterable[Kind] = ROUTING_KINDS) -> None:
         self.kinds = tuple(kinds)
-        self.stores: dict[Kind, Store] = {kind: Store(kind.kind) for kind in self.kinds}
+        self.stores: dict[Kind, Store] = {
+            kind: Store(kind.kind, api_version=kind.api_version) for kind in self.kinds
+        }
         self._counters = {kind: _Counters() for kind in self.kinds}
         self._listeners: list[Listener] = []
         self._synced_event: anyio.Event | None = None
@@ -95,7 +106,11 @@ class Source:
         if self._synced_event is not None and self.synced:
             self._synced_event.set()
 
-    def _error(self, kind: Kind, message: str) -> None:
+    def _error(self, kind: Kind, message: str, level: int | None = logging.WARNING) -> None:
+        """Record a kind's latest problem (statistics, the admin API) and log it at `level`
+        (None: the caller logged it once for every kind)."""
+        if level is not None:
+            _log.log(level, "%s: %s", kind, message)
         counters = self._counters[kind]
         counters.last_error = message
         counters.last_error_at = time.time()
@@ -110,6 +125,8 @@ class Source:
                 lists=c.lists,
                 relists=c.relists,
                 reconnects=c.reconnects,
+                throttled=c.throttled,
+                idle=c.idle,
                 missing=c.missing,
                 last_error=c.last_error,
                 last_error_at=c.last_error_at,
@@ -224,10 +241,12 @@ class ManifestSource(Source):
                 self.errors[str(file)] = f"{file}: cannot read: {exc}"
             except ManifestError as exc:
                 self.errors[str(file)] = str(exc)
+            if str(file) in self.errors:
+                _log.warning("%s (its last good objects stay)", self.errors[str(file)])
             changed = True
         for message in self.errors.values():
             for kind in self.kinds:
-                self._error(kind, message)
+                self._error(kind, message, level=None)
         return changed
 
     def publish(self) -> None:

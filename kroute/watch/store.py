@@ -2,6 +2,11 @@
 
 Sources: kubernetes.io "API Concepts" (resource versions, watch bookmarks, 410 Gone, streaming
 lists); client-go `tools/cache/reflector.go`. What the store guarantees:
+- every object that comes in, by list, watch or streaming list, carries its `kind` and
+  `apiVersion`: a real API server leaves them off the items of a list (only the list says
+  `IngressList`, `networking.k8s.io/v1`), so the store stamps them from its own kind, in this
+  one place, and an object is the same dict value whichever way it arrived (a re-list then
+  changes nothing that did not change);
 - `replace(items, rv)` (a list, or a re-list after 410) diffs against the cache and emits
   ADDED, MODIFIED and the synthesized DELETED for objects that vanished while disconnected; the
   resume resourceVersion becomes the *list's* `metadata.resourceVersion`, never an item's;
@@ -70,8 +75,11 @@ class Change:
 class Store:
     """The cache of one kind."""
 
-    def __init__(self, kind: str, *, project: Project = slim) -> None:
+    def __init__(self, kind: str, *, api_version: str = "", project: Project = slim) -> None:
         self.kind = kind
+        #: Stamped, with `kind`, on objects that come without them (list items do).
+        self.api_version = api_version
+        self._type = {"kind": kind, "apiVersion": api_version} if api_version else {"kind": kind}
         self.project = project
         #: Where the next watch resumes; None until a list has completed.
         self.resource_version: str | None = None
@@ -92,11 +100,20 @@ class Store:
             self._snapshot = types.MappingProxyType(dict(self._objects))
         return self._snapshot
 
-    def replace(self, items: Iterable[Obj], resource_version: str) -> list[Change]:
-        """A complete list: the cache becomes exactly `items`; returns the difference."""
+    def _take(self, item: Obj) -> Obj:
+        """An object as the store keeps it: typed (kind, apiVersion), then projected."""
+        if not (item.get("kind") and item.get("apiVersion")):
+            missing = {k: v for k, v in self._type.items() if not item.get(k)}
+            if missing:
+                item = {**item, **missing}
+        return self.project(item)
+
+    def replace(self, items: Iterable[Obj], resource_version: str | None) -> list[Change]:
+        """A complete list: the cache becomes exactly `items`; returns the difference.
+        (`resource_version` None: nothing to resume from, as for a resource not served.)"""
         fresh = {}
         for item in items:
-            obj = self.project(item)
+            obj = self._take(item)
             fresh[key_of(obj)] = obj
         changes = [
             Change("DELETED", key, gone, gone)
@@ -131,7 +148,7 @@ class Store:
             if rv is not None:
                 self.resource_version = rv
             return []
-        obj = self.project(event.object)
+        obj = self._take(event.object)
         key = key_of(obj)
         old = self._objects.get(key)
         changes = []
@@ -158,7 +175,7 @@ class Store:
             if annotations.get(INITIAL_EVENTS_END) == "true" and rv is not None:
                 return self.replace(self._initial.values(), rv)
             return []
-        obj = self.project(event.object)
+        obj = self._take(event.object)
         if event.type == "DELETED":
             self._initial.pop(key_of(obj), None)
         elif event.type in ("ADDED", "MODIFIED"):
