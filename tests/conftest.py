@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.kubeserver import KubeServer, kube_server
 
 #: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
 ON_LOOPS = {
@@ -41,3 +45,11 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def engine(request: pytest.FixtureRequest) -> str:
     """PooledTransport's engine, set by the parametrization above."""
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
+    """A real kube-apiserver with etcd (../shared/kube/up.sh) for the whole session; a missing
+    ../shared/kube fails the tests that need it."""
+    with kube_server(tmp_path_factory.mktemp("kube")) as server:
+        yield server

@@ -11,11 +11,19 @@ The protocol (SEMANTICS.md section 4; kubernetes.io "API Concepts"; client-go re
 - no byte for `inactivity_timeout` (default 90 s, bookmarks come about once a minute) ends the
   connection: a half-open TCP connection never errors by itself;
 - failures back off with jitter (0.8 s doubling to 30 s, reset after 2 minutes of health); a
-  watch that ends within a second with no event counts as a failure; 429 and 5xx back off too;
-  401 and 403 are reported as credential problems (an exec plugin that failed silently sends
+  watch that ends within a second with no event counts as a failure; 5xx back off too; an
+  answer with `Retry-After` (429 "storage is (re)initializing" right after an API server
+  starts, 429 from API priority and fairness) is waited out as told, and counted as throttling,
+  not as an error;
+- no byte for `inactivity_timeout` ends the watch and it resumes at once: a watch served by
+  etcd (`--watch-cache=false`) gets no bookmarks, so a quiet kind's watch is silent by design;
+- a list's items carry no `kind` or `apiVersion` on a real API server: the store stamps them
+  (kroute.watch.store), and the list's own kind must be the kind asked for;
+- 401 and 403 are reported as credential problems (an exec plugin that failed silently sends
   requests without credentials);
 - a kind whose resource is not served (404 on list: its CRD is not installed) is reported as
-  missing and rechecked every `missing_recheck` seconds, never in a hot loop;
+  missing, holds no objects, counts as synced, and is rechecked every `missing_recheck`
+  seconds, never in a hot loop: a CRD installed later is picked up then;
 - the streaming list (`sendInitialEvents=true`, `resourceVersionMatch=NotOlderThan`) is used
   when `streaming_list=True`, and abandoned for list+watch if the server refuses it.
 Cancelling `run()` cancels every request; httpcore closes their connections.
@@ -24,6 +32,7 @@ Cancelling `run()` cancels every request; httpcore closes their connections.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from typing import Any
@@ -49,9 +58,37 @@ class ApiError(KrouteError):
         self.status = status
 
 
+class Throttled(ApiError):
+    """The server asked to come back later (`Retry-After`): wait that long, then retry."""
+
+    def __init__(self, status: int, detail: str, retry_after: float) -> None:
+        super().__init__(status, detail)
+        self.retry_after = retry_after
+
+
+#: The longest `Retry-After` obeyed; a longer one (or a date) is read as this.
+MAX_RETRY_AFTER = 60.0
+
+
+def _api_error(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> ApiError:
+    """The error for a non-2xx answer: Throttled when it says when to come back (RFC 9110
+    10.2.3: Retry-After is seconds or a date; the API server sends seconds)."""
+    detail = _status_detail(body)
+    for name, value in headers:
+        if name.lower() == b"retry-after":
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = MAX_RETRY_AFTER
+            return Throttled(status, detail, min(max(seconds, 0.0), MAX_RETRY_AFTER))
+    return ApiError(status, detail)
+
+
 class Expired(KrouteError):
     """The resourceVersion or continue token is too old (410): re-list."""
 
+
+_log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
                    OSError)  # fmt: skip
@@ -144,14 +181,23 @@ class KubernetesSource(Source):
                 events = await self._watch(kind, initial_events=False)
                 if events == 0 and anyio.current_time() - started < 1.0:
                     raise WatchProtocolError("watch ended within a second with no event")
+            except Throttled as exc:
+                counters.throttled += 1
+                _log.info("%s: %s; retrying in %.1f s as told", kind, exc, exc.retry_after)
+                delay = exc.retry_after
             except Expired as exc:
                 counters.relists += 1
                 store.resource_version = None  # never resume from an expired version
-                self._error(kind, f"{exc}; re-listing")
+                self._error(kind, f"{exc}; re-listing", logging.INFO)
             except ApiError as exc:
                 if exc.status == 404:
+                    # No such resource (its CRD is not installed, or was removed): none of its
+                    # objects exist, which is a complete, empty list. The kind counts as
+                    # synced, so a gateway on a cluster without, say, the Gateway API is ready;
+                    # it is listed again every `missing_recheck` seconds.
                     counters.missing = True
                     self._error(kind, f"{kind} is not served (is its CRD installed?): {exc}")
+                    self._emit(kind, store.replace([], None))
                     delay = self.missing_recheck
                 else:
                     if exc.status in (401, 403):
@@ -200,13 +246,16 @@ class KubernetesSource(Source):
             if response.status == 410:
                 raise Expired(f"list of {kind}: continue token expired")
             if response.status != 200:
-                raise ApiError(response.status, _status_detail(response.content))
+                raise _api_error(response.status, response.headers, response.content)
             try:
                 page = json.loads(response.content)
                 items.extend(page.get("items") or [])
                 meta = page.get("metadata") or {}
+                list_kind = page.get("kind")
             except (ValueError, AttributeError) as exc:
                 raise WatchProtocolError(f"list of {kind}: not a list: {exc}") from None
+            if list_kind not in (None, f"{kind.kind}List"):
+                raise WatchProtocolError(f"list of {kind} answered with a {list_kind!r}")
             token = meta.get("continue") or ""
             if not token:
                 break
@@ -229,6 +278,22 @@ class KubernetesSource(Source):
         else:
             params["resourceVersion"] = store.resource_version or ""
         decoder = WatchDecoder()
+        try:
+            events = await self._stream(kind, params, decoder)
+        except httpcore.ReadTimeout:
+            # Nothing for `inactivity_timeout`: a half-open connection, or a quiet kind on a
+            # watch without bookmarks (served by etcd). Either way: resume from here at once.
+            self._counters[kind].idle += 1
+            _log.info("%s: watch idle for %.0f s; resuming", kind, self.inactivity_timeout)
+            return 0
+        if initial_events and not store.synced:
+            raise WatchProtocolError(f"streaming list of {kind} ended before its initial events")
+        return events
+
+    async def _stream(self, kind: Kind, params: dict[str, str], decoder: WatchDecoder) -> int:
+        """One watch request: its events into the store until it ends; how many."""
+        assert self._pool is not None
+        store = self.stores[kind]
         events = 0
         async with self._pool.stream(
             "GET", self._url(kind, params), headers=await self._headers(),
@@ -237,7 +302,7 @@ class KubernetesSource(Source):
             if response.status == 410:
                 raise Expired(f"watch of {kind} from {params.get('resourceVersion')}: 410 Gone")
             if response.status != 200:
-                raise ApiError(response.status, _status_detail(await response.aread()))
+                raise _api_error(response.status, response.headers, await response.aread())
             # Nothing may leave this loop but the stream's own end or exceptions raised inside
             # it: abandoning httpcore's nested body generators mid-way leaks them on trio. After
             # an ERROR event the server ends the watch, so the error waits for that end.
@@ -261,6 +326,4 @@ class KubernetesSource(Source):
             for event in decoder.close():
                 events += 1
                 self._emit(kind, store.apply(event))
-        if initial_events and not store.synced:
-            raise WatchProtocolError(f"streaming list of {kind} ended before its initial events")
         return events
