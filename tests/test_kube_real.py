@@ -14,6 +14,7 @@ import random
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,7 +29,7 @@ from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
 from kroute.watch.kube import KubernetesSource
 from kroute.watch.sources import MemorySource
-from tests.kubeserver import Kube, KubeApiError, KubeServer, kube_server
+from tests.kubeserver import Kube, KubeApiError, KubeServer, kube_server, kubeconfig_for
 
 pytestmark = pytest.mark.anyio
 
@@ -186,7 +187,7 @@ async def test_objects_that_exist_before_start_are_routed(
     ns = api.namespace()
     for obj in one_of_each(ns):
         api.apply(obj)
-    router = watching(kube, group, streaming_list=streaming)
+    router = watching(kube, group, streaming_list=streaming, page_size=2)  # lists in pages
     with anyio.fail_after(30):
         await source_of(router).wait_synced()
     assert router.ready
@@ -345,3 +346,35 @@ async def test_write_to_routing_latency(
     with capsys.disabled():
         print(f"\nAPI write to routing decision, 30 Ingresses: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     assert len(seconds) == 30
+
+
+async def test_a_wrong_token_is_reported_as_rejected_credentials(
+    kube: KubeServer, tmp_path: Path, group: anyio.abc.TaskGroup
+) -> None:
+    path = kubeconfig_for(kube, "not-a-token", tmp_path / "kubeconfig")
+    source = KubernetesSource(Cluster.from_kubeconfig(str(path)), (kinds.SERVICE,),
+                              backoff=Backoff(initial=0.05, cap=0.2))  # fmt: skip
+    group.start_soon(source.run)
+    await eventually(lambda: "credentials rejected" in (source.statistics()[0].last_error or ""))
+    assert not source.synced
+
+
+async def test_namespace_and_label_selector_scoping(
+    kube: KubeServer, api: Kube, group: anyio.abc.TaskGroup
+) -> None:
+    ns, other = api.namespace(), api.namespace()
+    for where, name, labels in [(ns, "x", {"tier": "edge"}), (ns, "plain", {}),
+                                (other, "x", {"tier": "edge"})]:  # fmt: skip
+        api.apply({**service(where, name), "metadata": {"name": name, "namespace": where,
+                                                        "labels": labels}})  # fmt: skip
+    source = KubernetesSource(Cluster.from_kubeconfig(str(kube.kubeconfig)), (kinds.SERVICE,),
+                              namespace=ns, label_selector="tier=edge")  # fmt: skip
+    group.start_soon(source.run)
+    with anyio.fail_after(30):
+        await source.wait_synced()
+    assert set(source.stores[kinds.SERVICE].snapshot()) == {(ns, "x")}
+    api.apply({**service(ns, "y"), "metadata": {"name": "y", "namespace": ns,
+                                                "labels": {"tier": "edge"}}})  # fmt: skip
+    api.apply(service(ns, "z"))
+    await eventually(lambda: (ns, "y") in source.stores[kinds.SERVICE].snapshot())
+    assert set(source.stores[kinds.SERVICE].snapshot()) == {(ns, "x"), (ns, "y")}

@@ -1,0 +1,97 @@
+"""The example gateway against a real kube-apiserver, as the DaemonSet in examples/deploy runs it:
+with only that ServiceAccount's rights (its ClusterRole and binding applied to the server, RBAC
+enforced), on asyncio and trio. Checked through the admin API; the EndpointSlice addresses are
+192.0.2.0/24 and nothing is sent to them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+import kroute
+from kroute.manifests import load_paths
+from tests.kubeserver import KubeApiError, KubeServer, kubeconfig_for
+from tests.pods import Client
+from tests.test_kube_real import endpoint_slice
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "gateway"))
+import gateway
+
+sys.path.pop(0)
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+pytestmark = pytest.mark.anyio
+
+
+def deploy_objects(name: str) -> list[dict[str, Any]]:
+    return [dict(m.obj) for m in load_paths([EXAMPLES / "deploy" / name])]
+
+
+@pytest.fixture
+async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    async with anyio.create_task_group() as group:
+        yield group
+        group.cancel_scope.cancel()
+
+
+async def test_example_gateway_with_its_rbac_routes_what_the_cluster_holds(
+    kube: KubeServer, tmp_path: Path, group: anyio.abc.TaskGroup
+) -> None:
+    api = kube.client()
+    setup = deploy_objects("gateway.yaml")
+    for obj in setup:
+        if obj["kind"] != "DaemonSet":  # no controllers run here: nothing would start it
+            api.apply(obj)
+    [account] = [o["metadata"] for o in setup if o["kind"] == "ServiceAccount"]
+    token = api.service_account_token(account["namespace"], account["name"])
+    as_gateway = kube.client(token)
+    with pytest.raises(KubeApiError) as refused:  # RBAC is really enforced on this server
+        as_gateway.list(kroute.kinds.SECRET)
+    assert refused.value.status == 403
+    [daemonset] = [o for o in setup if o["kind"] == "DaemonSet"]
+    [container] = daemonset["spec"]["template"]["spec"]["containers"]
+    args = [a for a in container["args"] if a.startswith("--grace")]  # as deployed, but:
+    args += ["--kubeconfig", str(kubeconfig_for(kube, token, tmp_path / "kubeconfig")),
+             "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-gc-freeze"]  # fmt: skip
+    _router, _port, admin_port, _ = await group.start(gateway.serve, gateway.parse_args(args))
+    admin = Client(admin_port)
+
+    # The seed's Ingresses and Services, with EndpointSlices (no controller makes them here).
+    # The Services' active health checks are left out: they would probe 192.0.2.0/24.
+    for obj in deploy_objects("ingresses.yaml"):
+        if obj["kind"] == "Service":
+            obj["metadata"].pop("annotations", None)
+        if obj["kind"] != "Deployment":
+            api.apply(obj)
+    api.apply(endpoint_slice("default", "test-www-1", "test-www", "192.0.2.21"))
+    api.apply(endpoint_slice("default", "test-api-1", "test-api", "192.0.2.22"))
+
+    async def in_rotation() -> dict[str, list[str]]:
+        services = await admin.json("admin", "/api/services")
+        return {s["service"]: [e["endpoint"] for e in s["endpoints"]]
+                for s in services["services"]}  # fmt: skip
+
+    with anyio.fail_after(30):
+        while (await in_rotation()).get("default/test-api:80") != ["192.0.2.22:8080"]:
+            await anyio.sleep(0.05)
+    assert (await in_rotation())["default/test-www:http"] == ["192.0.2.21:8080"]
+    assert (await admin.request("admin", "/ready"))[0] == 200
+    routes = await admin.json("admin", "/api/routes")
+    hosts = {r["match"] for r in routes["routes"]}
+    assert any("test-www.example.com" in m for m in hosts), hosts
+    assert any("test-api.example.com" in m for m in hosts), hosts
+    sources = await admin.json("admin", "/api/sources")
+    for kind in sources["kinds"]:  # every kind listed and watched with the account's rights
+        assert kind["synced"], kind
+        assert "403" not in (kind["last_error"] or ""), kind
+    assert json.dumps(routes["errors"]).count("default/test-") == 0
+    await admin.aclose()
+    api.close()
+    as_gateway.close()
