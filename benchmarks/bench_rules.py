@@ -5,9 +5,15 @@
 Route sets of Ingress host+path rules for services laid out three ways: a host each, all with the
 same paths; a host each, with paths of their own (`/svc-N/...`, and `/`); one host, with each
 service's paths under it. One more set adds to the first a share of Traefik rules that the index
-cannot key on path (PathRegexp) or that need a residual header check. Costs are per `match()`
-call on prebuilt request heads, best of several rounds; every ratio compares numbers from this
-run.
+cannot key on path (PathRegexp) or that need a residual header check, and one mixes wildcard
+hosts in: every other service is an Ingress `*.app-N.example.com`, plus Traefik v3.7 wildcards
+(`Host(`**.app-N.example.com`)`) and catch-alls (`Host(`*`) && Path(...)`). Costs are per
+`match()` call on prebuilt request heads, best of several rounds; every ratio compares numbers
+from this run.
+
+Last, a route regex on RE2 against a crafted path: `PathRegexp(`(a+)+$`)` and 10 kB of `a`
+then `!`, which a backtracking engine takes exponential time over (Python's `re` is timed on a
+path of 24 characters for comparison, bounded so that the run ends).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -70,7 +77,7 @@ OWN_TARGETS = ["/", "/svc-{i}/users/7", "/svc-{i}/v2/items/9", "/svc-{i}/healthz
                "/static/app.js", "/files/12/3"]  # fmt: skip
 #: How services are laid out: a host each, all with the same paths; a host each, with paths of
 #: their own; or one host, each service with paths of its own under it.
-SHARED, OWN, ONE_HOST = "shared", "own", "one host"
+SHARED, OWN, ONE_HOST, WILDCARD = "shared", "own", "one host", "wildcard"
 
 
 def objects(
@@ -85,6 +92,12 @@ def objects(
         names = ["api.example.com"] * services
         paths = {(p.format(i=i), kind): None for i in range(services) for p, kind in shapes}
         out = [ingress(0, names[0], list(paths))]
+    elif layout == WILDCARD:  # every other service by wildcard; requests name a subdomain
+        names = [f"{'w.' if i % 2 == 0 else ''}app-{i}.example.com" for i in range(services)]
+        out = [
+            ingress(i, names[i].replace("w.", "*.", 1), [(p.format(i=i), k) for p, k in shapes])
+            for i in range(services)
+        ]
     else:
         names = [f"app-{i}.example.com" for i in range(services)]
         out = [
@@ -93,7 +106,11 @@ def objects(
         ]
     for j in range(special):
         host = names[j % services]
-        if j % 2:
+        if layout == WILDCARD:
+            suffix = host.removeprefix("w.")
+            rule = (f"Host(`**.{suffix}`) && PathPrefix(`/api`)" if j % 2
+                    else f"Host(`*`) && Path(`/files/{j}`)")  # fmt: skip
+        elif j % 2:
             rule = f"Host(`{host}`) && PathRegexp(`^/files/[0-9]+/{j}$`)"
         else:
             rule = f"Host(`{host}`) && PathPrefix(`/api`) && Header(`X-Tenant`, `t{j}`)"
@@ -157,6 +174,7 @@ def main() -> None:
         (0.2, SHARED, "host+path, 20% regex/header"),
         (0.0, OWN, "host+path, paths of each host's own"),
         (0.0, ONE_HOST, "one host, paths of each service's own"),
+        (0.2, WILDCARD, "host+path, half wildcard hosts, 20% Traefik wildcards/catch-alls"),
     )
     for share, layout, mix in mixes:
         tables, build_ms, reqs = [], [], []
@@ -190,6 +208,23 @@ def main() -> None:
             f"| {sizes[-1]:,}, requests for 2 services | {mix} | | {index[-1]:,.0f} "
             f"| {index[-1] / index[0]:.2f}x | | |"
         )
+    catastrophic()
+
+
+def catastrophic() -> None:
+    """A route regex that backtracks exponentially, on RE2, against a crafted 10 kB path."""
+    table = kroute.compile_objects([ingressroute(0, "PathRegexp(`(a+)+$`)")]).table
+    crafted = kroute.RequestHead.build("GET", "h", "/" + "a" * 10_000 + "!")
+    (ns,) = per_call_ns([(table.match, [crafted])])
+    backtracking = re.compile("(a+)+$")
+    start = time.perf_counter_ns()
+    assert backtracking.search("a" * 24 + "!") is None
+    re_ns = time.perf_counter_ns() - start
+    print()
+    print("| engine | pattern | input | time per match |")
+    print("| --- | --- | --- | --- |")
+    print(f"| RE2 (kroute) | `(a+)+$` | 10,001-byte path | {ns / 1e6:.3f} ms |")
+    print(f"| Python `re` (for comparison) | `(a+)+$` | 25 characters | {re_ns / 1e6:,.0f} ms |")
 
 
 if __name__ == "__main__":

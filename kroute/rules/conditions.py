@@ -8,18 +8,19 @@ Semantics shared by all families (docs/rules.md, "Matching"):
 - hosts are compared after normalisation (lower case, no port, no trailing dot);
 - header names are case-insensitive; a header or query condition holds when any one of the
   values the request carries for that name satisfies it;
-- regular expressions use Python's `re`; `full=True` anchors at both ends (Gateway API, as
-  Envoy does), `full=False` searches anywhere (Traefik, as Go's `MatchString` does).
+- regular expressions run on RE2 (`kroute.rules.regex`: linear time, Go's syntax);
+  `full=True` anchors at both ends (Gateway API, as Envoy does), `full=False` searches
+  anywhere (Traefik, as Go's `MatchString` does).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Protocol
 
 import attrs
 
+from kroute.rules.regex import Regex
 from kroute.rules.request import RequestHead
 
 
@@ -45,11 +46,25 @@ class HostIs:
 
 
 @attrs.frozen
+class HostAny:
+    """Every request, with a Host header or without: Traefik v3.7's catch-all `Host(`*`)`.
+
+    The index files it like a route without a host condition (`RouteTable`)."""
+
+    def matches(self, request: RequestHead) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return "any host (Host(`*`))"
+
+
+@attrs.frozen
 class HostWildcard:
     """The host ends in `.suffix`, with exactly one more label (Ingress) or any number (Gateway).
 
     Ingress: `*.foo.com` matches `bar.foo.com` only (Kubernetes Ingress, "Hostname wildcards").
     Gateway API: `*.foo.com` matches `bar.foo.com` and `baz.bar.foo.com` (HTTPRoute hostnames).
+    Traefik v3.7 `Host(`*.foo.com`)`: one label; `Host(`**.foo.com`)`: any depth.
     """
 
     suffix: str
@@ -70,7 +85,7 @@ class HostWildcard:
 class HostRegex:
     """The normalised host matches a regular expression (Traefik HostRegexp)."""
 
-    pattern: re.Pattern[str]
+    pattern: Regex
     full: bool = False
 
     def matches(self, request: RequestHead) -> bool:
@@ -128,7 +143,7 @@ class PathStartsWith:
 class PathRegex:
     """The normalised path matches a regular expression."""
 
-    pattern: re.Pattern[str]
+    pattern: Regex
     full: bool
 
     def matches(self, request: RequestHead) -> bool:
@@ -183,7 +198,7 @@ class HeaderRegex:
     """A value of header `name` (lower case) matches a regular expression."""
 
     name: str
-    pattern: re.Pattern[str]
+    pattern: Regex
     full: bool
 
     def matches(self, request: RequestHead) -> bool:
@@ -214,7 +229,7 @@ class QueryRegex:
     """A value of query parameter `name` matches a regular expression."""
 
     name: str
-    pattern: re.Pattern[str]
+    pattern: Regex
     full: bool
 
     def matches(self, request: RequestHead) -> bool:
@@ -282,8 +297,8 @@ class AnyOf:
 
 
 #: Conditions decided by the method, the Host header and the request target (path, query).
-_TARGET_ONLY = (HostIs, HostWildcard, HostRegex, PathIs, PathPrefix, PathStartsWith, PathRegex,
-                MethodIs, QueryIs, QueryRegex)  # fmt: skip
+_TARGET_ONLY = (HostAny, HostIs, HostWildcard, HostRegex, PathIs, PathPrefix, PathStartsWith,
+                PathRegex, MethodIs, QueryIs, QueryRegex)  # fmt: skip
 
 
 def target_only(condition: Condition) -> bool:
@@ -298,18 +313,8 @@ def target_only(condition: Condition) -> bool:
     return False
 
 
-def compile_regex(text: str) -> re.Pattern[str]:
-    """A rule's regular expression, compiled once at table build; ValueError says why not."""
-    try:
-        return re.compile(text)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ValueError(f"invalid regular expression {text!r}: {exc}") from None
-
-
-def _regex_ok(pattern: re.Pattern[str], full: bool, value: str) -> bool:
-    if full:
-        return pattern.fullmatch(value) is not None
-    return pattern.search(value) is not None
+def _regex_ok(pattern: Regex, full: bool, value: str) -> bool:
+    return pattern.fullmatch(value) if full else pattern.search(value)
 
 
 Conjunction = tuple[Condition, ...]

@@ -21,7 +21,6 @@ its conformance tests. What is implemented:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,10 +54,10 @@ from kroute.rules.conditions import (
     PathRegex,
     QueryIs,
     QueryRegex,
-    compile_regex,
 )
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
 from kroute.rules.redirect import Redirect
+from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
 
@@ -249,11 +248,9 @@ def _attachments(
     return out, notes
 
 
-def _string_matches(
-    values: list[Any], field: str, kind: str
-) -> list[tuple[str, str, str | re.Pattern[str]]]:
+def _string_matches(values: list[Any], field: str, kind: str) -> list[tuple[str, str, str | Regex]]:
     """(type, name, value or regex) for header or query matches; later duplicates are ignored."""
-    out: list[tuple[str, str, str | re.Pattern[str]]] = []
+    out: list[tuple[str, str, str | Regex]] = []
     seen: set[str] = set()
     for k, value in enumerate(values):
         item_field = f"{field}[{k}]"
@@ -278,7 +275,7 @@ def _string_matches(
     return out
 
 
-def _regex(text: str, field: str) -> re.Pattern[str]:
+def _regex(text: str, field: str) -> Regex:
     try:
         return compile_regex(text)
     except ValueError as exc:

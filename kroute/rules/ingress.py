@@ -8,8 +8,11 @@ Semantics (Kubernetes Ingress concept page; `networking/v1/types.go`; ingress-ng
 - pathType Exact (exact, case-sensitive), Prefix (element-wise), ImplementationSpecific (Prefix
   semantics here, documented in docs/rules.md);
 - order: exact host, then wildcard host, then no host; then the longest path; on equal length
-  Exact before Prefix; then the oldest Ingress (creationTimestamp, as ingress-nginx), then
-  `{namespace}/{name}`, then the order of rules and paths in the object;
+  Exact before Prefix; then the longer path as written, so that of Prefix `/foo` and `/foo/`
+  (both match `/foo`, `/foo/` and `/foo/x`) the longest matching path, `/foo/`, wins ("Multiple
+  matches": "precedence will be given first to the longest matching path"); then the oldest
+  Ingress (creationTimestamp, as ingress-nginx), then `{namespace}/{name}`, then the order of
+  rules and paths in the object;
 - `spec.defaultBackend` takes what matched no rule of any Ingress; the oldest one wins.
 """
 
@@ -93,7 +96,9 @@ def _backend(value: Any, field: str, namespace: str) -> BackendRef:
     return BackendRef(namespace, name, port)
 
 
-def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str, int]:
+def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str, int, int]:
+    """The condition, its description, the length it ranks by (a Prefix's without its trailing
+    slash) and the length of the path as written (normalised), which breaks ties."""
     path_type = raw.get("pathType")
     if path_type not in PATH_TYPES:
         raise FieldError(
@@ -109,9 +114,9 @@ def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str,
         raise FieldError(f"{field}.path", f"{path!r} must start with '/'")
     path = normalize_path(path)
     if path_type == "Exact":
-        return PathIs(path), f"Exact {path}", len(path)
+        return PathIs(path), f"Exact {path}", len(path), len(path)
     stem = path.rstrip("/")
-    return PathPrefix(stem), f"{path_type} {stem or '/'}", len(stem) or 1
+    return PathPrefix(stem), f"{path_type} {path}", len(stem) or 1, len(path)
 
 
 SSL_REDIRECT_ANNOTATION = "kroute.dev/ssl-redirect"
@@ -169,7 +174,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
         for p, path_value in enumerate(paths):
             field = f"{rule_field}.http.paths[{p}]"
             raw = as_map(path_value, field)
-            cond, path_text, length = _path_condition(raw, field)
+            cond, path_text, length, written = _path_condition(raw, field)
             backend = _backend(raw.get("backend"), f"{field}.backend", ref.namespace)
             routes.append(
                 Route(
@@ -182,6 +187,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                         host_tier,
                         -length,
                         0 if isinstance(cond, PathIs) else 1,
+                        -written,
                         *tie,
                         r,
                         p,

@@ -11,12 +11,21 @@ Two sources, one value:
 
 The Location is built from the request: scheme and host as redirected, the port as the spec
 says (given, else the well-known port of a changed scheme, else the request's own), omitted
-when it is the scheme's well-known port; the path as modified; the query kept.
+when it is the scheme's well-known port; the path as modified; the query kept. The routing
+path has its unreserved percent-encodings decoded (`kroute.rules.request`): characters a URI
+path cannot carry (a space, `{`, non-ASCII) are encoded again (RFC 3986 section 3.3), and an
+IPv6 host gets its brackets back (section 3.2.2).
 """
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import attrs
+
+#: What a path segment carries as it is (RFC 3986 section 3.3, pchar, plus "/"); "%" too,
+#: because the routing path keeps reserved characters and stray percents encoded.
+_PATH_SAFE = "/%:@!$&'()*+,;="
 
 WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 
@@ -52,5 +61,8 @@ class Redirect:
             matched, replacement = self.prefix
             rest = path[len(matched.rstrip("/")) :]
             path = (replacement.rstrip("/") + rest) if rest else (replacement or "/")
+        if ":" in target_host:
+            target_host = f"[{target_host}]"
         authority = target_host if target_port is None else f"{target_host}:{target_port}"
+        path = quote(path, safe=_PATH_SAFE)
         return f"{target_scheme}://{authority}{path}" + (f"?{query}" if query else "")

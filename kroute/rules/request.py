@@ -7,16 +7,25 @@ function when they are compiled (docs/rules.md, "Path normalisation"):
 
 1. The query (after `?`) and fragment (after `#`) are split off; an absolute-form target
    (`http://host/path`) keeps only its path (RFC 9112 section 3.2.2).
-2. Percent-encoded unreserved characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`) are decoded, and the
-   hex digits of every other percent-encoding are upper-cased (RFC 3986 sections 6.2.2.1 and
-   6.2.2.2). Reserved characters stay encoded: `%2F` is not a segment separator. A `%` that
-   starts no valid escape is encoded as `%25`, which keeps the normalisation idempotent.
+2. Percent-encodings are decoded, except those of reserved characters (RFC 3986 section 2.2:
+   `:/?#[]@!$&'()*+,;=`) and of `%` itself, which keep their form with upper-case hex digits
+   (section 6.2.2.1): `%20` is a space and `%7B` a `{`, but `%2F` is not a segment separator.
+   This is what Traefik v3.7 routes on (`pkg/muxer/http/mux.go`, `withRoutingPath`: "the rule
+   PathPrefix(`/foo bar`) will match the request path `/foo%20bar`"). Two departures, both
+   stricter: control characters (`%00`-`%1F`, `%7F`) stay encoded, so that no log line or
+   explanation gains a raw newline, and bytes that are not UTF-8 stay encoded (Go would route
+   on the raw bytes). A `%` that starts no valid escape is encoded as `%25`, which keeps the
+   normalisation idempotent.
 3. Empty segments from repeated slashes are dropped (`//a///b` is `/a/b`); a trailing slash is
    kept.
 4. Dot segments are removed (RFC 3986 section 5.2.4) after decoding, so `%2E%2E` counts as `..`.
 
 Hosts are lower-cased, lose their port and one trailing dot (what nginx does; Traefik's Host
-matcher accepts the trailing dot too).
+matcher accepts the trailing dot too), and an IPv6 literal loses its brackets (`[10::10]:80` is
+`10::10`: Traefik v3.7's Host matcher matches `[10::10]` against `Host(`10::10`)`, as kroute
+issue 18 reports from its muxer tests).
+The method is kept as it arrived: methods are case-sensitive (RFC 9110 section 9.1), so `get` is
+not `GET`; rules upper-case their own value (Traefik `Method`).
 """
 
 from __future__ import annotations
@@ -32,28 +41,45 @@ from kroute.errors import InvalidRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+#: Percent-encodings kept as they are: RFC 3986 section 2.2's reserved characters and `%`
+#: (Traefik v3.7 `reservedCharacters`), and, ours, the control characters.
+_KEEP_ENCODED = frozenset(":/?#[]@!$&'()*+,;=%" + "".join(map(chr, range(0x20))) + "\x7f")
 _HEX = frozenset(string.hexdigits)
 
 
-def _decode_unreserved(path: str) -> str:
+def _flush(raw: bytearray, out: list[str]) -> None:
+    """Append the decoded UTF-8 of `raw` (bytes >= 0x80) to `out`; a byte that is not part of
+    a valid sequence stays encoded."""
+    if not raw:
+        return
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        out.append(f"%{ord(ch) - 0xDC00:02X}" if "\udc80" <= ch <= "\udcff" else ch)
+    raw.clear()
+
+
+def _decode_percent(path: str) -> str:
     out: list[str] = []
+    high = bytearray()  # a run of encoded non-ASCII bytes, decoded together as UTF-8
     i = 0
     n = len(path)
     while i < n:
         ch = path[i]
         if ch == "%" and i + 2 < n and path[i + 1] in _HEX and path[i + 2] in _HEX:
-            decoded = chr(int(path[i + 1 : i + 3], 16))
-            out.append(decoded if decoded in _UNRESERVED else "%" + path[i + 1 : i + 3].upper())
+            byte = int(path[i + 1 : i + 3], 16)
             i += 3
-        elif ch == "%":
-            # A stray "%" is encoded itself, or "%4%42" would become "%4B" here and "K" on a
-            # second pass: normalisation must be idempotent (RFC 3986 section 2.4).
-            out.append("%25")
-            i += 1
-        else:
-            out.append(ch)
-            i += 1
+            if byte >= 0x80:
+                high.append(byte)
+                continue
+            _flush(high, out)
+            decoded = chr(byte)
+            out.append(f"%{byte:02X}" if decoded in _KEEP_ENCODED else decoded)
+            continue
+        _flush(high, out)
+        # A stray "%" is encoded itself, or "%4%42" would become "%4B" here and "K" on a
+        # second pass: normalisation must be idempotent (RFC 3986 section 2.4).
+        out.append("%25" if ch == "%" else ch)
+        i += 1
+    _flush(high, out)
     return "".join(out)
 
 
@@ -68,7 +94,7 @@ def normalize_path(raw: str) -> str:
     if "%" not in path and "//" not in path and "/." not in path:
         return path
     if "%" in path:
-        path = _decode_unreserved(path)
+        path = _decode_percent(path)
     segments = path.split("/")[1:]
     last = len(segments) - 1
     out: list[str] = []
@@ -84,13 +110,12 @@ def normalize_path(raw: str) -> str:
 
 
 def normalize_host(raw: str) -> str:
-    """The routing host of a Host header value: lower case, no port, no trailing dot."""
+    """The routing host of a Host header value: lower case, no port, no trailing dot, and an
+    IPv6 literal without its brackets (`[10::10]:8080` -> `10::10`)."""
     host = raw.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        if end != -1:
-            return host[: end + 1]
-        return host
+        return host[1:end] if end != -1 else host
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     if host.endswith("."):
@@ -180,7 +205,7 @@ class RequestHead:
             except ValueError:
                 raise InvalidRequest(f"client_ip {client_ip!r} is not an IP address") from None
         return cls(
-            method=method.upper(),
+            method=method,
             host=normalize_host(host),
             path=normalize_path(target),
             query={key: tuple(values) for key, values in query.items()},

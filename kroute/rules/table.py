@@ -4,7 +4,8 @@ Traefik tries every router in priority order for every request. Here routes are 
 precedence (rank 0 is the best) and filed by what can be looked up rather than tried:
 
 - host: four tiers keyed by exact host, by wildcard suffix (one-label, any-depth), and one
-  for routes with no host condition, or only one that cannot be looked up (HostRegexp);
+  for routes with no host condition (Traefik's `Host(`*`)` counts as none), or only one that
+  cannot be looked up (HostRegexp);
 - within each tier, path first: maps from exact paths and from element-wise prefix stems
   (`/a/b/c` has `""`, `/a`, `/a/b`, `/a/b/c`) to, per host key, candidate lists merged ahead of
   time (a stem's list holds the prefix routes of every shorter stem too), so that a lookup
@@ -30,6 +31,7 @@ import attrs
 from kroute.rules.conditions import (
     Condition,
     Conjunction,
+    HostAny,
     HostIs,
     HostWildcard,
     PathIs,
@@ -269,6 +271,8 @@ class RouteTable:
             path_key: Condition | None = None
             residual: list[Condition] = []
             for cond in route.conditions:
+                if isinstance(cond, HostAny):  # Traefik's `Host(`*`)`: no host condition at all
+                    continue
                 if host_key is None and isinstance(cond, HostIs | HostWildcard):
                     host_key = cond
                 elif path_key is None and isinstance(cond, PathIs | PathPrefix | PathStartsWith):

@@ -1,12 +1,14 @@
 """Traefik IngressRoute (traefik.io/v1alpha1) -> routes, with the v3 rule language.
 
 Matchers, as in traefik `pkg/muxer/http/matcher.go` (v3 syntax):
-  Host(`h`)                 normalised host equals h (case-insensitive)
+  Host(`h`)                 normalised host equals h (case-insensitive); v3.7 wildcards:
+                            `*.example.com` (one label), `**.example.com` (any depth), and
+                            `*` (every request, even one without a Host header)
   HostRegexp(`re`)          normalised host matches re (searched, not anchored)
   Path(`/p`)                path equals /p
   PathPrefix(`/p`)          path starts with /p, character-wise (`/foo` matches `/foobar`)
   PathRegexp(`re`)          path matches re (searched)
-  Method(`GET`)             method equals, upper-cased
+  Method(`GET`)             the request method (case-sensitive) equals the value upper-cased
   Header(`k`, `v`)          a value of header k equals v; an empty v only asks for presence
   HeaderRegexp(`k`, `re`)   a value of header k matches re
   Query(`k`[, `v`])         a value of query parameter k equals v (absent v means "")
@@ -21,7 +23,6 @@ text; higher first. Traefik leaves equal priorities unordered; kroute breaks tie
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 from kroute.errors import RuleSyntaxError
@@ -44,8 +45,10 @@ from kroute.rules.conditions import (
     HeaderIs,
     HeaderPresent,
     HeaderRegex,
+    HostAny,
     HostIs,
     HostRegex,
+    HostWildcard,
     MethodIs,
     Not,
     PathIs,
@@ -53,10 +56,10 @@ from kroute.rules.conditions import (
     PathStartsWith,
     QueryIs,
     QueryRegex,
-    compile_regex,
     to_dnf,
 )
 from kroute.rules.expr import And, Call, Negation, Node, parse_rule
+from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 
@@ -82,7 +85,7 @@ _SPELLINGS = {
 }
 
 
-def _regex(call: Call, text: str, rule: str) -> re.Pattern[str]:
+def _regex(call: Call, text: str, rule: str) -> Regex:
     try:
         return compile_regex(text)
     except ValueError as exc:
@@ -97,6 +100,24 @@ def _path(call: Call, text: str, rule: str) -> str:
     return normalize_path(text)
 
 
+def _host(call: Call, text: str, rule: str) -> Condition:
+    """Host: exact, or Traefik v3.7's wildcards (`*`, `*.suffix`, `**.suffix`; docs/rules.md).
+
+    Traefik's Host never matches a request without a Host, except `*` (kroute issue 18)."""
+    if not text.isascii():
+        raise RuleSyntaxError(rule, call.position, "Host: non-ASCII characters are not allowed")
+    if text == "*":
+        return HostAny()
+    stars = 2 if text.startswith("**.") else 1 if text.startswith("*.") else 0
+    if stars:
+        suffix = normalize_host(text[stars + 1 :])
+        if not suffix or "*" in suffix:
+            raise RuleSyntaxError(rule, call.position, f"Host: {text!r} is not a wildcard name")
+        return HostWildcard(suffix, any_depth=stars == 2)
+    host = normalize_host(text)
+    return HostIs(host) if host else Not(HostAny())
+
+
 def _matcher(call: Call, rule: str) -> Condition:
     name = _SPELLINGS.get(call.name)
     if name is None:
@@ -108,9 +129,7 @@ def _matcher(call: Call, rule: str) -> Condition:
         )
     args = call.args
     if name == "Host":
-        if not args[0].isascii():
-            raise RuleSyntaxError(rule, call.position, "Host: non-ASCII characters are not allowed")
-        return HostIs(normalize_host(args[0]))
+        return _host(call, args[0], rule)
     if name == "HostRegexp":
         return HostRegex(_regex(call, args[0], rule))
     if name == "Path":
