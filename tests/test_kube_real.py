@@ -68,6 +68,23 @@ def watching(server: KubeServer, group: anyio.abc.TaskGroup, **options: Any) -> 
     return router
 
 
+async def started(
+    server: KubeServer,
+    api: Kube,
+    group: anyio.abc.TaskGroup,
+    objects: Callable[[str], list[dict[str, Any]]] = lambda ns: one_of_each(ns),
+    **options: Any,
+) -> tuple[str, Router]:
+    """A fresh namespace holding `objects(namespace)`, then a Router watching, synced."""
+    ns = api.namespace()
+    for obj in objects(ns):
+        api.apply(obj)
+    router = watching(server, group, **options)
+    with anyio.fail_after(30):
+        await source_of(router).wait_synced()
+    return ns, router
+
+
 def source_of(router: Router) -> KubernetesSource:
     source = router.sources[0]
     assert isinstance(source, KubernetesSource)
@@ -184,12 +201,9 @@ def relists(router: Router) -> dict[str, int]:
 async def test_objects_that_exist_before_start_are_routed(
     kube: KubeServer, api: Kube, group: anyio.abc.TaskGroup, streaming: bool
 ) -> None:
-    ns = api.namespace()
-    for obj in one_of_each(ns):
-        api.apply(obj)
-    router = watching(kube, group, streaming_list=streaming, page_size=2)  # lists in pages
-    with anyio.fail_after(30):
-        await source_of(router).wait_synced()
+    ns, router = await started(
+        kube, api, group, streaming_list=streaming, page_size=2
+    )  # lists in pages
     assert router.ready
     for host in (f"ing.{ns}.test", f"route.{ns}.test", f"ir.{ns}.test"):
         status, backend, address = decided(router, host)
@@ -204,12 +218,7 @@ async def test_objects_that_exist_before_start_are_routed(
 async def test_churn_of_every_kind_converges(
     kube: KubeServer, api: Kube, group: anyio.abc.TaskGroup
 ) -> None:
-    ns = api.namespace()
-    for obj in gateway_objects(ns):
-        api.apply(obj)
-    router = watching(kube, group)
-    with anyio.fail_after(30):
-        await source_of(router).wait_synced()
+    ns, router = await started(kube, api, group, gateway_objects)
     await churn(api, ns, random.Random(1), steps=120)
     await eventually(lambda: converged(router, api))
     assert all(count == 0 for count in relists(router).values()), relists(router)
@@ -245,12 +254,7 @@ async def churn(api: Kube, ns: str, rng: random.Random, *, steps: int) -> None:
 async def test_restart_mid_churn_converges_with_at_most_one_relist_per_kind(
     kube: KubeServer, api: Kube, group: anyio.abc.TaskGroup
 ) -> None:
-    ns = api.namespace()
-    for obj in one_of_each(ns):
-        api.apply(obj)
-    router = watching(kube, group)
-    with anyio.fail_after(30):
-        await source_of(router).wait_synced()
+    ns, router = await started(kube, api, group)
     done = anyio.Event()
 
     async def restart() -> None:
@@ -275,12 +279,7 @@ async def test_watches_served_by_etcd_relist_a_quiet_kind_after_compaction(
     # and each short watch (timeoutSeconds 2-3) resumes from it until compaction (every 10 s)
     # removes it: 410, re-list. Routing must not notice.
     api = kube_etcd.client()
-    ns = api.namespace()
-    for obj in one_of_each(ns):
-        api.apply(obj)
-    router = watching(kube_etcd, group, watch_timeout=(2, 3))
-    with anyio.fail_after(30):
-        await source_of(router).wait_synced()
+    ns, router = await started(kube_etcd, api, group, watch_timeout=(2, 3))
     quiet = str(kinds.INGRESS_ROUTE)
     i = 0
     with anyio.fail_after(90):
@@ -328,19 +327,14 @@ async def test_write_to_routing_latency(
 ) -> None:
     """30 Ingresses created one by one: each routed, and the time from the API write to the
     first routing decision that sees it reported (the benchmark measures it at scale)."""
-    ns = api.namespace()
-    for obj in one_of_each(ns):
-        api.apply(obj)
-    router = watching(kube, group)
-    with anyio.fail_after(30):
-        await source_of(router).wait_synced()
+    ns, router = await started(kube, api, group)
     seconds = []
     for i in range(30):
         host = f"new{i}.{ns}.test"
-        started = time.perf_counter()
+        began = time.perf_counter()
         api.apply(ingress(ns, f"new{i}", host, "web"))
         await eventually(lambda host=host: decided(router, host)[0] == 200)  # type: ignore[misc]
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.perf_counter() - began)
     p50 = statistics.median(seconds) * 1000
     p99 = statistics.quantiles(seconds, n=100)[98] * 1000
     with capsys.disabled():
