@@ -273,6 +273,8 @@ def test_retry_after_is_obeyed_and_bounded() -> None:
     dated = _api_error(429, [(b"Retry-After", b"Wed, 21 Oct 2026 07:28:00 GMT")], b"")
     assert isinstance(dated, Throttled)
     assert dated.retry_after == MAX_RETRY_AFTER
+    for hostile in (b"nan", b"-inf", b"inf"):
+        assert _api_error(429, [(b"Retry-After", hostile)], b"").retry_after == MAX_RETRY_AFTER  # type: ignore[attr-defined]
     plain = _api_error(500, [], b"oops")
     assert not isinstance(plain, Throttled)
     assert plain.status == 500

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from typing import Any
@@ -79,6 +80,8 @@ def _api_error(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> 
             try:
                 seconds = float(value)
             except ValueError:
+                seconds = MAX_RETRY_AFTER
+            if not math.isfinite(seconds):  # "nan", "inf": not a number of seconds
                 seconds = MAX_RETRY_AFTER
             return Throttled(status, detail, min(max(seconds, 0.0), MAX_RETRY_AFTER))
     return ApiError(status, detail)
