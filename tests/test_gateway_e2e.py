@@ -18,7 +18,7 @@ from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.conformance import Backend
 from kroute.transport.pooled import PooledTransport
 from kroute.watch.sources import MemorySource
-from tests.builders import ingress
+from tests.builders import ingress, ingressroute
 from tests.pods import start_front
 
 pytestmark = pytest.mark.anyio
@@ -100,6 +100,22 @@ async def test_statuses_404_503_and_changes_at_once(
     assert b"no endpoint" in body or b"no usable endpoint" in body
     source.apply(endpoint_slice("test-api", backends[1].port, backends[1].address))
     assert (await call(port, "test-api.local", "/fixed?size=3"))[1] == b"xxx"
+
+
+async def test_traefik_matching_rules_hold_on_every_front(
+    gateway: tuple[int, MemorySource, list[Backend]],
+) -> None:
+    # Traefik v3 (pkg/muxer/http): request methods are case-sensitive, and unreserved
+    # percent-encodings are decoded before matching; the target is forwarded as received.
+    port, source, backends = gateway
+    rule = "Host(`parity.local`) && Method(`GET`) && Path(`/echo`)"
+    source.apply(ingressroute("parity", [{"match": rule,
+                                          "services": [{"name": "test-www", "port": 80}]}]))  # fmt: skip
+    assert (await call(port, "parity.local", method="GET"))[0] == 200
+    # `get` is never `GET`: the fronts' parser (llhttp) refuses it before routing, with 400.
+    assert (await call(port, "parity.local", method="get"))[0] == 400
+    await call(port, "parity.local", "/%65cho")
+    assert backends[0].hits.get("/%65cho") == 1
 
 
 async def test_streamed_bodies_and_websocket_through_the_gateway(
