@@ -67,6 +67,21 @@ class Redirected(KrouteError):
         self.status_hint = status
 
 
+class Answered(KrouteError):
+    """Not a failure of the gateway: a step of the route answered the request itself (a
+    refusal that fails closed, a user's check). `headers` and `body` are the response; the
+    message (`reason`) is for logs and explain, never for the client."""
+
+    def __init__(
+        self, status: int, reason: str, headers: tuple[tuple[bytes, bytes], ...] = (),
+        body: bytes = b"",
+    ) -> None:  # fmt: skip
+        super().__init__(reason)
+        self.status_hint = status
+        self.headers = headers
+        self.body = body
+
+
 class NoRoute(KrouteError):
     """No route matches the request."""
 

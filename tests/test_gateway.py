@@ -403,19 +403,3 @@ def test_allowed_route_kinds() -> None:
                     "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}}]
     )  # fmt: skip
     assert backend_of(compiled(gw, httproute("r", [{"backendRefs": [to("x")]}])), "h/") is None
-
-
-def test_filters_are_reported_as_not_applied() -> None:
-    result = kroute.compile_objects(
-        [
-            gateway(),
-            httproute(
-                "f",
-                [{"filters": [{"type": "RequestHeaderModifier"}], "backendRefs": [to("x")]}],
-            ),
-        ]
-    )
-    assert result.notes == (
-        "HTTPRoute default/f: spec.rules[0].filters: RequestHeaderModifier not applied by "
-        "kroute yet",
-    )

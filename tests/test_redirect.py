@@ -80,7 +80,7 @@ def test_httproute_request_redirect_on_the_http_listener() -> None:
 
 
 @pytest.mark.parametrize(("filters", "field"), [
-    ([http_to_https(statusCode=307)], "spec.rules[0].filters[0].requestRedirect.statusCode"),
+    ([http_to_https(statusCode=304)], "spec.rules[0].filters[0].requestRedirect.statusCode"),
     ([{"type": "RequestRedirect", "requestRedirect": {"scheme": "ftp"}}],
      "spec.rules[0].filters[0].requestRedirect.scheme"),
     ([http_to_https(path={"type": "Sideways"})],

@@ -16,6 +16,8 @@ import attrs
 
 from kroute.errors import InvalidObject
 from kroute.objects import FieldError, Manifest, Obj, ObjectRef, object_ref
+from kroute.pipeline.filters import Refuse
+from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.rules import gateway, ingress, traefik
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
@@ -63,11 +65,17 @@ def _uncached(kind: str, obj: Obj, context: Any, compute: Callable[[], T]) -> T:
 
 @attrs.frozen
 class CompileResult:
-    """The table, the objects rejected (each with its reason) and notes worth a look."""
+    """The table, the objects rejected (each with its reason) and notes worth a look.
+
+    `refused` names what routes are configured to do that kroute cannot (a filter, a
+    middleware, a field): those routes fail closed, answering 500 instead of forwarding
+    (`kroute.pipeline.Refuse`), and each is listed here with its object, field and reason.
+    """
 
     table: RouteTable
     errors: tuple[InvalidObject, ...] = ()
     notes: tuple[str, ...] = ()
+    refused: tuple[InvalidObject, ...] = ()
 
 
 def _api_group(obj: Obj) -> str:
@@ -112,6 +120,7 @@ def compile_objects(
     gateway_class: str = DEFAULT_CLASS,
     allow_cross_namespace: bool = False,
     cache: CompileCache | None = None,
+    filters: Filters = NO_FILTERS,
 ) -> CompileResult:
     """Compile every routing object among `objects` into one RouteTable.
 
@@ -120,6 +129,7 @@ def compile_objects(
     IngressRoute (traefik.io, or the older traefik.containo.us). Other kinds are ignored; an
     object without a kind or apiVersion is reported, never dropped unexplained.
     With a `cache` (kept between calls), objects that did not change are not compiled again.
+    `filters` are the application's own steps, which routes may name (`kroute.pipeline`).
     """
     cached = cache.get if cache is not None else _uncached
     out = _Collector()
@@ -138,7 +148,7 @@ def compile_objects(
         elif isinstance(kind, str) and group in ("networking.k8s.io", gateway.GROUP, ""):
             by_kind.setdefault(kind, []).append(manifest)
     _compile_ingresses(by_kind, out, ingress_class, cached)
-    _compile_gateway_api(by_kind, out, gateway_class, cached)
+    _compile_gateway_api(by_kind, out, gateway_class, cached, filters)
     for item in by_kind.get("IngressRoute", []):
         ref = None
         try:
@@ -153,7 +163,22 @@ def compile_objects(
             out.reject(item, exc, ref)
     if cache is not None:
         cache.finish()
-    return CompileResult(RouteTable(out.routes), tuple(out.errors), tuple(out.notes))
+    return CompileResult(RouteTable(out.routes), tuple(out.errors), tuple(out.notes),
+                         refusals(out.routes))  # fmt: skip
+
+
+def refusals(routes: Iterable[Route]) -> tuple[InvalidObject, ...]:
+    """Each Refuse step of the routes, once per object and field (alternatives of one rule
+    share their steps)."""
+    found: dict[tuple[str, str, str], InvalidObject] = {}
+    for route in routes:
+        chains = (route.chain, *route.backend_chains)
+        for step in (s for chain in chains for s in chain.steps if isinstance(s, Refuse)):
+            key = (str(route.source), step.field, step.reason)
+            if key not in found:
+                reason = f"answers 500: {step.reason}"
+                found[key] = InvalidObject(key[0], step.field, reason, origin=route.origin)
+    return tuple(found.values())
 
 
 @attrs.frozen
@@ -219,8 +244,9 @@ def _one_ingress(item: Manifest, name: str, defaults: set[str] | None) -> _Outco
 
 
 def _compile_gateway_api(
-    by_kind: dict[str, list[Manifest]], out: _Collector, name: str, cached: Cached
-) -> None:
+    by_kind: dict[str, list[Manifest]], out: _Collector, name: str, cached: Cached,
+    filters: Filters,
+) -> None:  # fmt: skip
     listeners: list[gateway.Listener] = []
     for item in _of_group(by_kind, "Gateway", gateway.GROUP):
         ref = None
@@ -235,11 +261,11 @@ def _compile_gateway_api(
         return
     grants = [m.obj for m in _of_group(by_kind, "ReferenceGrant", gateway.GROUP)]
     namespaces = [m.obj for m in _of_group(by_kind, "Namespace", "")]
-    ctx = gateway.GatewayContext.build(listeners, grants, namespaces)
+    ctx = gateway.GatewayContext.build(listeners, grants, namespaces, filters)
     # An HTTPRoute's routes depend on every Gateway, grant and namespace: the context is
     # their identity (the objects themselves, so that no id is reused while compared).
     gateways = tuple(m.obj for m in _of_group(by_kind, "Gateway", gateway.GROUP))
-    context = tuple(map(_Same, (*gateways, *grants, *namespaces)))
+    context = (filters, *map(_Same, (*gateways, *grants, *namespaces)))
     for item in _of_group(by_kind, "HTTPRoute", gateway.GROUP):
         ref = None
         try:

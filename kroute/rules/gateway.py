@@ -42,6 +42,9 @@ from kroute.objects import (
     req_str,
     selector_matches,
 )
+from kroute.pipeline.filters import Refuse
+from kroute.pipeline.registry import NO_FILTERS, Filters
+from kroute.pipeline.steps import Chain
 from kroute.rules.conditions import (
     AnyOf,
     Condition,
@@ -56,7 +59,7 @@ from kroute.rules.conditions import (
     QueryRegex,
 )
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
-from kroute.rules.redirect import Redirect
+from kroute.rules.httproute_filters import rule_filters, with_prefix
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
@@ -159,6 +162,8 @@ class GatewayContext:
     listeners: list[Listener] = attrs.Factory(list)
     grants: set[tuple[str, str, str]] = attrs.Factory(set)
     namespace_labels: dict[str, Mapping[str, str]] = attrs.Factory(dict)
+    #: The application's own filters, which ExtensionRef filters name (`kroute.pipeline`).
+    filters: Filters = NO_FILTERS
 
     @classmethod
     def build(
@@ -166,6 +171,7 @@ class GatewayContext:
         listeners: list[Listener],
         reference_grants: Sequence[Obj],
         namespaces: Sequence[Obj],
+        filters: Filters = NO_FILTERS,
     ) -> GatewayContext:
         labels: dict[str, Mapping[str, str]] = {}
         for ns in namespaces:
@@ -173,7 +179,8 @@ class GatewayContext:
                 labels[object_ref(ns, namespaced=False).name] = labels_of(ns)
             except FieldError:
                 continue
-        return cls(listeners, granted_references(reference_grants, "HTTPRoute", "Service"), labels)
+        grants = granted_references(reference_grants, "HTTPRoute", "Service")
+        return cls(listeners, grants, labels, filters)
 
     def admits(self, listener: Listener, namespace: str) -> bool:
         """allowedRoutes.namespaces for a route in `namespace`."""
@@ -335,8 +342,10 @@ def _match(value: Any, field: str) -> tuple[list[Condition], tuple[int, ...], st
 
 def _backend_refs(
     values: list[Any], field: str, ref: ObjectRef, ctx: GatewayContext
-) -> tuple[BackendRef, ...]:
+) -> tuple[tuple[BackendRef, ...], tuple[Chain, ...]]:
+    """The backends of a rule, and their own filters' chains (empty when none has filters)."""
     out = []
+    chains = []
     for k, value in enumerate(values):
         item_field = f"{field}[{k}]"
         item = as_map(value, item_field)
@@ -361,7 +370,10 @@ def _backend_refs(
         ):
             error = f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows it"
         out.append(BackendRef(namespace, name, port, weight, error))
-    return tuple(out)
+        _, chain = rule_filters(item.get("filters"), f"{item_field}.filters", ctx.filters,
+                                backend=True)  # fmt: skip
+        chains.append(chain)
+    return tuple(out), (tuple(chains) if any(chains) else ())
 
 
 def compile_httproute(
@@ -380,14 +392,15 @@ def compile_httproute(
         rule = as_map(value, field)
         matches = as_list(rule.get("matches"), f"{field}.matches") or [{}]
         compiled = [_match(m, f"{field}.matches[{j}]") for j, m in enumerate(matches)]
-        backends = _backend_refs(
+        backends, backend_chains = _backend_refs(
             as_list(rule.get("backendRefs"), f"{field}.backendRefs"),
             f"{field}.backendRefs",
             ref,
             ctx,
         )
-        redirect, unsupported = _filters(rule.get("filters"), f"{field}.filters")
-        rules.append((field, compiled, backends, redirect, unsupported))
+        redirect, chain = rule_filters(rule.get("filters"), f"{field}.filters", ctx.filters)
+        chain = chain + _unsupported_fields(rule, field)
+        rules.append((field, compiled, backends, backend_chains, redirect, chain))
     attachments, notes = _attachments(spec, ref, hostnames, ctx)
     routes: list[Route] = []
     seen: set[tuple[Any, ...]] = set()
@@ -401,16 +414,14 @@ def compile_httproute(
             wildcard = hostname.startswith("*.")
             host_rank = (1 if wildcard else 0, -len(hostname))
             host_text = ("wildcard" if wildcard else "exact") + f" hostname {hostname}"
-        for i, (field, compiled, backends, redirect, _unsupported) in enumerate(rules):
+        for i, (field, compiled, backends, backend_chains, redirect, chain) in enumerate(rules):
             for j, (conds, match_rank, match_text) in enumerate(compiled):
-                match_redirect: Redirect | None = redirect
-                if redirect is not None and redirect.prefix is not None:
-                    # ReplacePrefixMatch replaces what this match's path prefix matched.
-                    stem = next((c.stem for c in conds if isinstance(c, PathPrefix)), None)
-                    if stem is None:
-                        raise FieldError(f"{field}.filters", "ReplacePrefixMatch needs a "
-                                         "PathPrefix match")  # fmt: skip
-                    match_redirect = attrs.evolve(redirect, prefix=(stem, redirect.prefix[1]))
+                # ReplacePrefixMatch replaces what this match's path prefix matched.
+                stem = next((c.stem for c in conds if isinstance(c, PathPrefix)), None)
+                match_chain, match_redirect = with_prefix(chain, redirect, stem, field)
+                match_backend_chains = tuple(
+                    with_prefix(c, None, stem, field)[0] for c in backend_chains
+                )
                 conditions = (*host_conds, *conds, *isolation)
                 if (conditions, i, j) in seen:
                     continue
@@ -433,51 +444,20 @@ def compile_httproute(
                         why=f"{host_text}, {match_text}, {describe_age(created)}",
                         origin=origin,
                         redirect=match_redirect,
+                        chain=match_chain,
+                        backend_chains=match_backend_chains,
                     )
                 )
-    for field, _compiled, _backends, _redirect, unsupported in rules:
-        if unsupported and attachments:
-            notes.append(f"{ref}: {field}.filters: {', '.join(unsupported)} not applied by "
-                         "kroute yet")  # fmt: skip
     return routes, notes
 
 
-def _filters(value: Any, field: str) -> tuple[Redirect | None, list[str]]:
-    """A rule's RequestRedirect (HTTPRouteFilter) and the filter types not supported."""
-    redirect = None
-    unsupported = []
-    for i, raw in enumerate(as_list(value, field)):
-        item = as_map(raw, f"{field}[{i}]")
-        kind = req_str(item.get("type"), f"{field}[{i}].type")
-        if kind != "RequestRedirect":
-            unsupported.append(kind)
-            continue
-        spec_field = f"{field}[{i}].requestRedirect"
-        spec = as_map(item.get("requestRedirect"), spec_field)
-        scheme = as_str(spec.get("scheme"), f"{spec_field}.scheme")
-        if scheme not in (None, "http", "https"):
-            raise FieldError(f"{spec_field}.scheme", f"{scheme!r} is not http or https")
-        hostname = as_str(spec.get("hostname"), f"{spec_field}.hostname")
-        if hostname is not None:
-            hostname = check_hostname(hostname, f"{spec_field}.hostname")
-        port = spec.get("port")
-        if port is not None:
-            port = as_int(port, f"{spec_field}.port", default=0, low=1, high=65535)
-        status = as_int(spec.get("statusCode"), f"{spec_field}.statusCode", default=302,
-                        low=301, high=302)  # fmt: skip
-        path = as_map(spec.get("path"), f"{spec_field}.path")
-        full_path = prefix = None
-        if path:
-            path_type = path.get("type")
-            if path_type == "ReplaceFullPath":
-                full_path = req_str(path.get("replaceFullPath"),
-                                    f"{spec_field}.path.replaceFullPath")  # fmt: skip
-            elif path_type == "ReplacePrefixMatch":
-                replacement = req_str(path.get("replacePrefixMatch"),
-                                      f"{spec_field}.path.replacePrefixMatch")  # fmt: skip
-                prefix = ("", replacement)
-            else:
-                raise FieldError(f"{spec_field}.path.type", f"unknown path modifier {path_type!r}")
-        redirect = Redirect(status=status, scheme=scheme, hostname=hostname, port=port,
-                            full_path=full_path, prefix=prefix)  # fmt: skip
-    return redirect, unsupported
+#: HTTPRouteRule fields kroute does not implement yet: a rule that sets one answers 500.
+_UNSUPPORTED_RULE_FIELDS = ("timeouts", "retry", "sessionPersistence")
+
+
+def _unsupported_fields(rule: Mapping[str, Any], field: str) -> Chain:
+    return Chain(tuple(
+        Refuse(f"{field}.{name}", reason=f"{name} is not supported by kroute yet")
+        for name in _UNSUPPORTED_RULE_FIELDS
+        if rule.get(name) is not None
+    ))  # fmt: skip

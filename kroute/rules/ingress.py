@@ -34,6 +34,8 @@ from kroute.objects import (
     describe_age,
     req_str,
 )
+from kroute.pipeline.filters import Refuse
+from kroute.pipeline.steps import Chain
 from kroute.rules.conditions import Condition, PathIs, PathPrefix
 from kroute.rules.hostnames import check_hostname, host_condition
 from kroute.rules.redirect import Redirect
@@ -134,6 +136,24 @@ def _ssl_redirect(obj: Obj) -> Redirect | None:
     return Redirect(status=308, scheme="https", only_from="http")
 
 
+#: Annotation prefixes of ingress controllers: an annotation under one that kroute does not
+#: apply (an auth URL, a rewrite, a Traefik middleware) fails the Ingress closed.
+CONTROLLER_PREFIXES = ("kroute.dev/", "traefik.ingress.kubernetes.io/",
+                       "nginx.ingress.kubernetes.io/", "ingress.kubernetes.io/")  # fmt: skip
+APPLIED_ANNOTATIONS = frozenset({SSL_REDIRECT_ANNOTATION})
+
+
+def _unapplied_annotations(obj: Obj) -> Chain:
+    """A Refuse step for each controller annotation kroute does not apply: the Ingress's
+    routes answer 500 rather than forward without what the annotation asks for."""
+    return Chain(tuple(
+        Refuse(f"metadata.annotations[{name}]", reason=f"annotation {name} is not supported "
+               "by kroute")
+        for name in sorted(annotations_of(obj))
+        if name.startswith(CONTROLLER_PREFIXES) and name not in APPLIED_ANNOTATIONS
+    ))  # fmt: skip
+
+
 def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route]:
     """The routes of one Ingress; FieldError on the first malformed field."""
     created = created_at(obj)
@@ -141,6 +161,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
     spec = as_map(obj.get("spec"), "spec")
     tie = (created, f"{ref.namespace}/{ref.name}")
     redirect = _ssl_redirect(obj)
+    chain = _unapplied_annotations(obj)
     routes: list[Route] = []
     if spec.get("defaultBackend") is not None:
         backend = _backend(spec["defaultBackend"], "spec.defaultBackend", ref.namespace)
@@ -154,6 +175,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                 why=f"default backend, {age}",
                 origin=origin,
                 redirect=redirect,
+                chain=chain,
             )
         )
     for r, rule_value in enumerate(as_list(spec.get("rules"), "spec.rules")):
@@ -195,6 +217,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                     why=f"{host_text}, path {path_text} (length {length}), {age}",
                     origin=origin,
                     redirect=redirect,
+                    chain=chain,
                 )
             )
     return routes

@@ -19,13 +19,9 @@ IPv6 host gets its brackets back (section 3.2.2).
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import attrs
 
-#: What a path segment carries as it is (RFC 3986 section 3.3, pchar, plus "/"); "%" too,
-#: because the routing path keeps reserved characters and stray percents encoded.
-_PATH_SAFE = "/%:@!$&'()*+,;="
+from kroute.pipeline.paths import replace_prefix, wire_path
 
 WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 
@@ -58,11 +54,8 @@ class Redirect:
         if self.full_path is not None:
             path = self.full_path
         elif self.prefix is not None:
-            matched, replacement = self.prefix
-            rest = path[len(matched.rstrip("/")) :]
-            path = (replacement.rstrip("/") + rest) if rest else (replacement or "/")
+            path = replace_prefix(path, *self.prefix)
         if ":" in target_host:
             target_host = f"[{target_host}]"
         authority = target_host if target_port is None else f"{target_host}:{target_port}"
-        path = quote(path, safe=_PATH_SAFE)
-        return f"{target_scheme}://{authority}{path}" + (f"?{query}" if query else "")
+        return f"{target_scheme}://{authority}{wire_path(path)}" + (f"?{query}" if query else "")

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from kroute.objects import BackendRef, ObjectRef
+from kroute.pipeline.steps import EMPTY, Chain
 from kroute.rules.conditions import Conjunction
 from kroute.rules.redirect import Redirect
 
@@ -53,6 +54,18 @@ class Route:
     origin: str = ""
     #: Answer with a redirect instead of forwarding (Ingress ssl-redirect, RequestRedirect).
     redirect: Redirect | None = None
+    #: What happens to a request after the match (`kroute.pipeline`): the route's steps, and
+    #: with `backend_chains` (one per backend, when backends have filters of their own) those
+    #: of the backend chosen, run after the route's.
+    chain: Chain = EMPTY
+    backend_chains: tuple[Chain, ...] = ()
+
+    def chain_for(self, backend: BackendRef | None) -> Chain:
+        """The steps a request sent to `backend` goes through."""
+        if not self.backend_chains or backend is None:
+            return self.chain
+        index = next((i for i, b in enumerate(self.backends) if b is backend), None)
+        return self.chain if index is None else self.chain + self.backend_chains[index]
 
     @property
     def name(self) -> str:
@@ -70,4 +83,8 @@ class Route:
         }
         if self.redirect is not None:
             out["redirect"] = attrs.asdict(self.redirect)
+        if self.chain or self.backend_chains:
+            out["steps"] = [step.label for step in self.chain.steps]
+            if any(self.backend_chains):
+                out["backend_steps"] = [[s.label for s in c.steps] for c in self.backend_chains]
         return out

@@ -23,6 +23,7 @@ text; higher first. Traefik leaves equal priorities unordered; kroute breaks tie
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from kroute.errors import RuleSyntaxError
@@ -37,6 +38,8 @@ from kroute.objects import (
     as_str,
     req_str,
 )
+from kroute.pipeline.filters import Refuse
+from kroute.pipeline.steps import Chain, Step
 from kroute.rules.conditions import (
     AllOf,
     AnyOf,
@@ -233,6 +236,7 @@ def compile_ingressroute(
             ref,
             allow_cross_namespace,
         )
+        chain = _unsupported(raw, field)
         for k, alternative in enumerate(to_dnf(condition)):
             routes.append(
                 Route(
@@ -249,6 +253,35 @@ def compile_ingressroute(
                     ),
                     why=why,
                     origin=origin,
+                    chain=chain,
                 )
             )
     return routes
+
+
+#: Fields of an IngressRoute route and of its services that kroute applies; anything else
+#: (middlewares, sticky sessions, a backend scheme...) changes who may reach a backend or what
+#: it receives, so a route that sets it fails closed (answers 500) and says why.
+_ROUTE_FIELDS = frozenset({"match", "kind", "priority", "services", "middlewares"})
+_SERVICE_FIELDS = frozenset({"kind", "name", "namespace", "port", "weight"})
+#: Fields set to the value that means what kroute does anyway.
+_DEFAULTS = {"passHostHeader": True, "syntax": "v3"}
+
+
+def _unsupported(route: Mapping[str, Any], field: str) -> Chain:
+    """A Refuse step for each field of an IngressRoute route kroute does not apply."""
+    steps: list[Step] = []
+    for i, raw in enumerate(as_list(route.get("middlewares"), f"{field}.middlewares")):
+        item = as_map(raw, f"{field}.middlewares[{i}]")
+        name = item.get("name")
+        steps.append(Refuse(f"{field}.middlewares[{i}]", reason=f"Middleware {name!r}: "
+                            "Traefik middlewares are not supported by kroute yet"))  # fmt: skip
+    fields = [(f"{field}.{k}", k, v) for k, v in route.items() if k not in _ROUTE_FIELDS]
+    for k, service in enumerate(as_list(route.get("services"), f"{field}.services")):
+        fields += [(f"{field}.services[{k}].{name}", name, value)
+                   for name, value in as_map(service, f"{field}.services[{k}]").items()
+                   if name not in _SERVICE_FIELDS]  # fmt: skip
+    for where, name, value in fields:
+        if name not in _DEFAULTS or _DEFAULTS[name] != value:
+            steps.append(Refuse(where, reason=f"{name} is not supported by kroute yet"))
+    return Chain(tuple(steps))

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from kroute.errors import (
+    Answered,
     KrouteError,
     Redirected,
     UpstreamClosed,
@@ -216,6 +217,8 @@ def error_response(error: KrouteError) -> tuple[int, Headers, bytes]:
         detail = "the backend closed the connection"
     elif isinstance(error, UpstreamError):
         detail = "backend error"
+    elif isinstance(error, Answered):
+        return _answered(error)
     else:
         detail = str(error)
     body = f"{status} {REASONS.get(status, 'Error')}: {detail}\n".encode()
@@ -223,6 +226,17 @@ def error_response(error: KrouteError) -> tuple[int, Headers, bytes]:
                (b"Content-Length", str(len(body)).encode())]  # fmt: skip
     if isinstance(error, Redirected):
         headers.append((b"Location", error.location.encode("latin-1", "replace")))
+    return status, headers, body
+
+
+def _answered(answer: Answered) -> tuple[int, Headers, bytes]:
+    """A step's own answer: its headers and body (a short text when it gave none), framed."""
+    status = answer.status_hint
+    body = answer.body or f"{status} {REASONS.get(status, 'Error')}\n".encode()
+    headers = [(n, v) for n, v in answer.headers if n.lower() != b"content-length"]
+    if not any(n.lower() == b"content-type" for n, _ in headers):
+        headers.append((b"Content-Type", b"text/plain; charset=utf-8"))
+    headers.append((b"Content-Length", str(len(body)).encode()))
     return status, headers, body
 
 

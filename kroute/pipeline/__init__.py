@@ -1,0 +1,45 @@
+"""The request pipeline: what a route does to a request after the match (docs/pipeline.md).
+
+Pure values and functions: no I/O library is imported here (import-linter holds it). Fronts
+run a route's `Chain` through `run_request` / `run_request_async` and `run_response`.
+"""
+
+from kroute.pipeline.filters import (
+    Function,
+    HeaderEdits,
+    Refuse,
+    RequestHeaderModifier,
+    ResponseHeaderModifier,
+    URLRewrite,
+)
+from kroute.pipeline.registry import Filters
+from kroute.pipeline.steps import (
+    EMPTY,
+    Answer,
+    AsyncStep,
+    Chain,
+    Step,
+    UpstreamRequest,
+    run_request,
+    run_request_async,
+    run_response,
+)
+
+__all__ = [
+    "EMPTY",
+    "Answer",
+    "AsyncStep",
+    "Chain",
+    "Filters",
+    "Function",
+    "HeaderEdits",
+    "Refuse",
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "Step",
+    "URLRewrite",
+    "UpstreamRequest",
+    "run_request",
+    "run_request_async",
+    "run_response",
+]

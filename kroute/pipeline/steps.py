@@ -1,0 +1,213 @@
+"""What a route does to a request after the match: steps, as values, and the one runner.
+
+A compiled route carries a `Chain`: request steps, run in order before forwarding, each of
+which may change the request (`UpstreamRequest`) or answer it by itself (`Answer`: a redirect, a
+refusal), and response steps, run on the response head. The chain is built once, when the
+route is compiled: nothing is parsed per request, and a route without steps pays one attribute
+test.
+
+Every front (FastGateway, HttpServer, the ASGI gateway) and `explain` run a chain through
+`run_request` / `run_request_async` and `run_response`, so they cannot drift. Steps are pure
+where they can be (header edits, rewrites, redirects, refusals); a step that must wait (a
+user's async check) is an `AsyncStep`, and only chains that hold one are awaited.
+
+Headers are `(name, value)` byte pairs as they travel, names compared case-insensitively
+(RFC 9110 section 5.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ClassVar
+
+import attrs
+
+Header = tuple[bytes, bytes]
+_log = logging.getLogger(__name__)
+
+
+@attrs.define
+class UpstreamRequest:
+    """The request as the backend will receive it; request steps change it in place.
+
+    `path` is the path as it will be sent (percent-encodings as received), `query` the query
+    without `?` (None when the target had none), `headers` the end-to-end fields including
+    Host. `routed` is the path as routing saw it (normalised), which rewrites start from
+    (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived.
+    """
+
+    method: str
+    path: str
+    query: str | None
+    headers: list[Header]
+    routed: str = ""
+    scheme: str = "http"
+    client: str = ""
+
+    @classmethod
+    def from_target(
+        cls, method: str, target: str, headers: list[Header], *, routed: str,
+        scheme: str = "http", client: str = "",
+    ) -> UpstreamRequest:  # fmt: skip
+        """The request to forward, from the target as received (origin-form)."""
+        path, mark, query = target.partition("?")
+        return cls(method, path, query if mark else None, headers, routed, scheme, client)
+
+    @property
+    def target(self) -> str:
+        return self.path if self.query is None else f"{self.path}?{self.query}"
+
+    def get(self, name: bytes) -> bytes | None:
+        """The first value of header `name` (any case), or None."""
+        name = name.lower()
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+    def set(self, name: bytes, value: bytes) -> None:
+        """Replace every field `name` by one (RFC 9110 section 5.3), in the first one's place."""
+        lower = name.lower()
+        out: list[Header] = []
+        placed = False
+        for field in self.headers:
+            if field[0].lower() != lower:
+                out.append(field)
+            elif not placed:
+                out.append((name, value))
+                placed = True
+        if not placed:
+            out.append((name, value))
+        self.headers[:] = out
+
+    def remove(self, name: bytes) -> None:
+        lower = name.lower()
+        self.headers[:] = [f for f in self.headers if f[0].lower() != lower]
+
+
+@attrs.frozen
+class Answer:
+    """A response a step gives instead of forwarding; `reason` is for explain and logs, the
+    client sees `body` (never internals)."""
+
+    status: int
+    reason: str
+    headers: tuple[Header, ...] = ()
+    body: bytes = b""
+    step: str = ""  # the step that answered, for explain
+
+    @property
+    def location(self) -> str | None:
+        found = next((v for n, v in self.headers if n.lower() == b"location"), None)
+        return None if found is None else found.decode("latin-1")
+
+
+@attrs.frozen
+class Step:
+    """One step of a chain. `field` names where it was configured ("spec.rules[0].filters[1]");
+    a subclass overrides `request` (before forwarding), `response` (on the response head), or
+    both, and says so in `on_request` / `on_response`."""
+
+    field: str
+    on_request: ClassVar[bool] = True
+    on_response: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__} ({self.field})" if self.field else type(self).__name__
+
+    def request(self, request: UpstreamRequest) -> Answer | None:
+        return None
+
+    def response(self, status: int, headers: list[Header]) -> None:
+        return None
+
+
+@attrs.frozen
+class AsyncStep(Step):
+    """A request step that must wait (a user's `async def` filter, `name`); `check` is
+    awaited."""
+
+    check: Callable[[UpstreamRequest], Awaitable[Answer | None]] = attrs.field(
+        kw_only=True, eq=False
+    )
+    name: str = attrs.field(default="", kw_only=True)
+
+    @property
+    def label(self) -> str:
+        return f"Filter {self.name} ({self.field})"
+
+    async def request_async(self, request: UpstreamRequest) -> Answer | None:
+        answer = await self.check(request)
+        return None if answer is None else attrs.evolve(answer, step=answer.step or self.label)
+
+
+@attrs.frozen
+class Chain:
+    """The steps of a route, split once by where they run."""
+
+    steps: tuple[Step, ...] = ()
+    request: tuple[Step, ...] = attrs.field(init=False)
+    response: tuple[Step, ...] = attrs.field(init=False)
+    #: Some request step must be awaited: fronts that run callbacks start a task for it.
+    waits: bool = attrs.field(init=False)
+
+    @request.default
+    def _request(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.on_request)
+
+    @response.default
+    def _response(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.on_response)
+
+    @waits.default
+    def _waits(self) -> bool:
+        return any(isinstance(s, AsyncStep) for s in self.request)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def __add__(self, other: Chain) -> Chain:
+        return self if not other else Chain(self.steps + other.steps)
+
+
+EMPTY = Chain()
+
+
+def run_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
+    """Run the request steps of a chain that does not wait; the first answer stops it."""
+    for step in chain.request:
+        try:
+            answer = step.request(request)
+        except Exception:
+            return _failed(step)
+        if answer is not None:
+            return answer if answer.step else attrs.evolve(answer, step=step.label)
+    return None
+
+
+async def run_request_async(chain: Chain, request: UpstreamRequest) -> Answer | None:
+    """`run_request` for any chain: steps that wait are awaited, in their place."""
+    for step in chain.request:
+        try:
+            if isinstance(step, AsyncStep):
+                answer = await step.request_async(request)
+            else:
+                answer = step.request(request)
+        except Exception:
+            return _failed(step)
+        if answer is not None:
+            return answer if answer.step else attrs.evolve(answer, step=step.label)
+    return None
+
+
+def _failed(step: Step) -> Answer:
+    """A step raised (a user's filter has a bug, its auth service is down): the request fails
+    closed with 500, and the exception goes to the log, not to the client."""
+    _log.exception("%s failed; the request is answered 500", step.label)
+    return Answer(500, f"{step.label} raised an exception", step=step.label,
+                  body=b"500 Internal Server Error\n")  # fmt: skip
+
+
+def run_response(chain: Chain, status: int, headers: list[Header]) -> None:
+    """Run the response steps on a response head's end-to-end headers, in place."""
+    for step in chain.response:
+        step.response(status, headers)
