@@ -11,6 +11,14 @@ from tests.kubeserver import KubeServer, kube_server
 #: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
 ON_LOOPS = {
     "front": [("asyncio", "anyio"), ("asyncio", "fast"), ("trio", "anyio")],
+    #: every front, the ASGI gateway included (`tests.fronts`)
+    "every_front": [
+        ("asyncio", "anyio"),
+        ("asyncio", "fast"),
+        ("trio", "anyio"),
+        ("asyncio", "asgi"),
+        ("trio", "asgi"),
+    ],
     "engine": [("asyncio", "protocols"), ("asyncio", "streams"), ("trio", "streams")],
 }
 
@@ -38,6 +46,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Set by the parametrization above (or by a test's own `parametrize`)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def every_front(request: pytest.FixtureRequest) -> str:
+    """A gateway front ("anyio", "fast" or "asgi"), set by the parametrization above."""
     return str(request.param)
 
 

@@ -46,6 +46,8 @@ from kroute.gateway.upstream import (
     Key,
     Upstream,
 )
+from kroute.pipeline.steps import UpstreamRequest
+from kroute.rules.request import normalize_path
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
 from kroute.transport.idle import IdleConnections
@@ -345,6 +347,22 @@ class Client(asyncio.Protocol):
             lines = render_headers(forwarding_headers((), hop))
             self.forwarding_for = (message.host, lines)
         return lines
+
+    def upstream_request(self, message: Message) -> UpstreamRequest:
+        """The request as a route's steps see it (`kroute.pipeline.UpstreamRequest`): the header
+        fields that are passed on, with this hop's forwarding fields, as the other fronts
+        give them (`handler.proxied`)."""
+        gateway = self.gateway
+        drop = REQUEST_HEADERS.drop
+        fields = [(n, v) for n, v in zip(message.names, message.values, strict=True)
+                  if n.lower() not in drop]  # fmt: skip
+        hop = Hop(client=self.peer, scheme=gateway.scheme, host=message.host, port=self.port)
+        incoming = message.forwarded if self.trusted else ()
+        fields += forwarding_headers(incoming, hop, gateway.trusted)
+        return UpstreamRequest.from_target(
+            message.method_text, message.url_text, fields,
+            routed=normalize_path(message.url_text), scheme=gateway.scheme, client=self.peer,
+        )  # fmt: skip
 
     def start_pipe(self, upstream: Upstream) -> None:
         self.upstream = upstream

@@ -37,6 +37,7 @@ import anyio
 import attrs
 
 from kroute.errors import (
+    Answered,
     InvalidBackend,
     InvalidObject,
     KrouteError,
@@ -47,6 +48,8 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.objects import BackendRef, FieldError, ObjectRef
+from kroute.pipeline.registry import NO_FILTERS, Filters
+from kroute.pipeline.steps import Chain, UpstreamRequest, run_request_async, run_response
 from kroute.pool.balance import Balancer, HashOn, RoundRobin, WeightedSplit, cookie_value
 from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
@@ -90,6 +93,16 @@ class Decision:
     cookie: str | None = None
     #: The pool `pick` is from: a front that forwards itself reports each attempt to it.
     pool: Pool | None = attrs.field(default=None, eq=False, repr=False)
+    #: The steps the request goes through (the route's, then the backend's), None for none:
+    #: what fronts test before running `kroute.pipeline` on the request.
+    chain: Chain | None = attrs.field(init=False, eq=False, repr=False)
+
+    @chain.default
+    def _chain(self) -> Chain | None:
+        if self.route is None:
+            return None
+        chain = self.route.chain_for(self.backend)
+        return chain if chain.steps else None
 
 
 class Observer(Protocol):
@@ -141,8 +154,11 @@ class Router:
         prober: ActiveProber | None = None,
         hash_on: HashOn | None = None,
         sticky_cookie: str | None = None,
+        filters: Filters = NO_FILTERS,
     ) -> None:
         self.sources = list(sources)
+        #: The application's own steps, which routes name (ExtensionRef, `kroute.pipeline`).
+        self.filters = filters
         self.transport = transport
         self.ingress_class = ingress_class
         self.gateway_class = gateway_class
@@ -163,6 +179,7 @@ class Router:
         self._memo = RouteMemo()  # answers by raw (method, Host, target): route_target
         self._errors: tuple[InvalidObject, ...] = ()
         self._notes: tuple[str, ...] = ()
+        self._refused: tuple[InvalidObject, ...] = ()
         #: A routing object changed since the last rebuild; the next reader rebuilds.
         self._stale = False
         self._wake: anyio.Event | None = None
@@ -214,6 +231,13 @@ class Router:
         return self._errors
 
     @property
+    def refused(self) -> tuple[InvalidObject, ...]:
+        """What routes are configured to do that kroute cannot: those routes answer 500 (fail
+        closed), each listed with its object, field and reason."""
+        self.refresh()
+        return self._refused
+
+    @property
     def notes(self) -> tuple[str, ...]:
         self.refresh()
         return self._notes
@@ -243,7 +267,7 @@ class Router:
         objects = [obj for kind in ROUTING_KINDS for obj in self._objects(kind)]
         result = compile_objects(
             objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class,
-            cache=self._compiled,
+            cache=self._compiled, filters=self.filters,
         )  # fmt: skip
         wanted = {
             (b.namespace, b.name, b.port)
@@ -258,11 +282,14 @@ class Router:
         for key, backend in self._backends.items():
             self._by_service.setdefault(key[:2], []).append(backend)
         self._table = result.table  # the swap: readers see the old table or the new one
-        known = {str(error) for error in self._errors}
+        known = {str(error) for error in (*self._errors, *self._refused)}
         for error in result.errors:  # each rejection is logged once, when it appears
             if str(error) not in known:
                 _log.warning("not routed: %s", error)
-        self._errors, self._notes = result.errors, result.notes
+        for error in result.refused:
+            if str(error) not in known:
+                _log.warning("fails closed: %s", error)
+        self._errors, self._notes, self._refused = result.errors, result.notes, result.refused
         self._splits = {}
         self._decided = {}
         self._direct = {}
@@ -491,10 +518,31 @@ class Router:
     ) -> tuple[Decision, ForwardResponse]:
         """Route `head` and send `request` there, retrying safely on other endpoints.
 
+        The route's steps run first (`kroute.pipeline`): they may change the request, or
+        answer it themselves (Answered: a refusal, a user's check); its response steps edit the
+        response's headers.
+
         Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
-        InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504).
+        InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504), Answered.
         """
-        return await self._send(self.route(head), request)
+        decision = self.route(head)
+        chain = decision.chain
+        if chain is None:
+            return await self._send(decision, request)
+        started = time.perf_counter()
+        upstream = UpstreamRequest.from_target(
+            request.method, request.target, list(request.headers), routed=head.path,
+            scheme=head.scheme, client="" if head.client_ip is None else str(head.client_ip),
+        )  # fmt: skip
+        answer = await run_request_async(chain, upstream)
+        if answer is not None:
+            self.observe(decision, answer.status, started)
+            raise Answered(answer.status, answer.reason, answer.headers, answer.body)
+        request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
+        decision, response = await self._send(decision, request)
+        if chain.response:
+            run_response(chain, response.status, response.headers)
+        return decision, response
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from kroute.errors import (
+    Answered,
     KrouteError,
     UpstreamClosed,
     UpstreamConnectError,
@@ -25,6 +26,14 @@ from kroute.errors import (
 )
 from kroute.gateway.router import Decision, outcome_of, status_error
 from kroute.gateway.server import REASONS
+from kroute.pipeline.steps import (
+    Answer,
+    Chain,
+    UpstreamRequest,
+    run_request,
+    run_request_async,
+    run_response,
+)
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.request import RequestHead
@@ -178,9 +187,9 @@ class Exchange:
     """One request from a client: routing, attempts at endpoints, the response relayed."""
 
     __slots__ = (
-        "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway", "head",
-        "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox", "pending",
-        "piping", "pool", "router", "sent_body", "started", "status", "tried",
+        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway",
+        "head", "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox",
+        "pending", "piping", "pool", "router", "sent_body", "started", "status", "tried",
         "until_close", "upstream_activity",
     )  # fmt: skip
 
@@ -194,6 +203,7 @@ class Exchange:
         self.router = gateway.router
         self.started = time.perf_counter()
         self.decision: Decision | None = None
+        self.chain: Chain | None = None  # the route's steps, when it has any
         self.pool: Pool | None = None
         self.tried: list[Key] = []
         self.conn: Upstream | None = None
@@ -231,6 +241,34 @@ class Exchange:
             self.answer_error(exc)
             return
         self.decision = decision
+        chain = decision.chain
+        if chain is None:
+            self.send(message.url, message.lines + client.forwarding(message))
+            return
+        self.chain = chain
+        request = client.upstream_request(message)
+        if chain.waits:
+            self.loop.create_task(self.wait_steps(chain, request))
+        else:
+            self.stepped(run_request(chain, request), request)
+
+    async def wait_steps(self, chain: Chain, request: UpstreamRequest) -> None:
+        """A chain with a step that waits (a user's async check), run off the callbacks."""
+        answer = await run_request_async(chain, request)
+        if not self.finished:
+            self.stepped(answer, request)
+
+    def stepped(self, answer: Answer | None, request: UpstreamRequest) -> None:
+        """The request steps have run: answer as they say, or send what they made."""
+        if answer is not None:
+            self.answer_error(Answered(answer.status, answer.reason, answer.headers, answer.body))
+        else:
+            self.send(request.target.encode("latin-1"), render_headers(request.headers))
+
+    def send(self, url: bytes, lines: bytes) -> None:
+        """Send the request (target `url`, end-to-end header `lines`) where it was routed."""
+        decision, message = self.decision, self.message
+        assert decision is not None
         if decision.status != 200 or decision.pick is None or decision.pool is None:
             self.answer_error(status_error(decision))
             return
@@ -243,8 +281,7 @@ class Exchange:
         elif message.content_length is not None:
             framing += b"Content-Length: %d\r\n" % message.content_length
         self.head = b"".join([
-            message.method, b" ", message.url, b" HTTP/1.1\r\n", message.lines,
-            client.forwarding(message), framing, b"\r\n",
+            message.method, b" ", url, b" HTTP/1.1\r\n", lines, framing, b"\r\n",
         ])  # fmt: skip
         self.router.retry_budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
@@ -397,6 +434,11 @@ class Exchange:
             conn.new_head()
             return
         lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
+        if self.chain is not None and self.chain.response and status != 101:
+            drop = RESPONSE_HEADERS.drop
+            fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
+            run_response(self.chain, status, fields)
+            lines = render_headers(fields)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
         if lengths is not None and (chunked or len(lengths) > 1):

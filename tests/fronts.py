@@ -1,0 +1,60 @@
+"""One client for every gateway front: HttpServer and FastGateway over a socket, the ASGI
+gateway through httpx's ASGI transport (what an ASGI server would call)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+
+from kroute.gateway.asgi import AsgiGateway
+from kroute.gateway.router import Router
+from kroute.transport.base import ForwardRequest, Target
+from kroute.transport.pooled import PooledTransport
+from tests.pods import start_front
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class FrontClient:
+    """`request(...)` -> (status, headers, body) through one front."""
+
+    def __init__(self, port: int | None, app: AsgiGateway | None) -> None:
+        self.port = port
+        self.app = app
+        self.transport = PooledTransport()
+
+    async def request(
+        self, host: str, target: str = "/", *, method: str = "GET", headers: Headers | None = None
+    ) -> tuple[int, Headers, bytes]:
+        headers = [(b"Host", host.encode()), *(headers or [])]
+        if self.app is not None:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport) as client:
+                url = httpx.URL(f"http://{host}{target}")
+                answer = await client.request(method, url, headers=headers)
+                return answer.status_code, list(answer.headers.raw), answer.content
+        assert self.port is not None
+        request = ForwardRequest(method, target, headers)
+        response = await self.transport.send(Target("127.0.0.1", self.port), request)
+        return response.status, response.headers, await response.read()
+
+
+@contextlib.asynccontextmanager
+async def serving(router: Router, front: str) -> AsyncIterator[FrontClient]:
+    """`router` served by `front` ("anyio", "fast" or "asgi") while the block runs."""
+    async with anyio.create_task_group() as group:
+        if front == "asgi":
+            router.transport = router.transport or PooledTransport()
+            client = FrontClient(None, AsgiGateway(router))
+        else:
+            client = FrontClient(await start_front(group, router, front), None)
+        try:
+            yield client
+        finally:
+            await client.transport.aclose()
+            if router.transport is not None:
+                await router.transport.aclose()
+            group.cancel_scope.cancel()

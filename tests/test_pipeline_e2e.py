@@ -1,0 +1,185 @@
+"""The request pipeline through every front (HttpServer on asyncio and trio, FastGateway, the
+ASGI gateway on asyncio and trio), with a real backend on loopback that echoes what it got."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from kroute.gateway.router import Router
+from kroute.pipeline import Answer, Filters, UpstreamRequest
+from kroute.transport.conformance import Backend
+from kroute.watch.sources import MemorySource
+from tests.builders import gateway, httproute, ingress, ingressroute, to
+from tests.fronts import FrontClient, serving
+from tests.test_gateway_e2e import endpoint_slice, service
+
+pytestmark = pytest.mark.anyio
+
+
+def headers_of(echo: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+def filters() -> Filters:
+    registered = Filters()
+
+    @registered.register("tenant")
+    def tenant(request: UpstreamRequest) -> Answer | None:
+        request.set(b"X-Tenant", (request.get(b"x-team") or b"none").upper())
+        return None
+
+    @registered.register("token")
+    async def token(request: UpstreamRequest) -> Answer | None:
+        await anyio.sleep(0)  # (an authorisation call would wait here)
+        if request.get(b"authorization") != b"Bearer good":
+            return Answer(401, "no valid token", headers=((b"WWW-Authenticate", b"Bearer"),))
+        return None
+
+    @registered.register("broken")
+    def broken(request: UpstreamRequest) -> Answer | None:
+        raise RuntimeError("secret internal detail")
+
+    return registered
+
+
+def ext(name: str, group: str = "kroute.dev", kind: str = "Filter") -> dict[str, Any]:
+    return {"type": "ExtensionRef", "extensionRef": {"group": group, "kind": kind, "name": name}}
+
+
+ROUTES = [
+    httproute("edit", [{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+        "filters": [
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                "set": [{"name": "X-Set", "value": "set"}],
+                "add": [{"name": "X-Add", "value": "added"}],
+                "remove": ["X-Secret"]}},
+            {"type": "URLRewrite", "urlRewrite": {
+                "hostname": "internal.local",
+                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}},
+            {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                "set": [{"name": "X-Served-By", "value": "kroute"}], "remove": ["Content-Type"]}},
+        ],
+        "backendRefs": [to("web")],
+    }], hostnames=["edit.local"]),
+    httproute("redirect", [{"filters": [{"type": "RequestRedirect", "requestRedirect": {
+        "scheme": "https", "statusCode": 303,
+        "path": {"type": "ReplaceFullPath", "replaceFullPath": "/login"}}}]}],
+        hostnames=["redirect.local"]),
+    httproute("mine", [{"filters": [ext("tenant"), ext("token")], "backendRefs": [to("web")]}],
+              hostnames=["mine.local"]),
+    httproute("broken", [{"filters": [ext("broken")], "backendRefs": [to("web")]}],
+              hostnames=["broken.local"]),
+    # Fail closed: none of these may reach the backend.
+    httproute("unknown-ext", [{"filters": [ext("nope")], "backendRefs": [to("web")]}],
+              hostnames=["unknown-ext.local"]),
+    httproute("middleware-ext", [{"filters": [ext("auth", "traefik.io", "Middleware")],
+                                  "backendRefs": [to("web")]}], hostnames=["mw-ext.local"]),
+    httproute("mirror", [{"filters": [{"type": "FancyFilter"}], "backendRefs": [to("web")]}],
+              hostnames=["unknown-type.local"]),
+    httproute("timeouts", [{"timeouts": {"request": "1s"}, "backendRefs": [to("web")]}],
+              hostnames=["timeouts.local"]),
+    httproute("backend-filter", [{"backendRefs": [to("web", filters=[ext("nope")])]}],
+              hostnames=["backend-filter.local"]),
+    ingressroute("auth", [{"match": "Host(`basic-auth.local`)",
+                           "middlewares": [{"name": "basic-auth"}],
+                           "services": [{"name": "web", "port": 80}]}]),
+    ingress("nginx-auth", [("nginx-auth.local", [("/", "Prefix", "web")])],
+            annotations={"nginx.ingress.kubernetes.io/auth-url": "http://auth/check"}),
+]  # fmt: skip
+REFUSED = ["unknown-ext.local", "mw-ext.local", "unknown-type.local", "timeouts.local",
+           "backend-filter.local", "basic-auth.local", "nginx-auth.local"]  # fmt: skip
+
+
+@pytest.fixture
+async def client(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend, Router]]:
+    backend = Backend("127.0.0.2")
+    async with anyio.create_task_group() as group:
+        await group.start(backend.serve)
+        source = MemorySource(objects=[gateway(), *ROUTES, service("web"),
+                                       endpoint_slice("web", backend.port, backend.address)])  # fmt: skip
+        router = Router([source], filters=filters())
+        async with serving(router, every_front) as front:
+            yield front, backend, router
+        group.cancel_scope.cancel()
+
+
+async def test_header_edits_and_rewrites_reach_the_backend(
+    client: tuple[FrontClient, Backend, Router],
+) -> None:
+    front, backend, _ = client
+    status, headers, body = await front.request(
+        "edit.local",
+        "/api/echo?q=%2F1",
+        headers=[(b"X-Set", b"old"), (b"X-Add", b"first"), (b"X-Secret", b"s3cret")],
+    )
+    assert status == 200, body
+    echo = json.loads(body)
+    seen = headers_of(echo)
+    assert echo["target"] == "/echo?q=%2F1"  # the prefix replaced, the query kept as it was
+    assert seen["host"] == ["internal.local"]
+    assert seen["x-set"] == ["set"]
+    assert seen["x-add"] == ["first,added"]  # appended to the existing value (spec example)
+    assert "x-secret" not in seen
+    assert seen["x-forwarded-host"] == ["edit.local"]  # what the client asked for
+    names = {n.lower(): v for n, v in headers}
+    assert names[b"x-served-by"] == b"kroute"
+    assert b"content-type" not in names
+    assert backend.hits == {"/echo": 1}
+
+
+async def test_redirect_status_and_location(client: tuple[FrontClient, Backend, Router]) -> None:
+    front, backend, _ = client
+    status, headers, _ = await front.request("redirect.local", "/old?x=1")
+    assert status == 303
+    assert dict(headers)[b"Location"] == b"https://redirect.local/login?x=1"
+    assert backend.hits == {}
+
+
+async def test_registered_filters_edit_and_answer(
+    client: tuple[FrontClient, Backend, Router],
+) -> None:
+    front, backend, _ = client
+    status, headers, _ = await front.request("mine.local", "/echo")
+    assert status == 401
+    assert (b"WWW-Authenticate", b"Bearer") in headers
+    assert backend.hits == {}
+    status, _, body = await front.request(
+        "mine.local", "/echo", headers=[(b"Authorization", b"Bearer good"), (b"X-Team", b"a")]
+    )
+    assert status == 200
+    assert headers_of(json.loads(body))["x-tenant"] == ["A"]
+    assert backend.hits == {"/echo": 1}
+
+
+async def test_a_filter_that_raises_fails_closed_without_saying_why(
+    client: tuple[FrontClient, Backend, Router],
+) -> None:
+    front, backend, _ = client
+    status, _, body = await front.request("broken.local", "/echo")
+    assert status == 500
+    assert b"secret" not in body
+    assert b"RuntimeError" not in body
+    assert backend.hits == {}
+
+
+@pytest.mark.parametrize("host", REFUSED)
+async def test_what_kroute_cannot_apply_fails_closed(
+    client: tuple[FrontClient, Backend, Router], host: str
+) -> None:
+    front, backend, router = client
+    status, _, body = await front.request(host, "/echo")
+    assert status == 500
+    assert b"cannot be served as configured" in body
+    assert b"nope" not in body  # names stay inside
+    assert b"auth" not in body
+    assert backend.hits == {}
+    assert router.refused  # and said out loud (explain and the admin API read this)
