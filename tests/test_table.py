@@ -43,7 +43,7 @@ path_conditions = st.one_of(
 other_conditions = st.one_of(
     st.builds(c.MethodIs, st.sampled_from(["GET", "POST"])),
     st.builds(c.HeaderIs, st.just("x"), st.sampled_from(["1", "2"])),
-    st.builds(c.HeaderPresent, st.just("y")),
+    st.builds(c.HeaderIs, st.just("y"), st.sampled_from(["1", "2"])),
     st.builds(c.Not, host_conditions),
     st.builds(c.Not, path_conditions),
 )

@@ -184,19 +184,6 @@ class HeaderIs:
 
 
 @attrs.frozen
-class HeaderPresent:
-    """The request carries header `name` (lower case), whatever its value."""
-
-    name: str
-
-    def matches(self, request: RequestHead) -> bool:
-        return self.name in request.headers
-
-    def describe(self) -> str:
-        return f"header {self.name} present"
-
-
-@attrs.frozen
 class HeaderRegex:
     """A value of header `name` (lower case) matches a regular expression."""
 
