@@ -109,6 +109,42 @@ async def test_asgi_gateway_called_directly(pods: tuple[list[Pod], int]) -> None
     await router.transport.aclose()  # type: ignore[union-attr]
 
 
+async def test_asgi_gateway_routes_absolute_form_and_refuses_bad_escapes(
+    pods: tuple[list[Pod], int],
+) -> None:
+    # As on the other fronts (tests/test_gateway_e2e.py): a server that passes the target as
+    # received (raw_path) gets routing by its authority (RFC 9112 section 3.2.2), and a `%`
+    # that starts no escape is a 400 (Traefik: Go's url.ParseRequestURI refuses it).
+    router = Router([MemorySource(objects=objects(pods[1]))], transport=PooledTransport())
+    app = AsgiGateway(router)
+
+    async def answer(raw_path: bytes, host: bytes) -> list[MutableMapping[str, Any]]:
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/", "raw_path": raw_path,
+                 "query_string": b"q=1", "headers": [(b"host", host)],
+                 "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80)}  # fmt: skip
+        await app(scope, receive, send)
+        return sent
+
+    sent = await answer(b"http://www.test/p", b"other.test")
+    assert sent[0]["status"] == 200
+    echo = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert (echo["target"], echo["headers"]["host"]) == ("/p?q=1", "www.test")
+    assert (await answer(b"http://other.test/p", b"www.test"))[0]["status"] == 404
+    for bad in (b"/p%zz", b"/%", b"/%4"):
+        sent = await answer(bad, b"www.test")
+        assert sent[0]["status"] == 400
+        assert b"invalid percent-escape" in sent[1]["body"]
+    await router.transport.aclose()  # type: ignore[union-attr]
+
+
 async def test_asgi_websocket_is_refused_with_a_reason() -> None:
     sent: list[MutableMapping[str, Any]] = []
 

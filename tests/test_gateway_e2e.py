@@ -116,6 +116,19 @@ async def test_traefik_matching_rules_hold_on_every_front(
     assert (await call(port, "parity.local", method="get"))[0] == 400
     await call(port, "parity.local", "/%65cho")
     assert backends[0].hits.get("/%65cho") == 1
+    # A `%` that starts no escape: Go's url.ParseRequestURI refuses the target, Traefik 400s.
+    for target in ("/echo%zz", "/%", "/%4", "/a%2?q=1"):
+        status, body, _ = await call(port, "parity.local", target)
+        assert (status, b"invalid percent-escape" in body) == (400, True), target
+    # An absolute-form target names the host; the Host header is ignored (RFC 9112 section
+    # 3.2.2, Go's net/http). It goes on in origin form with a Host made from the target.
+    status, body, _ = await call(port, "nobody.local", "http://Parity.Local:80/echo?q=1")
+    assert status == 200
+    echo = json.loads(body)
+    headers = {k.lower(): v for k, v in echo["headers"]}
+    assert (echo["target"], headers["host"]) == ("/echo?q=1", "Parity.Local:80")
+    assert headers["x-forwarded-host"] == "Parity.Local:80"
+    assert (await call(port, "parity.local", "http://nobody.local/echo"))[0] == 404
 
 
 async def test_streamed_bodies_and_websocket_through_the_gateway(

@@ -18,17 +18,20 @@ PATHS = ["/", "/a", "/a/", "/a/b", "/ab", "/a/b/c", "/b", "/a/bc", "/a b", "/a%2
 STEMS = ["", "/a", "/a/b", "/ab", "/b", "/a b"]
 STARTS = ["/", "/a", "/a/", "/ab", "/a/b", "/a/b/", "/b", "/a ", "/a%2F"]
 #: Request spellings: wildcard-covered and bracketed IPv6 hosts, mixed-case methods,
-#: percent-encoded paths (decoded unless reserved: kroute issue 18).
+#: percent-encoded paths (decoded unless reserved: kroute issue 18), trailing dots (HostRegexp
+#: sees them) and absolute-form targets (their authority is the host).
 REQUEST_HOSTS = [*HOSTS, "d.a.com", "e.c.b.a.com", "A.COM:80", "x.org.", ".a.com", "[10::10]",
                  "[10::10]:8080"]  # fmt: skip
 METHODS = ["GET", "POST", "get", "Get"]
 REQUEST_PATHS = [*PATHS, "/a/b/", "/abc", "/a//b", "/a/./b/../c", "/ab/c", "/bc", "/a%20b",
-                 "/%61/%62", "/a%2fb", "/%7Bx%7D", "/a%20b/c", "/a%2F"]  # fmt: skip
+                 "/%61/%62", "/a%2fb", "/%7Bx%7D", "/a%20b/c", "/a%2F", "http://b.a.com/a/b",
+                 "http://X.ORG./a%20b", "HTTPS://[10::10]:8080/", "http:///a"]  # fmt: skip
 
 host_conditions = st.one_of(
     st.builds(c.HostIs, st.sampled_from(HOSTS)),
     st.builds(c.HostWildcard, st.sampled_from(SUFFIXES), st.booleans()),
     st.just(c.HostRegex(compile_regex(r"^b\."))),
+    st.just(c.HostRegex(compile_regex(r"org\.$"))),
     st.just(c.HostAny()),
 )
 path_conditions = st.one_of(
@@ -40,7 +43,7 @@ path_conditions = st.one_of(
 other_conditions = st.one_of(
     st.builds(c.MethodIs, st.sampled_from(["GET", "POST"])),
     st.builds(c.HeaderIs, st.just("x"), st.sampled_from(["1", "2"])),
-    st.builds(c.HeaderPresent, st.just("y")),
+    st.builds(c.HeaderIs, st.just("y"), st.sampled_from(["1", "2"])),
     st.builds(c.Not, host_conditions),
     st.builds(c.Not, path_conditions),
 )

@@ -35,6 +35,7 @@ from typing import Any
 import httptools
 
 from kroute.errors import KrouteError
+from kroute.gateway.handler import origin_form
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
 from kroute.gateway.server import ServerLimits, error_page, host_problem
@@ -275,6 +276,8 @@ class Client(asyncio.Protocol):
                 raise _Reject(400, problem)
         if hosts:
             message.host = hosts[0].decode("latin-1")
+        if message.url[:1] != b"/":
+            self.origin_form(message)
         if hosts is None or len(values) > 1:  # more than Host: framing, upgrade, forwarding...
             if b"content-length" in values:
                 message.content_length = int(values[b"content-length"][0])
@@ -287,6 +290,18 @@ class Client(asyncio.Protocol):
         self.messages.append(message)
         if self.exchange is None:
             self.deadline = 0.0  # the head is in: no head timeout while it is served
+
+    def origin_form(self, message: Message) -> None:
+        """An absolute-form target: routed and passed on as `handler.origin_form` says."""
+        fields = list(zip(message.names, message.values, strict=True))
+        absolute = origin_form(message.url_text, fields)
+        if absolute is None:
+            return
+        message.host, message.url_text, fields = absolute
+        message.url = message.url_text.encode("latin-1")
+        message.names = [name for name, _ in fields]
+        message.values = [value for _, value in fields]
+        message.lines, _ = self.gateway.request_headers.lines(message.names, message.values)
 
     def on_body(self, body: bytes) -> None:
         message = self.parsing

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import attrs
+
 from kroute.errors import KrouteError
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
-from kroute.rules.request import RequestHead
+from kroute.rules.request import RequestHead, split_absolute
 from kroute.transport.base import ForwardRequest, Headers
 from kroute.transport.proxy import (
     Hop,
@@ -25,6 +27,22 @@ from kroute.transport.proxy import (
     forwarding_headers,
     strip_hop_by_hop,
 )
+
+
+def origin_form(target: str, headers: Headers) -> tuple[str, str, Headers] | None:
+    """For an absolute-form target (`http://host/path`): the host to route by, the target in
+    origin form, and the headers with a Host made from it; None for any other target.
+
+    RFC 9112 section 3.2.2: the server uses the target's host and ignores the Host header, and
+    a request forwarded on gets a Host from the target. Go's net/http (so Traefik) routes on
+    that host and sends the origin form with it. Every front does this (FastGateway too).
+    """
+    absolute = split_absolute(target)
+    if absolute is None or not absolute[0]:
+        return None
+    authority, origin = absolute
+    kept = [(n, v) for n, v in headers if n.lower() != b"host"]
+    return authority, origin, [(b"Host", authority.encode("latin-1")), *kept]
 
 
 def proxied(
@@ -43,6 +61,10 @@ def proxied(
     Shared by every front (HttpServer, ASGI). Raises InvalidRequest (400) for a request that
     cannot be routed (a malformed Host, say).
     """
+    absolute = origin_form(target, headers)
+    if absolute is not None:
+        host, target, headers = absolute
+        hop = attrs.evolve(hop, host=host)
     head = RequestHead.build(
         method,
         hop.host,

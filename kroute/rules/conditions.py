@@ -83,13 +83,16 @@ class HostWildcard:
 
 @attrs.frozen
 class HostRegex:
-    """The normalised host matches a regular expression (Traefik HostRegexp)."""
+    """The host matches a regular expression (Traefik HostRegexp): the normalised host with
+    its trailing dot, if it came with one, as Traefik v3.7 matches the canonical host
+    (`pkg/muxer/http/matcher.go` hostRegexp; `kroute.rules.request`)."""
 
     pattern: Regex
     full: bool = False
 
     def matches(self, request: RequestHead) -> bool:
-        return _regex_ok(self.pattern, self.full, request.host)
+        host = request.host + "." if request.trailing_dot else request.host
+        return _regex_ok(self.pattern, self.full, host)
 
     def describe(self) -> str:
         return f"host ~ {self.pattern.pattern}"
@@ -178,19 +181,6 @@ class HeaderIs:
 
     def describe(self) -> str:
         return f"header {self.name} = {self.value!r}"
-
-
-@attrs.frozen
-class HeaderPresent:
-    """The request carries header `name` (lower case), whatever its value."""
-
-    name: str
-
-    def matches(self, request: RequestHead) -> bool:
-        return self.name in request.headers
-
-    def describe(self) -> str:
-        return f"header {self.name} present"
 
 
 @attrs.frozen

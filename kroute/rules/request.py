@@ -6,7 +6,8 @@ not. So the request path is normalised once, here, and rule paths are normalised
 function when they are compiled (docs/rules.md, "Path normalisation"):
 
 1. The query (after `?`) and fragment (after `#`) are split off; an absolute-form target
-   (`http://host/path`) keeps only its path (RFC 9112 section 3.2.2).
+   (`http://host/path`) keeps only its path, and its authority is the request's host
+   (`RequestHead.build`: RFC 9112 section 3.2.2, as Go's net/http sets `req.Host`).
 2. Percent-encodings are decoded, except those of reserved characters (RFC 3986 section 2.2:
    `:/?#[]@!$&'()*+,;=`) and of `%` itself, which keep their form with upper-case hex digits
    (section 6.2.2.1): `%20` is a space and `%7B` a `{`, but `%2F` is not a segment separator.
@@ -20,10 +21,16 @@ function when they are compiled (docs/rules.md, "Path normalisation"):
    kept.
 4. Dot segments are removed (RFC 3986 section 5.2.4) after decoding, so `%2E%2E` counts as `..`.
 
+A request path with a `%` that starts no valid escape (`/foo%zz`, `/%4`) is refused with
+InvalidRequest (400) by `RequestHead.build`: Go's `url.ParseRequestURI` fails on it ("invalid URL
+escape"), so Traefik never routes it (net/http answers 400 Bad Request).
+
 Hosts are lower-cased, lose their port and one trailing dot (what nginx does; Traefik's Host
 matcher accepts the trailing dot too), and an IPv6 literal loses its brackets (`[10::10]:80` is
 `10::10`: Traefik v3.7's Host matcher matches `[10::10]` against `Host(`10::10`)`, as kroute
-issue 18 reports from its muxer tests).
+issue 18 reports from its muxer tests). HostRegexp alone sees the trailing dot
+(`RequestHead.trailing_dot`): Traefik matches it against `types.CanonicalDomain(parseHost(...))`,
+which lower-cases and drops the port but keeps the dot (`pkg/middlewares/requestdecorator`).
 The method is kept as it arrived: methods are case-sensitive (RFC 9110 section 9.1), so `get` is
 not `GET`; rules upper-case their own value (Traefik `Method`).
 """
@@ -83,12 +90,42 @@ def _decode_percent(path: str) -> str:
     return "".join(out)
 
 
+def split_absolute(target: str) -> tuple[str, str] | None:
+    """(authority, origin-form target) of an absolute-form request target, or None for any
+    other form: `http://user@Host:80/p?q` -> (`Host:80`, `/p?q`). RFC 9112 section 3.2.2 (a
+    server uses the target's host and ignores Host); RFC 3986 section 3.2.1 (userinfo is not
+    part of the host)."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter, 0, end)
+        if found != -1:
+            end = found
+    tail = rest[end:]
+    return rest[:end].rpartition("@")[2], tail if tail.startswith("/") else "/" + tail
+
+
+def _check_escapes(target: str, origin: str) -> None:
+    """InvalidRequest naming `target` unless every `%` in the path of `origin` (its origin
+    form) starts a `%XX` escape: Go's `url.ParseRequestURI` refuses anything else, so Traefik
+    answers 400 (the query is not checked: Go parses it only when a matcher reads it, and
+    skips what does not decode)."""
+    path = origin.split("?", 1)[0]
+    at = path.find("%")
+    while at != -1:
+        if at + 2 >= len(path) or path[at + 1] not in _HEX or path[at + 2] not in _HEX:
+            raise InvalidRequest(
+                f"request target {target!r}: invalid percent-escape {path[at : at + 3]!r}"
+            )
+        at = path.find("%", at + 3)
+
+
 def normalize_path(raw: str) -> str:
     """The routing path of a request target or of a rule path (see the module docstring)."""
-    path = raw.split("#", 1)[0].split("?", 1)[0]
-    if path.startswith(("http://", "https://")):
-        slash = path.find("/", path.index("//") + 2)
-        path = path[slash:] if slash != -1 else "/"
+    absolute = split_absolute(raw)
+    path = (raw if absolute is None else absolute[1]).split("#", 1)[0].split("?", 1)[0]
     if not path.startswith("/"):
         path = "/" + path
     if "%" not in path and "//" not in path and "/." not in path:
@@ -109,18 +146,22 @@ def normalize_path(raw: str) -> str:
     return "/" + "/".join(out)
 
 
-def normalize_host(raw: str) -> str:
-    """The routing host of a Host header value: lower case, no port, no trailing dot, and an
-    IPv6 literal without its brackets (`[10::10]:8080` -> `10::10`)."""
+def _canonical_host(raw: str) -> str:
+    """A Host header value lower-cased, without its port or an IPv6 literal's brackets, the
+    trailing dot kept: Traefik's `types.CanonicalDomain(parseHost(req.Host))`."""
     host = raw.strip().lower()
     if host.startswith("["):
         end = host.find("]")
         return host[1:end] if end != -1 else host
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
-    if host.endswith("."):
-        host = host[:-1]
     return host
+
+
+def normalize_host(raw: str) -> str:
+    """The routing host of a Host header value: lower case, no port, no trailing dot, and an
+    IPv6 literal without its brackets (`[10::10]:8080` -> `10::10`)."""
+    return _canonical_host(raw).removesuffix(".")
 
 
 def _port_of(raw: str) -> int | None:
@@ -169,6 +210,9 @@ class RequestHead:
     port: int | None = None
     #: The query as it arrived (without `?`), for redirects that keep it.
     query_string: str = ""
+    #: The host arrived with a trailing dot (`example.com.`), which `host` has lost: only
+    #: HostRegexp sees it (module docstring).
+    trailing_dot: bool = False
     #: Element-wise prefixes of the path, as rule stems: "/a/b/" -> ("", "/a", "/a/b").
     stems: tuple[str, ...] = attrs.field(init=False)
 
@@ -189,9 +233,18 @@ class RequestHead:
     ) -> RequestHead:
         """A normalised request head from raw values as they arrive on the wire.
 
-        Raises InvalidRequest for a client address that is not an IP address.
+        An absolute-form `target` (`http://host/path`) names the host: `host` is then ignored
+        (RFC 9112 section 3.2.2), unless the target's authority is empty. Raises InvalidRequest
+        for a target with an invalid percent-escape in its path and for a client address that
+        is not an IP address.
         """
-        query_text = target.split("#", 1)[0].partition("?")[2]
+        origin = target
+        absolute = split_absolute(target)
+        if absolute is not None and absolute[0]:
+            host, origin = absolute
+        _check_escapes(target, origin)
+        canonical = _canonical_host(host)
+        query_text = origin.split("#", 1)[0].partition("?")[2]
         query: dict[str, list[str]] = {}
         if query_text:
             for key, value in parse_qsl(query_text, keep_blank_values=True):
@@ -206,14 +259,15 @@ class RequestHead:
                 raise InvalidRequest(f"client_ip {client_ip!r} is not an IP address") from None
         return cls(
             method=method,
-            host=normalize_host(host),
-            path=normalize_path(target),
+            host=canonical.removesuffix("."),
+            path=normalize_path(origin),
             query={key: tuple(values) for key, values in query.items()},
             headers=_collect_headers(headers),
             client_ip=ip,
             scheme=scheme,
             port=_port_of(host),
             query_string=query_text,
+            trailing_dot=canonical.endswith("."),
         )
 
     def describe(self) -> str:

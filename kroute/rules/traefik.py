@@ -9,15 +9,20 @@ Matchers, as in traefik `pkg/muxer/http/matcher.go` (v3 syntax):
   PathPrefix(`/p`)          path starts with /p, character-wise (`/foo` matches `/foobar`)
   PathRegexp(`re`)          path matches re (searched)
   Method(`GET`)             the request method (case-sensitive) equals the value upper-cased
-  Header(`k`, `v`)          a value of header k equals v; an empty v only asks for presence
+  Header(`k`, `v`)          a value of header k equals v
   HeaderRegexp(`k`, `re`)   a value of header k matches re
   Query(`k`[, `v`])         a value of query parameter k equals v (absent v means "")
   QueryRegexp(`k`[, `re`])  a value of query parameter k matches re; one argument = Query(k)
   ClientIP(`ip or cidr`)    the client address is in the range
 Matcher names are accepted as written, lower case, upper case or title case (traefik
-`pkg/rules/parser.go`). Priority: `priority` when set and non-zero, else the length of the rule
-text; higher first. Traefik leaves equal priorities unordered; kroute breaks ties by
-`{namespace}/{name}`, then route order, so that the same input always routes the same way.
+`pkg/rules/parser.go`). An empty argument is an error in every matcher (`Host(``)`,
+`Header(`k`, ``)`, ...): traefik `pkg/rules` `CheckRule` ("empty args for matcher"), which the
+v3 muxer runs on every matcher before building it. Priority: `priority` when set and non-zero,
+else the length of the rule text less 2 for each `Host(`**.…`)` (v3.7 `GetRulePriority` with
+`muxer.DoubleWildcardPenalty`: "its stars do not count", so that it ranks below the `*.` form
+and the exact hosts it covers); higher first. Traefik leaves equal priorities unordered; kroute
+breaks ties by `{namespace}/{name}`, then route order, so that the same input always routes the
+same way.
 """
 
 from __future__ import annotations
@@ -46,7 +51,6 @@ from kroute.rules.conditions import (
     ClientIPIn,
     Condition,
     HeaderIs,
-    HeaderPresent,
     HeaderRegex,
     HostAny,
     HostIs,
@@ -106,7 +110,8 @@ def _path(call: Call, text: str, rule: str) -> str:
 def _host(call: Call, text: str, rule: str) -> Condition:
     """Host: exact, or Traefik v3.7's wildcards (`*`, `*.suffix`, `**.suffix`; docs/rules.md).
 
-    Traefik's Host never matches a request without a Host, except `*` (kroute issue 18)."""
+    Traefik's Host never matches a request without a Host, except `*` (kroute issue 18); an
+    empty `text` is refused before this (`_matcher`)."""
     if not text.isascii():
         raise RuleSyntaxError(rule, call.position, "Host: non-ASCII characters are not allowed")
     if text == "*":
@@ -117,8 +122,7 @@ def _host(call: Call, text: str, rule: str) -> Condition:
         if not suffix or "*" in suffix:
             raise RuleSyntaxError(rule, call.position, f"Host: {text!r} is not a wildcard name")
         return HostWildcard(suffix, any_depth=stars == 2)
-    host = normalize_host(text)
-    return HostIs(host) if host else Not(HostAny())
+    return HostIs(normalize_host(text))
 
 
 def _matcher(call: Call, rule: str) -> Condition:
@@ -131,6 +135,11 @@ def _matcher(call: Call, rule: str) -> Condition:
             rule, call.position, f"{name} takes {expected} argument(s), got {len(call.args)}"
         )
     args = call.args
+    if "" in args:
+        k = args.index("")
+        raise RuleSyntaxError(
+            rule, call.position, f"{name}: argument {k + 1} is empty (Traefik refuses it)"
+        )
     if name == "Host":
         return _host(call, args[0], rule)
     if name == "HostRegexp":
@@ -144,8 +153,7 @@ def _matcher(call: Call, rule: str) -> Condition:
     if name == "Method":
         return MethodIs(args[0].upper())
     if name == "Header":
-        header = args[0].lower()
-        return HeaderIs(header, args[1]) if args[1] else HeaderPresent(header)
+        return HeaderIs(args[0].lower(), args[1])
     if name == "HeaderRegexp":
         return HeaderRegex(args[0].lower(), _regex(call, args[1], rule), full=False)
     if name == "Query" or (name == "QueryRegexp" and len(args) == 1):
@@ -172,6 +180,28 @@ def rule_condition(rule: str) -> Condition:
         return AllOf(parts) if isinstance(node, And) else AnyOf(parts)
 
     return build(parse_rule(rule))
+
+
+#: What each `Host(`**.…`)` takes off a rule's default priority (traefik v3.7
+#: `pkg/muxer` `DoubleWildcardPenalty`: `len("**")`).
+DOUBLE_WILDCARD_PENALTY = 2
+
+
+def default_priority(rule: str) -> int:
+    """Traefik v3.7's priority for a rule without one (`GetRulePriority`): its length, less
+    `DOUBLE_WILDCARD_PENALTY` for each Host matcher with a `**.` value, negated or not (the
+    Host values of the whole rule tree, as `Tree.ParseMatchers` lists them). `rule` parses."""
+
+    def penalty(node: Node) -> int:
+        if isinstance(node, Call):
+            if _SPELLINGS.get(node.name) != "Host":
+                return 0
+            return sum(DOUBLE_WILDCARD_PENALTY for arg in node.args if arg.startswith("**."))
+        if isinstance(node, Negation):
+            return penalty(node.inner)
+        return sum(penalty(part) for part in node.parts)
+
+    return len(rule) - penalty(parse_rule(rule))
 
 
 def _services(
@@ -228,8 +258,15 @@ def compile_ingressroute(
         explicit = as_int(
             raw.get("priority"), f"{field}.priority", default=0, low=-(2**31), high=2**63 - 1
         )
-        priority = explicit or len(rule)
-        why = f"priority {priority}" + ("" if explicit else " (rule length)")
+        priority = explicit or default_priority(rule)
+        why = f"priority {priority}"
+        if not explicit:
+            less = len(rule) - priority
+            why += (
+                f" (rule length {len(rule)} less {less} for `**.` hosts)"
+                if less
+                else " (rule length)"
+            )
         backends = _services(
             as_list(raw.get("services"), f"{field}.services"),
             f"{field}.services",
