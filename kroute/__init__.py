@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kroute.client.service import ServiceClient
 from kroute.errors import (
+    Answered,
     ConfigError,
     InvalidBackend,
     InvalidObject,
@@ -37,6 +38,19 @@ from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
+from kroute.pipeline import (
+    Answer,
+    AsyncStep,
+    Chain,
+    Filters,
+    HeaderEdits,
+    Refuse,
+    Step,
+    UpstreamRequest,
+    run_request,
+    run_request_async,
+    run_response,
+)
 from kroute.pool.balance import (
     Balancer,
     HashOn,
@@ -58,6 +72,7 @@ from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
 from kroute.rules.explain import Candidate, Explanation, explain
+from kroute.rules.preview import Preview, preview
 from kroute.rules.redirect import Redirect
 from kroute.rules.request import RequestHead, normalize_host, normalize_path
 from kroute.rules.route import Family, Route
@@ -109,7 +124,10 @@ __all__ = [
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
+    "Answer",
+    "Answered",
     "AsgiGateway",
+    "AsyncStep",
     "BackendRef",
     "Backoff",
     "Balancer",
@@ -117,6 +135,7 @@ __all__ = [
     "Certificate",
     "CertificateProvider",
     "CertificateSet",
+    "Chain",
     "Change",
     "Cluster",
     "CompileResult",
@@ -128,11 +147,13 @@ __all__ = [
     "Explanation",
     "Family",
     "FastGateway",
+    "Filters",
     "ForwardRequest",
     "ForwardResponse",
     "GatewayHandler",
     "HandshakeListener",
     "HashOn",
+    "HeaderEdits",
     "HealthConfig",
     "Hop",
     "HttpServer",
@@ -164,8 +185,10 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "PooledTransport",
+    "Preview",
     "Redirect",
     "Redirected",
+    "Refuse",
     "RequestHead",
     "RetryBudget",
     "RingHash",
@@ -180,6 +203,7 @@ __all__ = [
     "ServiceEndpoints",
     "Source",
     "Status",
+    "Step",
     "Store",
     "TableStatistics",
     "Target",
@@ -192,6 +216,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamProtocolError",
+    "UpstreamRequest",
     "UpstreamTimeout",
     "WatchDecoder",
     "WatchEvent",
@@ -213,8 +238,12 @@ __all__ = [
     "load_text",
     "normalize_host",
     "normalize_path",
+    "preview",
     "retry_safe",
     "rule_condition",
+    "run_request",
+    "run_request_async",
+    "run_response",
     "select_usable",
     "send_with_retries",
     "set_host",
@@ -226,11 +255,13 @@ def compile_files(
     *paths: str,
     ingress_class: str = "kroute",
     gateway_class: str = "kroute",
+    filters: Filters | None = None,
 ) -> CompileResult:
     """Load manifest files or directories and compile them: `load_paths` + `compile_objects`."""
     return compile_objects(
-        load_paths(paths), ingress_class=ingress_class, gateway_class=gateway_class
-    )
+        load_paths(paths), ingress_class=ingress_class, gateway_class=gateway_class,
+        filters=filters or Filters(),
+    )  # fmt: skip
 
 
 _LAZY = {
