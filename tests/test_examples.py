@@ -21,7 +21,8 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_every_example_is_covered_here() -> None:
-    covered = {"explain", "python_api", "routing_tests", "gateway", "deploy", "asgi_embedding"}
+    covered = {"explain", "python_api", "routing_tests", "gateway", "deploy", "asgi_embedding",
+               "filters"}  # fmt: skip
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == covered
 
 
@@ -51,6 +52,26 @@ def test_routing_tests_example_passes_and_its_failures_explain() -> None:
     message = str(info.value)
     assert "expected a route to default/test-api:http, but nothing matches" in message
     assert "needs path prefix /v1 (element-wise)" in message
+
+
+def test_own_filters_example_serves_and_its_offline_tests_pass() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "filters" / "own_filters.py"), "--once"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    refused, served = done.stdout.splitlines()
+    assert refused == "401 401 Unauthorized"  # the async check answered; nothing forwarded
+    assert json.loads(served.partition(" ")[2]) == {
+        "target": "/orders?page=2",
+        "tenant": "acme",
+        "gateway": "kroute",
+    }
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "filters")],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "2 passed" in tests.stdout
 
 
 def test_strict_routing_fails_on_invalid_objects() -> None:

@@ -195,9 +195,11 @@ def set_host(headers: Iterable[tuple[bytes, bytes]], host: str | None) -> Header
 #: Reason phrases (RFC 9110 section 15) of the statuses kroute itself answers with.
 REASONS = {
     101: "Switching Protocols", 200: "OK", 201: "Created", 204: "No Content",
-    301: "Moved Permanently", 302: "Found", 304: "Not Modified", 308: "Permanent Redirect",
-    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 414: "URI Too Long", 431: "Request Header Fields Too Large",
+    301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+    307: "Temporary Redirect", 308: "Permanent Redirect",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    414: "URI Too Long", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Gateway Timeout",
 }  # fmt: skip
