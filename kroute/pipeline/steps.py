@@ -66,17 +66,13 @@ class UpstreamRequest:
     def set(self, name: bytes, value: bytes) -> None:
         """Replace every field `name` by one (RFC 9110 section 5.3), in the first one's place."""
         lower = name.lower()
-        out: list[Header] = []
-        placed = False
-        for field in self.headers:
-            if field[0].lower() != lower:
-                out.append(field)
-            elif not placed:
-                out.append((name, value))
-                placed = True
-        if not placed:
-            out.append((name, value))
-        self.headers[:] = out
+        places = [i for i, field in enumerate(self.headers) if field[0].lower() == lower]
+        if not places:
+            self.headers.append((name, value))
+            return
+        self.headers[places[0]] = (name, value)
+        for i in reversed(places[1:]):
+            del self.headers[i]
 
     def remove(self, name: bytes) -> None:
         lower = name.lower()
