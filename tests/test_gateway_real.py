@@ -19,7 +19,7 @@ import kroute
 from kroute.manifests import load_paths
 from tests.kubeserver import KubeApiError, KubeServer, kubeconfig_for
 from tests.pods import Client
-from tests.test_kube_real import endpoint_slice
+from tests.test_kube_real import decided, endpoint_slice
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "gateway"))
 import gateway
@@ -60,12 +60,13 @@ async def test_example_gateway_with_its_rbac_routes_what_the_cluster_holds(
     args = [a for a in container["args"] if a.startswith("--grace")]  # as deployed, but:
     args += ["--kubeconfig", str(kubeconfig_for(kube, token, tmp_path / "kubeconfig")),
              "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-gc-freeze"]  # fmt: skip
-    _router, _port, admin_port, _ = await group.start(gateway.serve, gateway.parse_args(args))
+    router, _port, admin_port, _ = await group.start(gateway.serve, gateway.parse_args(args))
     admin = Client(admin_port)
 
-    # The seed's Ingresses and Services, with EndpointSlices (no controller makes them here).
-    # The Services' active health checks are left out: they would probe 192.0.2.0/24.
-    for obj in deploy_objects("ingresses.yaml"):
+    # The seed's Ingresses and Services, with EndpointSlices (no controller makes them here),
+    # and the same Services through an HTTPRoute and an IngressRoute (routes.yaml). The
+    # Services' active health checks are left out: they would probe 192.0.2.0/24.
+    for obj in deploy_objects("ingresses.yaml") + deploy_objects("routes.yaml"):
         if obj["kind"] == "Service":
             obj["metadata"].pop("annotations", None)
         if obj["kind"] != "Deployment":
@@ -78,15 +79,20 @@ async def test_example_gateway_with_its_rbac_routes_what_the_cluster_holds(
         return {s["service"]: [e["endpoint"] for e in s["endpoints"]]
                 for s in services["services"]}  # fmt: skip
 
+    pools = {"default/test-www:http": ["192.0.2.21:8080"],  # the Ingress's, the IngressRoute's
+             "default/test-www:80": ["192.0.2.21:8080"],  # the HTTPRoute's
+             "default/test-api:80": ["192.0.2.22:8080"]}  # fmt: skip
     with anyio.fail_after(30):
-        while (await in_rotation()).get("default/test-api:80") != ["192.0.2.22:8080"]:
+        while await in_rotation() != pools:
             await anyio.sleep(0.05)
-    assert (await in_rotation())["default/test-www:http"] == ["192.0.2.21:8080"]
     assert (await admin.request("admin", "/ready"))[0] == 200
     routes = await admin.json("admin", "/api/routes")
     hosts = {r["match"] for r in routes["routes"]}
-    assert any("test-www.example.com" in m for m in hosts), hosts
-    assert any("test-api.example.com" in m for m in hosts), hosts
+    for host in ("test-www", "test-api", "test-route", "test-ingressroute"):
+        assert any(f"{host}.example.com" in m for m in hosts), hosts
+    for host in ("test-route", "test-ingressroute"):  # the Gateway API and Traefik too
+        assert decided(router, f"{host}.example.com", "/api/x") == (200, "test-api", "192.0.2.22")
+        assert decided(router, f"{host}.example.com") == (200, "test-www", "192.0.2.21")
     sources = await admin.json("admin", "/api/sources")
     for kind in sources["kinds"]:  # every kind listed and watched with the account's rights
         assert kind["synced"], kind

@@ -4,12 +4,16 @@
         [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
         [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
 
-Watches Ingresses, IngressClasses, Services and EndpointSlices (from manifest files, or from
-a cluster through a kubeconfig or the pod's service account), routes HTTP on --listen and
-serves the admin app (readiness, JSON state, metrics, dashboard) on --admin, loopback by
-default. With --tls-listen it also terminates TLS there, with the certificates of the TLS
-Secrets the Ingresses name (so it watches Secrets too), chosen by SNI and reloaded as they
-change. SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
+Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
+the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
+Gateways, HTTPRoutes and ReferenceGrants; Traefik's IngressRoutes and Middlewares; Namespaces
+(their labels, for Gateway listeners' namespace selectors), Services and EndpointSlices. On a
+cluster, a kind whose CRD is not installed is skipped with one log line and picked up when the
+CRD appears. Routes HTTP on --listen and serves the admin app (readiness, JSON state, metrics,
+dashboard) on --admin, loopback by default. With --tls-listen it also terminates TLS there,
+with the certificates of the TLS Secrets the routes name (so it watches Secrets too), chosen by
+SNI and reloaded as they change. SIGTERM or Ctrl-C stops accepting and lets requests in flight
+finish.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from sniffio import current_async_library
 
 import kroute
 
-#: What the gateway watches: exactly the kinds examples/deploy's ClusterRole grants.
-KINDS = (kroute.kinds.INGRESS, kroute.kinds.INGRESS_CLASS, kroute.kinds.SERVICE,
-         kroute.kinds.ENDPOINT_SLICE)  # fmt: skip
+#: What the gateway watches: every kind routing reads but Secrets, which only TLS reads;
+#: exactly the kinds examples/deploy's ClusterRole grants.
+KINDS = tuple(kind for kind in kroute.kinds.ROUTING_KINDS if kind != kroute.kinds.SECRET)
 
 
 def address(text: str) -> tuple[str, int]:
