@@ -69,7 +69,7 @@ from kroute.watch.store import Change
 
 ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
-    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE,
+    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE, kinds.MIDDLEWARE,
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
