@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterator
 
-import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kroute.gateway.asgi import AsgiGateway
 from kroute.gateway.router import Router
-from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import IDEMPOTENT, RetryBudget
 from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch.sources import MemorySource
 from tests.builders import ingress
-from tests.pods import Client, endpoint_slice, service, start_front
+from tests.fronts import serving
+from tests.pods import endpoint_slice, service
 
 # -- the decision (pure) -----------------------------------------------------------------------
 
@@ -106,39 +103,11 @@ POLICIES = pytest.mark.parametrize(("given", "attempts"), [(None, 3), (5, 5)], i
 @pytest.mark.anyio
 @POLICIES
 async def test_every_front_makes_the_same_attempts(
-    front: str, given: int | None, attempts: int
+    every_front: str, given: int | None, attempts: int
 ) -> None:
     with refusing(ADDRESSES) as port:
         router = refused_router(port, given)
-        async with anyio.create_task_group() as group:
-            client = Client(await start_front(group, router, front))
-            status, _ = await client.request("www.test", "/")
-            await client.aclose()
-            if router.transport is not None:
-                await router.transport.aclose()
-            group.cancel_scope.cancel()
+        async with serving(router, every_front) as client:
+            status, _, _ = await client.request("www.test")
     assert status == 502
-    assert sorted(failures_per_endpoint(router)) == [0] * (8 - attempts) + [1] * attempts
-
-
-@pytest.mark.anyio
-@POLICIES
-async def test_the_asgi_gateway_makes_the_same_attempts(given: int | None, attempts: int) -> None:
-    with refusing(ADDRESSES) as port:
-        router = refused_router(port, given)
-        router.transport = PooledTransport()
-        sent: list[MutableMapping[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {"type": "http", "method": "GET", "path": "/", "raw_path": b"/",
-                 "query_string": b"", "headers": [(b"host", b"www.test")],
-                 "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80)}  # fmt: skip
-        await AsgiGateway(router)(scope, receive, send)
-        await router.transport.aclose()
-    assert sent[0]["status"] == 502
     assert sorted(failures_per_endpoint(router)) == [0] * (8 - attempts) + [1] * attempts
