@@ -87,11 +87,12 @@ from kroute.transport.proxy import (
     TrustedProxies,
     error_response,
     forwarding_headers,
-    retry_safe,
+    replay_safe,
     set_host,
     strip_hop_by_hop,
 )
 from kroute.transport.retry import send_with_retries
+from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
@@ -191,6 +192,7 @@ __all__ = [
     "Refuse",
     "RequestHead",
     "RetryBudget",
+    "RetryPolicy",
     "RingHash",
     "RoundRobin",
     "Route",
@@ -239,7 +241,7 @@ __all__ = [
     "normalize_host",
     "normalize_path",
     "preview",
-    "retry_safe",
+    "replay_safe",
     "rule_condition",
     "run_request",
     "run_request_async",

@@ -24,7 +24,7 @@ from kroute.transport.proxy import (
     framing_conflict,
     header_lines,
     render_headers,
-    retry_safe,
+    replay_safe,
     set_host,
     strip_hop_by_hop,
 )
@@ -132,14 +132,12 @@ def test_errors_map_to_short_responses(error: Exception, status: int, words: byt
     assert len(body) < 120
 
 
-def test_retry_safety() -> None:
-    nothing_sent = UpstreamConnectError("refused")
-    sent = UpstreamClosed("eof mid-response")
-    assert retry_safe("POST", replayable=False, error=nothing_sent)
-    assert not retry_safe("POST", replayable=True, error=sent)  # POST is not idempotent
-    assert not retry_safe("PUT", replayable=False, error=sent)  # the body cannot be sent again
-    assert retry_safe("GET", replayable=True, error=sent)
-    assert retry_safe("delete", replayable=True, error=sent)
+def test_replay_safety() -> None:
+    assert not replay_safe("POST", replayable=True)  # POST is not idempotent
+    assert not replay_safe("PUT", replayable=False)  # the body cannot be sent again
+    assert replay_safe("GET", replayable=True)
+    assert replay_safe("DELETE", replayable=True)
+    assert not replay_safe("delete", replayable=True)  # methods are case-sensitive (RFC 9110 9.1)
 
 
 def test_retry_budget_caps_retries_to_a_share_of_requests() -> None:

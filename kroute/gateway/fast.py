@@ -12,9 +12,9 @@ Same behaviour as the anyio front, tested by the same suites:
   from `ServerLimits` (414, 431), head timeout (408, slowloris), idle keep-alive timeout;
 - hop-by-hop headers removed both ways, X-Forwarded-* and Forwarded set (`forwarding_headers`);
 - bodies streamed both ways with flow control (a slow reader pauses the other side);
-- retries on another endpoint only before any response byte, and only when safe (nothing was
-  sent, or an idempotent request without a body), within the Router's retry budget; a pooled
-  connection the endpoint closed meanwhile is retried on a fresh one for such requests;
+- retries on another endpoint before the response head, as the Router's `RetryPolicy` allows
+  (the one the other fronts ask: safety, attempts, budget); a pooled connection the endpoint
+  closed meanwhile is replaced by a fresh one for an idempotent request without a body;
 - every attempt reported to the pool's passive health; errors answer 404/500/502/503/504;
 - malformed responses (bad status line, Content-Length with Transfer-Encoding) are 502;
 - `Upgrade` (WebSocket): after a 101 the two connections are piped byte for byte;

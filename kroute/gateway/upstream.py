@@ -40,11 +40,11 @@ from kroute.rules.request import RequestHead
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
-    IDEMPOTENT,
     HeaderSplit,
     error_response,
     framing_conflict,
     render_headers,
+    replay_safe,
     strip_hop_by_hop,
 )
 
@@ -283,7 +283,7 @@ class Exchange:
         self.head = b"".join([
             message.method, b" ", url, b" HTTP/1.1\r\n", lines, framing, b"\r\n",
         ])  # fmt: skip
-        self.router.retry_budget.request(self.router.clock())
+        self.router.retry.budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
 
     def request_head(self) -> RequestHead:
@@ -381,12 +381,12 @@ class Exchange:
         if conn is not None:
             conn.exchange = None
             self.outbox.close(conn.transport)
-        received = conn is not None and conn.received
-        stale = conn is not None and conn.reused and not received
+        stale = conn is not None and conn.reused and not conn.received
         replayable = not self.message.has_body  # (a body is not kept to be sent again)
-        if stale and replayable and self.message.method_text in IDEMPOTENT:
+        method = self.message.method_text
+        if stale and replay_safe(method, replayable=replayable):
             # The endpoint closed the idle connection as it was reused: a fresh one, same
-            # endpoint (no verdict on it; PooledTransport does the same).
+            # endpoint (no verdict on it, not an attempt; PooledTransport does the same).
             self.loop.create_task(self.connect(key))
             return
         if not self.ended:
@@ -396,11 +396,12 @@ class Exchange:
             self.finish(error.status_hint, keep=False)
             self.outbox.close(self.client.transport)
             return
-        safe = not error.request_sent or (
-            replayable and self.message.method_text in IDEMPOTENT and not received
-        )
+        # Bytes may have reached the endpoint: the error says so, or a body went out, or they
+        # went on a stale connection (as after_stale says for PooledTransport).
+        sent = error.request_sent or self.sent_body or stale
         clock = self.router.clock
-        if safe and not self.sent_body and self.router.retry_budget.try_retry(clock()):
+        if self.router.retry.again(method, replayable=replayable, sent=sent,
+                                   tried=len(self.tried), now=clock()):  # fmt: skip
             pick = self.pool.pick(now=clock(), rng=self.router.rng, exclude=self.tried)
             if pick is not None:
                 self.attempt(pick.endpoint.key)
