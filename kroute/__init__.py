@@ -72,6 +72,7 @@ from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
 from kroute.rules.explain import Candidate, Explanation, explain
+from kroute.rules.policy import RoutePolicy
 from kroute.rules.preview import Preview, preview
 from kroute.rules.redirect import Redirect
 from kroute.rules.request import RequestHead, normalize_host, normalize_path
@@ -196,6 +197,7 @@ __all__ = [
     "RingHash",
     "RoundRobin",
     "Route",
+    "RoutePolicy",
     "RouteTable",
     "Router",
     "RouterStatistics",

@@ -120,7 +120,9 @@ class UpstreamConnectError(UpstreamError):
 
 
 class UpstreamTimeout(UpstreamError):
-    """A timeout: `phase` is "connect", "write", "read" or "pool" (waiting for a connection)."""
+    """A timeout: `phase` is "connect", "write", "read" or "pool" (waiting for a connection),
+    or a route's own: "attempt" (one try, HTTPRoute `timeouts.backendRequest`) and "request"
+    (every try, until the response head: `timeouts.request`)."""
 
     status_hint = 504
 

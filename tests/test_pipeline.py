@@ -83,7 +83,7 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
         httproute("r", [
             {"filters": [ext], "backendRefs": [to("a")]},
             {"filters": [{"type": "RequestMirror"}, {"type": "Fancy"}], "backendRefs": [to("a")]},
-            {"timeouts": {"request": "1s"}, "retry": {"attempts": 2},
+            {"timeouts": {"request": "1s", "idle": "5s"}, "retry": {"attempts": 2},
              "sessionPersistence": {"sessionName": "s"}, "backendRefs": [to("a")]},
             {"backendRefs": [to("a", filters=[ext])]},
             {"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {}}] * 2,
@@ -97,8 +97,7 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
     ) >= {
         "HTTPRoute default/r spec.rules[0].filters[0]",
         "HTTPRoute default/r spec.rules[1].filters[1]",
-        "HTTPRoute default/r spec.rules[2].timeouts",
-        "HTTPRoute default/r spec.rules[2].retry",
+        "HTTPRoute default/r spec.rules[2].timeouts.idle",
         "HTTPRoute default/r spec.rules[2].sessionPersistence",
         "HTTPRoute default/r spec.rules[3].backendRefs[0].filters[0]",
         "HTTPRoute default/r spec.rules[4].filters[1]",

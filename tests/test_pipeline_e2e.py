@@ -85,8 +85,8 @@ ROUTES = [
                                   "backendRefs": [to("web")]}], hostnames=["mw-ext.local"]),
     httproute("mirror", [{"filters": [{"type": "FancyFilter"}], "backendRefs": [to("web")]}],
               hostnames=["unknown-type.local"]),
-    httproute("timeouts", [{"timeouts": {"request": "1s"}, "backendRefs": [to("web")]}],
-              hostnames=["timeouts.local"]),
+    httproute("session", [{"sessionPersistence": {"sessionName": "s"}, "backendRefs": [to("web")]}],
+              hostnames=["session.local"]),
     httproute("backend-filter", [{"backendRefs": [to("web", filters=[ext("nope")])]}],
               hostnames=["backend-filter.local"]),
     ingressroute("auth", [{"match": "Host(`basic-auth.local`)",
@@ -95,7 +95,7 @@ ROUTES = [
     ingress("nginx-auth", [("nginx-auth.local", [("/", "Prefix", "web")])],
             annotations={"nginx.ingress.kubernetes.io/auth-url": "http://auth/check"}),
 ]  # fmt: skip
-REFUSED = ["unknown-ext.local", "mw-ext.local", "unknown-type.local", "timeouts.local",
+REFUSED = ["unknown-ext.local", "mw-ext.local", "unknown-type.local", "session.local",
            "backend-filter.local", "basic-auth.local", "nginx-auth.local"]  # fmt: skip
 
 

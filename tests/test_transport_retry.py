@@ -45,7 +45,7 @@ async def test_retry_lands_on_another_endpoint(backends: list[Backend]) -> None:
     response, target = await send_with_retries(
         transport, get("/fixed?size=2"), picker([dead, backends[1].target]),
         policy=RetryPolicy(), now=anyio.current_time,
-        report=lambda t, error: seen.append((str(t), error is None)),
+        report=lambda t, outcome: seen.append((str(t), outcome == 200)),
     )  # fmt: skip
     assert await response.read() == b"xx"
     assert target == backends[1].target

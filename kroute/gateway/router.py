@@ -57,6 +57,7 @@ from kroute.pool.pool import Pick, Pool, PoolStatistics, sticky_value
 from kroute.pool.prober import ActiveProber
 from kroute.rules.compile import CompileCache, compile_objects
 from kroute.rules.memo import RouteMemo
+from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
@@ -197,6 +198,8 @@ class Router:
         #: `route_target` needs to pick without the general path. Entries keep their route
         #: alive (its id stays its); cleared at each rebuild.
         self._direct: dict[int, tuple[Route, BackendRef, _Backend]] = {}
+        #: The RetryPolicy of each route policy met (`retry_for`); cleared at each rebuild.
+        self._retries: dict[RoutePolicy, RetryPolicy] = {}
         #: Backends asked for by name (route_service): kept whatever the routes say.
         self._pinned: set[BackendKey] = set()
         self._compiled = CompileCache()  # objects unchanged since the last rebuild: not recompiled
@@ -295,6 +298,7 @@ class Router:
         self._splits = {}
         self._decided = {}
         self._direct = {}
+        self._retries = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
         self._rebuild_seconds = time.perf_counter() - started
@@ -513,6 +517,20 @@ class Router:
             return None
         return b"Set-Cookie", f"{self.sticky_cookie}={value}; Path=/; HttpOnly".encode()
 
+    def retry_for(self, route: Route | None) -> RetryPolicy:
+        """The retry policy of a route: the Router's, with what the route's own policy
+        (HTTPRoute rule `retry`) changes; every route's shares the Router's budget."""
+        policy = None if route is None else route.policy
+        if policy is None or (policy.retries is None and not policy.codes and not policy.backoff):
+            return self.retry
+        found = self._retries.get(policy)
+        if found is None:
+            attempts = self.retry.attempts if policy.retries is None else policy.retries + 1
+            found = self._retries[policy] = attrs.evolve(
+                self.retry, attempts=attempts, codes=policy.codes, backoff=policy.backoff
+            )
+        return found
+
     # -- forwarding --------------------------------------------------------------------
 
     async def forward(
@@ -558,8 +576,15 @@ class Router:
         if self.transport is None:
             raise RuntimeError("this Router has no transport")
         started = time.perf_counter()
+        policy = None if first.route is None else first.route.policy
         try:
-            decision, response = await self._attempts(first, request)
+            # The route's request timeout (HTTPRoute `timeouts.request`): every try and the
+            # backoffs between them, until a response head; 504 when it runs out.
+            with anyio.fail_after(None if policy is None else policy.request):
+                decision, response = await self._attempts(first, request)
+        except TimeoutError:
+            self.observe(first, 504, started)
+            raise UpstreamTimeout("request") from None
         except KrouteError as exc:
             self.observe(first, exc.status_hint, started)
             raise
@@ -599,25 +624,23 @@ class Router:
             open_keys.add(chosen.endpoint.key)
             return Target(chosen.endpoint.address, chosen.endpoint.port)
 
-        def report(target: Target, error: UpstreamError | None) -> None:
-            if error is None:
-                return  # judged below, by the status
-            open_keys.discard((target.host, target.port))
-            pool.end((target.host, target.port), outcome_of(error), now=self.clock())
+        def report(target: Target, outcome: UpstreamError | int) -> None:
+            key = (target.host, target.port)
+            open_keys.discard(key)
+            pool.end(key, outcome_of(outcome), now=self.clock())
 
+        policy = first.route.policy if first.route is not None else None
         try:
             response, target = await send_with_retries(
-                self.transport, request, pick, policy=self.retry, now=self.clock,
-                report=report,
+                self.transport, request, pick, policy=self.retry_for(first.route),
+                now=self.clock, report=report,
+                attempt_timeout=None if policy is None else policy.backend_request,
             )  # fmt: skip
         except BaseException:
-            for key in open_keys:  # cancelled (the client went away): no verdict
+            for key in open_keys:  # cancelled (the client went away, a timeout): no verdict
                 pool.abandon(key)
             raise
-        key = (target.host, target.port)
-        outcome = Outcome.HTTP_5XX if response.status >= 500 else Outcome.SUCCESS
-        pool.end(key, outcome, now=self.clock())
-        return attrs.evolve(first, pick=picks[key]), response
+        return attrs.evolve(first, pick=picks[(target.host, target.port)]), response
 
     def statistics(self) -> RouterStatistics:
         now = self.clock()
@@ -631,8 +654,10 @@ class Router:
         )
 
 
-def outcome_of(error: UpstreamError) -> Outcome:
-    """What an upstream failure tells passive health."""
+def outcome_of(error: UpstreamError | int) -> Outcome:
+    """What an attempt's failure, or its response status, tells passive health."""
+    if isinstance(error, int):
+        return Outcome.HTTP_5XX if error >= 500 else Outcome.SUCCESS
     if isinstance(error, UpstreamTimeout):
         return Outcome.TIMEOUT
     return Outcome.CONNECT_FAILURE if not error.request_sent else Outcome.RESET

@@ -36,6 +36,7 @@ from kroute.pipeline.steps import (
 )
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
+from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
@@ -47,6 +48,7 @@ from kroute.transport.proxy import (
     replay_safe,
     strip_hop_by_hop,
 )
+from kroute.transport.retry_policy import RetryPolicy
 
 if TYPE_CHECKING:
     from kroute.gateway.fast import Client, Message
@@ -189,8 +191,8 @@ class Exchange:
     __slots__ = (
         "chain", "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway",
         "head", "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox",
-        "pending", "piping", "pool", "router", "sent_body", "started", "status", "tried",
-        "until_close", "upstream_activity",
+        "pending", "piping", "policy", "pool", "retry", "router", "sent_body", "started",
+        "status", "timers", "tried", "until_close", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: Client, message: Message) -> None:
@@ -205,6 +207,12 @@ class Exchange:
         self.decision: Decision | None = None
         self.chain: Chain | None = None  # the route's steps, when it has any
         self.pool: Pool | None = None
+        #: The route's timeouts and retries, and its RetryPolicy (`Router.retry_for`): set
+        #: when the request is sent.
+        self.policy: RoutePolicy | None
+        self.retry: RetryPolicy
+        #: The route's timeouts, cancelled at the end (a timer keeps its exchange alive).
+        self.timers: list[asyncio.TimerHandle] | None = None
         self.tried: list[Key] = []
         self.conn: Upstream | None = None
         self.key: Key | None = None
@@ -283,7 +291,15 @@ class Exchange:
         self.head = b"".join([
             message.method, b" ", url, b" HTTP/1.1\r\n", lines, framing, b"\r\n",
         ])  # fmt: skip
-        self.router.retry.budget.request(self.router.clock())
+        route = decision.route
+        policy = self.policy = None if route is None else route.policy
+        if policy is None:
+            self.retry = self.router.retry
+        else:
+            self.retry = self.router.retry_for(route)
+            if policy.request is not None:  # HTTPRoute `timeouts.request`: until the head
+                self.timer(policy.request, None)
+        self.retry.budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
 
     def request_head(self) -> RequestHead:
@@ -294,11 +310,24 @@ class Exchange:
             headers=message.str_headers(), client_ip=self.client.ip, scheme=self.gateway.scheme,
         )  # fmt: skip
 
-    def attempt(self, key: Key) -> None:
+    def attempt(self, key: Key, backoff: float = 0.0, waited: bool = False) -> None:
+        """Try `key`; a retry first waits `backoff` seconds, the endpoint counted in meanwhile
+        (called again then, `waited`)."""
         assert self.pool is not None
-        self.key = key
-        self.tried.append(key)
-        self.pool.begin(key)
+        if waited:
+            if self.finished:
+                return  # (answered, or the client went away, during the backoff)
+        else:
+            self.key = key
+            self.tried.append(key)
+            self.pool.begin(key)
+            if backoff:
+                self.loop.call_later(backoff, self.attempt, key, 0.0, True)
+                return
+        policy = self.policy
+        if policy is not None and policy.backend_request is not None:
+            # HTTPRoute `timeouts.backendRequest`: this try, until its response head.
+            self.timer(policy.backend_request, len(self.tried))
         conn = self.gateway.endpoints.checkout(key, self.loop.time())
         if conn is not None:
             conn.reused = True
@@ -314,13 +343,16 @@ class Exchange:
                 self.gateway.timeouts.connect,
             )
         except TimeoutError:
-            self.failed(UpstreamTimeout("connect", endpoint=endpoint_text(key), request_sent=False))
+            if self.key == key:  # (not a try given up meanwhile: see `expired`)
+                self.failed(UpstreamTimeout("connect", endpoint=endpoint_text(key),
+                                            request_sent=False))  # fmt: skip
             return
         except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            self.failed(UpstreamConnectError(reason, endpoint=endpoint_text(key)))
+            if self.key == key:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                self.failed(UpstreamConnectError(reason, endpoint=endpoint_text(key)))
             return
-        if self.finished:  # the client went away meanwhile
+        if self.finished or self.key != key:  # the client went away, or the try timed out
             endpoints.give_back(key, conn, self.loop.time())
             return
         self.use(conn)
@@ -381,7 +413,8 @@ class Exchange:
         if conn is not None:
             conn.exchange = None
             self.outbox.close(conn.transport)
-        stale = conn is not None and conn.reused and not conn.received
+        stale = (conn is not None and conn.reused and not conn.received
+                 and not isinstance(error, UpstreamTimeout))  # fmt: skip
         replayable = not self.message.has_body  # (a body is not kept to be sent again)
         method = self.message.method_text
         if stale and replay_safe(method, replayable=replayable):
@@ -399,14 +432,42 @@ class Exchange:
         # Bytes may have reached the endpoint: the error says so, or a body went out, or they
         # went on a stale connection (as after_stale says for PooledTransport).
         sent = error.request_sent or self.sent_body or stale
-        clock = self.router.clock
-        if self.router.retry.again(method, replayable=replayable, sent=sent,
-                                   tried=len(self.tried), now=clock()):  # fmt: skip
-            pick = self.pool.pick(now=clock(), rng=self.router.rng, exclude=self.tried)
+        if self.retry.again(method, replayable=replayable, sent=sent, tried=len(self.tried),
+                            now=self.router.clock()):  # fmt: skip
+            pick = self.pool.pick(now=self.router.clock(), rng=self.router.rng,
+                                  exclude=self.tried)  # fmt: skip
             if pick is not None:
-                self.attempt(pick.endpoint.key)
+                self.attempt(pick.endpoint.key, self.retry.backoff)
                 return
         self.answer_error(error)
+
+    def timer(self, seconds: float, attempt: int | None) -> None:
+        """Call `expired(attempt)` in `seconds` unless the exchange ends first."""
+        if self.timers is None:
+            self.timers = []
+        self.timers.append(self.loop.call_later(seconds, self.expired, attempt))
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers or ():
+            timer.cancel()
+
+    def expired(self, attempt: int | None) -> None:
+        """A route's timeout ran out: the request's (`attempt` None: 504 unless the response
+        head went out already) or one try's (retried as any failed try may be)."""
+        if self.finished or self.head_sent or attempt not in (None, len(self.tried)):
+            return
+        key = self.key
+        if attempt is not None:
+            self.failed(UpstreamTimeout("attempt", endpoint=endpoint_text(key)))
+            return
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.exchange = None
+            self.outbox.close(conn.transport)
+        if self.pool is not None and key is not None:
+            self.pool.abandon(key)  # no verdict on the endpoint, as on the other fronts
+        self.key = None  # (a connection made for it now is given back)
+        self.answer_error(UpstreamTimeout("request"))
 
     def upstream_lost(self) -> None:
         if self.finished:
@@ -433,6 +494,8 @@ class Exchange:
         if 100 <= status < 200 and status != 101:
             self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
             conn.new_head()
+            return
+        if self.retry.codes and self.again_on_status(conn, status):
             return
         lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
         if self.chain is not None and self.chain.response and status != 101:
@@ -480,6 +543,27 @@ class Exchange:
             keep_alive = bool(conn.parser.should_keep_alive())
             conn.parser = httptools.HttpResponseParser(conn)
             self.response_done(keep_alive)
+
+    def again_on_status(self, conn: Upstream, status: int) -> bool:
+        """Whether the route's retry policy tries again elsewhere after this response head,
+        which is then discarded unread with its connection (nothing of it went out: informational
+        responses before it did, and HTTP allows several before the final one)."""
+        assert self.pool is not None
+        assert self.key is not None
+        clock = self.router.clock
+        if not self.retry.again_on_status(status, self.message.method_text,
+                                          replayable=not self.message.has_body,
+                                          tried=len(self.tried), now=clock()):  # fmt: skip
+            return False
+        pick = self.pool.pick(now=clock(), rng=self.router.rng, exclude=self.tried)
+        if pick is None:
+            return False  # (this response is the answer)
+        conn.exchange = None
+        self.conn = None
+        self.outbox.close(conn.transport)
+        self.pool.end(self.key, outcome_of(status), now=clock())
+        self.attempt(pick.endpoint.key, self.retry.backoff)
+        return True
 
     def response_done(self, keep_alive: bool | None = None) -> None:
         """The response ended (`keep_alive`: as its head said, when the parser no longer
@@ -545,6 +629,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if self.timers is not None:
+            self.cancel_timers()
         decision = self.decision or Decision(status)
         self.router.observe(decision, status, self.started)
         self.client.exchange_done(self, keep)
@@ -560,6 +646,8 @@ class Exchange:
         if self.pool is not None and self.key is not None and not self.ended:
             self.pool.abandon(self.key)
         self.finished = True
+        if self.timers is not None:
+            self.cancel_timers()
 
 
 def endpoint_text(key: Key | None) -> str:

@@ -16,7 +16,8 @@ its conformance tests. What is implemented:
   unspecified by the spec; this is Envoy Gateway's order); a method match; most header matches;
   most query matches; the oldest route; `{namespace}/{name}`; rule order; match order;
 - backendRefs with weights (default 1, weight 0 takes nothing), cross-namespace references only
-  where a ReferenceGrant allows them; an unusable reference keeps its share and answers 500.
+  where a ReferenceGrant allows them; an unusable reference keeps its share and answers 500;
+- rule `timeouts` and `retry` (`kroute.rules.policy`); `sessionPersistence` fails closed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from kroute.rules.conditions import (
 )
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
 from kroute.rules.httproute_filters import rule_filters, with_prefix
+from kroute.rules.policy import rule_policy
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
@@ -399,8 +401,9 @@ def compile_httproute(
             ctx,
         )
         redirect, chain = rule_filters(rule.get("filters"), f"{field}.filters", ctx.filters)
-        chain = chain + _unsupported_fields(rule, field)
-        rules.append((field, compiled, backends, backend_chains, redirect, chain))
+        policy, refused = rule_policy(rule, field)
+        chain = chain + _unsupported_fields(rule, field) + refused
+        rules.append((field, compiled, backends, backend_chains, redirect, chain, policy))
     attachments, notes = _attachments(spec, ref, hostnames, ctx)
     routes: list[Route] = []
     seen: set[tuple[Any, ...]] = set()
@@ -414,7 +417,9 @@ def compile_httproute(
             wildcard = hostname.startswith("*.")
             host_rank = (1 if wildcard else 0, -len(hostname))
             host_text = ("wildcard" if wildcard else "exact") + f" hostname {hostname}"
-        for i, (field, compiled, backends, backend_chains, redirect, chain) in enumerate(rules):
+        for i, (field, compiled, backends, backend_chains, redirect, chain, policy) in enumerate(
+            rules
+        ):
             for j, (conds, match_rank, match_text) in enumerate(compiled):
                 # ReplacePrefixMatch replaces what this match's path prefix matched.
                 stem = next((c.stem for c in conds if isinstance(c, PathPrefix)), None)
@@ -446,13 +451,14 @@ def compile_httproute(
                         redirect=match_redirect,
                         chain=match_chain,
                         backend_chains=match_backend_chains,
+                        policy=policy,
                     )
                 )
     return routes, notes
 
 
 #: HTTPRouteRule fields kroute does not implement yet: a rule that sets one answers 500.
-_UNSUPPORTED_RULE_FIELDS = ("timeouts", "retry", "sessionPersistence")
+_UNSUPPORTED_RULE_FIELDS = ("sessionPersistence",)
 
 
 def _unsupported_fields(rule: Mapping[str, Any], field: str) -> Chain:

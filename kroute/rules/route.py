@@ -15,6 +15,7 @@ import attrs
 from kroute.objects import BackendRef, ObjectRef
 from kroute.pipeline.steps import EMPTY, Chain
 from kroute.rules.conditions import Conjunction
+from kroute.rules.policy import RoutePolicy
 from kroute.rules.redirect import Redirect
 
 
@@ -59,6 +60,9 @@ class Route:
     #: of the backend chosen, run after the route's.
     chain: Chain = EMPTY
     backend_chains: tuple[Chain, ...] = ()
+    #: Timeouts and retries of this route (HTTPRoute rule `timeouts`, `retry`); None: the
+    #: Router's own retries and the transport's timeouts.
+    policy: RoutePolicy | None = None
 
     def chain_for(self, backend: BackendRef | None) -> Chain:
         """The steps a request sent to `backend` goes through."""
@@ -87,4 +91,6 @@ class Route:
             out["steps"] = [step.label for step in self.chain.steps]
             if any(self.backend_chains):
                 out["backend_steps"] = [[s.label for s in c.steps] for c in self.backend_chains]
+        if self.policy is not None:
+            out["policy"] = self.policy.to_json()
         return out

@@ -20,11 +20,15 @@ before any response byte; the request goes once more on a fresh connection to th
 endpoint when `replay_safe` allows it, counted neither as an attempt nor against the budget
 (`kroute.transport.base.after_stale` in PooledTransport's engines; FastGateway likewise).
 
+After a response head whose status is one of `codes` (Gateway API HTTPRoute rule `retry.codes`):
+the whole request reached the endpoint, so only when `replay_safe`, under the same cap and
+budget, and only while nothing of that response went to the client (the caller discards it and
+closes its connection). `backoff` is the least time between tries; the caller waits it.
+
 Pure: values in, a yes or no out (the budget's counters are its only state); time is passed in.
-Per-route settings (Gateway API HTTPRoute rule `retry`, whose `attempts` counts retries, so
-`attempts + 1` here) are meant to be a RetryPolicy per route, made with `attrs.evolve` from the
-Router's so that it shares the budget. Retrying on response `codes` and a `backoff` between
-tries are not implemented: a route asking for them must fail closed until they are.
+Per-route settings (HTTPRoute rule `retry`, whose `attempts` counts retries, so `attempts + 1`
+here) make a RetryPolicy per route, made by the Router with `attrs.evolve` from its own so that
+every route shares its budget (`Router.retry_for`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class RetryPolicy:
     attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     #: Shared state rather than a setting, so not part of what makes two policies equal.
     budget: RetryBudget = attrs.field(factory=RetryBudget, eq=False)
+    #: Response statuses that are tried again elsewhere (none by default).
+    codes: frozenset[int] = frozenset()
+    #: Seconds to wait before each retry.
+    backoff: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
 
     def again(self, method: str, *, replayable: bool, sent: bool, tried: int, now: float) -> bool:
         """After `tried` attempts, the last of which failed before the response head: whether
@@ -51,4 +59,14 @@ class RetryPolicy:
             tried < self.attempts
             and (not sent or replay_safe(method, replayable=replayable))
             and self.budget.try_retry(now)
+        )
+
+    def again_on_status(
+        self, status: int, method: str, *, replayable: bool, tried: int, now: float
+    ) -> bool:
+        """After `tried` attempts, the last of which answered `status` (its head only has
+        arrived, none of it went to the client): whether to discard it and try another
+        endpoint. A yes takes a retry from the budget."""
+        return status in self.codes and self.again(
+            method, replayable=replayable, sent=True, tried=tried, now=now
         )
