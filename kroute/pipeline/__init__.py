@@ -7,9 +7,12 @@ run a route's `Chain` through `run_request` / `run_request_async` and `run_respo
 from kroute.pipeline.filters import (
     Function,
     HeaderEdits,
+    Mirror,
+    MirrorCopy,
     Refuse,
     RequestHeaderModifier,
     ResponseHeaderModifier,
+    Share,
     URLRewrite,
 )
 from kroute.pipeline.registry import Filters
@@ -33,9 +36,12 @@ __all__ = [
     "Filters",
     "Function",
     "HeaderEdits",
+    "Mirror",
+    "MirrorCopy",
     "Refuse",
     "RequestHeaderModifier",
     "ResponseHeaderModifier",
+    "Share",
     "Step",
     "URLRewrite",
     "UpstreamRequest",

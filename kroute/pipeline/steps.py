@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
+
+if TYPE_CHECKING:
+    from kroute.pipeline.filters import MirrorCopy
 
 Header = tuple[bytes, bytes]
 _log = logging.getLogger(__name__)
@@ -34,7 +37,8 @@ class UpstreamRequest:
     `path` is the path as it will be sent (percent-encodings as received), `query` the query
     without `?` (None when the target had none), `headers` the end-to-end fields including
     Host. `routed` is the path as routing saw it (normalised), which rewrites start from
-    (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived.
+    (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived. `mirrors`
+    are the copies RequestMirror steps made, which the front hands to `Router.mirror`.
     """
 
     method: str
@@ -44,6 +48,7 @@ class UpstreamRequest:
     routed: str = ""
     scheme: str = "http"
     client: str = ""
+    mirrors: list[MirrorCopy] = attrs.field(factory=list, kw_only=True)
 
     @classmethod
     def from_target(

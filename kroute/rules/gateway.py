@@ -16,7 +16,9 @@ its conformance tests. What is implemented:
   unspecified by the spec; this is Envoy Gateway's order); a method match; most header matches;
   most query matches; the oldest route; `{namespace}/{name}`; rule order; match order;
 - backendRefs with weights (default 1, weight 0 takes nothing), cross-namespace references only
-  where a ReferenceGrant allows them; an unusable reference keeps its share and answers 500.
+  where a ReferenceGrant allows them; an unusable reference keeps its share and answers 500;
+  a RequestMirror's backendRef is checked alike, and an unusable one is not configured (no
+  copies, a note), as HTTPRequestMirrorFilter.BackendRef says.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from kroute.objects import (
     req_str,
     selector_matches,
 )
-from kroute.pipeline.filters import Refuse
+from kroute.pipeline.filters import Mirror, Refuse
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Chain
 from kroute.rules.conditions import (
@@ -59,7 +61,7 @@ from kroute.rules.conditions import (
     QueryRegex,
 )
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
-from kroute.rules.httproute_filters import rule_filters, with_prefix
+from kroute.rules.httproute_filters import ResolveRef, rule_filters, with_prefix
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
@@ -349,31 +351,55 @@ def _backend_refs(
     for k, value in enumerate(values):
         item_field = f"{field}[{k}]"
         item = as_map(value, item_field)
-        name = req_str(item.get("name"), f"{item_field}.name")
-        namespace = as_str(item.get("namespace"), f"{item_field}.namespace") or ref.namespace
         weight = as_int(
             item.get("weight"), f"{item_field}.weight", default=1, low=0, high=1_000_000
         )
-        group, kind = item.get("group", ""), item.get("kind", "Service")
-        port_value = item.get("port")
-        port = None
-        if port_value is not None:
-            port = as_int(port_value, f"{item_field}.port", default=0, low=1, high=65535)
-        error = None
-        if group != "" or kind != "Service":
-            error = f"InvalidKind: backend kind {kind!r} of group {group!r} is not supported"
-        elif port is None:
-            raise FieldError(f"{item_field}.port", "required when the backend is a Service")
-        elif namespace != ref.namespace and not (
-            (ref.namespace, namespace, name) in ctx.grants
-            or (ref.namespace, namespace, "") in ctx.grants
-        ):
-            error = f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows it"
-        out.append(BackendRef(namespace, name, port, weight, error))
+        out.append(attrs.evolve(_service_ref(item, item_field, ref, ctx), weight=weight))
         _, chain = rule_filters(item.get("filters"), f"{item_field}.filters", ctx.filters,
-                                backend=True)  # fmt: skip
+                                backend=True, resolve=_resolver(ref, ctx))  # fmt: skip
         chains.append(chain)
     return tuple(out), (tuple(chains) if any(chains) else ())
+
+
+def _service_ref(
+    item: Mapping[str, Any], field: str, ref: ObjectRef, ctx: GatewayContext
+) -> BackendRef:
+    """A BackendObjectReference (a backendRef, a RequestMirror's backendRef) from HTTPRoute
+    `ref`: its `error` says why it cannot be used (InvalidKind, RefNotPermitted)."""
+    name = req_str(item.get("name"), f"{field}.name")
+    namespace = as_str(item.get("namespace"), f"{field}.namespace") or ref.namespace
+    group, kind = item.get("group", ""), item.get("kind", "Service")
+    port_value = item.get("port")
+    port = None
+    if port_value is not None:
+        port = as_int(port_value, f"{field}.port", default=0, low=1, high=65535)
+    error = None
+    if group != "" or kind != "Service":
+        error = f"InvalidKind: backend kind {kind!r} of group {group!r} is not supported"
+    elif port is None:
+        raise FieldError(f"{field}.port", "required when the backend is a Service")
+    elif namespace != ref.namespace and not (
+        (ref.namespace, namespace, name) in ctx.grants
+        or (ref.namespace, namespace, "") in ctx.grants
+    ):
+        error = f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows it"
+    return BackendRef(namespace, name, port, error=error)
+
+
+def _resolver(ref: ObjectRef, ctx: GatewayContext) -> ResolveRef:
+    return lambda item, field: _service_ref(item, field, ref, ctx)
+
+
+def _mirror_notes(ref: ObjectRef, chains: Sequence[Chain]) -> list[str]:
+    """RequestMirror backends that cannot be used are not configured (the spec: "must be
+    dropped"): the request is served, not copied, and the notes say so."""
+    return [
+        f"{ref}: {step.field}: RequestMirror to {step.backend} is not configured: "
+        f"{step.backend.error}"
+        for chain in chains
+        for step in chain.steps
+        if isinstance(step, Mirror) and step.backend.error is not None
+    ]
 
 
 def compile_httproute(
@@ -387,6 +413,7 @@ def compile_httproute(
         for i, h in enumerate(as_list(spec.get("hostnames"), "spec.hostnames"))
     ] or [None]
     rules = []
+    mirror_notes: list[str] = []
     for i, value in enumerate(as_list(spec.get("rules"), "spec.rules") or [{}]):
         field = f"spec.rules[{i}]"
         rule = as_map(value, field)
@@ -398,10 +425,14 @@ def compile_httproute(
             ref,
             ctx,
         )
-        redirect, chain = rule_filters(rule.get("filters"), f"{field}.filters", ctx.filters)
+        redirect, chain = rule_filters(rule.get("filters"), f"{field}.filters", ctx.filters,
+                                       resolve=_resolver(ref, ctx))  # fmt: skip
         chain = chain + _unsupported_fields(rule, field)
         rules.append((field, compiled, backends, backend_chains, redirect, chain))
+        mirror_notes += _mirror_notes(ref, (chain, *backend_chains))
     attachments, notes = _attachments(spec, ref, hostnames, ctx)
+    if attachments:  # (a route served by another implementation is not ours to judge)
+        notes += mirror_notes
     routes: list[Route] = []
     seen: set[tuple[Any, ...]] = set()
     for hostname, isolation in attachments:
