@@ -34,6 +34,7 @@ from kroute.gateway.asgi import AsgiGateway
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
+from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
 from kroute.manifests import load_paths, load_text
@@ -174,6 +175,8 @@ __all__ = [
     "MemorySource",
     "MemoryTransport",
     "Metrics",
+    "MirrorStatistics",
+    "Mirrors",
     "NoHealthyEndpoint",
     "NoRoute",
     "ObjectRef",

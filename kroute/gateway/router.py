@@ -22,7 +22,9 @@ reporting every attempt to the pool's passive health. `route_service` and `forwa
 do the same for a Service port named directly (client-side use, no route involved): its pool
 is kept from then on.
 
-`run()` is the I/O shell: it runs the sources and the active health probes of every pool.
+`run()` is the I/O shell: it runs the sources, the active health probes of every pool and the
+workers that send RequestMirror copies (`mirror`, `kroute.gateway.mirror`), each to an endpoint
+of the mirror backend's pool, kept like any other.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ from kroute.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.objects import BackendRef, FieldError, ObjectRef
+from kroute.pipeline.filters import Mirror, MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Chain, UpstreamRequest, run_request_async, run_response
 from kroute.pool.balance import Balancer, HashOn, RoundRobin, WeightedSplit, cookie_value
@@ -122,6 +126,7 @@ class RouterStatistics:
     rebuilds: int
     last_rebuild_seconds: float
     pools: tuple[PoolStatistics, ...]
+    mirrors: MirrorStatistics
 
 
 class _Backend:
@@ -175,6 +180,8 @@ class Router:
         self.sticky_cookie = sticky_cookie
         self._affinity = hash_on is not None or sticky_cookie is not None
         self.observers: list[Observer] = []
+        #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
+        self.mirrors = Mirrors()
         self._table = RouteTable()
         self._memo = RouteMemo()  # answers by raw (method, Host, target): route_target
         self._errors: tuple[InvalidObject, ...] = ()
@@ -212,6 +219,7 @@ class Router:
             for source in self.sources:
                 group.start_soon(source.run)
             group.start_soon(self.prober.run)
+            group.start_soon(self.mirrors.run, self._send_mirror, lambda: self.transport)
             while True:
                 self._wake = anyio.Event()
                 await self._wake.wait()
@@ -272,7 +280,7 @@ class Router:
         wanted = {
             (b.namespace, b.name, b.port)
             for route in result.table.routes
-            for b in route.backends
+            for b in (*route.backends, *_mirrored(route))
             if b.error is None and b.port is not None
         } | self._pinned
         self._add_backends(wanted - self._backends.keys())
@@ -538,11 +546,44 @@ class Router:
         if answer is not None:
             self.observe(decision, answer.status, started)
             raise Answered(answer.status, answer.reason, answer.headers, answer.body)
+        self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
         request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
         decision, response = await self._send(decision, request)
         if chain.response:
             run_response(chain, response.status, response.headers)
         return decision, response
+
+    def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
+        """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the
+        request has a body, so it is not copied). Every front calls this once the request steps
+        have let the request through; `run()` sends the copies."""
+        if request.mirrors:
+            self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random)
+
+    async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
+        """One copy to one endpoint of its backend's pool, no retry; the response is read and
+        discarded, and the attempt reported to the pool's passive health."""
+        backend = copy.step.backend
+        found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
+        pick = None if found is None else found.pool.pick(now=self.clock(), rng=self.rng)
+        if found is None or pick is None:
+            raise NoHealthyEndpoint(f"{backend} has no usable endpoint")
+        pool, key = found.pool, pick.endpoint.key
+        pool.begin(key)
+        try:
+            target = Target(pick.endpoint.address, pick.endpoint.port)
+            response = await transport.send(target, ForwardRequest(
+                copy.method, copy.target, list(copy.headers)))  # fmt: skip
+            async for _ in response.body:
+                pass
+        except UpstreamError as exc:
+            pool.end(key, outcome_of(exc), now=self.clock())
+            raise
+        except BaseException:
+            pool.abandon(key)
+            raise
+        outcome = Outcome.HTTP_5XX if response.status >= 500 else Outcome.SUCCESS
+        pool.end(key, outcome, now=self.clock())
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest
@@ -626,7 +667,16 @@ class Router:
             rebuilds=self._rebuilds,
             last_rebuild_seconds=self._rebuild_seconds,
             pools=tuple(b.pool.statistics(now=now) for b in self._backends.values()),
+            mirrors=self.mirrors.statistics(),
         )
+
+
+def _mirrored(route: Route) -> Iterable[BackendRef]:
+    """The backends a route's RequestMirror steps copy requests to (their pools are kept)."""
+    for chain in (route.chain, *route.backend_chains):
+        for step in chain.steps:
+            if isinstance(step, Mirror):
+                yield step.backend
 
 
 def outcome_of(error: UpstreamError) -> Outcome:
