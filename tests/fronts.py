@@ -27,17 +27,23 @@ class FrontClient:
         self.transport = PooledTransport()
 
     async def request(
-        self, host: str, target: str = "/", *, method: str = "GET", headers: Headers | None = None
+        self,
+        host: str,
+        target: str = "/",
+        *,
+        method: str = "GET",
+        headers: Headers | None = None,
+        body: bytes = b"",
     ) -> tuple[int, Headers, bytes]:
         headers = [(b"Host", host.encode()), *(headers or [])]
         if self.app is not None:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport) as client:
                 url = httpx.URL(f"http://{host}{target}")
-                answer = await client.request(method, url, headers=headers)
+                answer = await client.request(method, url, headers=headers, content=body)
                 return answer.status_code, list(answer.headers.raw), answer.content
         assert self.port is not None
-        request = ForwardRequest(method, target, headers)
+        request = ForwardRequest(method, target, headers, body)
         response = await self.transport.send(Target("127.0.0.1", self.port), request)
         return response.status, response.headers, await response.read()
 
