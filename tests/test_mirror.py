@@ -21,6 +21,7 @@ import kroute
 from kroute.gateway.router import Router
 from kroute.objects import BackendRef
 from kroute.pipeline import Chain, Mirror, Share, UpstreamRequest, run_request
+from kroute.rules.preview import preview
 from kroute.transport.conformance import Backend
 from kroute.watch.sources import MemorySource
 from tests.builders import gateway, httproute, to
@@ -151,6 +152,15 @@ def test_a_mirror_to_another_namespace_needs_a_reference_grant() -> None:
     assert not [n for n in result.notes if "RequestMirror" in n]
 
 
+def test_a_preview_says_what_is_copied_where() -> None:
+    result = kroute.compile_objects([gateway(), httproute("r", [{
+        "filters": [mirror(percent=20)], "backendRefs": [to("web")]}])])  # fmt: skip
+    seen = preview(result.table.routes[0], kroute.RequestHead.build("GET", "a.local", "/x?y"))
+    assert seen.changes == (
+        "RequestMirror to default/shadow:80 (20%, spec.rules[0].filters[0]): copies GET /x?y",
+    )
+
+
 # -- the Router's queue (no I/O) ------------------------------------------------------------
 
 
@@ -259,6 +269,8 @@ async def world(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend, R
                 ],
                 "backendRefs": [to("web")],
             }], hostnames=["copied.local"]),
+            httproute("answered", [{"filters": [mirror(), {"type": "Fancy"}],
+                                    "backendRefs": [to("web")]}], hostnames=["answered.local"]),
             httproute("refused", [{"filters": [mirror("refusing")], "backendRefs": [to("web")]}],
                       hostnames=["refused.local"]),
             service("web"), service("shadow"), service("shadow2"), service("refusing"),
@@ -300,6 +312,16 @@ async def test_each_mirror_gets_a_copy_as_the_steps_before_it_left_it(world: Wor
     assert primary.hits == {"/echo": 1}
     stats = router.statistics().mirrors
     assert (stats.failed, stats.dropped, stats.skipped) == (0, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_request_a_later_step_answers_is_not_copied(world: World) -> None:
+    front, primary, shadow, router = world
+    assert (await front.request("answered.local", "/answered"))[0] == 500  # (fails closed)
+    assert (await front.request("copied.local", "/after"))[0] == 200
+    await until(lambda: router.statistics().mirrors.mirrored >= 2)
+    assert [target for _, target, _ in shadow.requests] == ["/after", "/after"]
+    assert primary.hits == {"/echo": 1}
 
 
 @pytest.mark.anyio

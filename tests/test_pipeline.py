@@ -82,7 +82,8 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
         gateway(),
         httproute("r", [
             {"filters": [ext], "backendRefs": [to("a")]},
-            {"filters": [{"type": "RequestMirror"}, {"type": "Fancy"}], "backendRefs": [to("a")]},
+            {"filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": to("m")}},
+                         {"type": "Fancy"}], "backendRefs": [to("a")]},
             {"timeouts": {"request": "1s"}, "retry": {"attempts": 2},
              "sessionPersistence": {"sessionName": "s"}, "backendRefs": [to("a")]},
             {"backendRefs": [to("a", filters=[ext])]},

@@ -97,12 +97,15 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
             not_run.append(step.label)
             continue
         before = (request.target, list(request.headers))
+        copied = len(request.mirrors)
         answer = run_request(Chain((step,)), request)
         if answer is not None:
             changes.append(f"{step.label}: answers {answer.status} ({answer.reason})")
             return Preview(status=(answer.status, answer.reason), changes=tuple(changes),
                            not_run=tuple(not_run))  # fmt: skip
         changes.extend(_diff(step.label, before, request))
+        changes.extend(f"{step.label}: copies {c.method} {c.target}"
+                       for c in request.mirrors[copied:])  # fmt: skip
     response: list[Header] = []
     run_response(chain, 200, response)
     return Preview(upstream=request, response_headers=tuple(response), changes=tuple(changes),
