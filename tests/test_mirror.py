@@ -78,7 +78,7 @@ def test_the_step_copies_the_request_as_the_steps_before_it_left_it() -> None:
     unusable = Mirror("f", backend=attrs.evolve(backend, error="RefNotPermitted: no"))
     request = UpstreamRequest.from_target("GET", "/", [], routed="/")
     run_request(Chain((unusable,)), request)
-    assert request.mirrors == []
+    assert request.mirrors == ()
 
 
 # -- the compile ----------------------------------------------------------------------------

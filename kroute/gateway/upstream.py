@@ -263,8 +263,9 @@ class Exchange:
         if answer is not None:
             self.answer_error(Answered(answer.status, answer.reason, answer.headers, answer.body))
         else:
-            message = self.message
-            self.router.mirror(request, body=message.has_body or message.upgrade is not None)
+            if request.mirrors:  # (tested here too: the hot path skips the call)
+                message = self.message
+                self.router.mirror(request, body=message.has_body or message.upgrade is not None)
             self.send(request.target.encode("latin-1"), render_headers(request.headers))
 
     def send(self, url: bytes, lines: bytes) -> None:

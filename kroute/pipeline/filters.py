@@ -154,7 +154,7 @@ class Mirror(Step):
     def request(self, request: UpstreamRequest) -> Answer | None:
         if self.backend.error is None and self.share.numerator:
             copy = MirrorCopy(self, request.method, request.target, tuple(request.headers))
-            request.mirrors.append(copy)
+            request.mirrors += (copy,)
         return None
 
 

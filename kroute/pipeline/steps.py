@@ -48,7 +48,7 @@ class UpstreamRequest:
     routed: str = ""
     scheme: str = "http"
     client: str = ""
-    mirrors: list[MirrorCopy] = attrs.field(factory=list, kw_only=True)
+    mirrors: tuple[MirrorCopy, ...] = attrs.field(default=(), kw_only=True)  # (no allocation)
 
     @classmethod
     def from_target(
