@@ -88,6 +88,7 @@ class Mirrors:
                 for _ in range(self.concurrency):
                     group.start_soon(self._work, send, lambda: transport() or own)
         finally:
+            self._queued = None  # (an event of this loop: `offer` no longer sets it)
             with anyio.CancelScope(shield=True):
                 await own.aclose()
 
