@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kroute
-from kroute.pipeline import Answer, Filters, HeaderEdits, UpstreamRequest
+from kroute.pipeline import Answer, Chain, Filters, HeaderEdits, UpstreamRequest, run_request
 from kroute.pipeline.paths import replace_prefix, wire_path
 from kroute.rules.request import normalize_path, path_stems
 from kroute.testing import Routing
@@ -178,3 +178,17 @@ def test_strict_routing_fails_on_a_route_that_fails_closed() -> None:
         500,
         "ExtensionRef: no filter named 'team' is registered with the Router (registered: none)",
     )
+
+
+def test_a_waiting_chain_is_not_run_without_an_event_loop() -> None:
+    async def check(request: UpstreamRequest) -> Answer | None:
+        return None
+
+    registered = Filters()
+    registered.register("wait")(check)
+    step = registered.step("wait", "spec.rules[0].filters[0]")
+    assert step is not None
+    chain = Chain((step,))
+    assert chain.waits
+    with pytest.raises(RuntimeError, match="run_request_async"):
+        run_request(chain, UpstreamRequest("GET", "/", None, []))
