@@ -1,17 +1,21 @@
 """Why a request goes where it goes: the winner, the routes it beat, the ones that did not fit.
 
-`explain` walks the table in precedence order (the plain scan, which is also the reference the
-index is tested against) and keeps every route that concerns the request's host. It is meant for
-people and for users' tests, not for the hot path.
+The winner comes from the table's index (`RouteTable.match`, which the tests hold equal to the
+ordered scan), so that `explain --format json` costs about what a lookup costs however many
+routes there are. The routes it was chosen over are worked out only when read (the text form,
+users' failed expectations), and only among the routes the index files under the request's host
+and for any host (`RouteTable.for_host`): the cost of the text form grows with the routes for
+that host, not with the table.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
 
-from kroute.rules.conditions import Condition, HostIs, HostRegex, HostWildcard, Not
+from kroute.rules.conditions import Condition, HostIs, HostRegex, HostWildcard
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
@@ -34,14 +38,30 @@ class Candidate:
 
 @attrs.frozen
 class Explanation:
-    """The decision for one request and what it was chosen over."""
+    """The decision for one request (`route`, None for a 404) and what it was chosen over."""
 
     request: RequestHead
     route: Route | None
-    candidates: tuple[Candidate, ...]
+    table: RouteTable = attrs.field(eq=False, repr=False)
+
+    @functools.cached_property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """The routes for the request's host, or for any host, in precedence order: those that
+        match (the first is `route`) and those that do not, with the first condition each
+        failed. A route whose own host condition fails is not listed (another host's route
+        says nothing about this request); one excluded only by a negated host condition
+        (listener isolation) is, since it explains a surprise."""
+        request = self.request
+        candidates = []
+        for route in self.table.for_host(request.host):
+            failed = [c for c in route.conditions if not c.matches(request)]
+            if not any(_is_host(c) for c in failed):
+                candidates.append(Candidate(route, failed[0] if failed else None))
+        return tuple(candidates)
 
     def to_json(self) -> dict[str, Any]:
-        """The stable JSON form printed by `python -m kroute explain --format json`."""
+        """The stable JSON form printed by `python -m kroute explain --format json`: the one
+        place it is built. It reads the decision only, never `candidates`."""
         if self.route is None:
             return {"matched": False, "status": 404}
         return {"matched": True, **self.route.to_json()}
@@ -82,20 +102,10 @@ def _limited(items: list[str]) -> list[str]:
 
 
 def _is_host(condition: Condition) -> bool:
-    if isinstance(condition, Not):
-        return False  # listener isolation: worth showing, it explains a surprise
+    """A condition on the host itself (a negated one is not: see `Explanation.candidates`)."""
     return isinstance(condition, HostIs | HostWildcard | HostRegex)
 
 
 def explain(table: RouteTable, request: RequestHead) -> Explanation:
-    """Explain how `table` routes `request`."""
-    winner: Route | None = None
-    candidates = []
-    for route in table.routes:
-        failed = next((c for c in route.conditions if not c.matches(request)), None)
-        if failed is None:
-            winner = winner or route
-        elif _is_host(failed):
-            continue
-        candidates.append(Candidate(route, failed))
-    return Explanation(request, winner, tuple(candidates))
+    """Explain how `table` routes `request`: one index lookup now, the candidates when read."""
+    return Explanation(request, table.match(request), table)
