@@ -24,7 +24,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import kroute
 
@@ -138,9 +138,10 @@ def requests(
     return out
 
 
-def per_call_ns(
-    cases: Sequence[tuple[Callable[[kroute.RequestHead], object], list[kroute.RequestHead]]],
-) -> list[float]:
+_Call = TypeVar("_Call")
+
+
+def per_call_ns(cases: Sequence[tuple[Callable[[_Call], object], list[_Call]]]) -> list[float]:
     """Best-of-ROUNDS mean cost of one call for each case, rounds interleaved across cases so
     that drift on a shared machine hits every case alike; the garbage collector is off, as in
     timeit."""

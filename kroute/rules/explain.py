@@ -11,7 +11,8 @@ that host, not with the table.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 
@@ -54,9 +55,15 @@ class Explanation:
         request = self.request
         candidates = []
         for route in self.table.for_host(request.host):
-            failed = [c for c in route.conditions if not c.matches(request)]
-            if not any(_is_host(c) for c in failed):
-                candidates.append(Candidate(route, failed[0] if failed else None))
+            first: Condition | None = None
+            for condition in route.conditions:
+                if not condition.matches(request):
+                    if isinstance(condition, _HOST):
+                        break
+                    if first is None:
+                        first = condition
+            else:
+                candidates.append(Candidate(route, first))
         return tuple(candidates)
 
     def to_json(self) -> dict[str, Any]:
@@ -79,31 +86,31 @@ class Explanation:
             )
             lines.append(f"     backends: {backends or 'none (500)'}")
             lines.append(f"     precedence: {self.route.why}")
-        beaten = [c for c in self.candidates if c.matched and c.route is not self.route]
-        failed = [c for c in self.candidates if not c.matched]
+        beaten = [c.route for c in self.candidates if c.matched and c.route is not self.route]
+        failed = [(c.route, c.failed) for c in self.candidates if c.failed is not None]
         if beaten:
             lines.append("  also matched, ranked lower:")
-            lines.extend(_limited([f"{c.route.name}: {c.route.why}" for c in beaten]))
+            lines.extend(_limited(beaten, lambda route: f"{route.name}: {route.why}"))
         if failed:
             lines.append("  did not match:")
-            lines.extend(
-                _limited(
-                    [f"{c.route.name}: needs {c.failed.describe()}" for c in failed if c.failed]
-                )
-            )
+            lines.extend(_limited(failed, lambda f: f"{f[0].name}: needs {f[1].describe()}"))
         return "\n".join(lines)
 
 
-def _limited(items: list[str]) -> list[str]:
-    shown = [f"     {item}" for item in items[:TEXT_LIMIT]]
+_Item = TypeVar("_Item")
+
+
+def _limited(items: list[_Item], line: Callable[[_Item], str]) -> list[str]:
+    """The lines of the first TEXT_LIMIT items (only those are formatted: a host may have
+    thousands of routes), then how many more there are."""
+    shown = [f"     {line(item)}" for item in items[:TEXT_LIMIT]]
     if len(items) > TEXT_LIMIT:
         shown.append(f"     ... and {len(items) - TEXT_LIMIT} more")
     return shown
 
 
-def _is_host(condition: Condition) -> bool:
-    """A condition on the host itself (a negated one is not: see `Explanation.candidates`)."""
-    return isinstance(condition, HostIs | HostWildcard | HostRegex)
+#: Conditions on the host itself (a negated one is not: see `Explanation.candidates`).
+_HOST = (HostIs, HostWildcard, HostRegex)
 
 
 def explain(table: RouteTable, request: RequestHead) -> Explanation:
