@@ -3,10 +3,12 @@
     python -m nox -s bench            (or: python benchmarks/bench_explain.py)
 
 The route sets and requests of bench_rules (Ingress host+path rules, a host each with the same
-paths or paths of their own; half wildcard hosts with 20% Traefik wildcards and catch-alls; one
-host with every service's paths under it), compiled once; then the command's per-request part
+paths, with 20% regex/header Traefik rules or not, or with paths of their own; one host with
+every service's paths under it; half wildcard hosts with 20% Traefik wildcards and catch-alls),
+compiled once; then the command's per-request part
 (`kroute.cli.answer`: read the JSON line, explain, print) is timed on each request line, output
-to /dev/null, in both formats, best of several rounds interleaved across cases. Every ratio
+to /dev/null, in both formats, best of several rounds interleaved across cases, in CPU time of
+the thread (a shared machine's other tenants take cores away for whole rounds). Every ratio
 compares numbers from this run.
 
 `--format json` reads the index only, so its cost should not grow with the table. The text
@@ -17,7 +19,6 @@ says how many that is per request on average.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_rules import ONE_HOST, OWN, SHARED, WILDCARD, objects, per_call_ns, requests
+from bench_rules import MIXES, begin, objects, per_call_ns, requests
 
 import kroute
 from kroute.cli import answer
@@ -57,27 +58,16 @@ def fitted(fn: Callable[[str], object], lines: list[str]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10,10000")
-    parser.add_argument("--requests", type=int, default=3000)
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
-    rng = random.Random(7)
-    mixes = (
-        (0.0, SHARED, "host+path"),
-        (0.0, OWN, "host+path, paths of each host's own"),
-        (0.2, WILDCARD, "half wildcard hosts, 20% Traefik wildcards/catch-alls"),
-        (0.0, ONE_HOST, "one host, paths of each service's own"),
-    )
-    print("| mix | routes | json µs/request | vs 10 routes | text µs/request | vs 10 routes "
-          "| routes read (text) |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    sizes, count, rng = begin("10,10000", 3000, [
+        "mix", "routes", "json µs/request", "vs 10 routes", "text µs/request", "vs 10 routes",
+        "routes read (text)",
+    ])  # fmt: skip
     with open(os.devnull, "w", encoding="utf-8") as sink:
 
         def run(table: kroute.RouteTable, fmt: str) -> Callable[[str], object]:
             return lambda line: answer(table, (line,), "bench", fmt, sink, sink)
 
-        for share, layout, mix in mixes:
+        for share, layout, mix in MIXES:
             cases, read, counts = [], [], []
             for size in sizes:
                 objs, hosts = objects(size, share, layout)
@@ -85,12 +75,12 @@ def main() -> None:
                 assert not result.errors
                 table = result.table
                 counts.append(len(table))
-                lines = request_lines(hosts, args.requests, rng, layout)
+                lines = request_lines(hosts, count, rng, layout)
                 heads = [kroute.cli.request_from_json(line) for line in lines]
                 read.append(sum(len(table.for_host(h.host)) for h in heads) / len(heads))
                 for fmt in ("json", "text"):
                     cases.append((run(table, fmt), fitted(run(table, fmt), lines)))
-            ns = per_call_ns(cases)
+            ns = per_call_ns(cases, time.thread_time_ns)
             for i, size in enumerate(counts):
                 json_ns, text_ns = ns[2 * i], ns[2 * i + 1]
                 print(
