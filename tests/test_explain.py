@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import kroute
 from kroute.rules import conditions as c
+from kroute.rules.preview import preview
 from kroute.rules.regex import compile_regex
 from kroute.rules.route import Route
 from tests.test_table import requests, route_of, route_sets
@@ -27,7 +28,9 @@ def test_explanation_agrees_with_the_ordered_scan(
         winner = table.scan(request)
         assert explanation.route is winner is table.match(request)
         assert explanation.to_json() == (
-            {"matched": True, **winner.to_json()} if winner else {"matched": False, "status": 404}
+            {"matched": True, **winner.to_json(), **preview(winner, request).to_json()}
+            if winner
+            else {"matched": False, "status": 404}
         )
         expected = []
         for route in table.routes:

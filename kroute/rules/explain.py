@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import attrs
 
 from kroute.rules.conditions import Condition, HostIs, HostRegex, HostWildcard
+from kroute.rules.preview import Preview, preview
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
@@ -66,12 +67,18 @@ class Explanation:
                 candidates.append(Candidate(route, first))
         return tuple(candidates)
 
+    @functools.cached_property
+    def outcome(self) -> Preview:
+        """What the route's steps make of the request (`kroute.rules.preview`): the request
+        the backend receives, or the redirect or answer given instead."""
+        return preview(self.route, self.request)
+
     def to_json(self) -> dict[str, Any]:
         """The stable JSON form printed by `python -m kroute explain --format json`: the one
         place it is built. It reads the decision only, never `candidates`."""
         if self.route is None:
             return {"matched": False, "status": 404}
-        return {"matched": True, **self.route.to_json()}
+        return {"matched": True, **self.route.to_json(), **self.outcome.to_json()}
 
     def text(self) -> str:
         """A few lines for a person: the winner and why, what lost and why."""
@@ -86,6 +93,7 @@ class Explanation:
             )
             lines.append(f"     backends: {backends or 'none (500)'}")
             lines.append(f"     precedence: {self.route.why}")
+            lines.extend(f"     {line}" for line in self.outcome.lines())
         beaten = [c.route for c in self.candidates if c.matched and c.route is not self.route]
         failed = [(c.route, c.failed) for c in self.candidates if c.failed is not None]
         if beaten:
