@@ -18,6 +18,7 @@ unknown transfer codings (RFC 9112 sections 5.2, 6.1, 6.3; request smuggling). O
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from kroute.transport import proxy
 from kroute.transport.proxy import HOP_BY_HOP, connection_tokens
 
 Headers = list[tuple[bytes, bytes]]
+_log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -265,8 +267,9 @@ class _Connection:
         )
         try:
             response = await self.server.handler(request)
-        except Exception as exc:
-            response = OutgoingResponse(500, [], f"500 Internal Server Error: {exc!r}\n".encode())
+        except Exception:  # the handler's bug: logged, and the client is told nothing of it
+            _log.exception("the handler failed on %s %s", request.method, request.target[:200])
+            response = OutgoingResponse(500, [], b"500 Internal Server Error\n")
         if response.status == 101 and response.upgraded is not None:
             await self._pipe(response)
             return False
