@@ -35,7 +35,7 @@ from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
@@ -79,6 +79,7 @@ from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
+from kroute.transport.http1 import ServerLimits
 from kroute.transport.memory import MemoryTransport
 from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import (

@@ -11,7 +11,8 @@ import anyio
 import anyio.abc
 import pytest
 
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
+from kroute.transport.http1 import ServerLimits
 
 pytestmark = pytest.mark.anyio
 

@@ -39,7 +39,6 @@ from kroute.errors import KrouteError
 from kroute.gateway.handler import origin_form
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
-from kroute.gateway.server import ServerLimits, error_page, host_problem
 from kroute.gateway.upstream import (
     BUFFER_LIMIT,
     RESPONSE_HEADERS,
@@ -52,6 +51,7 @@ from kroute.pipeline.steps import UpstreamRequest
 from kroute.rules.request import normalize_path
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
+from kroute.transport.http1 import ServerLimits, error_page, host_problem
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     FORWARDING,
@@ -253,7 +253,7 @@ class Client(asyncio.Protocol):
         assert message is not None
         message.url += url
         if len(message.url) > self.limits.max_request_line:
-            raise _Reject(414, "request line too long")
+            self.over_limit(message)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self.parsing
@@ -261,10 +261,20 @@ class Client(asyncio.Protocol):
         message.names.append(name)
         message.values.append(value)
         message.header_bytes += len(name) + len(value) + 4
-        if message.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
-        if len(message.names) > self.limits.max_headers:
-            raise _Reject(431, "too many request headers")
+        limits = self.limits
+        if (
+            message.header_bytes > limits.max_header_bytes
+            or len(message.names) > limits.max_headers
+        ):
+            self.over_limit(message)
+
+    def over_limit(self, message: Message) -> None:
+        """A limit's quick test failed (checked inline: this runs per header): refuse as
+        `ServerLimits.head_problem` says."""
+        problem = self.limits.head_problem(len(message.url), message.header_bytes,
+                                           len(message.names))  # fmt: skip
+        assert problem is not None
+        raise _Reject(*problem)
 
     def on_headers_complete(self) -> None:
         message = self.parsing

@@ -25,7 +25,6 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.gateway.router import Decision, outcome_of, status_error
-from kroute.gateway.server import REASONS
 from kroute.pipeline.steps import (
     Answer,
     Chain,
@@ -37,6 +36,7 @@ from kroute.pipeline.steps import (
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.request import RequestHead
+from kroute.transport.http1 import REASON_BYTES, bodiless, interim
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
@@ -430,7 +430,7 @@ class Exchange:
         conn = self.conn
         assert conn is not None
         status = conn.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if interim(status):
             self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
             conn.new_head()
             return
@@ -449,7 +449,7 @@ class Exchange:
                 return
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
-        self.no_body = self.message.method == b"HEAD" or status in (204, 304)
+        self.no_body = bodiless(self.message.method, status)
         framing = b""  # this hop's own framing and connection lines
         if lengths is not None:
             framing = b"Content-Length: %b\r\n" % lengths[0]
@@ -534,7 +534,7 @@ class Exchange:
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
-        head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
+        head = b"HTTP/1.1 %d %b\r\n" % (status, REASON_BYTES.get(status, b"Error"))
         head += render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
         self.flush()
