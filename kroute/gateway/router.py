@@ -543,7 +543,7 @@ class Router:
         request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
         decision, response = await self._send(decision, request)
         if chain.response:
-            run_response(chain, response.status, response.headers)
+            run_response(chain, response.status, response.headers, upstream)
         return decision, response
 
     async def forward_service(

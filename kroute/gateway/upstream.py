@@ -190,7 +190,7 @@ class Exchange:
         "chain", "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway",
         "head", "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox",
         "pending", "piping", "pool", "router", "sent_body", "started", "status", "tried",
-        "until_close", "upstream_activity",
+        "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: Client, message: Message) -> None:
@@ -204,6 +204,7 @@ class Exchange:
         self.started = time.perf_counter()
         self.decision: Decision | None = None
         self.chain: Chain | None = None  # the route's steps, when it has any
+        self.upstream: UpstreamRequest | None = None  # what they ran on (response steps read it)
         self.pool: Pool | None = None
         self.tried: list[Key] = []
         self.conn: Upstream | None = None
@@ -246,7 +247,7 @@ class Exchange:
             self.send(message.url, message.lines + client.forwarding(message))
             return
         self.chain = chain
-        request = client.upstream_request(message)
+        self.upstream = request = client.upstream_request(message)
         if chain.waits:
             self.loop.create_task(self.wait_steps(chain, request))
         else:
@@ -435,10 +436,11 @@ class Exchange:
             conn.new_head()
             return
         lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
-        if self.chain is not None and self.chain.response and status != 101:
+        upstream = self.upstream
+        if self.chain is not None and self.chain.response and upstream and status != 101:
             drop = RESPONSE_HEADERS.drop
             fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
-            run_response(self.chain, status, fields)
+            run_response(self.chain, status, fields, upstream)
             lines = render_headers(fields)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values

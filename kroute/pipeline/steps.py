@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
@@ -34,7 +34,10 @@ class UpstreamRequest:
     `path` is the path as it will be sent (percent-encodings as received), `query` the query
     without `?` (None when the target had none), `headers` the end-to-end fields including
     Host. `routed` is the path as routing saw it (normalised), which rewrites start from
-    (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived.
+    (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived. `notes` is
+    what a request step leaves for its response step, under the step's field: response steps
+    see the response head and this request, not the request as it arrived (CORS keeps the
+    allowed Origin there).
     """
 
     method: str
@@ -44,6 +47,7 @@ class UpstreamRequest:
     routed: str = ""
     scheme: str = "http"
     client: str = ""
+    notes: dict[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_target(
@@ -113,7 +117,7 @@ class Step:
     def request(self, request: UpstreamRequest) -> Answer | None:
         return None
 
-    def response(self, status: int, headers: list[Header]) -> None:
+    def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
         return None
 
 
@@ -205,7 +209,10 @@ def _failed(step: Step) -> Answer:
                   body=b"500 Internal Server Error\n")  # fmt: skip
 
 
-def run_response(chain: Chain, status: int, headers: list[Header]) -> None:
-    """Run the response steps on a response head's end-to-end headers, in place."""
+def run_response(
+    chain: Chain, status: int, headers: list[Header], request: UpstreamRequest
+) -> None:
+    """Run the response steps on a response head's end-to-end headers, in place; `request` is
+    the one the request steps ran on (its `notes`)."""
     for step in chain.response:
-        step.response(status, headers)
+        step.response(status, headers, request)

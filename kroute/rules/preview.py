@@ -120,7 +120,7 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
                            not_run=tuple(not_run))  # fmt: skip
         changes.extend(_diff(step.label, before, request))
     response: list[Header] = []
-    run_response(chain, 200, response)
+    run_response(chain, 200, response, request)
     return Preview(upstream=request, response_headers=tuple(response), changes=tuple(changes),
                    not_run=tuple(not_run))  # fmt: skip
 
