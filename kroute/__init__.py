@@ -57,6 +57,7 @@ from kroute.pool.health import (
 from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
+from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, Attachment, EntryPoint
 from kroute.rules.explain import Candidate, Explanation, explain
 from kroute.rules.redirect import Redirect
 from kroute.rules.request import RequestHead, normalize_host, normalize_path
@@ -105,11 +106,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
     "AsgiGateway",
+    "Attachment",
     "BackendRef",
     "Backoff",
     "Balancer",
@@ -125,6 +128,7 @@ __all__ = [
     "Delta",
     "Endpoint",
     "EndpointStatistics",
+    "EntryPoint",
     "Explanation",
     "Family",
     "FastGateway",
