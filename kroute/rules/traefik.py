@@ -22,7 +22,8 @@ else the length of the rule text less 2 for each `Host(`**.…`)` (v3.7 `GetRule
 `muxer.DoubleWildcardPenalty`: "its stars do not count", so that it ranks below the `*.` form
 and the exact hosts it covers); higher first. Traefik leaves equal priorities unordered; kroute
 breaks ties by `{namespace}/{name}`, then route order, so that the same input always routes the
-same way.
+same way. `spec.entryPoints` and `spec.tls` say which entry points serve the routes
+(`kroute.rules.entrypoints`).
 """
 
 from __future__ import annotations
