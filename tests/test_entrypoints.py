@@ -147,7 +147,9 @@ def by_section(section: str) -> dict[str, Any]:
 
 
 def test_gateway_listeners_bind_by_port_and_protocol() -> None:
-    result = compiled(gateway(listeners=LISTENERS), *(by_section(lst["name"]) for lst in LISTENERS))
+    result = compiled(
+        gateway(listeners=LISTENERS), *(by_section(str(lst["name"])) for lst in LISTENERS)
+    )
     names = {n: f"HTTPRoute default/{n} spec.rules[0].matches[0]" for n in ("http", "https", "alt")}
     assert served(result, WEB) == {names["http"]}
     assert served(result, SECURE) == {names["https"]}

@@ -111,17 +111,17 @@ class Started(NamedTuple):
     port: int
     admin_port: int
     tls_port: int | None
-    #: The port each entry point listens on, by name.
-    ports: dict[str, int]
 
 
 async def serve(
     args: argparse.Namespace,
     stop: anyio.Event | None = None,
     *,
+    ports: dict[str, int] | None = None,
     task_status: anyio.abc.TaskStatus[Started] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until `stop` is set (then drain) or cancelled; reports `Started`."""
+    """Run the gateway until `stop` is set (then drain) or cancelled; reports `Started`, and
+    fills `ports` with the port each entry point listens on, by name."""
     source = make_source(args)
     router = kroute.Router([source], transport=kroute.PooledTransport(),
                            ingress_class=args.ingress_class,
@@ -140,9 +140,10 @@ async def serve(
         fronts = [await start_front(group, router, args, point, tls)
                   for point in args.entry_points]  # fmt: skip
         admin_port = await listen(group, admin, args.admin)
-        ports = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
-        task_status.started(Started(router, ports["web"], admin_port, ports.get("websecure"),
-                                    ports))  # fmt: skip
+        bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
+        if ports is not None:
+            ports.update(bound)
+        task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure")))
         try:
             await (stop or anyio.Event()).wait()
             for front, _ in fronts:  # stop accepting, let requests in flight finish
@@ -203,9 +204,10 @@ async def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
-        started = await group.start(serve, args, stop)
+        ports: dict[str, int] = {}
+        started = await group.start(functools.partial(serve, ports=ports), args, stop)
         https = f", https on {args.tls_listen[0]}:{started.tls_port}" if started.tls_port else ""
-        https += "".join(f", {e.name} on {e.host}:{started.ports[e.name]}"
+        https += "".join(f", {e.name} on {e.host}:{ports[e.name]}"
                          for e in args.entry_points[1 + bool(args.tls_listen):])  # fmt: skip
         print(f"kroute gateway on {args.listen[0]}:{started.port}{https}, admin on "
               f"{args.admin[0]}:{started.admin_port}", file=sys.stderr, flush=True)  # fmt: skip
