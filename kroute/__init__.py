@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from kroute.client.service import ServiceClient
 from kroute.errors import (
+    Answered,
     ConfigError,
     InvalidBackend,
     InvalidObject,
@@ -34,9 +35,22 @@ from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
+from kroute.pipeline import (
+    Answer,
+    AsyncStep,
+    Chain,
+    Filters,
+    HeaderEdits,
+    Refuse,
+    Step,
+    UpstreamRequest,
+    run_request,
+    run_request_async,
+    run_response,
+)
 from kroute.pool.balance import (
     Balancer,
     HashOn,
@@ -59,12 +73,14 @@ from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
 from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, Attachment, EntryPoint
 from kroute.rules.explain import Candidate, Explanation, explain
+from kroute.rules.preview import Preview, preview
 from kroute.rules.redirect import Redirect
 from kroute.rules.request import RequestHead, normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
+from kroute.transport.http1 import ServerLimits
 from kroute.transport.memory import MemoryTransport
 from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import (
@@ -73,11 +89,12 @@ from kroute.transport.proxy import (
     TrustedProxies,
     error_response,
     forwarding_headers,
-    retry_safe,
+    replay_safe,
     set_host,
     strip_hop_by_hop,
 )
 from kroute.transport.retry import send_with_retries
+from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
@@ -111,7 +128,10 @@ __all__ = [
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
+    "Answer",
+    "Answered",
     "AsgiGateway",
+    "AsyncStep",
     "Attachment",
     "BackendRef",
     "Backoff",
@@ -120,6 +140,7 @@ __all__ = [
     "Certificate",
     "CertificateProvider",
     "CertificateSet",
+    "Chain",
     "Change",
     "Cluster",
     "CompileResult",
@@ -132,11 +153,13 @@ __all__ = [
     "Explanation",
     "Family",
     "FastGateway",
+    "Filters",
     "ForwardRequest",
     "ForwardResponse",
     "GatewayHandler",
     "HandshakeListener",
     "HashOn",
+    "HeaderEdits",
     "HealthConfig",
     "Hop",
     "HttpServer",
@@ -168,10 +191,13 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "PooledTransport",
+    "Preview",
     "Redirect",
     "Redirected",
+    "Refuse",
     "RequestHead",
     "RetryBudget",
+    "RetryPolicy",
     "RingHash",
     "RoundRobin",
     "Route",
@@ -184,6 +210,7 @@ __all__ = [
     "ServiceEndpoints",
     "Source",
     "Status",
+    "Step",
     "Store",
     "TableStatistics",
     "Target",
@@ -196,6 +223,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamProtocolError",
+    "UpstreamRequest",
     "UpstreamTimeout",
     "WatchDecoder",
     "WatchEvent",
@@ -217,8 +245,12 @@ __all__ = [
     "load_text",
     "normalize_host",
     "normalize_path",
-    "retry_safe",
+    "preview",
+    "replay_safe",
     "rule_condition",
+    "run_request",
+    "run_request_async",
+    "run_response",
     "select_usable",
     "send_with_retries",
     "set_host",
@@ -230,11 +262,13 @@ def compile_files(
     *paths: str,
     ingress_class: str = "kroute",
     gateway_class: str = "kroute",
+    filters: Filters | None = None,
 ) -> CompileResult:
     """Load manifest files or directories and compile them: `load_paths` + `compile_objects`."""
     return compile_objects(
-        load_paths(paths), ingress_class=ingress_class, gateway_class=gateway_class
-    )
+        load_paths(paths), ingress_class=ingress_class, gateway_class=gateway_class,
+        filters=filters or Filters(),
+    )  # fmt: skip
 
 
 _LAZY = {

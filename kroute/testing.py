@@ -4,6 +4,13 @@
     routing.expect("shop.example.com/cart", "shop/cart:http")
     routing.expect("shop.example.com/admin", None)          # 404
 
+What happens after the match is testable the same way, offline (`kroute.rules.preview`):
+
+    routing.expect_forwarded("shop.example.com/api/cart", path="/cart",
+                             headers={"x-team": "shop"})
+    routing.expect_redirect("shop.example.com/old", "https://shop.example.com/new")
+    routing.expect_answer("shop.example.com/admin", 401)   # a filter answers by itself
+
 A failed expectation raises AssertionError with the full explanation of the decision, so the
 test report says which rule won and why the others lost.
 """
@@ -15,8 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from kroute.manifests import load_paths
 from kroute.objects import Manifest, Obj
+from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.rules.compile import DEFAULT_CLASS, CompileResult, compile_objects
 from kroute.rules.explain import Explanation, explain
+from kroute.rules.preview import Preview, preview
 from kroute.rules.request import HeaderInput, RequestHead
 from kroute.rules.route import Route
 
@@ -42,13 +51,14 @@ def request_from_url(
 class Routing:
     """A compiled set of manifests to test expectations against.
 
-    With `strict` (the default) an object rejected as invalid fails the test at once: a typo
-    in a manifest should not pass as "that route is simply missing".
+    With `strict` (the default) an object rejected as invalid, or a route that fails closed
+    (a filter or middleware kroute cannot apply), fails the test at once: a typo in a manifest
+    should not pass as "that route is simply missing".
     """
 
     def __init__(self, result: CompileResult, *, strict: bool = True) -> None:
-        if strict and result.errors:
-            problems = "\n".join(f"  {e}" for e in result.errors)
+        if strict and (result.errors or result.refused):
+            problems = "\n".join(f"  {e}" for e in (*result.errors, *result.refused))
             raise AssertionError(f"invalid objects in the routing under test:\n{problems}")
         self.result = result
         self.table = result.table
@@ -60,13 +70,15 @@ class Routing:
         strict: bool = True,
         ingress_class: str = DEFAULT_CLASS,
         gateway_class: str = DEFAULT_CLASS,
+        filters: Filters = NO_FILTERS,
     ) -> Routing:
-        """Compile manifest files and directory trees."""
+        """Compile manifest files and directory trees (`filters`: the application's own)."""
         return cls.from_objects(
             load_paths(paths),
             strict=strict,
             ingress_class=ingress_class,
             gateway_class=gateway_class,
+            filters=filters,
         )
 
     @classmethod
@@ -77,9 +89,11 @@ class Routing:
         strict: bool = True,
         ingress_class: str = DEFAULT_CLASS,
         gateway_class: str = DEFAULT_CLASS,
+        filters: Filters = NO_FILTERS,
     ) -> Routing:
         """Compile objects given as mappings."""
-        result = compile_objects(objects, ingress_class=ingress_class, gateway_class=gateway_class)
+        result = compile_objects(objects, ingress_class=ingress_class,
+                                 gateway_class=gateway_class, filters=filters)  # fmt: skip
         return cls(result, strict=strict)
 
     def explain(
@@ -110,6 +124,65 @@ class Routing:
         problem = _mismatch(found, to, route)
         if problem:
             raise AssertionError(f"{problem}\n{explain(self.table, request).text()}")
+        return found
+
+    def preview(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: HeaderInput | None = None,
+        client_ip: str | None = None,
+    ) -> Preview:
+        """What the route's steps make of `url`: the request the backend would receive, or the
+        redirect or answer given instead (`kroute.rules.preview`)."""
+        request = request_from_url(url, method=method, headers=headers, client_ip=client_ip)
+        return preview(self.table.match(request), request)
+
+    def expect_forwarded(
+        self,
+        url: str,
+        *,
+        path: str | None = None,
+        headers: Mapping[str, str | None] | None = None,
+        request_headers: HeaderInput | None = None,
+        method: str = "GET",
+    ) -> Preview:
+        """Assert that `url` is forwarded, with `path` (and query) and these `headers` (a name
+        mapped to None must be absent)."""
+        found = self.preview(url, method=method, headers=request_headers)
+        problem = ""
+        if found.upstream is None:
+            problem = f"expected {url} to be forwarded, but: {found.to_json() or 'no route'}"
+        else:
+            if path is not None and found.upstream.target != path:
+                problem = f"expected path {path!r}, the backend gets {found.upstream.target!r}"
+            for name, value in (headers or {}).items():
+                got = found.upstream.get(name.encode("latin-1"))
+                if (got and got.decode("latin-1")) != value:
+                    problem = f"expected header {name}: {value!r}, the backend gets {got!r}"
+        if problem:
+            raise AssertionError(f"{problem}\nsteps: {list(found.changes)}")
+        return found
+
+    def expect_redirect(self, url: str, location: str, *, status: int | None = None) -> Preview:
+        """Assert that `url` is redirected to `location` (with `status`, when given)."""
+        found = self.preview(url)
+        if (
+            found.redirect is None
+            or found.redirect[1] != location
+            or (status is not None and found.redirect[0] != status)
+        ):
+            raise AssertionError(f"expected a redirect to {location}, got {found.to_json()}")
+        return found
+
+    def expect_answer(
+        self, url: str, status: int, *, headers: HeaderInput | None = None
+    ) -> Preview:
+        """Assert that a step answers `url` by itself with `status` (401, 403, 500...)."""
+        found = self.preview(url, headers=headers)
+        if found.status is None or found.status[0] != status:
+            raise AssertionError(f"expected a step to answer {status}, got {found.to_json()}")
         return found
 
 

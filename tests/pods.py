@@ -20,9 +20,10 @@ import anyio.abc
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.router import Router
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.tls.contexts import HandshakeListener
 from kroute.transport.base import ForwardRequest, Target, Timeouts
+from kroute.transport.http1 import ServerLimits
 from kroute.transport.pooled import PooledTransport
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from kroute.gateway.admin import AdminHandler
+from kroute.gateway.admin import AdminHandler, routes_json
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
@@ -176,3 +177,17 @@ def test_durations_fall_in_prometheus_buckets_and_counts_survive_rebuilds() -> N
     assert f"kroute_request_duration_seconds_count{{{labels}}} 6.0" in text
     assert f"kroute_request_duration_seconds_sum{{{labels}}} 20.2075" in text
     assert f'kroute_requests_total{{code="200",{labels}}} 6.0' in text
+
+
+def test_routes_that_fail_closed_are_listed_with_object_field_and_reason() -> None:
+    annotation = "nginx.ingress.kubernetes.io/auth-url"
+    guarded = ingress("guarded", [("guarded.test", [("/", "Prefix", "www")])],
+                      annotations={annotation: "http://auth.example/check"})  # fmt: skip
+    data = routes_json(Router([MemorySource(objects=[guarded])]))
+    (refused,) = data["refused"]
+    assert refused["object"] == "Ingress default/guarded"
+    assert refused["field"] == f"metadata.annotations[{annotation}]"
+    assert refused["reason"] == f"answers 500: annotation {annotation} is not supported by kroute"
+    assert data["routes"][0]["steps"] == [f"Refuse (metadata.annotations[{annotation}])"]
+    page = (resources.files("kroute.gateway") / "dashboard.html").read_text()
+    assert 'id="refused"' in page  # the dashboard shows them

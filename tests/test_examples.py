@@ -24,7 +24,8 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_every_example_is_covered_here() -> None:
-    covered = {"explain", "python_api", "routing_tests", "gateway", "deploy", "asgi_embedding"}
+    covered = {"explain", "python_api", "routing_tests", "gateway", "deploy", "asgi_embedding",
+               "filters"}  # fmt: skip
     assert {p.name for p in EXAMPLES.iterdir() if p.is_dir()} == covered
 
 
@@ -56,6 +57,26 @@ def test_routing_tests_example_passes_and_its_failures_explain() -> None:
     assert "needs path prefix /v1 (element-wise)" in message
 
 
+def test_own_filters_example_serves_and_its_offline_tests_pass() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "filters" / "own_filters.py"), "--once"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    refused, served = done.stdout.splitlines()
+    assert refused == "401 401 Unauthorized"  # the async check answered; nothing forwarded
+    assert json.loads(served.partition(" ")[2]) == {
+        "target": "/orders?page=2",
+        "tenant": "acme",
+        "gateway": "kroute",
+    }
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "filters")],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "2 passed" in tests.stdout
+
+
 def test_strict_routing_fails_on_invalid_objects() -> None:
     bad = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "b"},
            "spec": {"rules": "nope"}}  # fmt: skip
@@ -79,11 +100,36 @@ def test_gateway_demo_tour() -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     out = done.stdout
-    assert out.count('-> 200 {"service": "test-www"') == 2
-    assert '"pod": "127.0.0.11"' in out
-    assert '"pod": "127.0.0.12"' in out  # both pods take turns
-    assert 'GET http://test-api.localhost/api/users -> 200 {"service": "test-api"' in out
-    assert "GET http://nobody.localhost/ -> 404" in out
+    lines = out.splitlines()
+    www = [line for line in lines if "GET http://test-www.localhost/ -> " in line]
+    assert len(www) == 2
+    assert all('-> 200 {"service": "test-www"' in line for line in www)
+    assert {'"pod": "127.0.0.11"' in line for line in www} == {True, False}  # pods take turns
+    # Each request, its answer, and on the next line the route that took it: the seed's
+    # Ingresses, an HTTPRoute and an IngressRoute side by side.
+    answered = {line.strip(): lines[i + 1].strip() for i, line in enumerate(lines)
+                if line.startswith("  GET http://")}  # fmt: skip
+    expected = {
+        "test-api.localhost/api/users": ("test-api", "Ingress default/test-api spec.rules[0]"),
+        "httproute.localhost/api/orders": ("test-api", "HTTPRoute default/test-route spec.rules[0]"),
+        "httproute.localhost/": ("test-www", "HTTPRoute default/test-route spec.rules[1]"),
+        "ingressroute.localhost/api/users":
+            ("test-api", "IngressRoute default/test-ingressroute spec.routes[0]"),
+        "ingressroute.localhost/":
+            ("test-www", "IngressRoute default/test-ingressroute spec.routes[1]"),
+    }  # fmt: skip
+    for url, (service, route) in expected.items():
+        [(request, routed)] = [
+            (k, v) for k, v in answered.items() if k.startswith(f"GET http://{url} ")
+        ]
+        path = "/" + url.split("/", 1)[1]
+        assert f'-> 200 {{"service": "{service}"' in request, request
+        assert f'"path": "{path}"' in request, request
+        assert routed.startswith(f"routed by {route}"), routed
+    for url in ("test-api.localhost/", "nobody.localhost/"):
+        assert answered[f"GET http://{url} -> 404 404 Not Found: no route matches"] == (
+            "routed by no route"
+        )
     assert "127.0.0.12 left rotation; in rotation now: ['127.0.0.11:8081']" in out
     assert "127.0.0.12 recovered and is back" in out
     assert "curl http://test-www.localhost:" in out
@@ -224,6 +270,12 @@ def test_deploy_ingresses_route_as_intended() -> None:
     routing.expect("test-www.example.com/", "default/test-www:http")
     routing.expect("test-api.example.com/api/users", "default/test-api:80")
     routing.expect("test-api.example.com/", None)
+    routing.expect("test-route.example.com/api/users", "default/test-api:80")
+    routing.expect("test-route.example.com/", "default/test-www:80")
+    routing.expect("test-ingressroute.example.com/api/users", "default/test-api:80")
+    routing.expect("test-ingressroute.example.com/", "default/test-www:http")
+    assert not routing.result.errors
+    assert not routing.result.notes
 
 
 def test_asgi_embedding_example(tmp_path: Path) -> None:

@@ -5,12 +5,16 @@
         [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
         [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...]
 
-Watches Ingresses, IngressClasses, Services and EndpointSlices (from manifest files, or from
-a cluster through a kubeconfig or the pod's service account), routes HTTP on --listen and
-serves the admin app (readiness, JSON state, metrics, dashboard) on --admin, loopback by
-default. With --tls-listen it also terminates TLS there, with the certificates of the TLS
-Secrets the Ingresses name (so it watches Secrets too), chosen by SNI and reloaded as they
-change. Each place it serves is a named entry point (docs/entrypoints.md): --listen is `web`,
+Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
+the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
+Gateways, HTTPRoutes and ReferenceGrants; Traefik's IngressRoutes and Middlewares; Namespaces
+(their labels, for Gateway listeners' namespace selectors), Services and EndpointSlices. On a
+cluster, a kind whose CRD is not installed is skipped with one log line and picked up within
+30 s of its CRD being installed. Routes HTTP on --listen and serves the admin app (readiness,
+JSON state, metrics, dashboard) on --admin, loopback by default. With --tls-listen it also
+terminates TLS there, with the certificates of the TLS Secrets the Ingresses and Gateway
+listeners name (so it watches Secrets too), chosen by SNI and reloaded as they change.
+Each place it serves is a named entry point (docs/entrypoints.md): --listen is `web`,
 --tls-listen is `websecure`, and each --entrypoint adds one; a route is served only on the entry
 points it is attached to. SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
 """
@@ -33,9 +37,12 @@ from sniffio import current_async_library
 
 import kroute
 
-#: What the gateway watches: exactly the kinds examples/deploy's ClusterRole grants.
-KINDS = (kroute.kinds.INGRESS, kroute.kinds.INGRESS_CLASS, kroute.kinds.SERVICE,
-         kroute.kinds.ENDPOINT_SLICE)  # fmt: skip
+#: What the gateway watches: every kind routing reads but Secrets, which only TLS reads;
+#: exactly the kinds examples/deploy's ClusterRole grants.
+KINDS = tuple(kind for kind in kroute.kinds.ROUTING_KINDS if kind != kroute.kinds.SECRET)
+#: Seconds between looks at a kind whose CRD is not installed (one cheap 404 each): a CRD
+#: installed after the gateway started routes within half a minute, not the default 5 minutes.
+MISSING_RECHECK = 30.0
 
 
 def address(text: str) -> tuple[str, int]:
@@ -101,9 +108,9 @@ def make_source(args: argparse.Namespace) -> kroute.Source:
     kinds = (*KINDS, kroute.kinds.SECRET) if tls else KINDS  # TLS reads Secrets
     if args.manifests:
         return kroute.ManifestSource([args.manifests], kinds)
-    if args.in_cluster:
-        return kroute.KubernetesSource(kroute.Cluster.in_cluster(), kinds)
-    return kroute.KubernetesSource(kroute.Cluster.from_kubeconfig(args.kubeconfig), kinds)
+    cluster = (kroute.Cluster.in_cluster() if args.in_cluster
+               else kroute.Cluster.from_kubeconfig(args.kubeconfig))  # fmt: skip
+    return kroute.KubernetesSource(cluster, kinds, missing_recheck=MISSING_RECHECK)
 
 
 class Started(NamedTuple):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from kroute.errors import InvalidObject
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
@@ -46,14 +47,22 @@ def routes_json(router: Router) -> dict[str, Any]:
             "priority": route.why,
             "origin": route.origin,
             "backends": [backend.to_json() for backend in route.backends],
+            "steps": [step.label for step in route.chain.steps],
         }
         for route in router.table.routes
     ]
-    errors = [
-        {"object": e.obj, "field": e.field, "reason": e.reason, "origin": e.origin}
-        for e in router.errors
-    ]
-    return {"routes": routes, "errors": errors, "notes": list(router.notes)}
+    return {
+        "routes": routes,
+        "errors": [_problem(e) for e in router.errors],
+        # Routes that answer 500 instead of forwarding: what they ask kroute cannot do.
+        "refused": [_problem(e) for e in router.refused],
+        "notes": list(router.notes),
+    }
+
+
+def _problem(error: InvalidObject) -> dict[str, str]:
+    return {"object": error.obj, "field": error.field, "reason": error.reason,
+            "origin": error.origin}  # fmt: skip
 
 
 def services_json(router: Router, *, now: float) -> dict[str, Any]:

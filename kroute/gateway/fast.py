@@ -12,9 +12,9 @@ Same behaviour as the anyio front, tested by the same suites:
   from `ServerLimits` (414, 431), head timeout (408, slowloris), idle keep-alive timeout;
 - hop-by-hop headers removed both ways, X-Forwarded-* and Forwarded set (`forwarding_headers`);
 - bodies streamed both ways with flow control (a slow reader pauses the other side);
-- retries on another endpoint only before any response byte, and only when safe (nothing was
-  sent, or an idempotent request without a body), within the Router's retry budget; a pooled
-  connection the endpoint closed meanwhile is retried on a fresh one for such requests;
+- retries on another endpoint before the response head, as the Router's `RetryPolicy` allows
+  (the one the other fronts ask: safety, attempts, budget); a pooled connection the endpoint
+  closed meanwhile is replaced by a fresh one for an idempotent request without a body;
 - every attempt reported to the pool's passive health; errors answer 404/500/502/503/504;
 - malformed responses (bad status line, Content-Length with Transfer-Encoding) are 502;
 - `Upgrade` (WebSocket): after a 101 the two connections are piped byte for byte;
@@ -27,6 +27,7 @@ needs PooledTransport); the Router's `transport` is not used.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import ssl
 import time
@@ -38,7 +39,6 @@ from kroute.errors import KrouteError
 from kroute.gateway.handler import origin_form
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
-from kroute.gateway.server import ServerLimits, error_page, host_problem
 from kroute.gateway.upstream import (
     BUFFER_LIMIT,
     RESPONSE_HEADERS,
@@ -51,6 +51,7 @@ from kroute.pipeline.steps import UpstreamRequest
 from kroute.rules.request import normalize_path
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
+from kroute.transport.http1 import ServerLimits, error_page, host_problem
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     FORWARDING,
@@ -69,6 +70,11 @@ REQUEST_HEADERS = HeaderSplit(
     read=FORWARDING | {b"host", b"content-length", b"transfer-encoding", b"upgrade",
                        b"connection"},
 )  # fmt: skip
+
+
+#: The routed path of a target, for the steps that rewrite it (`kroute.pipeline.paths`):
+#: remembered, as the same few targets come again and again.
+_routed = functools.lru_cache(maxsize=4096)(normalize_path)
 
 
 class Message:
@@ -137,8 +143,8 @@ class Client(asyncio.Protocol):
         self.upstream: Upstream | None = None  # after an upgrade
         self.upgrading: Message | None = None  # an upgrade request, until its answer
         self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-* are believed
-        #: (Host, lines): the forwarding header lines of this hop, for the last Host seen.
-        self.forwarding_for: tuple[str, bytes] = ("", b"")
+        #: (Host, fields, lines): this hop's forwarding header fields, for the last Host seen.
+        self.forwarding_for: tuple[str, Headers, bytes] = ("", [], b"")
 
     # -- connection ------------------------------------------------------------------------
 
@@ -247,7 +253,7 @@ class Client(asyncio.Protocol):
         assert message is not None
         message.url += url
         if len(message.url) > self.limits.max_request_line:
-            raise _Reject(414, "request line too long")
+            self.over_limit(message)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self.parsing
@@ -255,10 +261,20 @@ class Client(asyncio.Protocol):
         message.names.append(name)
         message.values.append(value)
         message.header_bytes += len(name) + len(value) + 4
-        if message.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
-        if len(message.names) > self.limits.max_headers:
-            raise _Reject(431, "too many request headers")
+        limits = self.limits
+        if (
+            message.header_bytes > limits.max_header_bytes
+            or len(message.names) > limits.max_headers
+        ):
+            self.over_limit(message)
+
+    def over_limit(self, message: Message) -> None:
+        """A limit's quick test failed (checked inline: this runs per header): refuse as
+        `ServerLimits.head_problem` says."""
+        problem = self.limits.head_problem(len(message.url), message.header_bytes,
+                                           len(message.names))  # fmt: skip
+        assert problem is not None
+        raise _Reject(*problem)
 
     def on_headers_complete(self) -> None:
         message = self.parsing
@@ -352,31 +368,37 @@ class Client(asyncio.Protocol):
     def forwarding(self, message: Message) -> bytes:
         """X-Forwarded-* and Forwarded lines for this hop (`forwarding_headers`), computed
         once per connection and Host unless a trusted proxy sent some to extend."""
-        gateway = self.gateway
         if message.forwarded and self.trusted:
-            hop = Hop(client=self.peer, scheme=gateway.scheme, host=message.host, port=self.port)
-            return render_headers(forwarding_headers(message.forwarded, hop, gateway.trusted))
-        host, lines = self.forwarding_for
-        if host != message.host or not lines:
-            hop = Hop(client=self.peer, scheme=gateway.scheme, host=message.host, port=self.port)
-            lines = render_headers(forwarding_headers((), hop))
-            self.forwarding_for = (message.host, lines)
-        return lines
+            return render_headers(self.forwarding_fields(message))
+        if self.forwarding_for[0] != message.host or not self.forwarding_for[2]:
+            self.forwarding_fields(message)
+        return self.forwarding_for[2]
+
+    def forwarding_fields(self, message: Message) -> Headers:
+        """The same as fields (not to be changed: the list is kept for the next request)."""
+        if message.forwarded and self.trusted:
+            return forwarding_headers(message.forwarded, self.hop(message), self.gateway.trusted)
+        host, fields, _ = self.forwarding_for
+        if host != message.host or not fields:
+            fields = forwarding_headers((), self.hop(message))
+            self.forwarding_for = (message.host, fields, render_headers(fields))
+        return fields
+
+    def hop(self, message: Message) -> Hop:
+        return Hop(client=self.peer, scheme=self.gateway.scheme, host=message.host,
+                   port=self.port)  # fmt: skip
 
     def upstream_request(self, message: Message) -> UpstreamRequest:
         """The request as a route's steps see it (`kroute.pipeline.UpstreamRequest`): the header
         fields that are passed on, with this hop's forwarding fields, as the other fronts
         give them (`handler.proxied`)."""
-        gateway = self.gateway
         drop = REQUEST_HEADERS.drop
         fields = [(n, v) for n, v in zip(message.names, message.values, strict=True)
                   if n.lower() not in drop]  # fmt: skip
-        hop = Hop(client=self.peer, scheme=gateway.scheme, host=message.host, port=self.port)
-        incoming = message.forwarded if self.trusted else ()
-        fields += forwarding_headers(incoming, hop, gateway.trusted)
+        fields += self.forwarding_fields(message)
         return UpstreamRequest.from_target(
-            message.method_text, message.url_text, fields,
-            routed=normalize_path(message.url_text), scheme=gateway.scheme, client=self.peer,
+            message.method_text, message.url_text, fields, routed=_routed(message.url_text),
+            scheme=self.gateway.scheme, client=self.peer,
         )  # fmt: skip
 
     def start_pipe(self, upstream: Upstream) -> None:

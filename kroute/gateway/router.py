@@ -67,15 +67,15 @@ from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Transport
-from kroute.transport.proxy import RetryBudget
 from kroute.transport.retry import send_with_retries
+from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.sources import Source
 from kroute.watch.store import Change
 
 ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
-    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE,
+    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE, kinds.MIDDLEWARE,
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class Router:
         health: HealthConfig = HealthConfig(),
         balancer: Callable[[], Balancer] = RoundRobin,
         allow_external_name: bool = False,
-        retry_budget: RetryBudget | None = None,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         prober: ActiveProber | None = None,
@@ -174,7 +174,9 @@ class Router:
         self.health = health
         self.balancer = balancer
         self.allow_external_name = allow_external_name
-        self.retry_budget = retry_budget or RetryBudget()
+        #: Whether a failed attempt goes to another endpoint, for every front (FastGateway's
+        #: exchanges and `forward` alike), and the retry budget they share.
+        self.retry = retry or RetryPolicy()
         self.clock = clock
         self.rng = rng or random.Random()
         self.prober = prober or ActiveProber(rng=self.rng)
@@ -657,7 +659,7 @@ class Router:
 
         try:
             response, target = await send_with_retries(
-                self.transport, request, pick, budget=self.retry_budget, now=self.clock,
+                self.transport, request, pick, policy=self.retry, now=self.clock,
                 report=report,
             )  # fmt: skip
         except BaseException:

@@ -18,6 +18,7 @@ gives `/bar` and `/`.
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import quote
 
 #: What a path segment carries as it is (RFC 3986 section 3.3, pchar, plus "/"); "%" too,
@@ -25,12 +26,14 @@ from urllib.parse import quote
 _PATH_SAFE = "/%:@!$&'()*+,;="
 
 
+@functools.lru_cache(maxsize=4096)  # (pure; the same few paths come again and again)
 def wire_path(path: str) -> str:
     """A routed path as a request line or Location carries it: characters a URI path cannot
     carry (a space, `{`, non-ASCII) encoded again (RFC 3986 section 3.3)."""
     return quote(path, safe=_PATH_SAFE)
 
 
+@functools.lru_cache(maxsize=4096)
 def replace_prefix(path: str, matched: str, replacement: str) -> str:
     """`path` with the segments `matched` covers replaced by `replacement`."""
     covered = len([s for s in matched.split("/") if s])

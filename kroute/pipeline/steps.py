@@ -66,17 +66,13 @@ class UpstreamRequest:
     def set(self, name: bytes, value: bytes) -> None:
         """Replace every field `name` by one (RFC 9110 section 5.3), in the first one's place."""
         lower = name.lower()
-        out: list[Header] = []
-        placed = False
-        for field in self.headers:
-            if field[0].lower() != lower:
-                out.append(field)
-            elif not placed:
-                out.append((name, value))
-                placed = True
-        if not placed:
-            out.append((name, value))
-        self.headers[:] = out
+        places = [i for i, field in enumerate(self.headers) if field[0].lower() == lower]
+        if not places:
+            self.headers.append((name, value))
+            return
+        self.headers[places[0]] = (name, value)
+        for i in reversed(places[1:]):
+            del self.headers[i]
 
     def remove(self, name: bytes) -> None:
         lower = name.lower()
@@ -173,19 +169,21 @@ EMPTY = Chain()
 
 
 def run_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
-    """Run the request steps of a chain that does not wait; the first answer stops it."""
-    for step in chain.request:
-        try:
-            answer = step.request(request)
-        except Exception:
-            return _failed(step)
-        if answer is not None:
-            return answer if answer.step else attrs.evolve(answer, step=step.label)
-    return None
+    """Run the request steps of a chain that does not wait (`Chain.waits` false); the first
+    answer stops it. The same code as `run_request_async`, driven without an event loop: a
+    chain without a waiting step never suspends."""
+    running = run_request_async(chain, request)
+    try:
+        running.send(None)
+    except StopIteration as done:
+        answer: Answer | None = done.value
+        return answer
+    running.close()
+    raise RuntimeError("a chain with a step that waits runs with run_request_async")
 
 
 async def run_request_async(chain: Chain, request: UpstreamRequest) -> Answer | None:
-    """`run_request` for any chain: steps that wait are awaited, in their place."""
+    """Run the request steps in order, awaiting those that wait; the first answer stops it."""
     for step in chain.request:
         try:
             if isinstance(step, AsyncStep):
