@@ -216,12 +216,15 @@ def test_gateway_cli_rejects_a_second_web() -> None:
     with pytest.raises(SystemExit):
         gateway.parse_args(["--manifests", ".", "--entrypoint", "web=127.0.0.1:81"])
     args = gateway.parse_args(["--manifests", ".", "--tls-listen", "127.0.0.1:8443",
-                               "--entrypoint", "admin=127.0.0.1:9000,advertised=90"])  # fmt: skip
+                               "--entrypoint", "admin=127.0.0.1:9000,advertised=90",
+                               "--advertise", "websecure=443"])  # fmt: skip
     assert [(e.name, e.port, e.tls, e.advertised_port) for e in args.entry_points] == [
         ("web", 8080, False, None),
-        ("websecure", 8443, True, None),
+        ("websecure", 8443, True, 443),
         ("admin", 9000, False, 90),
     ]
+    with pytest.raises(SystemExit):  # no --tls-listen: no websecure to advertise
+        gateway.parse_args(["--manifests", ".", "--advertise", "websecure=443"])
 
 
 def deploy_objects() -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
     python examples/gateway/gateway.py (--manifests DIR | --kubeconfig FILE | --in-cluster)
         [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
         [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
-        [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...]
+        [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...] [--advertise NAME=PORT ...]
 
 Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
 the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
@@ -16,7 +16,9 @@ terminates TLS there, with the certificates of the TLS Secrets the Ingresses and
 listeners name (so it watches Secrets too), chosen by SNI and reloaded as they change.
 Each place it serves is a named entry point (docs/entrypoints.md): --listen is `web`,
 --tls-listen is `websecure`, and each --entrypoint adds one; a route is served only on the entry
-points it is attached to. SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
+points it is attached to (a Gateway listener binds to the entry point listening on its port, or
+advertising it: --advertise web=80 when a Service maps port 80 to --listen's). SIGTERM or Ctrl-C
+stops accepting and lets requests in flight finish.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--entrypoint", type=entry_point, action="append", default=[],
                         metavar="NAME=HOST:PORT[,tls][,advertised=PORT]",
                         help="one more named entry point (repeatable)")  # fmt: skip
+    parser.add_argument("--advertise", type=advertised, action="append", default=[],
+                        metavar="NAME=PORT", help="the port Gateway listeners use for an entry "
+                        "point that listens on another (repeatable)")  # fmt: skip
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain on stop")
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="freeze the initial objects out of the GC once ready")  # fmt: skip
@@ -93,7 +98,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if len(set(names)) < len(names):
         parser.error(f"entry point names must be unique (web is --listen, websecure "
                      f"--tls-listen): {', '.join(names)}")  # fmt: skip
+    ports = dict(args.advertise)
+    if ports.keys() - set(names):
+        parser.error(f"--advertise names no entry point: {', '.join(ports.keys() - set(names))}")
+    args.entry_points = [advertising(e, ports.get(e.name)) for e in args.entry_points]
     return args
+
+
+def advertising(point: kroute.EntryPoint, port: int | None) -> kroute.EntryPoint:
+    """`point` advertising `port` (None: as it was)."""
+    if port is None:
+        return point
+    return kroute.EntryPoint(point.name, point.port, point.tls, point.host, port)
+
+
+def advertised(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PORT")
+    return name, int(port)
 
 
 def entry_point(text: str) -> kroute.EntryPoint:
