@@ -71,6 +71,7 @@ from kroute.pool.health import (
 from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
+from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, Attachment, EntryPoint
 from kroute.rules.explain import Candidate, Explanation, explain
 from kroute.rules.preview import Preview, preview
 from kroute.rules.redirect import Redirect
@@ -122,6 +123,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
     "ActiveHealth",
     "ActiveProber",
@@ -130,6 +132,7 @@ __all__ = [
     "Answered",
     "AsgiGateway",
     "AsyncStep",
+    "Attachment",
     "BackendRef",
     "Backoff",
     "Balancer",
@@ -146,6 +149,7 @@ __all__ = [
     "Delta",
     "Endpoint",
     "EndpointStatistics",
+    "EntryPoint",
     "Explanation",
     "Family",
     "FastGateway",

@@ -48,14 +48,18 @@ class FrontClient:
 
 
 @contextlib.asynccontextmanager
-async def serving(router: Router, front: str) -> AsyncIterator[FrontClient]:
-    """`router` served by `front` ("anyio", "fast" or "asgi") while the block runs."""
+async def serving(
+    router: Router, front: str, entry_point: str | None = None
+) -> AsyncIterator[FrontClient]:
+    """`router` served by `front` ("anyio", "fast" or "asgi") while the block runs, on its
+    entry point `entry_point` (None: the front's default, the Router's first plain one)."""
     async with anyio.create_task_group() as group:
         if front == "asgi":
             router.transport = router.transport or PooledTransport()
-            client = FrontClient(None, AsgiGateway(router))
+            client = FrontClient(None, AsgiGateway(router, entry_point=entry_point))
         else:
-            client = FrontClient(await start_front(group, router, front), None)
+            port = await start_front(group, router, front, entry_point=entry_point)
+            client = FrontClient(port, None)
         try:
             yield client
         finally:

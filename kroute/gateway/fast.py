@@ -445,8 +445,11 @@ class FastGateway:
         hsts: str | None = None,
         max_idle: int = 100,
         keepalive_expiry: float = 60.0,
+        entry_point: str | None = None,
     ) -> None:
         self.router = router
+        #: The entry point served (`Router.entry_point`): only its routes take requests here.
+        self.entry_point = router.entry_point(entry_point, tls=scheme == "https").name
         self.limits = limits
         self.timeouts = timeouts
         self.trusted = trusted

@@ -237,7 +237,8 @@ class Exchange:
         message, client = self.message, self.client
         try:
             decision = self.router.route_target(message.method_text, message.host,
-                                                message.url_text, self.request_head)  # fmt: skip
+                                                message.url_text, self.request_head,
+                                                self.gateway.entry_point)  # fmt: skip
         except KrouteError as exc:
             self.answer_error(exc)
             return
