@@ -36,7 +36,7 @@ from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
@@ -72,6 +72,7 @@ from kroute.pool.health import (
 from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
+from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, Attachment, EntryPoint
 from kroute.rules.explain import Candidate, Explanation, explain
 from kroute.rules.preview import Preview, preview
 from kroute.rules.redirect import Redirect
@@ -80,6 +81,7 @@ from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
+from kroute.transport.http1 import ServerLimits
 from kroute.transport.memory import MemoryTransport
 from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import (
@@ -88,11 +90,12 @@ from kroute.transport.proxy import (
     TrustedProxies,
     error_response,
     forwarding_headers,
-    retry_safe,
+    replay_safe,
     set_host,
     strip_hop_by_hop,
 )
 from kroute.transport.retry import send_with_retries
+from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
@@ -121,6 +124,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
     "ActiveHealth",
     "ActiveProber",
@@ -129,6 +133,7 @@ __all__ = [
     "Answered",
     "AsgiGateway",
     "AsyncStep",
+    "Attachment",
     "BackendRef",
     "Backoff",
     "Balancer",
@@ -145,6 +150,7 @@ __all__ = [
     "Delta",
     "Endpoint",
     "EndpointStatistics",
+    "EntryPoint",
     "Explanation",
     "Family",
     "FastGateway",
@@ -194,6 +200,7 @@ __all__ = [
     "Refuse",
     "RequestHead",
     "RetryBudget",
+    "RetryPolicy",
     "RingHash",
     "RoundRobin",
     "Route",
@@ -242,7 +249,7 @@ __all__ = [
     "normalize_host",
     "normalize_path",
     "preview",
-    "retry_safe",
+    "replay_safe",
     "rule_condition",
     "run_request",
     "run_request_async",

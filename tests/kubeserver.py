@@ -161,8 +161,10 @@ class Kube:
         return str(self._call("POST", path, json=body)["status"]["token"])
 
     def crd(self, plural_group: str) -> dict[str, Any]:
-        """A CRD as shipped in ../shared/kube/crds (e.g. "ingressroutes.traefik.io")."""
-        [path] = CRDS.glob(f"*/{plural_group}.json")
+        """A CRD as shipped in ../shared/kube/crds (e.g. "ingressroutes.traefik.io"); the Gateway
+        API's from the standard channel, which up.sh installs by default."""
+        [path] = [p for p in CRDS.glob(f"*/{plural_group}.json")
+                  if p.parent.name != "gateway-api-experimental"]  # fmt: skip
         crd: dict[str, Any] = json.loads(path.read_text())
         return crd
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -97,11 +100,36 @@ def test_gateway_demo_tour() -> None:
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     out = done.stdout
-    assert out.count('-> 200 {"service": "test-www"') == 2
-    assert '"pod": "127.0.0.11"' in out
-    assert '"pod": "127.0.0.12"' in out  # both pods take turns
-    assert 'GET http://test-api.localhost/api/users -> 200 {"service": "test-api"' in out
-    assert "GET http://nobody.localhost/ -> 404" in out
+    lines = out.splitlines()
+    www = [line for line in lines if "GET http://test-www.localhost/ -> " in line]
+    assert len(www) == 2
+    assert all('-> 200 {"service": "test-www"' in line for line in www)
+    assert {'"pod": "127.0.0.11"' in line for line in www} == {True, False}  # pods take turns
+    # Each request, its answer, and on the next line the route that took it: the seed's
+    # Ingresses, an HTTPRoute and an IngressRoute side by side.
+    answered = {line.strip(): lines[i + 1].strip() for i, line in enumerate(lines)
+                if line.startswith("  GET http://")}  # fmt: skip
+    expected = {
+        "test-api.localhost/api/users": ("test-api", "Ingress default/test-api spec.rules[0]"),
+        "httproute.localhost/api/orders": ("test-api", "HTTPRoute default/test-route spec.rules[0]"),
+        "httproute.localhost/": ("test-www", "HTTPRoute default/test-route spec.rules[1]"),
+        "ingressroute.localhost/api/users":
+            ("test-api", "IngressRoute default/test-ingressroute spec.routes[0]"),
+        "ingressroute.localhost/":
+            ("test-www", "IngressRoute default/test-ingressroute spec.routes[1]"),
+    }  # fmt: skip
+    for url, (service, route) in expected.items():
+        [(request, routed)] = [
+            (k, v) for k, v in answered.items() if k.startswith(f"GET http://{url} ")
+        ]
+        path = "/" + url.split("/", 1)[1]
+        assert f'-> 200 {{"service": "{service}"' in request, request
+        assert f'"path": "{path}"' in request, request
+        assert routed.startswith(f"routed by {route}"), routed
+    for url in ("test-api.localhost/", "nobody.localhost/"):
+        assert answered[f"GET http://{url} -> 404 404 Not Found: no route matches"] == (
+            "routed by no route"
+        )
     assert "127.0.0.12 left rotation; in rotation now: ['127.0.0.11:8081']" in out
     assert "127.0.0.12 recovered and is back" in out
     assert "curl http://test-www.localhost:" in out
@@ -124,6 +152,79 @@ def test_gateway_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert process.wait(timeout=20) == 0
         finally:
             process.kill()
+
+
+ENTRY_POINT_INGRESS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: internal
+  namespace: default
+  annotations:
+    traefik.ingress.kubernetes.io/router.entrypoints: internal
+spec:
+  ingressClassName: kroute
+  rules:
+  - host: internal.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: nothing, port: {number: 80}}}}
+"""
+
+
+def http_status(port: int, host: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_gateway_cli_serves_named_entry_points(tmp_path: Path) -> None:
+    """--entrypoint adds an entry point; an Ingress attached to it by Traefik's annotation is
+    served there (503: its Service has no endpoint) and not on --listen's `web` (404)."""
+    (tmp_path / "ingress.yaml").write_text(ENTRY_POINT_INGRESS)
+    command = [sys.executable, str(EXAMPLES / "gateway" / "gateway.py"), "--manifests",
+               str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+               "--entrypoint", "internal=127.0.0.1:0"]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            found = re.fullmatch(r"kroute gateway on 127.0.0.1:(\d+), internal on "
+                                 r"127.0.0.1:(\d+), admin on 127.0.0.1:(\d+)\n", line)  # fmt: skip
+            assert found is not None, line
+            web, internal, admin = map(int, found.groups())
+            assert http_status(admin, "admin") == 200  # /ready is not asked: / is the dashboard
+            while http_status(internal, "internal.test") == 404:  # until the manifests load
+                time.sleep(0.05)
+            assert http_status(internal, "internal.test") == 503
+            assert http_status(web, "internal.test") == 404
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+        finally:
+            process.kill()
+
+
+def test_gateway_cli_rejects_a_second_web() -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit):
+        gateway.parse_args(["--manifests", ".", "--entrypoint", "web=127.0.0.1:81"])
+    args = gateway.parse_args(["--manifests", ".", "--tls-listen", "127.0.0.1:8443",
+                               "--entrypoint", "admin=127.0.0.1:9000,advertised=90",
+                               "--advertise", "websecure=443"])  # fmt: skip
+    assert [(e.name, e.port, e.tls, e.advertised_port) for e in args.entry_points] == [
+        ("web", 8080, False, None),
+        ("websecure", 8443, True, 443),
+        ("admin", 9000, False, 90),
+    ]
+    with pytest.raises(SystemExit):  # no --tls-listen: no websecure to advertise
+        gateway.parse_args(["--manifests", ".", "--advertise", "websecure=443"])
 
 
 def deploy_objects() -> list[dict[str, Any]]:
@@ -172,6 +273,12 @@ def test_deploy_ingresses_route_as_intended() -> None:
     routing.expect("test-www.example.com/", "default/test-www:http")
     routing.expect("test-api.example.com/api/users", "default/test-api:80")
     routing.expect("test-api.example.com/", None)
+    routing.expect("test-route.example.com/api/users", "default/test-api:80")
+    routing.expect("test-route.example.com/", "default/test-www:80")
+    routing.expect("test-ingressroute.example.com/api/users", "default/test-api:80")
+    routing.expect("test-ingressroute.example.com/", "default/test-www:http")
+    assert not routing.result.errors
+    assert not routing.result.notes
 
 
 def test_asgi_embedding_example(tmp_path: Path) -> None:

@@ -74,7 +74,8 @@ async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
 
 
 async def start_gateway(group: anyio.abc.TaskGroup, *where: str) -> tuple[Router, int, Client]:
-    args = gateway.parse_args([*where, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+    args = gateway.parse_args([*where, "--listen", "127.0.0.1:0", "--advertise", "web=8080",
+                               "--admin", "127.0.0.1:0",
                                "--grace", "1", "--no-gc-freeze"])  # (a test process, shared)  # fmt: skip
     router, port, admin_port, _ = await group.start(gateway.serve, args)
     return router, port, Client(admin_port)
@@ -116,7 +117,8 @@ async def test_example_manifests_edits_and_the_seed_health_scenario(
     # The seed's health scenario: www-2 fails its health check, leaves rotation, comes back.
     async def www_states() -> dict[str, str]:
         services = (await admin.json("localhost", "/api/services"))["services"]
-        (www,) = [s for s in services if s["service"].startswith("default/test-www")]
+        # The Ingress's pool (the HTTPRoute's, default/test-www:80, has the same pods)
+        (www,) = [s for s in services if s["service"] == "default/test-www:http"]
         return {e["endpoint"]: e["state"] for e in www["endpoints"]}
 
     load = Load(gateway_port, "test-www.localhost")
@@ -151,8 +153,13 @@ async def test_example_manifests_edits_and_the_seed_health_scenario(
 
 
 @pytest.fixture
-def api() -> Any:
-    with ApiServer(gateway.KINDS) as api:
+def api(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The emulator, serving what the example gateway watches but Namespaces: kmock cannot parse
+    the core collection's path (/api/v1/namespaces), so the gateway here does without them
+    (tests/test_gateway_real.py runs it on a real API server with every kind)."""
+    watched = tuple(kind for kind in gateway.KINDS if kind != kinds.NAMESPACE)
+    monkeypatch.setattr(gateway, "KINDS", watched)
+    with ApiServer(watched) as api:
         yield api
 
 

@@ -10,6 +10,7 @@ pools and errors equal those of a Router built from a fresh list of the server's
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 import time
@@ -28,7 +29,7 @@ from kroute.watch import kinds
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
 from kroute.watch.kube import KubernetesSource
-from kroute.watch.sources import MemorySource
+from kroute.watch.sources import KindStatistics, MemorySource
 from tests.kubeserver import Kube, KubeApiError, KubeServer, kube_server, kubeconfig_for
 
 pytestmark = pytest.mark.anyio
@@ -144,7 +145,7 @@ def gateway_objects(ns: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
          "metadata": {"name": "kroute"},
-         "spec": {"controllerName": "kroute.dev/gateway-controller"}},
+         "spec": {"controllerName": "kroute.dev/gateway"}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
          "metadata": {"name": "kroute"}, "spec": {"controller": "kroute.dev/gateway"}},
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
@@ -169,9 +170,9 @@ def one_of_each(ns: str, prefix: str = "") -> list[dict[str, Any]]:
 # -- what the router decides ----------------------------------------------------------------
 
 
-def decided(router: Router, host: str) -> tuple[int, str | None, str | None]:
-    """(status, Service, endpoint address) for GET http://host/."""
-    decision = router.route(RequestHead.build("GET", host, "/"))
+def decided(router: Router, host: str, path: str = "/") -> tuple[int, str | None, str | None]:
+    """(status, Service, endpoint address) for GET http://host/path."""
+    decision = router.route(RequestHead.build("GET", host, path))
     backend = decision.backend.name if decision.backend is not None else None
     address = decision.pick.endpoint.address if decision.pick is not None else None
     return decision.status, backend, address
@@ -295,7 +296,7 @@ async def test_watches_served_by_etcd_relist_a_quiet_kind_after_compaction(
 
 
 async def test_a_crd_installed_after_start_is_picked_up(
-    kube: KubeServer, api: Kube, group: anyio.abc.TaskGroup
+    kube: KubeServer, api: Kube, group: anyio.abc.TaskGroup, caplog: pytest.LogCaptureFixture
 ) -> None:
     crd = api.crd("ingressroutes.traefik.io")
     api.delete(crd)
@@ -303,18 +304,29 @@ async def test_a_crd_installed_after_start_is_picked_up(
     ns = api.namespace()
     for obj in one_of_each(ns)[:-1]:  # everything but the IngressRoute
         api.apply(obj)
+    caplog.set_level(logging.WARNING, logger="kroute.watch")
     router = watching(kube, group, missing_recheck=0.3)
     with anyio.fail_after(30):
         await source_of(router).wait_synced()  # a kind that is not served is not waited for
-    stats = {s.kind: s for s in source_of(router).statistics()}
-    assert stats[str(kinds.INGRESS_ROUTE)].missing
+    kind = str(kinds.INGRESS_ROUTE)
+
+    def stats() -> KindStatistics:
+        return {s.kind: s for s in source_of(router).statistics()}[kind]
+
+    assert stats().missing
     assert decided(router, f"ing.{ns}.test")[:2] == (200, "web")
+    await eventually(lambda: stats().reconnects >= 3)  # rechecked, and still missing
+    missing = f"{kind}: not served (is its CRD installed?): skipped, rechecked every 0.3 s;"
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{kind}:")]
+    assert [line.startswith(missing) for line in said] == [True]  # not one line per recheck
     api.apply(crd)
     await eventually(lambda: served(api, kinds.INGRESS_ROUTE), timeout=60)
     api.apply(ingressroute(ns, "ir", f"ir.{ns}.test", "web"))
     await eventually(lambda: decided(router, f"ir.{ns}.test")[0] == 200)
-    stats = {s.kind: s for s in source_of(router).statistics()}
-    assert not stats[str(kinds.INGRESS_ROUTE)].missing
+    assert not stats().missing
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{kind}:")]
+    assert sum(line.startswith(missing) for line in said) == 1
+    assert said.count(f"{kind}: served now (its CRD is installed): listing and watching it") == 1
 
 
 def served(api: Kube, kind: kinds.Kind) -> bool:

@@ -13,10 +13,8 @@ import pytest
 from kroute.gateway.router import Router
 from kroute.pipeline import Answer, Filters, UpstreamRequest
 from kroute.transport.conformance import Backend
-from kroute.watch.sources import MemorySource
-from tests.builders import gateway, httproute, ingress, ingressroute, to
-from tests.fronts import FrontClient, serving
-from tests.test_gateway_e2e import endpoint_slice, service
+from tests.builders import httproute, ingress, ingressroute, to
+from tests.fronts import FrontClient, echo_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -101,15 +99,8 @@ REFUSED = ["unknown-ext.local", "mw-ext.local", "unknown-type.local", "timeouts.
 
 @pytest.fixture
 async def client(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend, Router]]:
-    backend = Backend("127.0.0.2")
-    async with anyio.create_task_group() as group:
-        await group.start(backend.serve)
-        source = MemorySource(objects=[gateway(), *ROUTES, service("web"),
-                                       endpoint_slice("web", backend.port, backend.address)])  # fmt: skip
-        router = Router([source], filters=filters())
-        async with serving(router, every_front) as front:
-            yield front, backend, router
-        group.cancel_scope.cancel()
+    async with echo_gateway(ROUTES, every_front, filters=filters()) as served:
+        yield served
 
 
 async def test_header_edits_and_rewrites_reach_the_backend(

@@ -9,11 +9,12 @@ import anyio
 import pytest
 
 from kroute.errors import NoHealthyEndpoint, NoRoute
-from kroute.gateway.router import Router
+from kroute.gateway.router import ROUTING_KINDS, Router
 from kroute.pool.health import Outcome
 from kroute.rules.request import RequestHead
 from kroute.transport.base import ForwardRequest, Headers
 from kroute.transport.memory import MemoryTransport
+from kroute.watch import kinds
 from kroute.watch.sources import MemorySource
 from tests.builders import ingress
 
@@ -120,6 +121,21 @@ def test_a_burst_of_routing_changes_costs_one_rebuild() -> None:
     source.delete(ingress("extra-0", []))
     assert router.route(head("x0.local")).status == 404  # never an outdated table
     assert router.statistics().rebuilds == before + 2
+
+
+def test_every_watched_kind_but_pools_and_tls_rebuilds_the_table() -> None:
+    """A kind the sources watch by default either feeds the pools (Services, EndpointSlices),
+    the certificates (Secrets) or the table: a new kind cannot be watched and then ignored."""
+    feeds_elsewhere = {kinds.SERVICE, kinds.ENDPOINT_SLICE, kinds.SECRET}
+    assert set(kinds.ROUTING_KINDS) - feeds_elsewhere == ROUTING_KINDS
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    before = router.statistics().rebuilds
+    source.apply({"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
+                  "metadata": {"name": "auth", "namespace": "default"},
+                  "spec": {"basicAuth": {"secret": "users"}}})  # fmt: skip
+    router.route(head("test-www.local"))
+    assert router.statistics().rebuilds == before + 1  # IngressRoutes that use it recompile
 
 
 @pytest.mark.anyio

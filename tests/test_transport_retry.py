@@ -16,6 +16,7 @@ from kroute.transport.conformance import Backend, get
 from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import RetryBudget
 from kroute.transport.retry import send_with_retries
+from kroute.transport.retry_policy import RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +44,7 @@ async def test_retry_lands_on_another_endpoint(backends: list[Backend]) -> None:
     seen: list[tuple[str, bool]] = []
     response, target = await send_with_retries(
         transport, get("/fixed?size=2"), picker([dead, backends[1].target]),
-        budget=RetryBudget(), now=anyio.current_time,
+        policy=RetryPolicy(), now=anyio.current_time,
         report=lambda t, error: seen.append((str(t), error is None)),
     )  # fmt: skip
     assert await response.read() == b"xx"
@@ -57,12 +58,12 @@ async def test_a_post_whose_bytes_were_sent_is_not_retried(backends: list[Backen
     post = ForwardRequest("POST", "/drop-request", [(b"Host", b"h")], body=b"pay=10")
     with pytest.raises(UpstreamClosed):
         await send_with_retries(transport, post, picker([b.target for b in backends]),
-                                budget=RetryBudget(), now=anyio.current_time)  # fmt: skip
+                                policy=RetryPolicy(), now=anyio.current_time)  # fmt: skip
     assert [b.hits.get("/drop-request", 0) for b in backends] == [1, 0]
     # The same failure on a GET is retried on the other endpoint.
     with pytest.raises(UpstreamError):
         await send_with_retries(transport, get("/drop-request"), picker([b.target for b in backends]),
-                                budget=RetryBudget(), now=anyio.current_time)  # fmt: skip
+                                policy=RetryPolicy(), now=anyio.current_time)  # fmt: skip
     assert [b.hits.get("/drop-request", 0) for b in backends] == [2, 1]
     await transport.aclose()
 
@@ -70,14 +71,14 @@ async def test_a_post_whose_bytes_were_sent_is_not_retried(backends: list[Backen
 async def test_budget_and_no_endpoint(backends: list[Backend]) -> None:
     transport = PooledTransport()
     dead = [Target("127.0.0.4", 1), Target("127.0.0.5", 1), backends[0].target]
-    spent = RetryBudget(minimum=0, ratio=0.0)
+    spent = RetryPolicy(budget=RetryBudget(minimum=0, ratio=0.0))
     with pytest.raises(UpstreamConnectError):
         await send_with_retries(
-            transport, get("/"), picker(dead), budget=spent, now=anyio.current_time
+            transport, get("/"), picker(dead), policy=spent, now=anyio.current_time
         )
     with pytest.raises(NoHealthyEndpoint):
         await send_with_retries(
-            transport, get("/"), picker([]), budget=RetryBudget(), now=anyio.current_time
+            transport, get("/"), picker([]), policy=RetryPolicy(), now=anyio.current_time
         )
     await transport.aclose()
 

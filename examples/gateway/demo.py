@@ -1,9 +1,11 @@
 """The README's main job: the seed's scenario on one machine, no cluster.
 
 Starts four demo backends (the pods of test-www and test-api, on 127.0.0.11, .12, .21 and .22
-port 8081), then the example gateway (gateway.py) on the manifests in ./manifests, sends a few
-requests through it, shows a pod leaving rotation when its health check fails and coming back,
-and keeps serving until Ctrl-C (or exits after that tour with --once).
+port 8081), then the example gateway (gateway.py) on the manifests in ./manifests (the seed's
+Ingresses, and the same Services through a Gateway API HTTPRoute and a Traefik IngressRoute),
+sends a few requests through it and says which route took each, shows a pod leaving rotation
+when its health check fails and coming back, and keeps serving until Ctrl-C (or exits after
+that tour with --once).
 
     python examples/gateway/demo.py [--listen HOST:PORT] [--admin HOST:PORT] [--once]
 """
@@ -59,20 +61,32 @@ async def fetch(port: int, host: str, path: str, method: str = "GET") -> tuple[i
 
 
 async def rotation(admin_port: int, service: str) -> list[str]:
+    """The Service's endpoints in rotation, in any of its pools (one per port the routes name:
+    the Ingress says port "http", the HTTPRoute port 80)."""
     _, body = await fetch(admin_port, "localhost", "/api/services")
     pools = json.loads(body)["services"]
-    return [e["endpoint"] for p in pools if p["service"].startswith(f"default/{service}:")
-            for e in p["endpoints"] if e["state"] == "up"]  # fmt: skip
+    return sorted({e["endpoint"] for p in pools if p["service"].startswith(f"default/{service}:")
+                   for e in p["endpoints"] if e["state"] == "up"})  # fmt: skip
 
 
-async def tour(port: int, admin_port: int) -> None:
-    """A few requests through the gateway, and the health scenario."""
+#: The tour's requests: the seed's Ingresses, then an HTTPRoute and an IngressRoute.
+TOUR = [("test-www.localhost", "/"), ("test-www.localhost", "/"),
+        ("test-api.localhost", "/api/users"), ("test-api.localhost", "/"),
+        ("httproute.localhost", "/api/orders"), ("httproute.localhost", "/"),
+        ("ingressroute.localhost", "/api/users"), ("ingressroute.localhost", "/"),
+        ("nobody.localhost", "/")]  # fmt: skip
+
+
+async def tour(router: kroute.Router, port: int, admin_port: int) -> None:
+    """A few requests through the gateway, each with the route that took it (asked of the
+    Router's table, which matches without I/O or picking an endpoint), and the health
+    scenario."""
     say = print
-    for host, path in [("test-www.localhost", "/"), ("test-www.localhost", "/"),
-                       ("test-api.localhost", "/api/users"), ("test-api.localhost", "/"),
-                       ("nobody.localhost", "/")]:  # fmt: skip
+    for host, path in TOUR:
         status, body = await fetch(port, host, path)
         say(f"  GET http://{host}{path} -> {status} {body.decode().strip()}")
+        route = router.table.match(kroute.RequestHead.build("GET", host, path))
+        say(f"      routed by {route.name if route is not None else 'no route'}")
     pod = PODS["test-www"][1]
     say(f"\nHealth: {pod}'s /healthz starts failing ...")
     await _post(pod, "/fail")
@@ -103,7 +117,8 @@ async def main() -> None:
     options = parser.parse_args()
     manifests = str(Path(__file__).parent / "manifests")
     args = gateway.parse_args(["--manifests", manifests, "--listen", options.listen,
-                               "--admin", options.admin])  # fmt: skip
+                               "--admin", options.admin,  # the Gateway listener's port:
+                               "--advertise", "web=8080"])  # fmt: skip
     async with anyio.create_task_group() as group:
         for service, addresses in PODS.items():
             for address in addresses:
@@ -116,9 +131,11 @@ async def main() -> None:
                 await anyio.sleep(0.05)
         host = args.listen[0]
         print(f"kroute demo gateway on http://{host}:{port}/ (manifests: {manifests})\n")
-        await tour(port, admin_port)
+        await tour(router, port, admin_port)
         print(f"\nTry it:\n  curl http://test-www.localhost:{port}/\n"
               f"  curl -H 'Host: test-api.localhost' http://{host}:{port}/api/users\n"
+              f"  curl http://httproute.localhost:{port}/api/orders      (an HTTPRoute)\n"
+              f"  curl http://ingressroute.localhost:{port}/             (an IngressRoute)\n"
               f"  curl -X POST http://{PODS['test-www'][1]}:{POD_PORT}/fail   "
               f"(then /recover): a pod leaves rotation and comes back\n"
               f"Dashboard: http://{args.admin[0]}:{admin_port}/   "

@@ -12,9 +12,9 @@ Same behaviour as the anyio front, tested by the same suites:
   from `ServerLimits` (414, 431), head timeout (408, slowloris), idle keep-alive timeout;
 - hop-by-hop headers removed both ways, X-Forwarded-* and Forwarded set (`forwarding_headers`);
 - bodies streamed both ways with flow control (a slow reader pauses the other side);
-- retries on another endpoint only before any response byte, and only when safe (nothing was
-  sent, or an idempotent request without a body), within the Router's retry budget; a pooled
-  connection the endpoint closed meanwhile is retried on a fresh one for such requests;
+- retries on another endpoint before the response head, as the Router's `RetryPolicy` allows
+  (the one the other fronts ask: safety, attempts, budget); a pooled connection the endpoint
+  closed meanwhile is replaced by a fresh one for an idempotent request without a body;
 - every attempt reported to the pool's passive health; errors answer 404/500/502/503/504;
 - malformed responses (bad status line, Content-Length with Transfer-Encoding) are 502;
 - `Upgrade` (WebSocket): after a 101 the two connections are piped byte for byte;
@@ -39,7 +39,6 @@ from kroute.errors import KrouteError
 from kroute.gateway.handler import origin_form
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
-from kroute.gateway.server import ServerLimits, error_page, host_problem
 from kroute.gateway.upstream import (
     BUFFER_LIMIT,
     RESPONSE_HEADERS,
@@ -52,6 +51,7 @@ from kroute.pipeline.steps import UpstreamRequest
 from kroute.rules.request import normalize_path
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
+from kroute.transport.http1 import ServerLimits, error_page, host_problem
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     FORWARDING,
@@ -253,7 +253,7 @@ class Client(asyncio.Protocol):
         assert message is not None
         message.url += url
         if len(message.url) > self.limits.max_request_line:
-            raise _Reject(414, "request line too long")
+            self.over_limit(message)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self.parsing
@@ -261,10 +261,20 @@ class Client(asyncio.Protocol):
         message.names.append(name)
         message.values.append(value)
         message.header_bytes += len(name) + len(value) + 4
-        if message.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
-        if len(message.names) > self.limits.max_headers:
-            raise _Reject(431, "too many request headers")
+        limits = self.limits
+        if (
+            message.header_bytes > limits.max_header_bytes
+            or len(message.names) > limits.max_headers
+        ):
+            self.over_limit(message)
+
+    def over_limit(self, message: Message) -> None:
+        """A limit's quick test failed (checked inline: this runs per header): refuse as
+        `ServerLimits.head_problem` says."""
+        problem = self.limits.head_problem(len(message.url), message.header_bytes,
+                                           len(message.names))  # fmt: skip
+        assert problem is not None
+        raise _Reject(*problem)
 
     def on_headers_complete(self) -> None:
         message = self.parsing
@@ -435,8 +445,11 @@ class FastGateway:
         hsts: str | None = None,
         max_idle: int = 100,
         keepalive_expiry: float = 60.0,
+        entry_point: str | None = None,
     ) -> None:
         self.router = router
+        #: The entry point served (`Router.entry_point`): only its routes take requests here.
+        self.entry_point = router.entry_point(entry_point, tls=scheme == "https").name
         self.limits = limits
         self.timeouts = timeouts
         self.trusted = trusted

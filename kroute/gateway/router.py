@@ -14,6 +14,11 @@ What it keeps current, and how (each change costs what it touches):
   rebuild, and no decision ever sees an outdated table (Traefik throttles to one rebuild every
   2 s).
 
+Each entry point (`kroute.rules.entrypoints`: `web` and `websecure` unless told otherwise)
+has its own table, the routes attached to it, made from the same compile when first asked for;
+a front names the entry point it serves, or takes the Router's first one of its kind (plain or
+TLS).
+
 `route(head)` decides without I/O: the route, the backend (by weight), the endpoint (by the
 pool's balancer and health), or the status that answers instead: 404 (no route), 500 (the
 chosen backend reference is unusable), 503 (a route whose Service has no usable endpoint).
@@ -59,21 +64,22 @@ from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
 from kroute.pool.pool import Pick, Pool, PoolStatistics, sticky_value
 from kroute.pool.prober import ActiveProber
-from kroute.rules.compile import CompileCache, compile_objects
+from kroute.rules.compile import CompileCache, CompileResult, compile_objects
+from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, EntryPoint, check_entry_points
 from kroute.rules.memo import RouteMemo
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Transport
-from kroute.transport.proxy import RetryBudget
 from kroute.transport.retry import send_with_retries
+from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.sources import Source
 from kroute.watch.store import Change
 
 ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
-    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE,
+    kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE, kinds.MIDDLEWARE,
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -153,15 +159,18 @@ class Router:
         health: HealthConfig = HealthConfig(),
         balancer: Callable[[], Balancer] = RoundRobin,
         allow_external_name: bool = False,
-        retry_budget: RetryBudget | None = None,
+        retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         prober: ActiveProber | None = None,
         hash_on: HashOn | None = None,
         sticky_cookie: str | None = None,
         filters: Filters = NO_FILTERS,
+        entry_points: Sequence[EntryPoint] = DEFAULT_ENTRY_POINTS,
     ) -> None:
         self.sources = list(sources)
+        #: Where the gateway serves; each has its own table (see the module docstring).
+        self.entry_points = check_entry_points(entry_points)
         #: The application's own steps, which routes name (ExtensionRef, `kroute.pipeline`).
         self.filters = filters
         self.transport = transport
@@ -170,7 +179,9 @@ class Router:
         self.health = health
         self.balancer = balancer
         self.allow_external_name = allow_external_name
-        self.retry_budget = retry_budget or RetryBudget()
+        #: Whether a failed attempt goes to another endpoint, for every front (FastGateway's
+        #: exchanges and `forward` alike), and the retry budget they share.
+        self.retry = retry or RetryPolicy()
         self.clock = clock
         self.rng = rng or random.Random()
         self.prober = prober or ActiveProber(rng=self.rng)
@@ -182,8 +193,11 @@ class Router:
         self.observers: list[Observer] = []
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
-        self._table = RouteTable()
-        self._memo = RouteMemo()  # answers by raw (method, Host, target): route_target
+        self._result = CompileResult(RouteTable())
+        #: Per (entry point name or None, TLS): its table and the memo of its answers by raw
+        #: (method, Host, target) for route_target. Tables are dropped at each rebuild.
+        self._serving: dict[tuple[str | None, bool], tuple[RouteTable, RouteMemo]] = {}
+        self._memos: dict[str, RouteMemo] = {}
         self._errors: tuple[InvalidObject, ...] = ()
         self._notes: tuple[str, ...] = ()
         self._refused: tuple[InvalidObject, ...] = ()
@@ -228,9 +242,34 @@ class Router:
 
     @property
     def table(self) -> RouteTable:
-        """The route table as of every change the sources have delivered."""
+        """Every route, whichever entry points serve it, as of every change the sources have
+        delivered (what the admin API lists); `table_for` is what one entry point serves."""
         self.refresh()
-        return self._table
+        return self._result.table
+
+    def entry_point(self, name: str | None = None, *, tls: bool = False) -> EntryPoint:
+        """The entry point called `name`, or for None the first that terminates TLS (`tls`)
+        or not, else the first; ValueError for a name the Router does not have."""
+        if name is None:
+            return next((e for e in self.entry_points if e.tls == tls), self.entry_points[0])
+        for point in self.entry_points:
+            if point.name == name:
+                return point
+        known = ", ".join(e.name for e in self.entry_points)
+        raise ValueError(f"no entry point {name!r} (the Router has {known})")
+
+    def table_for(self, name: str | None = None, *, tls: bool = False) -> RouteTable:
+        """The routes the entry point `name` serves (None: see `entry_point`)."""
+        return self._served(name, tls)[0]
+
+    def _served(self, name: str | None, tls: bool) -> tuple[RouteTable, RouteMemo]:
+        self.refresh()
+        found = self._serving.get((name, tls))
+        if found is None:
+            point = self.entry_point(name, tls=tls)
+            memo = self._memos.setdefault(point.name, RouteMemo())
+            found = self._serving[(name, tls)] = (self._result.table_for(point), memo)
+        return found
 
     @property
     def errors(self) -> tuple[InvalidObject, ...]:
@@ -275,7 +314,7 @@ class Router:
         objects = [obj for kind in ROUTING_KINDS for obj in self._objects(kind)]
         result = compile_objects(
             objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class,
-            cache=self._compiled, filters=self.filters,
+            cache=self._compiled, filters=self.filters, entry_points=self.entry_points,
         )  # fmt: skip
         wanted = {
             (b.namespace, b.name, b.port)
@@ -289,7 +328,8 @@ class Router:
         self._by_service = {}
         for key, backend in self._backends.items():
             self._by_service.setdefault(key[:2], []).append(backend)
-        self._table = result.table  # the swap: readers see the old table or the new one
+        self._result = result  # the swap: readers see the old tables or the new ones
+        self._serving = {}
         known = {str(error) for error in (*self._errors, *self._refused)}
         for error in result.errors:  # each rejection is logged once, when it appears
             if str(error) not in known:
@@ -401,21 +441,34 @@ class Router:
         index = split.pick(self.rng)
         return None if index is None else route.backends[index]
 
-    def route(self, head: RequestHead, *, exclude: Sequence[tuple[str, int]] = ()) -> Decision:
+    def route(
+        self,
+        head: RequestHead,
+        *,
+        exclude: Sequence[tuple[str, int]] = (),
+        entry_point: str | None = None,
+    ) -> Decision:
         """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503; or
-        a redirect the route answers with (301, 302, 308, with `location`)."""
-        return self._decide(self.table.match(head), head, exclude)  # (rebuilt first if stale)
+        a redirect the route answers with (301, 302, 308, with `location`). Only routes of
+        `entry_point` take it (None: the first entry point of the request's scheme)."""
+        table = self._served(entry_point, head.scheme == "https")[0]  # (rebuilt if stale)
+        return self._decide(table.match(head), head, exclude)
 
     def route_target(
-        self, method: str, host: str, target: str, build: Callable[[], RequestHead]
+        self,
+        method: str,
+        host: str,
+        target: str,
+        build: Callable[[], RequestHead],
+        entry_point: str | None = None,
     ) -> Decision:
-        """`route` for a request as it arrived (method, Host header, target), where `build`
-        makes its `RequestHead`: called only when the answer is not remembered (`RouteMemo`).
-        What fronts on the hot path use."""
+        """`route` for a request as it arrived (method, Host header, target) on `entry_point`,
+        where `build` makes its `RequestHead`: called only when the answer is not remembered
+        (`RouteMemo`). What fronts on the hot path use."""
         if self._affinity:  # the endpoint depends on headers: nothing to remember
-            return self.route(build())
-        self.refresh()
-        route, head = self._memo.match(self._table, method, host, target, build)
+            return self.route(build(), entry_point=entry_point)
+        table, memo = self._served(entry_point, False)
+        route, head = memo.match(table, method, host, target, build)
         direct = self._direct.get(id(route))
         if direct is not None:  # one backend with a pool, no redirect: pick, or say why not
             _, backend, found = direct
@@ -522,9 +575,10 @@ class Router:
     # -- forwarding --------------------------------------------------------------------
 
     async def forward(
-        self, head: RequestHead, request: ForwardRequest
+        self, head: RequestHead, request: ForwardRequest, *, entry_point: str | None = None
     ) -> tuple[Decision, ForwardResponse]:
-        """Route `head` and send `request` there, retrying safely on other endpoints.
+        """Route `head` (on `entry_point`, as `route`) and send `request` there, retrying
+        safely on other endpoints.
 
         The route's steps run first (`kroute.pipeline`): they may change the request, or
         answer it themselves (Answered: a refusal, a user's check); its response steps edit the
@@ -533,7 +587,7 @@ class Router:
         Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
         InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504), Answered.
         """
-        decision = self.route(head)
+        decision = self.route(head, entry_point=entry_point)
         chain = decision.chain
         if chain is None:
             return await self._send(decision, request)
@@ -550,7 +604,7 @@ class Router:
         request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
         decision, response = await self._send(decision, request)
         if chain.response:
-            run_response(chain, response.status, response.headers)
+            run_response(chain, response.status, response.headers, upstream)
         return decision, response
 
     def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
@@ -646,7 +700,7 @@ class Router:
 
         try:
             response, target = await send_with_retries(
-                self.transport, request, pick, budget=self.retry_budget, now=self.clock,
+                self.transport, request, pick, policy=self.retry, now=self.clock,
                 report=report,
             )  # fmt: skip
         except BaseException:

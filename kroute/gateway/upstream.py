@@ -25,7 +25,6 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.gateway.router import Decision, outcome_of, status_error
-from kroute.gateway.server import REASONS
 from kroute.pipeline.steps import (
     Answer,
     Chain,
@@ -37,14 +36,15 @@ from kroute.pipeline.steps import (
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.request import RequestHead
+from kroute.transport.http1 import REASON_BYTES, bodiless, interim
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
-    IDEMPOTENT,
     HeaderSplit,
     error_response,
     framing_conflict,
     render_headers,
+    replay_safe,
     strip_hop_by_hop,
 )
 
@@ -190,7 +190,7 @@ class Exchange:
         "chain", "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway",
         "head", "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox",
         "pending", "piping", "pool", "router", "sent_body", "started", "status", "tried",
-        "until_close", "upstream_activity",
+        "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: Client, message: Message) -> None:
@@ -204,6 +204,7 @@ class Exchange:
         self.started = time.perf_counter()
         self.decision: Decision | None = None
         self.chain: Chain | None = None  # the route's steps, when it has any
+        self.upstream: UpstreamRequest | None = None  # what they ran on (response steps read it)
         self.pool: Pool | None = None
         self.tried: list[Key] = []
         self.conn: Upstream | None = None
@@ -236,7 +237,8 @@ class Exchange:
         message, client = self.message, self.client
         try:
             decision = self.router.route_target(message.method_text, message.host,
-                                                message.url_text, self.request_head)  # fmt: skip
+                                                message.url_text, self.request_head,
+                                                self.gateway.entry_point)  # fmt: skip
         except KrouteError as exc:
             self.answer_error(exc)
             return
@@ -246,7 +248,7 @@ class Exchange:
             self.send(message.url, message.lines + client.forwarding(message))
             return
         self.chain = chain
-        request = client.upstream_request(message)
+        self.upstream = request = client.upstream_request(message)
         if chain.waits:
             self.loop.create_task(self.wait_steps(chain, request))
         else:
@@ -286,7 +288,7 @@ class Exchange:
         self.head = b"".join([
             message.method, b" ", url, b" HTTP/1.1\r\n", lines, framing, b"\r\n",
         ])  # fmt: skip
-        self.router.retry_budget.request(self.router.clock())
+        self.router.retry.budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
 
     def request_head(self) -> RequestHead:
@@ -384,12 +386,12 @@ class Exchange:
         if conn is not None:
             conn.exchange = None
             self.outbox.close(conn.transport)
-        received = conn is not None and conn.received
-        stale = conn is not None and conn.reused and not received
+        stale = conn is not None and conn.reused and not conn.received
         replayable = not self.message.has_body  # (a body is not kept to be sent again)
-        if stale and replayable and self.message.method_text in IDEMPOTENT:
+        method = self.message.method_text
+        if stale and replay_safe(method, replayable=replayable):
             # The endpoint closed the idle connection as it was reused: a fresh one, same
-            # endpoint (no verdict on it; PooledTransport does the same).
+            # endpoint (no verdict on it, not an attempt; PooledTransport does the same).
             self.loop.create_task(self.connect(key))
             return
         if not self.ended:
@@ -399,11 +401,12 @@ class Exchange:
             self.finish(error.status_hint, keep=False)
             self.outbox.close(self.client.transport)
             return
-        safe = not error.request_sent or (
-            replayable and self.message.method_text in IDEMPOTENT and not received
-        )
+        # Bytes may have reached the endpoint: the error says so, or a body went out, or they
+        # went on a stale connection (as after_stale says for PooledTransport).
+        sent = error.request_sent or self.sent_body or stale
         clock = self.router.clock
-        if safe and not self.sent_body and self.router.retry_budget.try_retry(clock()):
+        if self.router.retry.again(method, replayable=replayable, sent=sent,
+                                   tried=len(self.tried), now=clock()):  # fmt: skip
             pick = self.pool.pick(now=clock(), rng=self.router.rng, exclude=self.tried)
             if pick is not None:
                 self.attempt(pick.endpoint.key)
@@ -432,15 +435,16 @@ class Exchange:
         conn = self.conn
         assert conn is not None
         status = conn.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if interim(status):
             self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
             conn.new_head()
             return
         lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
-        if self.chain is not None and self.chain.response and status != 101:
+        upstream = self.upstream
+        if self.chain is not None and self.chain.response and upstream and status != 101:
             drop = RESPONSE_HEADERS.drop
             fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
-            run_response(self.chain, status, fields)
+            run_response(self.chain, status, fields, upstream)
             lines = render_headers(fields)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
@@ -451,7 +455,7 @@ class Exchange:
                 return
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
-        self.no_body = self.message.method == b"HEAD" or status in (204, 304)
+        self.no_body = bodiless(self.message.method, status)
         framing = b""  # this hop's own framing and connection lines
         if lengths is not None:
             framing = b"Content-Length: %b\r\n" % lengths[0]
@@ -536,7 +540,7 @@ class Exchange:
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
-        head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
+        head = b"HTTP/1.1 %d %b\r\n" % (status, REASON_BYTES.get(status, b"Error"))
         head += render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
         self.flush()

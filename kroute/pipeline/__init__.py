@@ -4,6 +4,7 @@ Pure values and functions: no I/O library is imported here (import-linter holds 
 run a route's `Chain` through `run_request` / `run_request_async` and `run_response`.
 """
 
+from kroute.pipeline.cors import CORS
 from kroute.pipeline.filters import (
     Function,
     HeaderEdits,
@@ -29,6 +30,7 @@ from kroute.pipeline.steps import (
 )
 
 __all__ = [
+    "CORS",
     "EMPTY",
     "Answer",
     "AsyncStep",

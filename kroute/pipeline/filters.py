@@ -65,7 +65,7 @@ class ResponseHeaderModifier(Step):
     on_response = True
     edits: HeaderEdits = attrs.field(kw_only=True)
 
-    def response(self, status: int, headers: list[Header]) -> None:
+    def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
         view = UpstreamRequest("", "", None, headers)  # the same edits, on the response's fields
         self.edits.apply(view)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -38,7 +38,10 @@ class UpstreamRequest:
     without `?` (None when the target had none), `headers` the end-to-end fields including
     Host. `routed` is the path as routing saw it (normalised), which rewrites start from
     (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived. `mirrors`
-    are the copies RequestMirror steps made, which the front hands to `Router.mirror`.
+    are the copies RequestMirror steps made, which the front hands to `Router.mirror`. `notes` is
+    what a request step leaves for its response step, under the step's field: response steps
+    see the response head and this request, not the request as it arrived (CORS keeps the
+    allowed Origin there).
     """
 
     method: str
@@ -48,6 +51,7 @@ class UpstreamRequest:
     routed: str = ""
     scheme: str = "http"
     client: str = ""
+    notes: dict[str, Any] = attrs.field(factory=dict)
     mirrors: tuple[MirrorCopy, ...] = attrs.field(default=(), kw_only=True)  # (no allocation)
 
     @classmethod
@@ -118,7 +122,7 @@ class Step:
     def request(self, request: UpstreamRequest) -> Answer | None:
         return None
 
-    def response(self, status: int, headers: list[Header]) -> None:
+    def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
         return None
 
 
@@ -174,19 +178,21 @@ EMPTY = Chain()
 
 
 def run_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
-    """Run the request steps of a chain that does not wait; the first answer stops it."""
-    for step in chain.request:
-        try:
-            answer = step.request(request)
-        except Exception:
-            return _failed(step)
-        if answer is not None:
-            return answer if answer.step else attrs.evolve(answer, step=step.label)
-    return None
+    """Run the request steps of a chain that does not wait (`Chain.waits` false); the first
+    answer stops it. The same code as `run_request_async`, driven without an event loop: a
+    chain without a waiting step never suspends."""
+    running = run_request_async(chain, request)
+    try:
+        running.send(None)
+    except StopIteration as done:
+        answer: Answer | None = done.value
+        return answer
+    running.close()
+    raise RuntimeError("a chain with a step that waits runs with run_request_async")
 
 
 async def run_request_async(chain: Chain, request: UpstreamRequest) -> Answer | None:
-    """`run_request` for any chain: steps that wait are awaited, in their place."""
+    """Run the request steps in order, awaiting those that wait; the first answer stops it."""
     for step in chain.request:
         try:
             if isinstance(step, AsyncStep):
@@ -208,7 +214,10 @@ def _failed(step: Step) -> Answer:
                   body=b"500 Internal Server Error\n")  # fmt: skip
 
 
-def run_response(chain: Chain, status: int, headers: list[Header]) -> None:
-    """Run the response steps on a response head's end-to-end headers, in place."""
+def run_response(
+    chain: Chain, status: int, headers: list[Header], request: UpstreamRequest
+) -> None:
+    """Run the response steps on a response head's end-to-end headers, in place; `request` is
+    the one the request steps ran on (its `notes`)."""
     for step in chain.response:
-        step.response(status, headers)
+        step.response(status, headers, request)

@@ -3,8 +3,9 @@
 Sources: `apis/v1/httproute_types.go` and `gateway_types.go` in kubernetes-sigs/gateway-api, and
 its conformance tests. What is implemented:
 - Gateways whose `gatewayClassName` is ours; their HTTP and HTTPS listeners, `allowedRoutes`
-  (namespaces Same/All/Selector, kinds); ports are not matched (kroute serves every listener on
-  the front it is given, docs/rules.md);
+  (namespaces Same/All/Selector, kinds); each route carries the (port, HTTPS) of the listeners
+  it is attached to, and is served on the entry points they bind to (`kroute.rules.entrypoints`,
+  docs/entrypoints.md);
 - HTTPRoute `parentRefs` (namespace, sectionName, port), hostname intersection with the listener,
   and listener isolation: a request whose host matches a more specific listener of the same
   Gateway and port is not routed by routes attached to a less specific one (GEP-1713);
@@ -60,6 +61,7 @@ from kroute.rules.conditions import (
     QueryIs,
     QueryRegex,
 )
+from kroute.rules.entrypoints import Attachment
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
 from kroute.rules.httproute_filters import ResolveRef, rule_filters, with_prefix
 from kroute.rules.regex import Regex, compile_regex
@@ -82,6 +84,8 @@ class Listener:
     namespaces_from: str
     namespace_selector: Mapping[str, Any]
     accepts_httproute: bool
+    #: Protocol HTTPS: served only on entry points that terminate TLS.
+    tls: bool = False
 
 
 def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
@@ -127,6 +131,7 @@ def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
                     namespaces.get("selector"), f"{field}.allowedRoutes.namespaces.selector"
                 ),
                 accepts_httproute=accepts,
+                tls=protocol == "HTTPS",
             )
         )
     return out
@@ -213,11 +218,15 @@ class GatewayContext:
         return (Not(AnyOf(tuple(host_condition(h, any_depth=True) for h in narrower))),)
 
 
+_Attached = tuple[str | None, tuple[Condition, ...], tuple[int, bool]]
+
+
 def _attachments(
     spec: Mapping[str, Any], ref: ObjectRef, hostnames: list[str | None], ctx: GatewayContext
-) -> tuple[list[tuple[str | None, tuple[Condition, ...]]], list[str]]:
-    """(hostname, isolation conditions) pairs the route is served under, and notes."""
-    out: list[tuple[str | None, tuple[Condition, ...]]] = []
+) -> tuple[list[_Attached], list[str]]:
+    """(hostname, isolation conditions, listener (port, HTTPS)) the route is served under,
+    and notes."""
+    out: list[_Attached] = []
     notes: list[str] = []
     for i, value in enumerate(as_list(spec.get("parentRefs"), "spec.parentRefs")):
         field = f"spec.parentRefs[{i}]"
@@ -247,7 +256,7 @@ def _attachments(
             for hostname in hostnames:
                 ok, joined = intersect(lst.hostname, hostname)
                 if ok:
-                    out.append((joined, ctx.isolation(lst)))
+                    out.append((joined, ctx.isolation(lst), (lst.port, lst.tls)))
                     attached = True
         if not attached:
             notes.append(
@@ -433,9 +442,11 @@ def compile_httproute(
     attachments, notes = _attachments(spec, ref, hostnames, ctx)
     if attachments:  # (a route served by another implementation is not ours to judge)
         notes += mirror_notes
-    routes: list[Route] = []
-    seen: set[tuple[Any, ...]] = set()
-    for hostname, isolation in attachments:
+    # A route served the same way through several listeners (ports) is one route attached to
+    # all of them: the entry points of each serve it.
+    routes: dict[tuple[Any, ...], Route] = {}
+    bound: dict[tuple[Any, ...], set[tuple[int, bool]]] = {}
+    for hostname, isolation, listener in attachments:
         if hostname is None:
             host_conds: tuple[Condition, ...] = ()
             host_rank: tuple[int, int] = (2, 0)
@@ -454,32 +465,32 @@ def compile_httproute(
                     with_prefix(c, None, stem, field)[0] for c in backend_chains
                 )
                 conditions = (*host_conds, *conds, *isolation)
-                if (conditions, i, j) in seen:
+                key = (conditions, i, j)
+                bound.setdefault(key, set()).add(listener)
+                if key in routes:
                     continue
-                seen.add((conditions, i, j))
-                routes.append(
-                    Route(
-                        source=ref,
-                        field=f"{field}.matches[{j}]",
-                        conditions=conditions,
-                        backends=backends,
-                        precedence=(
-                            Family.HTTPROUTE,
-                            *host_rank,
-                            *match_rank,
-                            created,
-                            f"{ref.namespace}/{ref.name}",
-                            i,
-                            j,
-                        ),
-                        why=f"{host_text}, {match_text}, {describe_age(created)}",
-                        origin=origin,
-                        redirect=match_redirect,
-                        chain=match_chain,
-                        backend_chains=match_backend_chains,
-                    )
+                routes[key] = Route(
+                    source=ref,
+                    field=f"{field}.matches[{j}]",
+                    conditions=conditions,
+                    backends=backends,
+                    precedence=(
+                        Family.HTTPROUTE,
+                        *host_rank,
+                        *match_rank,
+                        created,
+                        f"{ref.namespace}/{ref.name}",
+                        i,
+                        j,
+                    ),
+                    why=f"{host_text}, {match_text}, {describe_age(created)}",
+                    origin=origin,
+                    redirect=match_redirect,
+                    chain=match_chain,
+                    backend_chains=match_backend_chains,
                 )
-    return routes, notes
+    return [attrs.evolve(route, attachment=Attachment(listeners=frozenset(bound[key])))
+            for key, route in routes.items()], notes  # fmt: skip
 
 
 #: HTTPRouteRule fields kroute does not implement yet: a rule that sets one answers 500.

@@ -1,16 +1,16 @@
 """HTTPRoute filters (Gateway API v1.6 HTTPRouteFilter) -> a redirect and a chain of steps.
 
 Supported, at rule level and (except RequestRedirect) at backendRef level:
-RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror (any
-number of them), and ExtensionRef to a filter the application registered (`group: kroute.dev`,
-`kind: Filter`).
+RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, CORS
+(`kroute.pipeline.cors`), RequestMirror (any number of them), and ExtensionRef to a filter
+the application registered (`group: kroute.dev`, `kind: Filter`).
 
 Everything else fails closed, as the spec requires of a filter that cannot be applied ("MUST
 NOT be skipped", HTTPRouteFilter.ExtensionRef; "the implementation MUST ... return a 500",
 HTTPRouteRule.Filters): a `Refuse` step in its place, so the rule answers 500 and never
 forwards, and the compile result names the object, the field and why. That covers an
 ExtensionRef to a Traefik Middleware (group traefik.io; the middlewares are not built yet), to a
-filter not registered, to an unknown group or kind; CORS until it is built;
+filter not registered, to an unknown group or kind;
 a filter type kroute does not know; two filters of a type the spec allows once; RequestRedirect
 with URLRewrite in one rule. Malformed values (a header name with a space, a status code the
 spec does not allow) are field errors: the object is rejected, as the API server's validation
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import attrs
 
 from kroute.objects import BackendRef, FieldError, as_int, as_list, as_map, as_str, req_str
+from kroute.pipeline.cors import TOKEN, cors_filter
 from kroute.pipeline.filters import (
     HeaderEdits,
     Mirror,
@@ -40,8 +41,7 @@ from kroute.pipeline.steps import Chain, Step
 from kroute.rules.hostnames import check_hostname
 from kroute.rules.redirect import Redirect
 
-#: HTTPHeaderName (RFC 7230 token) and what a value must not contain (CR, LF, NUL).
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+#: What a header value must not contain (CR, LF, NUL); a name is a token (HTTPHeaderName).
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 #: HTTPRequestRedirectFilter.StatusCode: 301 and 302 (core), 303, 307 and 308 (extended).
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -85,6 +85,8 @@ def rule_filters(
             redirect = _redirect(as_map(item.get("requestRedirect"), spec_field), spec_field)
         elif kind == "URLRewrite":
             steps.append(_rewrite(item.get("urlRewrite"), item_field))
+        elif kind == "CORS":
+            steps.append(cors_filter(item.get("cors"), item_field))
         elif kind == "ExtensionRef":
             steps.append(_extension(item.get("extensionRef"), item_field, filters))
         elif kind == "RequestMirror":
@@ -146,7 +148,7 @@ def _edits(value: Any, field: str) -> HeaderEdits:
 
 
 def _name(name: str, field: str) -> bytes:
-    if not _HEADER_NAME.fullmatch(name):
+    if not TOKEN.fullmatch(name):
         raise FieldError(field, f"{name!r} is not a valid header name")
     return name.encode("ascii")
 

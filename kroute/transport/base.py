@@ -31,7 +31,7 @@ import anyio.abc
 import attrs
 
 from kroute.errors import UpstreamClosed
-from kroute.transport.proxy import IDEMPOTENT
+from kroute.transport.proxy import replay_safe
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -129,7 +129,7 @@ def after_stale(request: ForwardRequest, target: Target) -> None:
     closed it while idle). Returns when the request may go once more on a fresh connection (an
     idempotent method and a body that can be sent again); raises UpstreamClosed otherwise, since
     the endpoint may have seen it."""
-    if request.replayable and request.method in IDEMPOTENT:
+    if replay_safe(request.method, replayable=request.replayable):
         return
     raise UpstreamClosed(
         "connection closed by the endpoint while the request was sent", endpoint=str(target)

@@ -11,9 +11,9 @@
 - Host is passed through by default, or rewritten per route.
 - Errors become short, clear responses with the status each error class hints at: 502 for a
   refused connection or a malformed answer, 504 for timeouts, 503 when there is no endpoint.
-- Retries only when safe: nothing was sent, or the method is idempotent (RFC 9110 section
-  9.2.2) and the body can be sent again; always to another endpoint (the caller excludes the
-  failed one); and within a budget, so that retries cannot multiply an overload.
+- Sending again only when safe (`replay_safe`): the method is idempotent (RFC 9110 section
+  9.2.2) and the body can be sent again; retries are counted against a `RetryBudget`, so that
+  they cannot multiply an overload. `kroute.transport.retry_policy` decides retries with both.
 """
 
 from __future__ import annotations
@@ -242,11 +242,12 @@ def _answered(answer: Answered) -> tuple[int, Headers, bytes]:
     return status, headers, body
 
 
-def retry_safe(method: str, *, replayable: bool, error: UpstreamError) -> bool:
-    """Whether `error` may be retried on another endpoint without risking a double effect."""
-    if not error.request_sent:
-        return True
-    return method.upper() in IDEMPOTENT and replayable
+def replay_safe(method: str, *, replayable: bool) -> bool:
+    """Whether a request whose bytes may have reached an endpoint may be sent again without
+    risking a double effect: an idempotent method (RFC 9110 section 9.2.2; methods are
+    case-sensitive, section 9.1) and a body that can be sent again. What a retry elsewhere
+    (`kroute.transport.retry_policy`) and a resend after a stale connection both ask."""
+    return replayable and method in IDEMPOTENT
 
 
 #: How many slices of its window a RetryBudget counts in.

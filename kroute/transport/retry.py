@@ -1,4 +1,5 @@
-"""Send with retries: to another endpoint each time, only when safe, within a budget.
+"""Send with retries, as a `RetryPolicy` allows: to another endpoint each time, only when safe,
+up to its attempts, within its budget.
 
 Routing-agnostic: `pick(tried)` chooses the next endpoint, excluding those already tried (the
 gateway passes its pool's pick with `exclude`). Only failures before the response head are
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from kroute.errors import NoHealthyEndpoint, UpstreamError
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Transport
-from kroute.transport.proxy import RetryBudget, retry_safe
+from kroute.transport.retry_policy import RetryPolicy
 
 Pick = Callable[[Sequence[Target]], Target | None]
 Report = Callable[[Target, UpstreamError | None], None]
@@ -23,15 +24,14 @@ async def send_with_retries(
     request: ForwardRequest,
     pick: Pick,
     *,
-    budget: RetryBudget,
+    policy: RetryPolicy,
     now: Callable[[], float],
-    attempts: int = 3,
     report: Report | None = None,
 ) -> tuple[ForwardResponse, Target]:
     """The response and the endpoint that gave it; the last error when every try failed."""
     tried: list[Target] = []
     last: UpstreamError | None = None
-    budget.request(now())
+    policy.budget.request(now())
     while True:
         target = pick(tried)
         if target is None:
@@ -45,11 +45,8 @@ async def send_with_retries(
                 report(target, error)
             tried.append(target)
             last = error
-            if (
-                len(tried) >= attempts
-                or not retry_safe(request.method, replayable=request.replayable, error=error)
-                or not budget.try_retry(now())
-            ):
+            if not policy.again(request.method, replayable=request.replayable,
+                                sent=error.request_sent, tried=len(tried), now=now()):  # fmt: skip
                 raise
             continue
         if report is not None:

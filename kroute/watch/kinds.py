@@ -48,9 +48,10 @@ GATEWAY = Kind("gateway.networking.k8s.io", "v1", "gateways", "Gateway")
 HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 REFERENCE_GRANT = Kind("gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant")
 INGRESS_ROUTE = Kind("traefik.io", "v1alpha1", "ingressroutes", "IngressRoute")
+MIDDLEWARE = Kind("traefik.io", "v1alpha1", "middlewares", "Middleware")
 
 #: Everything routing reads.
 ROUTING_KINDS = (
     INGRESS, INGRESS_CLASS, SERVICE, ENDPOINT_SLICE, SECRET, NAMESPACE,
-    GATEWAY_CLASS, GATEWAY, HTTP_ROUTE, REFERENCE_GRANT, INGRESS_ROUTE,
+    GATEWAY_CLASS, GATEWAY, HTTP_ROUTE, REFERENCE_GRANT, INGRESS_ROUTE, MIDDLEWARE,
 )  # fmt: skip

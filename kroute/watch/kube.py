@@ -22,8 +22,9 @@ The protocol (SEMANTICS.md section 4; kubernetes.io "API Concepts"; client-go re
 - 401 and 403 are reported as credential problems (an exec plugin that failed silently sends
   requests without credentials);
 - a kind whose resource is not served (404 on list: its CRD is not installed) is reported as
-  missing, holds no objects, counts as synced, and is rechecked every `missing_recheck`
-  seconds, never in a hot loop: a CRD installed later is picked up then;
+  missing (one log line, not one per recheck), holds no objects, counts as synced, and is
+  rechecked every `missing_recheck` seconds, never in a hot loop: a CRD installed later is
+  picked up then (one line again, on streaming lists too);
 - the streaming list (`sendInitialEvents=true`, `resourceVersionMatch=NotOlderThan`) is used
   when `streaming_list=True`, and abandoned for list+watch if the server refuses it.
 Cancelling `run()` cancels every request; httpcore closes their connections.
@@ -179,7 +180,6 @@ class KubernetesSource(Source):
                             streaming = False  # the server does not do streaming lists
                             self._error(kind, f"streaming list refused ({exc}); list+watch")
                     await self._list(kind)
-                    counters.missing = False
                 started = anyio.current_time()
                 events = await self._watch(kind, initial_events=False)
                 if events == 0 and anyio.current_time() - started < 1.0:
@@ -198,8 +198,7 @@ class KubernetesSource(Source):
                     # objects exist, which is a complete, empty list. The kind counts as
                     # synced, so a gateway on a cluster without, say, the Gateway API is ready;
                     # it is listed again every `missing_recheck` seconds.
-                    counters.missing = True
-                    self._error(kind, f"{kind} is not served (is its CRD installed?): {exc}")
+                    self._missing(kind, exc)
                     self._emit(kind, store.replace([], None))
                     delay = self.missing_recheck
                 else:
@@ -215,6 +214,25 @@ class KubernetesSource(Source):
             counters.reconnects += 1
             if delay:
                 await anyio.sleep(delay)
+
+    def _missing(self, kind: Kind, exc: ApiError) -> None:
+        """A 404 for the kind: recorded every time, logged once until it is served again (a
+        recheck every `missing_recheck` seconds says nothing new)."""
+        counters = self._counters[kind]
+        message = (
+            f"not served (is its CRD installed?): skipped, rechecked every "
+            f"{self.missing_recheck:g} s; {exc}"
+        )
+        self._error(kind, message, None if counters.missing else logging.WARNING)
+        counters.missing = True
+
+    def _served(self, kind: Kind) -> None:
+        """A 200 for the kind: one that was missing has had its CRD installed since. Logged
+        at the level its absence was, so whoever saw one line sees the other."""
+        counters = self._counters[kind]
+        if counters.missing:
+            counters.missing = False
+            _log.warning("%s: served now (its CRD is installed): listing and watching it", kind)
 
     def _url(self, kind: Kind, params: dict[str, str]) -> str:
         if self.label_selector:
@@ -250,6 +268,7 @@ class KubernetesSource(Source):
                 raise Expired(f"list of {kind}: continue token expired")
             if response.status != 200:
                 raise _api_error(response.status, response.headers, response.content)
+            self._served(kind)
             try:
                 page = json.loads(response.content)
                 items.extend(page.get("items") or [])
@@ -306,6 +325,7 @@ class KubernetesSource(Source):
                 raise Expired(f"watch of {kind} from {params.get('resourceVersion')}: 410 Gone")
             if response.status != 200:
                 raise _api_error(response.status, response.headers, await response.aread())
+            self._served(kind)
             # Nothing may leave this loop but the stream's own end or exceptions raised inside
             # it: abandoning httpcore's nested body generators mid-way leaks them on trio. After
             # an ERROR event the server ends the watch, so the error waits for that end.
