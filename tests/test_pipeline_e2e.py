@@ -68,6 +68,10 @@ ROUTES = [
         ],
         "backendRefs": [to("web")],
     }], hostnames=["edit.local"]),
+    httproute("forwarding", [{"filters": [{"type": "RequestHeaderModifier",
+        "requestHeaderModifier": {"remove": ["X-Forwarded-For"],
+                                  "set": [{"name": "X-Forwarded-Proto", "value": "https"}]}}],
+        "backendRefs": [to("web")]}], hostnames=["forwarding.local"]),
     httproute("redirect", [{"filters": [{"type": "RequestRedirect", "requestRedirect": {
         "scheme": "https", "statusCode": 303,
         "path": {"type": "ReplaceFullPath", "replaceFullPath": "/login"}}}]}],
@@ -125,6 +129,19 @@ async def test_header_edits_and_rewrites_reach_the_backend(
     assert names[b"x-served-by"] == b"kroute"
     assert b"content-type" not in names
     assert backend.hits == {"/echo": 1}
+
+
+async def test_steps_may_edit_the_forwarding_headers(
+    client: tuple[FrontClient, Backend, Router],
+) -> None:
+    # Every front gives the steps the request with this hop's forwarding headers in it.
+    front, _, _ = client
+    status, _, body = await front.request("forwarding.local", "/echo")
+    assert status == 200
+    seen = headers_of(json.loads(body))
+    assert "x-forwarded-for" not in seen
+    assert seen["x-forwarded-proto"] == ["https"]
+    assert seen["x-forwarded-host"] == ["forwarding.local"]
 
 
 async def test_redirect_status_and_location(client: tuple[FrontClient, Backend, Router]) -> None:

@@ -47,7 +47,7 @@ from kroute.gateway.upstream import (
     Key,
     Upstream,
 )
-from kroute.pipeline.steps import UpstreamRequest
+from kroute.pipeline.steps import Chain, UpstreamRequest
 from kroute.rules.request import normalize_path
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
@@ -388,18 +388,25 @@ class Client(asyncio.Protocol):
         return Hop(client=self.peer, scheme=self.gateway.scheme, host=message.host,
                    port=self.port)  # fmt: skip
 
-    def upstream_request(self, message: Message) -> UpstreamRequest:
+    def upstream_request(self, message: Message, chain: Chain) -> tuple[UpstreamRequest, bool]:
         """The request as a route's steps see it (`kroute.pipeline.UpstreamRequest`): the header
         fields that are passed on, with this hop's forwarding fields, as the other fronts
-        give them (`handler.proxied`)."""
+        give them (`handler.proxied`). For a chain whose steps never name a forwarding header
+        those are left out, and the second value is True: the caller adds this connection's
+        rendered forwarding lines (`forwarding`) after the steps, which saves most of what
+        carrying them through the steps costs."""
         drop = REQUEST_HEADERS.drop
         fields = [(n, v) for n, v in zip(message.names, message.values, strict=True)
                   if n.lower() not in drop]  # fmt: skip
-        fields += self.forwarding_fields(message)
-        return UpstreamRequest.from_target(
+        touched = chain.touches
+        apart = touched is not None and FORWARDING.isdisjoint(touched)
+        if not apart:
+            fields += self.forwarding_fields(message)
+        request = UpstreamRequest.from_target(
             message.method_text, message.url_text, fields, routed=_routed(message.url_text),
             scheme=self.gateway.scheme, client=self.peer,
         )  # fmt: skip
+        return request, apart
 
     def start_pipe(self, upstream: Upstream) -> None:
         self.upstream = upstream

@@ -187,10 +187,10 @@ class Exchange:
     """One request from a client: routing, attempts at endpoints, the response relayed."""
 
     __slots__ = (
-        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway",
-        "head", "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox",
-        "pending", "piping", "pool", "router", "sent_body", "started", "status", "tried",
-        "until_close", "upstream", "upstream_activity",
+        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished",
+        "forwarding_apart", "gateway", "head", "head_sent", "keep_client", "key", "loop",
+        "message", "no_body", "outbox", "pending", "piping", "pool", "router", "sent_body",
+        "started", "status", "tried", "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: Client, message: Message) -> None:
@@ -204,6 +204,7 @@ class Exchange:
         self.started = time.perf_counter()
         self.decision: Decision | None = None
         self.chain: Chain | None = None  # the route's steps, when it has any
+        self.forwarding_apart = False  # forwarding lines added after the steps
         self.upstream: UpstreamRequest | None = None  # what they ran on (response steps read it)
         self.pool: Pool | None = None
         self.tried: list[Key] = []
@@ -248,7 +249,8 @@ class Exchange:
             self.send(message.url, message.lines + client.forwarding(message))
             return
         self.chain = chain
-        self.upstream = request = client.upstream_request(message)
+        request, self.forwarding_apart = client.upstream_request(message, chain)
+        self.upstream = request
         if chain.waits:
             self.loop.create_task(self.wait_steps(chain, request))
         else:
@@ -268,7 +270,10 @@ class Exchange:
             if request.mirrors:  # (tested here too: the hot path skips the call)
                 message = self.message
                 self.router.mirror(request, body=message.has_body or message.upgrade is not None)
-            self.send(request.target.encode("latin-1"), render_headers(request.headers))
+            lines = render_headers(request.headers)
+            if self.forwarding_apart:  # (the steps do not name them: `upstream_request`)
+                lines += self.client.forwarding(self.message)
+            self.send(request.target.encode("latin-1"), lines)
 
     def send(self, url: bytes, lines: bytes) -> None:
         """Send the request (target `url`, end-to-end header `lines`) where it was routed."""

@@ -43,6 +43,13 @@ class HeaderEdits:
         for name in self.remove:
             request.remove(name)
 
+    @property
+    def names(self) -> frozenset[bytes]:
+        """The header names these edits touch, lower case."""
+        return frozenset(n.lower() for n, _ in (*self.set, *self.add)) | {
+            n.lower() for n in self.remove
+        }
+
     def describe(self) -> str:
         parts = [f"set {n.decode()}: {v.decode()}" for n, v in self.set]
         parts += [f"add {n.decode()}: {v.decode()}" for n, v in self.add]
@@ -53,6 +60,10 @@ class HeaderEdits:
 @attrs.frozen
 class RequestHeaderModifier(Step):
     edits: HeaderEdits = attrs.field(kw_only=True)
+
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return self.edits.names
 
     def request(self, request: UpstreamRequest) -> Answer | None:
         self.edits.apply(request)
@@ -80,6 +91,10 @@ class URLRewrite(Step):
     full_path: str | None = attrs.field(default=None, kw_only=True)
     prefix: tuple[str, str] | None = attrs.field(default=None, kw_only=True)
 
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return frozenset({b"host"} if self.hostname is not None else ())
+
     def request(self, request: UpstreamRequest) -> Answer | None:
         if self.hostname is not None:
             request.set(b"Host", self.hostname.encode("ascii"))
@@ -100,6 +115,10 @@ class Refuse(Step):
 
     status: int = attrs.field(default=500, kw_only=True)
     reason: str = attrs.field(kw_only=True)
+
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return frozenset()
 
     def request(self, request: UpstreamRequest) -> Answer | None:
         return Answer(self.status, self.reason, body=REFUSED_BODY)
