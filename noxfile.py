@@ -48,6 +48,7 @@ def bench(session: nox.Session) -> None:
     # The watch benchmark uses the API emulator; the transport one compares with httpx.
     session.install("-e", ".[test,bench]")
     session.run("python", "benchmarks/bench_rules.py", *session.posargs)
+    session.run("python", "benchmarks/bench_explain.py")
     session.run("python", "benchmarks/bench_pools.py")
     session.run("python", "benchmarks/bench_watch.py")
     # The real kube-apiserver from ../shared/kube (started and stopped by the benchmark).

@@ -34,8 +34,9 @@ from kroute.gateway.asgi import AsgiGateway
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
+from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
@@ -71,6 +72,7 @@ from kroute.pool.health import (
 from kroute.pool.pool import EndpointStatistics, Pick, Pool, PoolStatistics
 from kroute.pool.prober import ActiveProber, http_probe
 from kroute.rules.compile import CompileResult, compile_objects
+from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, Attachment, EntryPoint
 from kroute.rules.explain import Candidate, Explanation, explain
 from kroute.rules.policy import RoutePolicy
 from kroute.rules.preview import Preview, preview
@@ -80,6 +82,7 @@ from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
+from kroute.transport.http1 import ServerLimits
 from kroute.transport.memory import MemoryTransport
 from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import (
@@ -122,6 +125,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
     "ActiveHealth",
     "ActiveProber",
@@ -130,6 +134,7 @@ __all__ = [
     "Answered",
     "AsgiGateway",
     "AsyncStep",
+    "Attachment",
     "BackendRef",
     "Backoff",
     "Balancer",
@@ -146,6 +151,7 @@ __all__ = [
     "Delta",
     "Endpoint",
     "EndpointStatistics",
+    "EntryPoint",
     "Explanation",
     "Family",
     "FastGateway",
@@ -176,6 +182,8 @@ __all__ = [
     "MemorySource",
     "MemoryTransport",
     "Metrics",
+    "MirrorStatistics",
+    "Mirrors",
     "NoHealthyEndpoint",
     "NoRoute",
     "ObjectRef",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import httpx
@@ -12,8 +13,12 @@ import httpx
 from kroute.gateway.asgi import AsgiGateway
 from kroute.gateway.router import Router
 from kroute.transport.base import ForwardRequest, Target
+from kroute.transport.conformance import Backend
 from kroute.transport.pooled import PooledTransport
+from kroute.watch.sources import MemorySource
+from tests.builders import gateway
 from tests.pods import start_front
+from tests.test_gateway_e2e import endpoint_slice, service
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -40,23 +45,27 @@ class FrontClient:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport) as client:
                 url = httpx.URL(f"http://{host}{target}")
-                answer = await client.request(method, url, headers=headers, content=body or None)
+                answer = await client.request(method, url, headers=headers, content=body)
                 return answer.status_code, list(answer.headers.raw), answer.content
         assert self.port is not None
-        request = ForwardRequest(method, target, headers, body=body)
+        request = ForwardRequest(method, target, headers, body)
         response = await self.transport.send(Target("127.0.0.1", self.port), request)
         return response.status, response.headers, await response.read()
 
 
 @contextlib.asynccontextmanager
-async def serving(router: Router, front: str) -> AsyncIterator[FrontClient]:
-    """`router` served by `front` ("anyio", "fast" or "asgi") while the block runs."""
+async def serving(
+    router: Router, front: str, entry_point: str | None = None
+) -> AsyncIterator[FrontClient]:
+    """`router` served by `front` ("anyio", "fast" or "asgi") while the block runs, on its
+    entry point `entry_point` (None: the front's default, the Router's first plain one)."""
     async with anyio.create_task_group() as group:
         if front == "asgi":
             router.transport = router.transport or PooledTransport()
-            client = FrontClient(None, AsgiGateway(router))
+            client = FrontClient(None, AsgiGateway(router, entry_point=entry_point))
         else:
-            client = FrontClient(await start_front(group, router, front), None)
+            port = await start_front(group, router, front, entry_point=entry_point)
+            client = FrontClient(port, None)
         try:
             yield client
         finally:
@@ -64,3 +73,20 @@ async def serving(router: Router, front: str) -> AsyncIterator[FrontClient]:
             if router.transport is not None:
                 await router.transport.aclose()
             group.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def echo_gateway(
+    routes: list[dict[str, Any]], front: str, **router: Any
+) -> AsyncIterator[tuple[FrontClient, Backend, Router]]:
+    """`routes` (attached to Gateway default/gw, sending to Service default/web) served by
+    `front`, web being a real echo `Backend` on 127.0.0.2; `router` goes to the Router."""
+    backend = Backend("127.0.0.2")
+    async with anyio.create_task_group() as group:
+        await group.start(backend.serve)
+        source = MemorySource(objects=[gateway(), *routes, service("web"),
+                                       endpoint_slice("web", backend.port, backend.address)])  # fmt: skip
+        served = Router([source], **router)
+        async with serving(served, front) as client:
+            yield client, backend, served
+        group.cancel_scope.cancel()

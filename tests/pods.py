@@ -20,9 +20,10 @@ import anyio.abc
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.router import Router
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.tls.contexts import HandshakeListener
 from kroute.transport.base import ForwardRequest, Target, Timeouts
+from kroute.transport.http1 import ServerLimits
 from kroute.transport.pooled import PooledTransport
 
 
@@ -150,8 +151,10 @@ async def start_front(
     timeouts: Timeouts = Timeouts(),
     tls: ssl.SSLContext | None = None,
     hsts: str | None = None,
+    entry_point: str | None = None,
 ) -> int:
     """Serve `router` on 127.0.0.1 with the front named `front` ("anyio" or "fast"); the port.
+    `entry_point` names the Router's entry point served (None: the front's default).
 
     The anyio front forwards through the Router's transport (a PooledTransport with
     `timeouts` is set when it has none); FastGateway forwards itself, with `timeouts`. With
@@ -159,7 +162,8 @@ async def start_front(
     """
     scheme = "https" if tls is not None else "http"
     if front == "fast":
-        gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme, hsts=hsts)
+        gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme, hsts=hsts,
+                              entry_point=entry_point)  # fmt: skip
         return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", 0))
     if router.transport is None:
         router.transport = PooledTransport(timeouts=timeouts)
@@ -168,6 +172,7 @@ async def start_front(
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
         listener = HandshakeListener(tcp, tls, standard_compatible=False, handshake_timeout=5)
-    server = HttpServer(GatewayHandler(router, hsts=hsts), limits=limits, scheme=scheme)
+    handler = GatewayHandler(router, hsts=hsts, entry_point=entry_point)
+    server = HttpServer(handler, limits=limits, scheme=scheme)
     await group.start(server.serve, listener)
     return port

@@ -106,7 +106,10 @@ async def test_routes_and_services_show_state_and_reasons(setup: Any) -> None:
     for _ in range(6):
         status, body = await gateway.request("www.test", "/")
         assert status == 200, body
-    (pool,) = (await admin.json("localhost", "/api/services"))["services"]
+    services = await admin.json("localhost", "/api/services")
+    (pool,) = services["services"]
+    assert services["mirrors"] == {"mirrored": 0, "dropped": 0, "failed": 0, "skipped": 0,
+                                   "queued": 0}  # (RequestMirror copies: none here)  # fmt: skip
     states = {e["endpoint"]: (e["state"], e["reason"]) for e in pool["endpoints"]}
     assert states["127.0.0.41:" + states_port(states)][0] == "up"
     dead = states["127.0.0.43:" + states_port(states)]
@@ -140,6 +143,7 @@ async def test_metrics_count_requests_and_show_endpoints(setup: Any) -> None:
     assert "kroute_ready 1.0" in text
     assert 'kroute_watch_synced{kind="ingresses.networking.k8s.io"} 1.0' in text
     assert "kroute_table_rebuilds_total 1.0" in text
+    assert 'kroute_mirror_copies_total{outcome="dropped"} 0.0' in text
 
 
 async def test_rebuilds_are_timed_and_the_dashboard_is_served(setup: Any) -> None:

@@ -150,3 +150,28 @@ def test_neither_import_nor_explain_imports_kubernetes() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("clean")
+
+
+def test_entrypoint_option_explains_one_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "routes.yaml").write_text("""
+apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata: {name: secure, namespace: default}
+spec:
+  entryPoints: [websecure]
+  routes:
+  - {match: Host(`s.test`), services: [{name: s, port: 80}]}
+""")
+    request = '{"host": "s.test"}\n'
+    answers = {}
+    for option in ((), ("--entrypoint", "web"), ("--entrypoint", "websecure"),
+                   ("--entrypoint", "internal=9000")):  # fmt: skip
+        done = run("explain", "-f", str(tmp_path), *option, stdin=request)
+        assert done.returncode == 0, done.stderr
+        answers[option[1:]] = json.loads(done.stdout)["matched"]
+    assert answers == {(): True, ("web",): False, ("websecure",): True, ("internal=9000",): False}
+    noted = run("explain", "-f", str(tmp_path), "--entrypoint", "internal=9000", stdin=request)
+    assert "'websecure' is not an entry point of this gateway (internal)" in noted.stderr
+    bad = run("explain", "-f", str(tmp_path), "--entrypoint", "internal=x", stdin=request)
+    assert bad.returncode == 2
+    assert "'x' is not a port number" in bad.stderr

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -149,6 +152,79 @@ def test_gateway_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert process.wait(timeout=20) == 0
         finally:
             process.kill()
+
+
+ENTRY_POINT_INGRESS = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: internal
+  namespace: default
+  annotations:
+    traefik.ingress.kubernetes.io/router.entrypoints: internal
+spec:
+  ingressClassName: kroute
+  rules:
+  - host: internal.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: nothing, port: {number: 80}}}}
+"""
+
+
+def http_status(port: int, host: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_gateway_cli_serves_named_entry_points(tmp_path: Path) -> None:
+    """--entrypoint adds an entry point; an Ingress attached to it by Traefik's annotation is
+    served there (503: its Service has no endpoint) and not on --listen's `web` (404)."""
+    (tmp_path / "ingress.yaml").write_text(ENTRY_POINT_INGRESS)
+    command = [sys.executable, str(EXAMPLES / "gateway" / "gateway.py"), "--manifests",
+               str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+               "--entrypoint", "internal=127.0.0.1:0"]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            found = re.fullmatch(r"kroute gateway on 127.0.0.1:(\d+), internal on "
+                                 r"127.0.0.1:(\d+), admin on 127.0.0.1:(\d+)\n", line)  # fmt: skip
+            assert found is not None, line
+            web, internal, admin = map(int, found.groups())
+            assert http_status(admin, "admin") == 200  # /ready is not asked: / is the dashboard
+            while http_status(internal, "internal.test") == 404:  # until the manifests load
+                time.sleep(0.05)
+            assert http_status(internal, "internal.test") == 503
+            assert http_status(web, "internal.test") == 404
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+        finally:
+            process.kill()
+
+
+def test_gateway_cli_rejects_a_second_web() -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit):
+        gateway.parse_args(["--manifests", ".", "--entrypoint", "web=127.0.0.1:81"])
+    args = gateway.parse_args(["--manifests", ".", "--tls-listen", "127.0.0.1:8443",
+                               "--entrypoint", "admin=127.0.0.1:9000,advertised=90",
+                               "--advertise", "websecure=443"])  # fmt: skip
+    assert [(e.name, e.port, e.tls, e.advertised_port) for e in args.entry_points] == [
+        ("web", 8080, False, None),
+        ("websecure", 8443, True, 443),
+        ("admin", 9000, False, 90),
+    ]
+    with pytest.raises(SystemExit):  # no --tls-listen: no websecure to advertise
+        gateway.parse_args(["--manifests", ".", "--advertise", "websecure=443"])
 
 
 def deploy_objects() -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kroute.gateway.router import Router
-from kroute.gateway.server import ServerLimits
+from kroute.transport.http1 import ServerLimits
 from kroute.watch.sources import MemorySource
 from tests.builders import ingress
 from tests.pods import Pod, endpoint_slice, service, start_front

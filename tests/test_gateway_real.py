@@ -64,7 +64,8 @@ async def deployed(
     [container] = daemonset["spec"]["template"]["spec"]["containers"]
     args = [a for a in container["args"] if a.startswith("--grace")]  # as deployed, but:
     args += ["--kubeconfig", str(kubeconfig_for(kube, token, tmp_path / "kubeconfig")),
-             "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--no-gc-freeze"]  # fmt: skip
+             "--listen", "127.0.0.1:0", "--advertise", "web=8080",  # the listener's port
+             "--admin", "127.0.0.1:0", "--no-gc-freeze"]  # fmt: skip
     router, _port, admin_port, _ = await group.start(gateway.serve, gateway.parse_args(args))
     return router, Client(admin_port)
 

@@ -74,7 +74,8 @@ async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
 
 
 async def start_gateway(group: anyio.abc.TaskGroup, *where: str) -> tuple[Router, int, Client]:
-    args = gateway.parse_args([*where, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+    args = gateway.parse_args([*where, "--listen", "127.0.0.1:0", "--advertise", "web=8080",
+                               "--admin", "127.0.0.1:0",
                                "--grace", "1", "--no-gc-freeze"])  # (a test process, shared)  # fmt: skip
     router, port, admin_port, _ = await group.start(gateway.serve, args)
     return router, port, Client(admin_port)

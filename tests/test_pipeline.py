@@ -3,6 +3,7 @@ cases, and what `kroute.testing` can assert about them."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kroute
-from kroute.pipeline import Answer, Filters, HeaderEdits, UpstreamRequest
+from kroute.pipeline import Answer, Chain, Filters, HeaderEdits, UpstreamRequest, run_request
 from kroute.pipeline.paths import replace_prefix, wire_path
 from kroute.rules.request import normalize_path, path_stems
 from kroute.testing import Routing
@@ -82,7 +83,8 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
         gateway(),
         httproute("r", [
             {"filters": [ext], "backendRefs": [to("a")]},
-            {"filters": [{"type": "RequestMirror"}, {"type": "Fancy"}], "backendRefs": [to("a")]},
+            {"filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": to("m")}},
+                         {"type": "Fancy"}], "backendRefs": [to("a")]},
             {"timeouts": {"request": "1s", "idle": "5s"}, "retry": {"attempts": 2},
              "sessionPersistence": {"sessionName": "s"}, "backendRefs": [to("a")]},
             {"backendRefs": [to("a", filters=[ext])]},
@@ -177,3 +179,47 @@ def test_strict_routing_fails_on_a_route_that_fails_closed() -> None:
         500,
         "ExtensionRef: no filter named 'team' is registered with the Router (registered: none)",
     )
+
+
+def test_a_waiting_chain_is_not_run_without_an_event_loop() -> None:
+    async def check(request: UpstreamRequest) -> Answer | None:
+        await asyncio.sleep(0)  # (suspends: what an auth call does)
+        return None
+
+    registered = Filters()
+    registered.register("wait")(check)
+    step = registered.step("wait", "spec.rules[0].filters[0]")
+    assert step is not None
+    chain = Chain((step,))
+    assert chain.waits
+    with pytest.raises(RuntimeError, match="run_request_async"):
+        run_request(chain, UpstreamRequest("GET", "/", None, []))
+
+
+def test_explain_shows_what_the_backend_receives_and_which_step_did_what() -> None:
+    table = kroute.compile_objects(ROUTING, filters=filters()).table
+    request = kroute.RequestHead.build("GET", "shop.test", "/api/cart?id=7",
+                                       headers={"X-Team": "a", "X-Other": ["1", "2"]})  # fmt: skip
+    found = kroute.explain(table, request)
+    data = found.to_json()
+    assert data["upstream"] == {
+        "method": "GET", "host": "shop.test", "path": "/v2/cart?id=7",
+        "headers": {"host": "shop.test", "x-team": "a", "x-other": ["1", "2"], "x-env": "prod",
+                    "x-team-checked": "yes"},
+    }  # fmt: skip
+    assert data["response_headers"] == {"X-Via": "kroute"}
+    assert data["steps"] == [
+        "RequestHeaderModifier (spec.rules[0].filters[0])", "URLRewrite (spec.rules[0].filters[1])",
+        "Filter team (spec.rules[0].filters[2])", "ResponseHeaderModifier (spec.rules[0].filters[3])",
+    ]  # fmt: skip
+    text = found.text()
+    assert (
+        "step URLRewrite (spec.rules[0].filters[1]): path /api/cart?id=7 -> /v2/cart?id=7" in text
+    )
+    assert "the backend receives: GET shop.test/v2/cart?id=7" in text
+    denied = kroute.explain(table, kroute.RequestHead.build("GET", "shop.test", "/api/cart"))
+    assert (denied.to_json()["status"], denied.to_json()["reason"]) == (403, "no team")
+    assert "answered by a step: 403 (no team)" in denied.text()
+    moved = kroute.explain(table, kroute.RequestHead.build("GET", "shop.test", "/old/x?q=1"))
+    assert moved.to_json()["redirect"] == {"status": 301, "location": "http://shop.test/new/x?q=1"}
+    assert "redirects: 301 to http://shop.test/new/x?q=1" in moved.text()

@@ -13,10 +13,8 @@ import pytest
 from kroute.gateway.router import Router
 from kroute.pipeline import Answer, Filters, UpstreamRequest
 from kroute.transport.conformance import Backend
-from kroute.watch.sources import MemorySource
-from tests.builders import gateway, httproute, ingress, ingressroute, to
-from tests.fronts import FrontClient, serving
-from tests.test_gateway_e2e import endpoint_slice, service
+from tests.builders import httproute, ingress, ingressroute, to
+from tests.fronts import FrontClient, echo_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -70,6 +68,10 @@ ROUTES = [
         ],
         "backendRefs": [to("web")],
     }], hostnames=["edit.local"]),
+    httproute("forwarding", [{"filters": [{"type": "RequestHeaderModifier",
+        "requestHeaderModifier": {"remove": ["X-Forwarded-For"],
+                                  "set": [{"name": "X-Forwarded-Proto", "value": "https"}]}}],
+        "backendRefs": [to("web")]}], hostnames=["forwarding.local"]),
     httproute("redirect", [{"filters": [{"type": "RequestRedirect", "requestRedirect": {
         "scheme": "https", "statusCode": 303,
         "path": {"type": "ReplaceFullPath", "replaceFullPath": "/login"}}}]}],
@@ -101,15 +103,8 @@ REFUSED = ["unknown-ext.local", "mw-ext.local", "unknown-type.local", "session.l
 
 @pytest.fixture
 async def client(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend, Router]]:
-    backend = Backend("127.0.0.2")
-    async with anyio.create_task_group() as group:
-        await group.start(backend.serve)
-        source = MemorySource(objects=[gateway(), *ROUTES, service("web"),
-                                       endpoint_slice("web", backend.port, backend.address)])  # fmt: skip
-        router = Router([source], filters=filters())
-        async with serving(router, every_front) as front:
-            yield front, backend, router
-        group.cancel_scope.cancel()
+    async with echo_gateway(ROUTES, every_front, filters=filters()) as served:
+        yield served
 
 
 async def test_header_edits_and_rewrites_reach_the_backend(
@@ -134,6 +129,19 @@ async def test_header_edits_and_rewrites_reach_the_backend(
     assert names[b"x-served-by"] == b"kroute"
     assert b"content-type" not in names
     assert backend.hits == {"/echo": 1}
+
+
+async def test_steps_may_edit_the_forwarding_headers(
+    client: tuple[FrontClient, Backend, Router],
+) -> None:
+    # Every front gives the steps the request with this hop's forwarding headers in it.
+    front, _, _ = client
+    status, _, body = await front.request("forwarding.local", "/echo")
+    assert status == 200
+    seen = headers_of(json.loads(body))
+    assert "x-forwarded-for" not in seen
+    assert seen["x-forwarded-proto"] == ["https"]
+    assert seen["x-forwarded-host"] == ["forwarding.local"]
 
 
 async def test_redirect_status_and_location(client: tuple[FrontClient, Backend, Router]) -> None:

@@ -13,6 +13,7 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from kroute.transport import http1
 from kroute.transport.proxy import (
     HOP_BY_HOP,
     HeaderSplit,
@@ -180,3 +181,23 @@ def test_retry_budget_counts_the_slices_of_its_window(events: list[tuple[bool, f
         else:
             budget.request(now)
             log.append((tenth, False))
+
+
+@pytest.mark.parametrize(("method", "status", "expected"), [
+    ("GET", 200, False), ("HEAD", 200, True), (b"HEAD", 200, True), ("GET", 204, True),
+    ("GET", 304, True), ("GET", 100, True), ("POST", 500, False),
+])  # fmt: skip
+def test_which_responses_have_no_body(method: str | bytes, status: int, expected: bool) -> None:
+    # RFC 9112 section 6.3: decided once (kroute.transport.http1) for every front and engine.
+    assert http1.bodiless(method, status) is expected
+    assert http1.interim(status) is (status == 100)
+
+
+def test_request_head_limits_name_the_status() -> None:
+    limits = http1.ServerLimits(max_request_line=10, max_header_bytes=20, max_headers=2)
+    assert limits.head_problem(10, 20, 2) is None
+    assert limits.head_problem(11, 0, 0) == (414, "request line too long")
+    assert limits.head_problem(0, 21, 0) == (431, "request headers too large")
+    assert limits.head_problem(0, 0, 3) == (431, "too many request headers")
+    assert http1.close_delimited({b"server"})
+    assert not http1.close_delimited({b"content-length"})

@@ -11,7 +11,8 @@ import anyio
 import anyio.abc
 import pytest
 
-from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse, ServerLimits
+from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
+from kroute.transport.http1 import ServerLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -22,6 +23,8 @@ async def echo(request: IncomingRequest) -> OutgoingResponse:
         size += len(chunk)
     if request.target.startswith("/slow"):
         await anyio.sleep(0.3)
+    if request.target.startswith("/bug"):
+        raise RuntimeError("password=hunter2 at 10.0.0.7")
     if request.target.startswith("/stream"):
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -73,6 +76,15 @@ async def test_keep_alive_and_framing(server: tuple[HttpServer, int]) -> None:
     assert b"Transfer-Encoding: chunked" in out
     assert out.endswith(b"6\r\npart0;\r\n6\r\npart1;\r\n6\r\npart2;\r\n0\r\n\r\n")
     assert b"Connection: close" in out
+
+
+async def test_a_failing_handler_answers_500_without_its_exception(
+    server: tuple[HttpServer, int],
+) -> None:
+    answer = await exchange(server[1], b"GET /bug HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert b"hunter2" not in answer
+    assert b"RuntimeError" not in answer
 
 
 async def test_head_responses_have_no_body(server: tuple[HttpServer, int]) -> None:

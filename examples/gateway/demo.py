@@ -117,7 +117,8 @@ async def main() -> None:
     options = parser.parse_args()
     manifests = str(Path(__file__).parent / "manifests")
     args = gateway.parse_args(["--manifests", manifests, "--listen", options.listen,
-                               "--admin", options.admin])  # fmt: skip
+                               "--admin", options.admin,  # the Gateway listener's port:
+                               "--advertise", "web=8080"])  # fmt: skip
     async with anyio.create_task_group() as group:
         for service, addresses in PODS.items():
             for address in addresses:

@@ -3,6 +3,7 @@
     python examples/gateway/gateway.py (--manifests DIR | --kubeconfig FILE | --in-cluster)
         [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
         [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
+        [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...] [--advertise NAME=PORT ...]
 
 Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
 the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
@@ -12,8 +13,12 @@ cluster, a kind whose CRD is not installed is skipped with one log line and pick
 30 s of its CRD being installed. Routes HTTP on --listen and serves the admin app (readiness,
 JSON state, metrics, dashboard) on --admin, loopback by default. With --tls-listen it also
 terminates TLS there, with the certificates of the TLS Secrets the Ingresses and Gateway
-listeners name (so it watches Secrets too), chosen by SNI and reloaded as they change. SIGTERM
-or Ctrl-C stops accepting and lets requests in flight finish.
+listeners name (so it watches Secrets too), chosen by SNI and reloaded as they change.
+Each place it serves is a named entry point (docs/entrypoints.md): --listen is `web`,
+--tls-listen is `websecure`, and each --entrypoint adds one; a route is served only on the entry
+points it is attached to (a Gateway listener binds to the entry point listening on its port, or
+advertising it: --advertise web=80 when a Service maps port 80 to --listen's). SIGTERM or Ctrl-C
+stops accepting and lets requests in flight finish.
 """
 
 from __future__ import annotations
@@ -71,16 +76,59 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="TLS Secret for unknown names and clients without SNI")  # fmt: skip
     parser.add_argument("--hsts", metavar="VALUE",
                         help="Strict-Transport-Security on HTTPS (max-age=31536000)")  # fmt: skip
+    parser.add_argument("--entrypoint", type=entry_point, action="append", default=[],
+                        metavar="NAME=HOST:PORT[,tls][,advertised=PORT]",
+                        help="one more named entry point (repeatable)")  # fmt: skip
+    parser.add_argument("--advertise", type=advertised, action="append", default=[],
+                        metavar="NAME=PORT", help="the port Gateway listeners use for an entry "
+                        "point that listens on another (repeatable)")  # fmt: skip
     parser.add_argument("--grace", type=float, default=10.0, help="seconds to drain on stop")
     parser.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                         help="freeze the initial objects out of the GC once ready")  # fmt: skip
     parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    web = kroute.EntryPoint("web", args.listen[1], host=args.listen[0])
+    secure = []
+    if args.tls_listen:
+        host, port = args.tls_listen
+        secure = [kroute.EntryPoint("websecure", port, tls=True, host=host)]
+    args.entry_points = [web, *secure, *args.entrypoint]
+    names = [e.name for e in args.entry_points]
+    if len(set(names)) < len(names):
+        parser.error(f"entry point names must be unique (web is --listen, websecure "
+                     f"--tls-listen): {', '.join(names)}")  # fmt: skip
+    ports = dict(args.advertise)
+    if ports.keys() - set(names):
+        parser.error(f"--advertise names no entry point: {', '.join(ports.keys() - set(names))}")
+    args.entry_points = [advertising(e, ports.get(e.name)) for e in args.entry_points]
+    return args
+
+
+def advertising(point: kroute.EntryPoint, port: int | None) -> kroute.EntryPoint:
+    """`point` advertising `port` (None: as it was)."""
+    if port is None:
+        return point
+    return kroute.EntryPoint(point.name, point.port, point.tls, point.host, port)
+
+
+def advertised(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PORT")
+    return name, int(port)
+
+
+def entry_point(text: str) -> kroute.EntryPoint:
+    try:
+        return kroute.EntryPoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def make_source(args: argparse.Namespace) -> kroute.Source:
-    kinds = (*KINDS, kroute.kinds.SECRET) if args.tls_listen else KINDS  # TLS reads Secrets
+    tls = any(e.tls for e in args.entry_points)
+    kinds = (*KINDS, kroute.kinds.SECRET) if tls else KINDS  # TLS reads Secrets
     if args.manifests:
         return kroute.ManifestSource([args.manifests], kinds)
     cluster = (kroute.Cluster.in_cluster() if args.in_cluster
@@ -99,14 +147,17 @@ async def serve(
     args: argparse.Namespace,
     stop: anyio.Event | None = None,
     *,
+    ports: dict[str, int] | None = None,
     task_status: anyio.abc.TaskStatus[Started] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the gateway until `stop` is set (then drain) or cancelled; reports `Started`."""
+    """Run the gateway until `stop` is set (then drain) or cancelled; reports `Started`, and
+    fills `ports` with the port each entry point listens on, by name."""
     source = make_source(args)
     router = kroute.Router([source], transport=kroute.PooledTransport(),
-                           ingress_class=args.ingress_class)  # fmt: skip
+                           ingress_class=args.ingress_class,
+                           entry_points=args.entry_points)  # fmt: skip
     tls = None
-    if args.tls_listen:
+    if any(e.tls for e in args.entry_points):
         tls = kroute.TlsCertificates([source], kroute.TlsContexts(),
                                      ingress_class=args.ingress_class,
                                      default_secret=args.default_certificate)  # fmt: skip
@@ -116,12 +167,13 @@ async def serve(
         group.start_soon(router.run)
         if args.gc_freeze:
             group.start_soon(freeze_when_ready, router)
-        fronts = [await start_front(group, router, args, args.listen, None)]
-        if tls is not None:
-            fronts.append(await start_front(group, router, args, args.tls_listen, tls.contexts))
+        fronts = [await start_front(group, router, args, point, tls)
+                  for point in args.entry_points]  # fmt: skip
         admin_port = await listen(group, admin, args.admin)
-        tls_port = fronts[1][1] if tls is not None else None
-        task_status.started(Started(router, fronts[0][1], admin_port, tls_port))
+        bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
+        if ports is not None:
+            ports.update(bound)
+        task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure")))
         try:
             await (stop or anyio.Event()).wait()
             for front, _ in fronts:  # stop accepting, let requests in flight finish
@@ -137,16 +189,20 @@ async def start_front(
     group: anyio.abc.TaskGroup,
     router: kroute.Router,
     args: argparse.Namespace,
-    where: tuple[str, int],
-    tls: kroute.TlsContexts | None,
+    point: kroute.EntryPoint,
+    certificates: kroute.TlsCertificates | None,
 ) -> tuple[kroute.FastGateway | kroute.HttpServer, int]:
-    """FastGateway on asyncio, HttpServer on trio (or as --front says); HTTPS with `tls`."""
+    """The front of one entry point: FastGateway on asyncio, HttpServer on trio (or as
+    --front says); HTTPS when the entry point terminates TLS."""
+    tls = certificates.contexts if point.tls and certificates is not None else None
     scheme = "http" if tls is None else "https"
+    where = (point.host or "0.0.0.0", point.port)
     if args.front == "fast" or (args.front == "auto" and current_async_library() == "asyncio"):
-        fast = kroute.FastGateway(router, scheme=scheme, hsts=args.hsts)
+        fast = kroute.FastGateway(router, scheme=scheme, hsts=args.hsts, entry_point=point.name)
         server = tls.server if tls is not None else None
         return fast, await group.start(functools.partial(fast.serve, tls=server), *where)
-    http = kroute.HttpServer(kroute.GatewayHandler(router, hsts=args.hsts), scheme=scheme)
+    handler = kroute.GatewayHandler(router, hsts=args.hsts, entry_point=point.name)
+    http = kroute.HttpServer(handler, scheme=scheme)
     return http, await listen(group, http, where, tls)
 
 
@@ -178,8 +234,11 @@ async def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
-        started = await group.start(serve, args, stop)
+        ports: dict[str, int] = {}
+        started = await group.start(functools.partial(serve, ports=ports), args, stop)
         https = f", https on {args.tls_listen[0]}:{started.tls_port}" if started.tls_port else ""
+        https += "".join(f", {e.name} on {e.host}:{ports[e.name]}"
+                         for e in args.entry_points[1 + bool(args.tls_listen):])  # fmt: skip
         print(f"kroute gateway on {args.listen[0]}:{started.port}{https}, admin on "
               f"{args.admin[0]}:{started.admin_port}", file=sys.stderr, flush=True)  # fmt: skip
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

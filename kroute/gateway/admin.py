@@ -8,7 +8,8 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
   published, else 503 (a readiness probe; the body says which kinds are not synced);
 - `GET /api/routes`: routes in precedence order, what they match and where they send, and the
   objects that were rejected with the field and reason;
-- `GET /api/services`: every pool with its endpoints, health state and the reason for it;
+- `GET /api/services`: every pool with its endpoints, health state and the reason for it, and
+  what became of RequestMirror copies (mirrored, dropped, failed, skipped, queued);
 - `GET /api/sources`: per kind: synced, objects, lists, re-lists, reconnects, last error;
 - `GET /api/certificates`: with TLS, each certificate (source Secret, subject, names,
   not-after) and what was wrong with the others;
@@ -68,7 +69,8 @@ def _problem(error: InvalidObject) -> dict[str, str]:
 def services_json(router: Router, *, now: float) -> dict[str, Any]:
     """Every pool: endpoints with health state, reason and since how long (seconds)."""
     services = []
-    for pool in router.statistics().pools:
+    statistics = router.statistics()
+    for pool in statistics.pools:
         endpoints = []
         for endpoint in pool.endpoints:
             row = attrs.asdict(endpoint)
@@ -81,7 +83,7 @@ def services_json(router: Router, *, now: float) -> dict[str, Any]:
             "service": pool.name, "in_rotation": pool.in_rotation, "panic": pool.panic,
             "picks": pool.picks, "unavailable": pool.unavailable, "endpoints": endpoints,
         })  # fmt: skip
-    return {"services": services}
+    return {"services": services, "mirrors": attrs.asdict(statistics.mirrors)}
 
 
 def certificates_json(tls: TlsCertificates | None) -> dict[str, Any]:

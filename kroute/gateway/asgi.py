@@ -45,9 +45,12 @@ class AsgiGateway:
         trusted: TrustedProxies = TrustedProxies(),
         sync_timeout: float = 30.0,
         hsts: str | None = None,
+        entry_point: str | None = None,
     ) -> None:
         self.router = router
         self.trusted = trusted
+        #: The entry point served; None: the Router's first of the request's scheme.
+        self.entry_point = None if entry_point is None else router.entry_point(entry_point).name
         self.sync_timeout = sync_timeout
         #: Strict-Transport-Security for requests that came over HTTPS, or None.
         self.hsts = [(b"strict-transport-security", hsts.encode())] if hsts else []
@@ -93,7 +96,9 @@ class AsgiGateway:
                 content_length=int(length) if length is not None else None, upgrade=None,
                 hop=hop, trusted=self.trusted,
             )  # fmt: skip
-            decision, response = await self.router.forward(head, request)
+            decision, response = await self.router.forward(
+                head, request, entry_point=self.entry_point
+            )
         except KrouteError as exc:
             status, error_headers, body = error_response(exc)
             await send({"type": "http.response.start", "status": status,

@@ -39,7 +39,6 @@ from kroute.errors import KrouteError
 from kroute.gateway.handler import origin_form
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
-from kroute.gateway.server import ServerLimits, error_page, host_problem
 from kroute.gateway.upstream import (
     BUFFER_LIMIT,
     RESPONSE_HEADERS,
@@ -48,10 +47,11 @@ from kroute.gateway.upstream import (
     Key,
     Upstream,
 )
-from kroute.pipeline.steps import UpstreamRequest
+from kroute.pipeline.steps import Chain, UpstreamRequest
 from kroute.rules.request import normalize_path
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
+from kroute.transport.http1 import ServerLimits, error_page, host_problem
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     FORWARDING,
@@ -253,7 +253,7 @@ class Client(asyncio.Protocol):
         assert message is not None
         message.url += url
         if len(message.url) > self.limits.max_request_line:
-            raise _Reject(414, "request line too long")
+            self.over_limit(message)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         message = self.parsing
@@ -261,10 +261,20 @@ class Client(asyncio.Protocol):
         message.names.append(name)
         message.values.append(value)
         message.header_bytes += len(name) + len(value) + 4
-        if message.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
-        if len(message.names) > self.limits.max_headers:
-            raise _Reject(431, "too many request headers")
+        limits = self.limits
+        if (
+            message.header_bytes > limits.max_header_bytes
+            or len(message.names) > limits.max_headers
+        ):
+            self.over_limit(message)
+
+    def over_limit(self, message: Message) -> None:
+        """A limit's quick test failed (checked inline: this runs per header): refuse as
+        `ServerLimits.head_problem` says."""
+        problem = self.limits.head_problem(len(message.url), message.header_bytes,
+                                           len(message.names))  # fmt: skip
+        assert problem is not None
+        raise _Reject(*problem)
 
     def on_headers_complete(self) -> None:
         message = self.parsing
@@ -378,18 +388,25 @@ class Client(asyncio.Protocol):
         return Hop(client=self.peer, scheme=self.gateway.scheme, host=message.host,
                    port=self.port)  # fmt: skip
 
-    def upstream_request(self, message: Message) -> UpstreamRequest:
+    def upstream_request(self, message: Message, chain: Chain) -> tuple[UpstreamRequest, bool]:
         """The request as a route's steps see it (`kroute.pipeline.UpstreamRequest`): the header
         fields that are passed on, with this hop's forwarding fields, as the other fronts
-        give them (`handler.proxied`)."""
+        give them (`handler.proxied`). For a chain whose steps never name a forwarding header
+        those are left out, and the second value is True: the caller adds this connection's
+        rendered forwarding lines (`forwarding`) after the steps, which saves most of what
+        carrying them through the steps costs."""
         drop = REQUEST_HEADERS.drop
         fields = [(n, v) for n, v in zip(message.names, message.values, strict=True)
                   if n.lower() not in drop]  # fmt: skip
-        fields += self.forwarding_fields(message)
-        return UpstreamRequest.from_target(
+        touched = chain.touches
+        apart = touched is not None and FORWARDING.isdisjoint(touched)
+        if not apart:
+            fields += self.forwarding_fields(message)
+        request = UpstreamRequest.from_target(
             message.method_text, message.url_text, fields, routed=_routed(message.url_text),
             scheme=self.gateway.scheme, client=self.peer,
         )  # fmt: skip
+        return request, apart
 
     def start_pipe(self, upstream: Upstream) -> None:
         self.upstream = upstream
@@ -435,8 +452,11 @@ class FastGateway:
         hsts: str | None = None,
         max_idle: int = 100,
         keepalive_expiry: float = 60.0,
+        entry_point: str | None = None,
     ) -> None:
         self.router = router
+        #: The entry point served (`Router.entry_point`): only its routes take requests here.
+        self.entry_point = router.entry_point(entry_point, tls=scheme == "https").name
         self.limits = limits
         self.timeouts = timeouts
         self.trusted = trusted

@@ -97,9 +97,12 @@ class GatewayHandler:
         *,
         trusted: TrustedProxies = TrustedProxies(),
         hsts: str | None = None,
+        entry_point: str | None = None,
     ) -> None:
         self.router = router
         self.trusted = trusted
+        #: The entry point served; None: the Router's first of the request's scheme.
+        self.entry_point = None if entry_point is None else router.entry_point(entry_point).name
         #: Strict-Transport-Security value for HTTPS responses ("max-age=31536000"), or None.
         self.hsts = hsts
 
@@ -119,7 +122,9 @@ class GatewayHandler:
                 content_length=request.content_length, upgrade=request.upgrade,
                 hop=hop, trusted=self.trusted,
             )  # fmt: skip
-            decision, response = await self.router.forward(head, forward)
+            decision, response = await self.router.forward(
+                head, forward, entry_point=self.entry_point
+            )
         except KrouteError as exc:
             status, headers, body = error_response(exc)
             return OutgoingResponse(status, headers, body)

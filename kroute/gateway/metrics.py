@@ -183,6 +183,11 @@ class _StateCollector:
                                 value=1.0 if stats.ready else 0.0)  # fmt: skip
         yield CounterMetricFamily("kroute_table_rebuilds", "Route table rebuilds.",
                                   value=stats.rebuilds)  # fmt: skip
+        copies = CounterMetricFamily("kroute_mirror_copies", "RequestMirror copies, by what "
+                                     "became of them.", labels=["outcome"])  # fmt: skip
+        for outcome in ("mirrored", "dropped", "failed", "skipped"):
+            copies.add_metric([outcome], getattr(stats.mirrors, outcome))
+        yield copies
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
             "synced": GaugeMetricFamily("kroute_watch_synced", "1 once the kind is listed.",
                                         labels=["kind"]),

@@ -14,6 +14,11 @@ What it keeps current, and how (each change costs what it touches):
   rebuild, and no decision ever sees an outdated table (Traefik throttles to one rebuild every
   2 s).
 
+Each entry point (`kroute.rules.entrypoints`: `web` and `websecure` unless told otherwise)
+has its own table, the routes attached to it, made from the same compile when first asked for;
+a front names the entry point it serves, or takes the Router's first one of its kind (plain or
+TLS).
+
 `route(head)` decides without I/O: the route, the backend (by weight), the endpoint (by the
 pool's balancer and health), or the status that answers instead: 404 (no route), 500 (the
 chosen backend reference is unusable), 503 (a route whose Service has no usable endpoint).
@@ -22,7 +27,9 @@ reporting every attempt to the pool's passive health. `route_service` and `forwa
 do the same for a Service port named directly (client-side use, no route involved): its pool
 is kept from then on.
 
-`run()` is the I/O shell: it runs the sources and the active health probes of every pool.
+`run()` is the I/O shell: it runs the sources, the active health probes of every pool and the
+workers that send RequestMirror copies (`mirror`, `kroute.gateway.mirror`), each to an endpoint
+of the mirror backend's pool, kept like any other.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ from kroute.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.objects import BackendRef, FieldError, ObjectRef
+from kroute.pipeline.filters import Mirror, MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Chain, UpstreamRequest, run_request_async, run_response
 from kroute.pool.balance import Balancer, HashOn, RoundRobin, WeightedSplit, cookie_value
@@ -55,7 +64,8 @@ from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, Outcome, health_from_annotations
 from kroute.pool.pool import Pick, Pool, PoolStatistics, sticky_value
 from kroute.pool.prober import ActiveProber
-from kroute.rules.compile import CompileCache, compile_objects
+from kroute.rules.compile import CompileCache, CompileResult, compile_objects
+from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, EntryPoint, check_entry_points
 from kroute.rules.memo import RouteMemo
 from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
@@ -123,6 +133,7 @@ class RouterStatistics:
     rebuilds: int
     last_rebuild_seconds: float
     pools: tuple[PoolStatistics, ...]
+    mirrors: MirrorStatistics
 
 
 class _Backend:
@@ -156,8 +167,11 @@ class Router:
         hash_on: HashOn | None = None,
         sticky_cookie: str | None = None,
         filters: Filters = NO_FILTERS,
+        entry_points: Sequence[EntryPoint] = DEFAULT_ENTRY_POINTS,
     ) -> None:
         self.sources = list(sources)
+        #: Where the gateway serves; each has its own table (see the module docstring).
+        self.entry_points = check_entry_points(entry_points)
         #: The application's own steps, which routes name (ExtensionRef, `kroute.pipeline`).
         self.filters = filters
         self.transport = transport
@@ -178,8 +192,13 @@ class Router:
         self.sticky_cookie = sticky_cookie
         self._affinity = hash_on is not None or sticky_cookie is not None
         self.observers: list[Observer] = []
-        self._table = RouteTable()
-        self._memo = RouteMemo()  # answers by raw (method, Host, target): route_target
+        #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
+        self.mirrors = Mirrors()
+        self._result = CompileResult(RouteTable())
+        #: Per (entry point name or None, TLS): its table and the memo of its answers by raw
+        #: (method, Host, target) for route_target. Tables are dropped at each rebuild.
+        self._serving: dict[tuple[str | None, bool], tuple[RouteTable, RouteMemo]] = {}
+        self._memos: dict[str, RouteMemo] = {}
         self._errors: tuple[InvalidObject, ...] = ()
         self._notes: tuple[str, ...] = ()
         self._refused: tuple[InvalidObject, ...] = ()
@@ -217,6 +236,7 @@ class Router:
             for source in self.sources:
                 group.start_soon(source.run)
             group.start_soon(self.prober.run)
+            group.start_soon(self.mirrors.run, self._send_mirror, lambda: self.transport)
             while True:
                 self._wake = anyio.Event()
                 await self._wake.wait()
@@ -225,9 +245,34 @@ class Router:
 
     @property
     def table(self) -> RouteTable:
-        """The route table as of every change the sources have delivered."""
+        """Every route, whichever entry points serve it, as of every change the sources have
+        delivered (what the admin API lists); `table_for` is what one entry point serves."""
         self.refresh()
-        return self._table
+        return self._result.table
+
+    def entry_point(self, name: str | None = None, *, tls: bool = False) -> EntryPoint:
+        """The entry point called `name`, or for None the first that terminates TLS (`tls`)
+        or not, else the first; ValueError for a name the Router does not have."""
+        if name is None:
+            return next((e for e in self.entry_points if e.tls == tls), self.entry_points[0])
+        for point in self.entry_points:
+            if point.name == name:
+                return point
+        known = ", ".join(e.name for e in self.entry_points)
+        raise ValueError(f"no entry point {name!r} (the Router has {known})")
+
+    def table_for(self, name: str | None = None, *, tls: bool = False) -> RouteTable:
+        """The routes the entry point `name` serves (None: see `entry_point`)."""
+        return self._served(name, tls)[0]
+
+    def _served(self, name: str | None, tls: bool) -> tuple[RouteTable, RouteMemo]:
+        self.refresh()
+        found = self._serving.get((name, tls))
+        if found is None:
+            point = self.entry_point(name, tls=tls)
+            memo = self._memos.setdefault(point.name, RouteMemo())
+            found = self._serving[(name, tls)] = (self._result.table_for(point), memo)
+        return found
 
     @property
     def errors(self) -> tuple[InvalidObject, ...]:
@@ -272,12 +317,12 @@ class Router:
         objects = [obj for kind in ROUTING_KINDS for obj in self._objects(kind)]
         result = compile_objects(
             objects, ingress_class=self.ingress_class, gateway_class=self.gateway_class,
-            cache=self._compiled, filters=self.filters,
+            cache=self._compiled, filters=self.filters, entry_points=self.entry_points,
         )  # fmt: skip
         wanted = {
             (b.namespace, b.name, b.port)
             for route in result.table.routes
-            for b in route.backends
+            for b in (*route.backends, *_mirrored(route))
             if b.error is None and b.port is not None
         } | self._pinned
         self._add_backends(wanted - self._backends.keys())
@@ -286,7 +331,8 @@ class Router:
         self._by_service = {}
         for key, backend in self._backends.items():
             self._by_service.setdefault(key[:2], []).append(backend)
-        self._table = result.table  # the swap: readers see the old table or the new one
+        self._result = result  # the swap: readers see the old tables or the new ones
+        self._serving = {}
         known = {str(error) for error in (*self._errors, *self._refused)}
         for error in result.errors:  # each rejection is logged once, when it appears
             if str(error) not in known:
@@ -399,21 +445,34 @@ class Router:
         index = split.pick(self.rng)
         return None if index is None else route.backends[index]
 
-    def route(self, head: RequestHead, *, exclude: Sequence[tuple[str, int]] = ()) -> Decision:
+    def route(
+        self,
+        head: RequestHead,
+        *,
+        exclude: Sequence[tuple[str, int]] = (),
+        entry_point: str | None = None,
+    ) -> Decision:
         """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503; or
-        a redirect the route answers with (301, 302, 308, with `location`)."""
-        return self._decide(self.table.match(head), head, exclude)  # (rebuilt first if stale)
+        a redirect the route answers with (301, 302, 308, with `location`). Only routes of
+        `entry_point` take it (None: the first entry point of the request's scheme)."""
+        table = self._served(entry_point, head.scheme == "https")[0]  # (rebuilt if stale)
+        return self._decide(table.match(head), head, exclude)
 
     def route_target(
-        self, method: str, host: str, target: str, build: Callable[[], RequestHead]
+        self,
+        method: str,
+        host: str,
+        target: str,
+        build: Callable[[], RequestHead],
+        entry_point: str | None = None,
     ) -> Decision:
-        """`route` for a request as it arrived (method, Host header, target), where `build`
-        makes its `RequestHead`: called only when the answer is not remembered (`RouteMemo`).
-        What fronts on the hot path use."""
+        """`route` for a request as it arrived (method, Host header, target) on `entry_point`,
+        where `build` makes its `RequestHead`: called only when the answer is not remembered
+        (`RouteMemo`). What fronts on the hot path use."""
         if self._affinity:  # the endpoint depends on headers: nothing to remember
-            return self.route(build())
-        self.refresh()
-        route, head = self._memo.match(self._table, method, host, target, build)
+            return self.route(build(), entry_point=entry_point)
+        table, memo = self._served(entry_point, False)
+        route, head = memo.match(table, method, host, target, build)
         direct = self._direct.get(id(route))
         if direct is not None:  # one backend with a pool, no redirect: pick, or say why not
             _, backend, found = direct
@@ -534,9 +593,10 @@ class Router:
     # -- forwarding --------------------------------------------------------------------
 
     async def forward(
-        self, head: RequestHead, request: ForwardRequest
+        self, head: RequestHead, request: ForwardRequest, *, entry_point: str | None = None
     ) -> tuple[Decision, ForwardResponse]:
-        """Route `head` and send `request` there, retrying safely on other endpoints.
+        """Route `head` (on `entry_point`, as `route`) and send `request` there, retrying
+        safely on other endpoints.
 
         The route's steps run first (`kroute.pipeline`): they may change the request, or
         answer it themselves (Answered: a refusal, a user's check); its response steps edit the
@@ -545,7 +605,7 @@ class Router:
         Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
         InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504), Answered.
         """
-        decision = self.route(head)
+        decision = self.route(head, entry_point=entry_point)
         chain = decision.chain
         if chain is None:
             return await self._send(decision, request)
@@ -558,11 +618,44 @@ class Router:
         if answer is not None:
             self.observe(decision, answer.status, started)
             raise Answered(answer.status, answer.reason, answer.headers, answer.body)
+        self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
         request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
         decision, response = await self._send(decision, request)
         if chain.response:
-            run_response(chain, response.status, response.headers)
+            run_response(chain, response.status, response.headers, upstream)
         return decision, response
+
+    def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
+        """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the
+        request has a body, so it is not copied). Every front calls this once the request steps
+        have let the request through; `run()` sends the copies."""
+        if request.mirrors:
+            self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random)
+
+    async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
+        """One copy to one endpoint of its backend's pool, no retry; the response is read and
+        discarded, and the attempt reported to the pool's passive health."""
+        backend = copy.step.backend
+        found = self._backends.get((backend.namespace, backend.name, backend.port))  # type: ignore[arg-type]
+        pick = None if found is None else found.pool.pick(now=self.clock(), rng=self.rng)
+        if found is None or pick is None:
+            raise NoHealthyEndpoint(f"{backend} has no usable endpoint")
+        pool, key = found.pool, pick.endpoint.key
+        pool.begin(key)
+        try:
+            target = Target(pick.endpoint.address, pick.endpoint.port)
+            response = await transport.send(target, ForwardRequest(
+                copy.method, copy.target, list(copy.headers)))  # fmt: skip
+            async for _ in response.body:
+                pass
+        except UpstreamError as exc:
+            pool.end(key, outcome_of(exc), now=self.clock())
+            raise
+        except BaseException:
+            pool.abandon(key)
+            raise
+        outcome = Outcome.HTTP_5XX if response.status >= 500 else Outcome.SUCCESS
+        pool.end(key, outcome, now=self.clock())
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest
@@ -651,7 +744,16 @@ class Router:
             rebuilds=self._rebuilds,
             last_rebuild_seconds=self._rebuild_seconds,
             pools=tuple(b.pool.statistics(now=now) for b in self._backends.values()),
+            mirrors=self.mirrors.statistics(),
         )
+
+
+def _mirrored(route: Route) -> Iterable[BackendRef]:
+    """The backends a route's RequestMirror steps copy requests to (their pools are kept)."""
+    for chain in (route.chain, *route.backend_chains):
+        for step in chain.steps:
+            if isinstance(step, Mirror):
+                yield step.backend
 
 
 def outcome_of(error: UpstreamError | int) -> Outcome:

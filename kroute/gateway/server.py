@@ -18,6 +18,7 @@ unknown transfer codings (RFC 9112 sections 5.2, 6.1, 6.3; request smuggling). O
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,21 +28,17 @@ import attrs
 import httptools
 
 from kroute.gateway.accept import batched
-from kroute.transport import proxy
+from kroute.transport.http1 import (
+    REASON_BYTES,
+    ServerLimits,
+    bodiless,
+    error_page,
+    host_problem,
+)
 from kroute.transport.proxy import HOP_BY_HOP, connection_tokens
 
 Headers = list[tuple[bytes, bytes]]
-
-
-@attrs.frozen
-class ServerLimits:
-    max_request_line: int = 8 * 1024
-    max_header_bytes: int = 32 * 1024
-    max_headers: int = 100
-    header_timeout: float = 10.0
-    idle_timeout: float = 60.0
-    body_timeout: float = 60.0
-    write_timeout: float = 60.0
+_log = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
@@ -72,27 +69,6 @@ class OutgoingResponse:
 
 
 Handler = Callable[[IncomingRequest], Awaitable[OutgoingResponse]]
-
-REASONS = {status: reason.encode() for status, reason in proxy.REASONS.items()}
-
-
-def error_page(status: int, reason: str) -> bytes:
-    """A whole short response that refuses a request and closes the connection."""
-    body = f"{status} {REASONS.get(status, b'Error').decode()}: {reason}\n".encode()
-    return (b"HTTP/1.1 %d %b\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%b") % (
-                status, REASONS.get(status, b"Error"), len(body), body)  # fmt: skip
-
-
-def host_problem(hosts: list[bytes] | None, version: str) -> str | None:
-    """Why a request's Host header fields make it a 400, or None. RFC 9112 section 3.2: an
-    HTTP/1.1 request without Host, and any request with more than one, get a 400 (two Host
-    fields are a classic way to make a proxy and a backend route one request differently)."""
-    if not hosts:
-        return "HTTP/1.1 request without a Host header" if version == "1.1" else None
-    if len(hosts) > 1:
-        return "more than one Host header"
-    return None
 
 
 class _Reject(Exception):
@@ -210,12 +186,10 @@ class _Connection:
     def _check_head(self, message: _Message | None) -> None:
         if message is None:
             return
-        if len(message.url) > self.limits.max_request_line:
-            raise _Reject(414, "request line too long")
-        if message.header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
-        if len(message.headers) > self.limits.max_headers:
-            raise _Reject(431, "too many request headers")
+        over = self.limits.head_problem(len(message.url), message.header_bytes,
+                                        len(message.headers))  # fmt: skip
+        if over is not None:
+            raise _Reject(*over)
         if message.head_done:
             hosts = [value for name, value in message.headers if name.lower() == b"host"]
             problem = host_problem(hosts, message.version)
@@ -265,8 +239,9 @@ class _Connection:
         )
         try:
             response = await self.server.handler(request)
-        except Exception as exc:
-            response = OutgoingResponse(500, [], f"500 Internal Server Error: {exc!r}\n".encode())
+        except Exception:  # the handler's bug: logged, and the client is told nothing of it
+            _log.exception("the handler failed on %s %s", request.method, request.target[:200])
+            response = OutgoingResponse(500, [], b"500 Internal Server Error\n")
         if response.status == 101 and response.upgraded is not None:
             await self._pipe(response)
             return False
@@ -289,9 +264,7 @@ class _Connection:
         drop = HOP_BY_HOP | connection_tokens(response.headers) | {b"content-length"}
         headers = [(n, v) for n, v in response.headers if n.lower() not in drop]
         length = next((v for n, v in response.headers if n.lower() == b"content-length"), None)
-        no_body = (
-            message.method == b"HEAD" or response.status in (204, 304) or response.status < 200
-        )
+        no_body = bodiless(message.method, response.status)
         body = response.body
         chunked = False
         if isinstance(body, bytes):
@@ -306,7 +279,7 @@ class _Connection:
             chunked = True
         if not keep:
             headers.append((b"Connection", b"close"))
-        reason = REASONS.get(response.status, b"Status")
+        reason = REASON_BYTES.get(response.status, b"Status")
         head = b"HTTP/1.1 %d %b\r\n" % (response.status, reason)
         head += b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
         with anyio.fail_after(self.limits.write_timeout):

@@ -25,7 +25,6 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.gateway.router import Decision, outcome_of, status_error
-from kroute.gateway.server import REASONS
 from kroute.pipeline.steps import (
     Answer,
     Chain,
@@ -38,6 +37,7 @@ from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
+from kroute.transport.http1 import REASON_BYTES, bodiless, interim
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import (
     HOP_BY_HOP,
@@ -189,10 +189,11 @@ class Exchange:
     """One request from a client: routing, attempts at endpoints, the response relayed."""
 
     __slots__ = (
-        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished", "gateway",
-        "head", "head_sent", "keep_client", "key", "loop", "message", "no_body", "outbox",
-        "pending", "piping", "policy", "pool", "retry", "router", "sent_body", "started",
-        "status", "timers", "tried", "until_close", "upstream_activity",
+        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished",
+        "forwarding_apart", "gateway", "head", "head_sent", "keep_client", "key", "loop",
+        "message", "no_body", "outbox", "pending", "piping", "policy", "pool", "retry", "router",
+        "sent_body", "started", "status", "timers", "tried", "until_close", "upstream",
+        "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: Client, message: Message) -> None:
@@ -206,6 +207,8 @@ class Exchange:
         self.started = time.perf_counter()
         self.decision: Decision | None = None
         self.chain: Chain | None = None  # the route's steps, when it has any
+        self.forwarding_apart = False  # forwarding lines added after the steps
+        self.upstream: UpstreamRequest | None = None  # what they ran on (response steps read it)
         self.pool: Pool | None = None
         #: The route's timeouts and retries, and its RetryPolicy (`Router.retry_for`): set
         #: when the request is sent.
@@ -244,7 +247,8 @@ class Exchange:
         message, client = self.message, self.client
         try:
             decision = self.router.route_target(message.method_text, message.host,
-                                                message.url_text, self.request_head)  # fmt: skip
+                                                message.url_text, self.request_head,
+                                                self.gateway.entry_point)  # fmt: skip
         except KrouteError as exc:
             self.answer_error(exc)
             return
@@ -254,7 +258,8 @@ class Exchange:
             self.send(message.url, message.lines + client.forwarding(message))
             return
         self.chain = chain
-        request = client.upstream_request(message)
+        request, self.forwarding_apart = client.upstream_request(message, chain)
+        self.upstream = request
         if chain.waits:
             self.loop.create_task(self.wait_steps(chain, request))
         else:
@@ -271,7 +276,13 @@ class Exchange:
         if answer is not None:
             self.answer_error(Answered(answer.status, answer.reason, answer.headers, answer.body))
         else:
-            self.send(request.target.encode("latin-1"), render_headers(request.headers))
+            if request.mirrors:  # (tested here too: the hot path skips the call)
+                message = self.message
+                self.router.mirror(request, body=message.has_body or message.upgrade is not None)
+            lines = render_headers(request.headers)
+            if self.forwarding_apart:  # (the steps do not name them: `upstream_request`)
+                lines += self.client.forwarding(self.message)
+            self.send(request.target.encode("latin-1"), lines)
 
     def send(self, url: bytes, lines: bytes) -> None:
         """Send the request (target `url`, end-to-end header `lines`) where it was routed."""
@@ -491,17 +502,18 @@ class Exchange:
         conn = self.conn
         assert conn is not None
         status = conn.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if interim(status):
             self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
             conn.new_head()
             return
         if self.retry.codes and self.again_on_status(conn, status):
             return
         lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
-        if self.chain is not None and self.chain.response and status != 101:
+        upstream = self.upstream
+        if self.chain is not None and self.chain.response and upstream and status != 101:
             drop = RESPONSE_HEADERS.drop
             fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
-            run_response(self.chain, status, fields)
+            run_response(self.chain, status, fields, upstream)
             lines = render_headers(fields)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
@@ -512,7 +524,7 @@ class Exchange:
                 return
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
-        self.no_body = self.message.method == b"HEAD" or status in (204, 304)
+        self.no_body = bodiless(self.message.method, status)
         framing = b""  # this hop's own framing and connection lines
         if lengths is not None:
             framing = b"Content-Length: %b\r\n" % lengths[0]
@@ -618,7 +630,7 @@ class Exchange:
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
-        head = b"HTTP/1.1 %d %b\r\n" % (status, REASONS.get(status, b"Error"))
+        head = b"HTTP/1.1 %d %b\r\n" % (status, REASON_BYTES.get(status, b"Error"))
         head += render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
         self.flush()

@@ -4,12 +4,16 @@ Pure values and functions: no I/O library is imported here (import-linter holds 
 run a route's `Chain` through `run_request` / `run_request_async` and `run_response`.
 """
 
+from kroute.pipeline.cors import CORS
 from kroute.pipeline.filters import (
     Function,
     HeaderEdits,
+    Mirror,
+    MirrorCopy,
     Refuse,
     RequestHeaderModifier,
     ResponseHeaderModifier,
+    Share,
     URLRewrite,
 )
 from kroute.pipeline.registry import Filters
@@ -26,6 +30,7 @@ from kroute.pipeline.steps import (
 )
 
 __all__ = [
+    "CORS",
     "EMPTY",
     "Answer",
     "AsyncStep",
@@ -33,9 +38,12 @@ __all__ = [
     "Filters",
     "Function",
     "HeaderEdits",
+    "Mirror",
+    "MirrorCopy",
     "Refuse",
     "RequestHeaderModifier",
     "ResponseHeaderModifier",
+    "Share",
     "Step",
     "URLRewrite",
     "UpstreamRequest",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import attrs
 
+from kroute.objects import BackendRef
 from kroute.pipeline.paths import replace_prefix, wire_path
 from kroute.pipeline.steps import Answer, Header, Step, UpstreamRequest
 
@@ -42,6 +43,13 @@ class HeaderEdits:
         for name in self.remove:
             request.remove(name)
 
+    @property
+    def names(self) -> frozenset[bytes]:
+        """The header names these edits touch, lower case."""
+        return frozenset(n.lower() for n, _ in (*self.set, *self.add)) | {
+            n.lower() for n in self.remove
+        }
+
     def describe(self) -> str:
         parts = [f"set {n.decode()}: {v.decode()}" for n, v in self.set]
         parts += [f"add {n.decode()}: {v.decode()}" for n, v in self.add]
@@ -52,6 +60,10 @@ class HeaderEdits:
 @attrs.frozen
 class RequestHeaderModifier(Step):
     edits: HeaderEdits = attrs.field(kw_only=True)
+
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return self.edits.names
 
     def request(self, request: UpstreamRequest) -> Answer | None:
         self.edits.apply(request)
@@ -64,7 +76,7 @@ class ResponseHeaderModifier(Step):
     on_response = True
     edits: HeaderEdits = attrs.field(kw_only=True)
 
-    def response(self, status: int, headers: list[Header]) -> None:
+    def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
         view = UpstreamRequest("", "", None, headers)  # the same edits, on the response's fields
         self.edits.apply(view)
 
@@ -78,6 +90,10 @@ class URLRewrite(Step):
     hostname: str | None = attrs.field(default=None, kw_only=True)
     full_path: str | None = attrs.field(default=None, kw_only=True)
     prefix: tuple[str, str] | None = attrs.field(default=None, kw_only=True)
+
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return frozenset({b"host"} if self.hostname is not None else ())
 
     def request(self, request: UpstreamRequest) -> Answer | None:
         if self.hostname is not None:
@@ -100,8 +116,65 @@ class Refuse(Step):
     status: int = attrs.field(default=500, kw_only=True)
     reason: str = attrs.field(kw_only=True)
 
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return frozenset()
+
     def request(self, request: UpstreamRequest) -> Answer | None:
         return Answer(self.status, self.reason, body=REFUSED_BODY)
+
+
+@attrs.frozen
+class Share:
+    """The share of requests a RequestMirror copies, `numerator` / `denominator`
+    (HTTPRequestMirrorFilter: `percent` p is p/100, `fraction` is as given, neither is all)."""
+
+    numerator: int = 1
+    denominator: int = 1
+
+    def takes(self, draw: float) -> bool:
+        """Whether a request is copied, given its random `draw` (uniform in [0, 1)); the draw
+        is passed in, so this is pure: the Router draws from its seeded `rng`."""
+        return self.numerator >= self.denominator or draw * self.denominator < self.numerator
+
+    def __str__(self) -> str:
+        if self.denominator == 100:
+            return f"{self.numerator}%"
+        return f"{self.numerator}/{self.denominator}"
+
+
+@attrs.frozen
+class MirrorCopy:
+    """A request as a RequestMirror step saw it (the steps before it applied), to send to
+    `step.backend` if `step.share` takes it (`UpstreamRequest.mirrors`)."""
+
+    step: Mirror
+    method: str
+    target: str
+    headers: tuple[Header, ...]
+
+
+@attrs.frozen
+class Mirror(Step):
+    """HTTPRequestMirrorFilter: a copy of the request, as the steps before this one left it,
+    goes to `backend` (fire and forget: its response is discarded and it never delays or fails
+    the request). The step only records the copy; the front hands the copies to the Router
+    (`Router.mirror`), which draws the share and queues them. A `backend` with an `error`
+    (RefNotPermitted, InvalidKind) is not configured: the spec says such a backendRef "must be
+    dropped", so nothing is copied (and the compile notes say why)."""
+
+    backend: BackendRef = attrs.field(kw_only=True)
+    share: Share = attrs.field(default=Share(), kw_only=True)
+
+    @property
+    def label(self) -> str:
+        return f"RequestMirror to {self.backend} ({self.share}, {self.field})"
+
+    def request(self, request: UpstreamRequest) -> Answer | None:
+        if self.backend.error is None and self.share.numerator:
+            copy = MirrorCopy(self, request.method, request.target, tuple(request.headers))
+            request.mirrors += (copy,)
+        return None
 
 
 @attrs.frozen

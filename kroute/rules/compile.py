@@ -19,7 +19,8 @@ from kroute.objects import FieldError, Manifest, Obj, ObjectRef, object_ref
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.rules import gateway, ingress, traefik
-from kroute.rules.route import Route
+from kroute.rules.entrypoints import EntryPoint, unserved_names
+from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable
 
 DEFAULT_CLASS = "kroute"
@@ -76,6 +77,18 @@ class CompileResult:
     errors: tuple[InvalidObject, ...] = ()
     notes: tuple[str, ...] = ()
     refused: tuple[InvalidObject, ...] = ()
+    _tables: dict[str, RouteTable] = attrs.field(factory=dict, eq=False, repr=False)
+
+    def table_for(self, entry_point: EntryPoint) -> RouteTable:
+        """The routes `entry_point` serves (`kroute.rules.entrypoints`), made once per entry
+        point name; `table` itself when it serves every route."""
+        table = self._tables.get(entry_point.name)
+        if table is None:
+            routes = self.table.routes
+            served = [r for r in routes if r.attachment is None or r.attachment.admits(entry_point)]
+            table = self.table if len(served) == len(routes) else RouteTable(served)
+            self._tables[entry_point.name] = table
+        return table
 
 
 def _api_group(obj: Obj) -> str:
@@ -121,6 +134,7 @@ def compile_objects(
     allow_cross_namespace: bool = False,
     cache: CompileCache | None = None,
     filters: Filters = NO_FILTERS,
+    entry_points: Sequence[EntryPoint] | None = None,
 ) -> CompileResult:
     """Compile every routing object among `objects` into one RouteTable.
 
@@ -130,6 +144,8 @@ def compile_objects(
     object without a kind or apiVersion is reported, never dropped unexplained.
     With a `cache` (kept between calls), objects that did not change are not compiled again.
     `filters` are the application's own steps, which routes may name (`kroute.pipeline`).
+    With `entry_points`, the notes also name what no entry point serves (a Gateway listener
+    on a port none listens on, an entry point name none has).
     """
     cached = cache.get if cache is not None else _uncached
     out = _Collector()
@@ -148,7 +164,7 @@ def compile_objects(
         elif isinstance(kind, str) and group in ("networking.k8s.io", gateway.GROUP, ""):
             by_kind.setdefault(kind, []).append(manifest)
     _compile_ingresses(by_kind, out, ingress_class, cached)
-    _compile_gateway_api(by_kind, out, gateway_class, cached, filters)
+    listeners = _compile_gateway_api(by_kind, out, gateway_class, cached, filters)
     for item in by_kind.get("IngressRoute", []):
         ref = None
         try:
@@ -163,8 +179,30 @@ def compile_objects(
             out.reject(item, exc, ref)
     if cache is not None:
         cache.finish()
+    if entry_points is not None:
+        out.notes.extend(_unserved(out.routes, listeners, entry_points))
     return CompileResult(RouteTable(out.routes), tuple(out.errors), tuple(out.notes),
                          refusals(out.routes))  # fmt: skip
+
+
+def _unserved(
+    routes: Sequence[Route], listeners: Sequence[gateway.Listener], points: Sequence[EntryPoint]
+) -> list[str]:
+    """Notes for what no entry point serves: listeners and entry point names."""
+    notes = []
+    for lst in listeners:
+        if lst.accepts_httproute and not any(e.binds(lst.port, lst.tls) for e in points):
+            kind = "terminates TLS" if lst.tls else "serves plain HTTP"
+            notes.append(f"{lst.gateway}: listener {lst.name!r} (port {lst.port}): no entry "
+                         f"point that {kind} listens on port {lst.port}: routes attached to "
+                         "it are served nowhere")  # fmt: skip
+    named = set()
+    for r in routes:
+        if r.attachment is not None and r.attachment.names is not None:
+            field = ("spec.entryPoints" if r.family == Family.INGRESSROUTE
+                     else f"metadata.annotations[{ingress.ENTRYPOINTS_ANNOTATION}]")  # fmt: skip
+            named.add((str(r.source), field, r.attachment.names))
+    return notes + unserved_names(sorted(named, key=str), points)
 
 
 def refusals(routes: Iterable[Route]) -> tuple[InvalidObject, ...]:
@@ -246,7 +284,8 @@ def _one_ingress(item: Manifest, name: str, defaults: set[str] | None) -> _Outco
 def _compile_gateway_api(
     by_kind: dict[str, list[Manifest]], out: _Collector, name: str, cached: Cached,
     filters: Filters,
-) -> None:  # fmt: skip
+) -> list[gateway.Listener]:  # fmt: skip
+    """Compile the HTTPRoutes into `out`; the listeners of our Gateways."""
     listeners: list[gateway.Listener] = []
     for item in _of_group(by_kind, "Gateway", gateway.GROUP):
         ref = None
@@ -258,7 +297,7 @@ def _compile_gateway_api(
         except FieldError as exc:
             out.reject(item, exc, ref)
     if not listeners:
-        return
+        return listeners
     grants = [m.obj for m in _of_group(by_kind, "ReferenceGrant", gateway.GROUP)]
     namespaces = [m.obj for m in _of_group(by_kind, "Namespace", "")]
     ctx = gateway.GatewayContext.build(listeners, grants, namespaces, filters)
@@ -280,6 +319,7 @@ def _compile_gateway_api(
             continue
         out.routes.extend(routes)
         out.notes.extend(notes)
+    return listeners
 
 
 class _Same:

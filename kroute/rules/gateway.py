@@ -3,8 +3,9 @@
 Sources: `apis/v1/httproute_types.go` and `gateway_types.go` in kubernetes-sigs/gateway-api, and
 its conformance tests. What is implemented:
 - Gateways whose `gatewayClassName` is ours; their HTTP and HTTPS listeners, `allowedRoutes`
-  (namespaces Same/All/Selector, kinds); ports are not matched (kroute serves every listener on
-  the front it is given, docs/rules.md);
+  (namespaces Same/All/Selector, kinds); each route carries the (port, HTTPS) of the listeners
+  it is attached to, and is served on the entry points they bind to (`kroute.rules.entrypoints`,
+  docs/entrypoints.md);
 - HTTPRoute `parentRefs` (namespace, sectionName, port), hostname intersection with the listener,
   and listener isolation: a request whose host matches a more specific listener of the same
   Gateway and port is not routed by routes attached to a less specific one (GEP-1713);
@@ -17,6 +18,8 @@ its conformance tests. What is implemented:
   most query matches; the oldest route; `{namespace}/{name}`; rule order; match order;
 - backendRefs with weights (default 1, weight 0 takes nothing), cross-namespace references only
   where a ReferenceGrant allows them; an unusable reference keeps its share and answers 500;
+  a RequestMirror's backendRef is checked alike, and an unusable one is not configured (no
+  copies, a note), as HTTPRequestMirrorFilter.BackendRef says.
 - rule `timeouts` and `retry` (`kroute.rules.policy`); `sessionPersistence` fails closed.
 """
 
@@ -43,7 +46,7 @@ from kroute.objects import (
     req_str,
     selector_matches,
 )
-from kroute.pipeline.filters import Refuse
+from kroute.pipeline.filters import Mirror, Refuse
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Chain
 from kroute.rules.conditions import (
@@ -59,8 +62,9 @@ from kroute.rules.conditions import (
     QueryIs,
     QueryRegex,
 )
+from kroute.rules.entrypoints import Attachment
 from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
-from kroute.rules.httproute_filters import rule_filters, with_prefix
+from kroute.rules.httproute_filters import ResolveRef, rule_filters, with_prefix
 from kroute.rules.policy import rule_policy
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_path
@@ -82,6 +86,8 @@ class Listener:
     namespaces_from: str
     namespace_selector: Mapping[str, Any]
     accepts_httproute: bool
+    #: Protocol HTTPS: served only on entry points that terminate TLS.
+    tls: bool = False
 
 
 def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
@@ -127,6 +133,7 @@ def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
                     namespaces.get("selector"), f"{field}.allowedRoutes.namespaces.selector"
                 ),
                 accepts_httproute=accepts,
+                tls=protocol == "HTTPS",
             )
         )
     return out
@@ -213,11 +220,15 @@ class GatewayContext:
         return (Not(AnyOf(tuple(host_condition(h, any_depth=True) for h in narrower))),)
 
 
+_Attached = tuple[str | None, tuple[Condition, ...], tuple[int, bool]]
+
+
 def _attachments(
     spec: Mapping[str, Any], ref: ObjectRef, hostnames: list[str | None], ctx: GatewayContext
-) -> tuple[list[tuple[str | None, tuple[Condition, ...]]], list[str]]:
-    """(hostname, isolation conditions) pairs the route is served under, and notes."""
-    out: list[tuple[str | None, tuple[Condition, ...]]] = []
+) -> tuple[list[_Attached], list[str]]:
+    """(hostname, isolation conditions, listener (port, HTTPS)) the route is served under,
+    and notes."""
+    out: list[_Attached] = []
     notes: list[str] = []
     for i, value in enumerate(as_list(spec.get("parentRefs"), "spec.parentRefs")):
         field = f"spec.parentRefs[{i}]"
@@ -247,7 +258,7 @@ def _attachments(
             for hostname in hostnames:
                 ok, joined = intersect(lst.hostname, hostname)
                 if ok:
-                    out.append((joined, ctx.isolation(lst)))
+                    out.append((joined, ctx.isolation(lst), (lst.port, lst.tls)))
                     attached = True
         if not attached:
             notes.append(
@@ -351,31 +362,55 @@ def _backend_refs(
     for k, value in enumerate(values):
         item_field = f"{field}[{k}]"
         item = as_map(value, item_field)
-        name = req_str(item.get("name"), f"{item_field}.name")
-        namespace = as_str(item.get("namespace"), f"{item_field}.namespace") or ref.namespace
         weight = as_int(
             item.get("weight"), f"{item_field}.weight", default=1, low=0, high=1_000_000
         )
-        group, kind = item.get("group", ""), item.get("kind", "Service")
-        port_value = item.get("port")
-        port = None
-        if port_value is not None:
-            port = as_int(port_value, f"{item_field}.port", default=0, low=1, high=65535)
-        error = None
-        if group != "" or kind != "Service":
-            error = f"InvalidKind: backend kind {kind!r} of group {group!r} is not supported"
-        elif port is None:
-            raise FieldError(f"{item_field}.port", "required when the backend is a Service")
-        elif namespace != ref.namespace and not (
-            (ref.namespace, namespace, name) in ctx.grants
-            or (ref.namespace, namespace, "") in ctx.grants
-        ):
-            error = f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows it"
-        out.append(BackendRef(namespace, name, port, weight, error))
+        out.append(attrs.evolve(_service_ref(item, item_field, ref, ctx), weight=weight))
         _, chain = rule_filters(item.get("filters"), f"{item_field}.filters", ctx.filters,
-                                backend=True)  # fmt: skip
+                                backend=True, resolve=_resolver(ref, ctx))  # fmt: skip
         chains.append(chain)
     return tuple(out), (tuple(chains) if any(chains) else ())
+
+
+def _service_ref(
+    item: Mapping[str, Any], field: str, ref: ObjectRef, ctx: GatewayContext
+) -> BackendRef:
+    """A BackendObjectReference (a backendRef, a RequestMirror's backendRef) from HTTPRoute
+    `ref`: its `error` says why it cannot be used (InvalidKind, RefNotPermitted)."""
+    name = req_str(item.get("name"), f"{field}.name")
+    namespace = as_str(item.get("namespace"), f"{field}.namespace") or ref.namespace
+    group, kind = item.get("group", ""), item.get("kind", "Service")
+    port_value = item.get("port")
+    port = None
+    if port_value is not None:
+        port = as_int(port_value, f"{field}.port", default=0, low=1, high=65535)
+    error = None
+    if group != "" or kind != "Service":
+        error = f"InvalidKind: backend kind {kind!r} of group {group!r} is not supported"
+    elif port is None:
+        raise FieldError(f"{field}.port", "required when the backend is a Service")
+    elif namespace != ref.namespace and not (
+        (ref.namespace, namespace, name) in ctx.grants
+        or (ref.namespace, namespace, "") in ctx.grants
+    ):
+        error = f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows it"
+    return BackendRef(namespace, name, port, error=error)
+
+
+def _resolver(ref: ObjectRef, ctx: GatewayContext) -> ResolveRef:
+    return lambda item, field: _service_ref(item, field, ref, ctx)
+
+
+def _mirror_notes(ref: ObjectRef, chains: Sequence[Chain]) -> list[str]:
+    """RequestMirror backends that cannot be used are not configured (the spec: "must be
+    dropped"): the request is served, not copied, and the notes say so."""
+    return [
+        f"{ref}: {step.field}: RequestMirror to {step.backend} is not configured: "
+        f"{step.backend.error}"
+        for chain in chains
+        for step in chain.steps
+        if isinstance(step, Mirror) and step.backend.error is not None
+    ]
 
 
 def compile_httproute(
@@ -389,6 +424,7 @@ def compile_httproute(
         for i, h in enumerate(as_list(spec.get("hostnames"), "spec.hostnames"))
     ] or [None]
     rules = []
+    mirror_notes: list[str] = []
     for i, value in enumerate(as_list(spec.get("rules"), "spec.rules") or [{}]):
         field = f"spec.rules[{i}]"
         rule = as_map(value, field)
@@ -400,14 +436,20 @@ def compile_httproute(
             ref,
             ctx,
         )
-        redirect, chain = rule_filters(rule.get("filters"), f"{field}.filters", ctx.filters)
+        redirect, chain = rule_filters(rule.get("filters"), f"{field}.filters", ctx.filters,
+                                       resolve=_resolver(ref, ctx))  # fmt: skip
         policy, refused = rule_policy(rule, field)
         chain = chain + _unsupported_fields(rule, field) + refused
         rules.append((field, compiled, backends, backend_chains, redirect, chain, policy))
+        mirror_notes += _mirror_notes(ref, (chain, *backend_chains))
     attachments, notes = _attachments(spec, ref, hostnames, ctx)
-    routes: list[Route] = []
-    seen: set[tuple[Any, ...]] = set()
-    for hostname, isolation in attachments:
+    if attachments:  # (a route served by another implementation is not ours to judge)
+        notes += mirror_notes
+    # A route served the same way through several listeners (ports) is one route attached to
+    # all of them: the entry points of each serve it.
+    routes: dict[tuple[Any, ...], Route] = {}
+    bound: dict[tuple[Any, ...], set[tuple[int, bool]]] = {}
+    for hostname, isolation, listener in attachments:
         if hostname is None:
             host_conds: tuple[Condition, ...] = ()
             host_rank: tuple[int, int] = (2, 0)
@@ -428,33 +470,33 @@ def compile_httproute(
                     with_prefix(c, None, stem, field)[0] for c in backend_chains
                 )
                 conditions = (*host_conds, *conds, *isolation)
-                if (conditions, i, j) in seen:
+                key = (conditions, i, j)
+                bound.setdefault(key, set()).add(listener)
+                if key in routes:
                     continue
-                seen.add((conditions, i, j))
-                routes.append(
-                    Route(
-                        source=ref,
-                        field=f"{field}.matches[{j}]",
-                        conditions=conditions,
-                        backends=backends,
-                        precedence=(
-                            Family.HTTPROUTE,
-                            *host_rank,
-                            *match_rank,
-                            created,
-                            f"{ref.namespace}/{ref.name}",
-                            i,
-                            j,
-                        ),
-                        why=f"{host_text}, {match_text}, {describe_age(created)}",
-                        origin=origin,
-                        redirect=match_redirect,
-                        chain=match_chain,
-                        backend_chains=match_backend_chains,
-                        policy=policy,
-                    )
+                routes[key] = Route(
+                    source=ref,
+                    field=f"{field}.matches[{j}]",
+                    conditions=conditions,
+                    backends=backends,
+                    precedence=(
+                        Family.HTTPROUTE,
+                        *host_rank,
+                        *match_rank,
+                        created,
+                        f"{ref.namespace}/{ref.name}",
+                        i,
+                        j,
+                    ),
+                    why=f"{host_text}, {match_text}, {describe_age(created)}",
+                    origin=origin,
+                    redirect=match_redirect,
+                    chain=match_chain,
+                    backend_chains=match_backend_chains,
+                    policy=policy,
                 )
-    return routes, notes
+    return [attrs.evolve(route, attachment=Attachment(listeners=frozenset(bound[key])))
+            for key, route in routes.items()], notes  # fmt: skip
 
 
 #: HTTPRouteRule fields kroute does not implement yet: a rule that sets one answers 500.

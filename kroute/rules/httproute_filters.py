@@ -1,15 +1,16 @@
 """HTTPRoute filters (Gateway API v1.6 HTTPRouteFilter) -> a redirect and a chain of steps.
 
 Supported, at rule level and (except RequestRedirect) at backendRef level:
-RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, and ExtensionRef to
-a filter the application registered (`group: kroute.dev`, `kind: Filter`).
+RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, CORS
+(`kroute.pipeline.cors`), RequestMirror (any number of them), and ExtensionRef to a filter
+the application registered (`group: kroute.dev`, `kind: Filter`).
 
 Everything else fails closed, as the spec requires of a filter that cannot be applied ("MUST
 NOT be skipped", HTTPRouteFilter.ExtensionRef; "the implementation MUST ... return a 500",
 HTTPRouteRule.Filters): a `Refuse` step in its place, so the rule answers 500 and never
 forwards, and the compile result names the object, the field and why. That covers an
 ExtensionRef to a Traefik Middleware (group traefik.io; the middlewares are not built yet), to a
-filter not registered, to an unknown group or kind; RequestMirror and CORS until they are built;
+filter not registered, to an unknown group or kind;
 a filter type kroute does not know; two filters of a type the spec allows once; RequestRedirect
 with URLRewrite in one rule. Malformed values (a header name with a space, a status code the
 spec does not allow) are field errors: the object is rejected, as the API server's validation
@@ -19,16 +20,20 @@ would have done.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
 
-from kroute.objects import FieldError, as_int, as_list, as_map, as_str, req_str
+from kroute.objects import BackendRef, FieldError, as_int, as_list, as_map, as_str, req_str
+from kroute.pipeline.cors import TOKEN, cors_filter
 from kroute.pipeline.filters import (
     HeaderEdits,
+    Mirror,
     Refuse,
     RequestHeaderModifier,
     ResponseHeaderModifier,
+    Share,
     URLRewrite,
 )
 from kroute.pipeline.registry import Filters
@@ -36,8 +41,7 @@ from kroute.pipeline.steps import Chain, Step
 from kroute.rules.hostnames import check_hostname
 from kroute.rules.redirect import Redirect
 
-#: HTTPHeaderName (RFC 7230 token) and what a value must not contain (CR, LF, NUL).
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+#: What a header value must not contain (CR, LF, NUL); a name is a token (HTTPHeaderName).
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 #: HTTPRequestRedirectFilter.StatusCode: 301 and 302 (core), 303, 307 and 308 (extended).
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
@@ -46,10 +50,13 @@ _ONCE = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "
          "CORS")  # fmt: skip
 KROUTE_GROUP = "kroute.dev"
 T = TypeVar("T", Redirect, URLRewrite)
+#: A BackendObjectReference (its map, its field) -> the BackendRef, with its `error` when the
+#: route may not use it (`kroute.rules.gateway`: kind, port, ReferenceGrant).
+ResolveRef = Callable[[Any, str], BackendRef]
 
 
 def rule_filters(
-    value: Any, field: str, filters: Filters, *, backend: bool = False
+    value: Any, field: str, filters: Filters, *, backend: bool = False, resolve: ResolveRef
 ) -> tuple[Redirect | None, Chain]:
     """A rule's (or with `backend`, a backendRef's) filters: its redirect and its steps.
 
@@ -78,8 +85,12 @@ def rule_filters(
             redirect = _redirect(as_map(item.get("requestRedirect"), spec_field), spec_field)
         elif kind == "URLRewrite":
             steps.append(_rewrite(item.get("urlRewrite"), item_field))
+        elif kind == "CORS":
+            steps.append(cors_filter(item.get("cors"), item_field))
         elif kind == "ExtensionRef":
             steps.append(_extension(item.get("extensionRef"), item_field, filters))
+        elif kind == "RequestMirror":
+            steps.append(_mirror(item.get("requestMirror"), item_field, resolve))
         else:
             where = " in backendRefs[].filters" if backend else ""
             steps.append(Refuse(item_field, reason=f"filter type {kind}{where} is not "
@@ -137,7 +148,7 @@ def _edits(value: Any, field: str) -> HeaderEdits:
 
 
 def _name(name: str, field: str) -> bytes:
-    if not _HEADER_NAME.fullmatch(name):
+    if not TOKEN.fullmatch(name):
         raise FieldError(field, f"{name!r} is not a valid header name")
     return name.encode("ascii")
 
@@ -186,6 +197,35 @@ def _rewrite(value: Any, field: str) -> URLRewrite:
         hostname = check_hostname(hostname, f"{field}.urlRewrite.hostname")
     full_path, prefix = _path_modifier(spec.get("path"), f"{field}.urlRewrite.path")
     return URLRewrite(field, hostname=hostname, full_path=full_path, prefix=prefix)
+
+
+def _mirror(value: Any, field: str, resolve: ResolveRef) -> Mirror:
+    """HTTPRequestMirrorFilter: backendRef, and `percent` (0 to 100) or `fraction`
+    (numerator <= denominator, denominator 100 by default), not both; neither means every
+    request (the CRD's bounds and CEL rules, checked here as the API server would)."""
+    spec_field = f"{field}.requestMirror"
+    spec = as_map(value, spec_field)
+    backend = resolve(as_map(spec.get("backendRef"), f"{spec_field}.backendRef"),
+                      f"{spec_field}.backendRef")  # fmt: skip
+    percent, fraction = spec.get("percent"), spec.get("fraction")
+    if percent is not None and fraction is not None:
+        raise FieldError(spec_field, "only one of percent and fraction may be set")
+    share = Share()
+    if percent is not None:
+        share = Share(as_int(percent, f"{spec_field}.percent", default=0, low=0, high=100), 100)
+    elif fraction is not None:
+        spec = as_map(fraction, f"{spec_field}.fraction")
+        if spec.get("numerator") is None:
+            raise FieldError(f"{spec_field}.fraction.numerator", "required")
+        numerator = as_int(spec.get("numerator"), f"{spec_field}.fraction.numerator",
+                           default=0, low=0, high=2**31 - 1)  # fmt: skip
+        denominator = as_int(spec.get("denominator"), f"{spec_field}.fraction.denominator",
+                             default=100, low=1, high=2**31 - 1)  # fmt: skip
+        if numerator > denominator:
+            raise FieldError(f"{spec_field}.fraction",
+                             "numerator must be less than or equal to denominator")  # fmt: skip
+        share = Share(numerator, denominator)
+    return Mirror(field, backend=backend, share=share)
 
 
 def _extension(value: Any, field: str, filters: Filters) -> Step:

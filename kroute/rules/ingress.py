@@ -37,6 +37,7 @@ from kroute.objects import (
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Chain
 from kroute.rules.conditions import Condition, PathIs, PathPrefix
+from kroute.rules.entrypoints import Attachment
 from kroute.rules.hostnames import check_hostname, host_condition
 from kroute.rules.redirect import Redirect
 from kroute.rules.request import normalize_path
@@ -136,11 +137,39 @@ def _ssl_redirect(obj: Obj) -> Redirect | None:
     return Redirect(status=308, scheme="https", only_from="http")
 
 
+ENTRYPOINTS_ANNOTATION = "traefik.ingress.kubernetes.io/router.entrypoints"
+TLS_ANNOTATION = "traefik.ingress.kubernetes.io/router.tls"
+#: Go's strconv.ParseBool, which Traefik's annotation parser uses.
+_BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+          **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}  # fmt: skip
+
+
+def _attachment(obj: Obj) -> Attachment | None:
+    """Traefik's `router.entrypoints` (comma-separated names: only those entry points) and
+    `router.tls` ("true": only entry points that terminate TLS; `spec.tls` alone only names
+    certificates, as in Traefik). None: every entry point."""
+    annotations = annotations_of(obj)
+    field = f"metadata.annotations[{ENTRYPOINTS_ANNOTATION}]"
+    listed = as_str(annotations.get(ENTRYPOINTS_ANNOTATION), field)
+    names = None
+    if listed is not None:
+        names = frozenset(n.strip() for n in listed.split(","))
+        if "" in names:
+            raise FieldError(field, f"{listed!r}: an empty entry point name")
+    field = f"metadata.annotations[{TLS_ANNOTATION}]"
+    flag = as_str(annotations.get(TLS_ANNOTATION), field)
+    if flag is not None and flag not in _BOOLS:
+        raise FieldError(field, f"{flag!r} is not true or false")
+    tls = flag is not None and _BOOLS[flag]
+    return Attachment(names, tls=tls) if names is not None or tls else None
+
+
 #: Annotation prefixes of ingress controllers: an annotation under one that kroute does not
 #: apply (an auth URL, a rewrite, a Traefik middleware) fails the Ingress closed.
 CONTROLLER_PREFIXES = ("kroute.dev/", "traefik.ingress.kubernetes.io/",
                        "nginx.ingress.kubernetes.io/", "ingress.kubernetes.io/")  # fmt: skip
-APPLIED_ANNOTATIONS = frozenset({SSL_REDIRECT_ANNOTATION})
+APPLIED_ANNOTATIONS = frozenset({SSL_REDIRECT_ANNOTATION, ENTRYPOINTS_ANNOTATION,
+                                 TLS_ANNOTATION})  # fmt: skip
 
 
 def _unapplied_annotations(obj: Obj) -> Chain:
@@ -162,6 +191,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
     tie = (created, f"{ref.namespace}/{ref.name}")
     redirect = _ssl_redirect(obj)
     chain = _unapplied_annotations(obj)
+    attachment = _attachment(obj)
     routes: list[Route] = []
     if spec.get("defaultBackend") is not None:
         backend = _backend(spec["defaultBackend"], "spec.defaultBackend", ref.namespace)
@@ -176,6 +206,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                 origin=origin,
                 redirect=redirect,
                 chain=chain,
+                attachment=attachment,
             )
         )
     for r, rule_value in enumerate(as_list(spec.get("rules"), "spec.rules")):
@@ -218,6 +249,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                     origin=origin,
                     redirect=redirect,
                     chain=chain,
+                    attachment=attachment,
                 )
             )
     return routes

@@ -70,9 +70,25 @@ class Preview:
                 n.decode("latin-1"): v.decode("latin-1") for n, v in self.response_headers
             }
         if self.changes:
-            out["steps"] = list(self.changes)
+            out["changes"] = list(self.changes)
         if self.not_run:
             out["not_run"] = list(self.not_run)
+        return out
+
+    def lines(self) -> list[str]:
+        """The text form's lines: which step changed what, and how the request ends."""
+        out = [f"step {change}" for change in self.changes]
+        out += [f"not run offline: {label}" for label in self.not_run]
+        if self.redirect is not None:
+            out.append(f"redirects: {self.redirect[0]} to {self.redirect[1]}")
+        elif self.status is not None:
+            out.append(f"answered by a step: {self.status[0]} ({self.status[1]})")
+        elif self.upstream is not None and self.changes:
+            host = (self.upstream.get(b"host") or b"").decode("latin-1")
+            out.append(f"the backend receives: {self.upstream.method} {host}"
+                       f"{self.upstream.target}")  # fmt: skip
+        out += [f"response header {n.decode('latin-1')}: {v.decode('latin-1')}"
+                for n, v in self.response_headers]  # fmt: skip
         return out
 
 
@@ -97,14 +113,17 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
             not_run.append(step.label)
             continue
         before = (request.target, list(request.headers))
+        copied = len(request.mirrors)
         answer = run_request(Chain((step,)), request)
         if answer is not None:
             changes.append(f"{step.label}: answers {answer.status} ({answer.reason})")
             return Preview(status=(answer.status, answer.reason), changes=tuple(changes),
                            not_run=tuple(not_run))  # fmt: skip
         changes.extend(_diff(step.label, before, request))
+        changes.extend(f"{step.label}: copies {c.method} {c.target}"
+                       for c in request.mirrors[copied:])  # fmt: skip
     response: list[Header] = []
-    run_response(chain, 200, response)
+    run_response(chain, 200, response, request)
     return Preview(upstream=request, response_headers=tuple(response), changes=tuple(changes),
                    not_run=tuple(not_run))  # fmt: skip
 

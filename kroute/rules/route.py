@@ -15,6 +15,7 @@ import attrs
 from kroute.objects import BackendRef, ObjectRef
 from kroute.pipeline.steps import EMPTY, Chain
 from kroute.rules.conditions import Conjunction
+from kroute.rules.entrypoints import Attachment
 from kroute.rules.policy import RoutePolicy
 from kroute.rules.redirect import Redirect
 
@@ -60,6 +61,8 @@ class Route:
     #: of the backend chosen, run after the route's.
     chain: Chain = EMPTY
     backend_chains: tuple[Chain, ...] = ()
+    #: The entry points that serve the route (`kroute.rules.entrypoints`); None: every one.
+    attachment: Attachment | None = None
     #: Timeouts and retries of this route (HTTPRoute rule `timeouts`, `retry`); None: the
     #: Router's own retries and the transport's timeouts.
     policy: RoutePolicy | None = None
@@ -85,6 +88,8 @@ class Route:
             "route": self.name,
             "backends": [b.to_json() for b in self.backends],
         }
+        if self.attachment is not None:
+            out["entry_points"] = self.attachment.to_json()
         if self.redirect is not None:
             out["redirect"] = attrs.asdict(self.redirect)
         if self.chain or self.backend_chains:

@@ -18,6 +18,9 @@ lookup reads the candidate list for the request's host and path in each tier tha
 (usually one), sorted by rank, and keeps the best rank whose residual checks pass.
 Because the index keys are exact equivalents of the conditions they replace, the answer is the
 one an ordered scan gives (`scan`, which the tests and the benchmark compare against).
+
+`for_host` reads the same host keys for `explain`: the routes that can concern a host, without
+walking every route (docs/explain.md).
 """
 
 from __future__ import annotations
@@ -115,10 +118,12 @@ class _Tier:
     stored as that entry's route: the answer itself.
     """
 
-    __slots__ = ("below", "keys", "main", "starts", "whole")
+    __slots__ = ("below", "keys", "main", "ranks", "starts", "whole")
 
     def __init__(self, filed: dict[str, _Filed]) -> None:
         self.keys = frozenset(filed)
+        #: The ranks filed under each host key, for `RouteTable.for_host` (not read by lookups).
+        self.ranks = {key: [entry[0] for _, entry in routes] for key, routes in filed.items()}
         whole: dict[str, dict[str, _Candidates]] = {}
         below: dict[str, dict[str, _Candidates]] = {}
         self.starts: dict[str, _Starts] = {}
@@ -337,6 +342,24 @@ class RouteTable:
         if any_host.keys:
             best, pure = any_host.search("", request, best, pure, ranks)
         return best, pure
+
+    def for_host(self, host: str) -> tuple[Route, ...]:
+        """The routes filed under the host keys that `host` (normalised, as in `RequestHead`)
+        looks up, and those filed for any host, in precedence order: every route that can take
+        a request for `host`, read from the index rather than by walking all routes.
+
+        A route is kept on its index key alone: one whose residual checks include a host
+        condition that fails for `host` (HostRegexp, a second Host) is still listed."""
+        ranks = list(self._exact.ranks.get(host, ()))
+        dot = host.find(".")  # the suffixes `lookup` reads, in the same way
+        if dot > 0:
+            ranks += self._one_label.ranks.get(host[dot + 1 :], ())
+        while dot != -1:
+            if dot > 0:
+                ranks += self._any_depth.ranks.get(host[dot + 1 :], ())
+            dot = host.find(".", dot + 1)
+        ranks += self._any_host.ranks.get("", ())
+        return tuple(self.routes[rank] for rank in sorted(ranks))
 
     def scan(self, request: RequestHead) -> Route | None:
         """The first route in precedence order whose conditions all hold: the reference answer."""

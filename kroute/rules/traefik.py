@@ -22,7 +22,8 @@ else the length of the rule text less 2 for each `Host(`**.…`)` (v3.7 `GetRule
 `muxer.DoubleWildcardPenalty`: "its stars do not count", so that it ranks below the `*.` form
 and the exact hosts it covers); higher first. Traefik leaves equal priorities unordered; kroute
 breaks ties by `{namespace}/{name}`, then route order, so that the same input always routes the
-same way.
+same way. `spec.entryPoints` and `spec.tls` say which entry points serve the routes
+(`kroute.rules.entrypoints`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from kroute.rules.conditions import (
     QueryRegex,
     to_dnf,
 )
+from kroute.rules.entrypoints import Attachment
 from kroute.rules.expr import And, Call, Negation, Node, parse_rule
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_host, normalize_path
@@ -244,6 +246,7 @@ def compile_ingressroute(
     routes_value = as_list(spec.get("routes"), "spec.routes")
     if not routes_value:
         raise FieldError("spec.routes", "required: at least one route")
+    attachment, tls_chain = _attachment(spec)
     routes = []
     for i, value in enumerate(routes_value):
         field = f"spec.routes[{i}]"
@@ -273,7 +276,7 @@ def compile_ingressroute(
             ref,
             allow_cross_namespace,
         )
-        chain = _unsupported(raw, field)
+        chain = tls_chain + _unsupported(raw, field)
         for k, alternative in enumerate(to_dnf(condition)):
             routes.append(
                 Route(
@@ -291,9 +294,28 @@ def compile_ingressroute(
                     why=why,
                     origin=origin,
                     chain=chain,
+                    attachment=attachment,
                 )
             )
     return routes
+
+
+def _attachment(spec: Mapping[str, Any]) -> tuple[Attachment | None, Chain]:
+    """`spec.entryPoints` (none: every entry point, Traefik's default) and `spec.tls` (TLS
+    entry points only: "the router is dedicated to HTTPS requests only", Traefik's routers
+    page); a Refuse step for each `spec.tls` field kroute does not apply (`secretName` is
+    loaded by `kroute.tls.certs`)."""
+    listed = as_list(spec.get("entryPoints"), "spec.entryPoints")
+    names = [req_str(n, f"spec.entryPoints[{i}]") for i, n in enumerate(listed)]
+    tls = spec.get("tls")
+    fields = as_map(tls, "spec.tls")
+    refused = tuple(
+        Refuse(f"spec.tls.{name}", reason=f"TLS {name} is not supported by kroute yet")
+        for name in sorted(fields) if name != "secretName"
+    )  # fmt: skip
+    if not names and tls is None:
+        return None, Chain(refused)
+    return Attachment(frozenset(names) if names else None, tls=tls is not None), Chain(refused)
 
 
 #: Fields of an IngressRoute route and of its services that kroute applies; anything else

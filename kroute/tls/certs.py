@@ -5,7 +5,8 @@ every Secret in the cluster): Ingress `spec.tls[].secretName` (same namespace; I
 IngressTLS) and the `certificateRefs` of Gateway listeners with protocol HTTPS and TLS mode
 Terminate (the default; Gateway API GatewayTLSConfig), in the Gateway's namespace, or in another
 namespace where a ReferenceGrant there allows Gateways of the Gateway's namespace to reference
-that Secret (or every Secret); otherwise the reference is reported (RefNotPermitted).
+that Secret (or every Secret); otherwise the reference is reported (RefNotPermitted); and an
+IngressRoute's `spec.tls.secretName` (same namespace; Traefik's kubernetescrd provider).
 
 Selection by SNI, as Traefik does it: the certificates' DNS names (subjectAltName; the common
 name when there is none) are matched against the server name, exact name first, then a wildcard
@@ -35,7 +36,7 @@ from cryptography.x509.oid import NameOID
 
 from kroute.errors import InvalidObject
 from kroute.objects import FieldError, Manifest, Obj, ObjectRef, as_list, as_map, as_str, object_ref
-from kroute.rules import gateway, ingress
+from kroute.rules import gateway, ingress, traefik
 
 SECRET_TYPE = "kubernetes.io/tls"
 _PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -228,6 +229,12 @@ def _references(
                     hosts = [str(h) for h in as_list(entry.get("hosts"), f"spec.tls[{i}].hosts")]
                     if secret:
                         yield str(ref), ref.namespace, secret, hosts
+            elif kind == "IngressRoute" and str(api_version).split("/")[0] in traefik.API_GROUPS:
+                ref = object_ref(obj)
+                tls = as_map(as_map(obj.get("spec"), "spec").get("tls"), "spec.tls")
+                secret = as_str(tls.get("secretName"), "spec.tls.secretName")
+                if secret:
+                    yield str(ref), ref.namespace, secret, []
             elif kind == "Gateway" and str(api_version).startswith("gateway.networking.k8s.io/"):
                 yield from _gateway_references(obj, gateway_class, grants, errors)
         except FieldError as exc:

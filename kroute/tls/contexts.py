@@ -30,9 +30,10 @@ from kroute.watch.sources import Source
 from kroute.watch.store import Change
 
 #: What certificate selection reads.
-TLS_KINDS = frozenset(
-    {kinds.SECRET, kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.REFERENCE_GRANT}
-)
+TLS_KINDS = frozenset({
+    kinds.SECRET, kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.REFERENCE_GRANT,
+    kinds.INGRESS_ROUTE,
+})  # fmt: skip
 
 
 class TlsContexts:

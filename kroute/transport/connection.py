@@ -15,6 +15,7 @@ import httptools
 
 from kroute.errors import UpstreamClosed, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from kroute.transport.base import Headers, Target
+from kroute.transport.http1 import bodiless, close_delimited, interim
 
 #: Response bytes read but not yet taken by the caller above which reading pauses.
 PAUSE_ABOVE = 256 * 1024
@@ -25,7 +26,7 @@ class EndpointConnection(asyncio.Protocol):
 
     __slots__ = (
         "buffered", "chunks", "closed", "done", "drain", "error", "head_done", "headers",
-        "idle_since", "interim", "keep_alive", "loop", "name", "no_body", "parser", "read_limit",
+        "idle_since", "interim", "keep_alive", "loop", "method", "name", "parser", "read_limit",
         "reading_paused", "reason", "received", "requests", "rest", "reused", "since", "target",
         "timer", "transport", "waiter", "write_paused",
     )  # fmt: skip
@@ -47,12 +48,12 @@ class EndpointConnection(asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self.chunks: collections.deque[bytes] = collections.deque()
-        self.begin(reused=False, no_body=False)
+        self.begin(reused=False, method="")
 
-    def begin(self, *, reused: bool, no_body: bool) -> None:
+    def begin(self, *, reused: bool, method: str) -> None:
         """Forget the last response: a new request goes out on this connection."""
         self.reused = reused
-        self.no_body = no_body  # a HEAD request: the head is the whole response
+        self.method = method  # (HEAD: the head is the whole response)
         self.received = False
         self.reason = b""
         self.headers: Headers = []
@@ -199,10 +200,8 @@ class EndpointConnection(asyncio.Protocol):
             drain.set_result(None)
 
     def until_close(self) -> bool:
-        """The body has neither Content-Length nor chunked framing: it ends with the
-        connection (RFC 9112 section 6.3, rule 8)."""
-        names = {name.lower() for name, _ in self.headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
+        """The body ends with the connection (`http1.close_delimited`)."""
+        return close_delimited({name.lower() for name, _ in self.headers})
 
     # -- llhttp callbacks --------------------------------------------------------------------
 
@@ -214,12 +213,12 @@ class EndpointConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            self.interim = True  # 100 Continue and the like: the real response follows
+        if interim(status):  # 100 Continue and the like: the real response follows
+            self.interim = True
             return
         self.head_done = True
         self.keep_alive = bool(self.parser.should_keep_alive())
-        if self.no_body or status in (204, 304):
+        if bodiless(self.method, status):
             self.done = True
 
     def on_body(self, body: bytes) -> None:

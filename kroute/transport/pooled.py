@@ -55,9 +55,8 @@ from kroute.transport.base import (
     after_stale,
     request_head,
 )
+from kroute.transport.http1 import bodiless, close_delimited, interim
 from kroute.transport.protocols import ProtocolEngine
-
-_NO_BODY_STATUS = frozenset({204, 304})
 
 
 class _Stale(Exception):
@@ -306,18 +305,17 @@ class PooledTransport:
                 ) from None
             if head.head_done:
                 status = parser.get_status_code()
-                if 100 <= status < 200 and head.done:
+                if interim(status) and head.done:
                     head.reset()  # an interim response (100 Continue): the real one follows
                     continue
                 break
         status = parser.get_status_code()
-        if request.method == "HEAD" or status in _NO_BODY_STATUS:
+        if bodiless(request.method, status):
             head.done = True
             head.chunks.clear()
-        names = {name.lower() for name, _ in head.headers}
         body = _Body(
             self, slot, conn, parser, head, target,
-            close_delimited=b"content-length" not in names and b"transfer-encoding" not in names,
+            close_delimited=close_delimited({name.lower() for name, _ in head.headers}),
             keep_alive=head.keep_alive,
         )  # fmt: skip
         conn.requests += 1

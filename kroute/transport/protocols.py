@@ -138,7 +138,7 @@ class ProtocolEngine:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(loop, target)
-            conn.begin(reused=reused, no_body=request.method == "HEAD")
+            conn.begin(reused=reused, method=request.method)
             try:
                 body = request.body
                 if isinstance(body, bytes):
@@ -226,7 +226,7 @@ class ProtocolEngine:
         if not reuse or conn.closed or conn.requests >= self.max_requests:
             conn.close()
             return
-        if conn.no_body:  # llhttp still expects the body a HEAD response announced
+        if conn.method == "HEAD":  # llhttp still expects the body a HEAD response announced
             conn.parser = httptools.HttpResponseParser(conn)
         if conn.reading_paused:
             conn.reading_paused = False
