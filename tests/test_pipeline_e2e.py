@@ -41,11 +41,22 @@ def filters() -> Filters:
             return Answer(401, "no valid token", headers=((b"WWW-Authenticate", b"Bearer"),))
         return None
 
+    @registered.register("copy")
+    def copy(request: UpstreamRequest) -> Answer | None:
+        """What the steps before it left: X-A copied to X-Seen-A."""
+        request.set(b"X-Seen-A", request.get(b"x-a") or b"(none)")
+        return None
+
     @registered.register("broken")
     def broken(request: UpstreamRequest) -> Answer | None:
         raise RuntimeError("secret internal detail")
 
     return registered
+
+
+def set_a() -> dict[str, Any]:
+    return {"type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"set": [{"name": "X-A", "value": "1"}]}}  # fmt: skip
 
 
 def ext(name: str, group: str = "kroute.dev", kind: str = "Filter") -> dict[str, Any]:
@@ -72,6 +83,11 @@ ROUTES = [
         "requestHeaderModifier": {"remove": ["X-Forwarded-For"],
                                   "set": [{"name": "X-Forwarded-Proto", "value": "https"}]}}],
         "backendRefs": [to("web")]}], hostnames=["forwarding.local"]),
+    # Steps run in the order written: the copy sees X-A only when it comes after the set.
+    httproute("ordered", [{"filters": [set_a(), ext("copy")], "backendRefs": [to("web")]}],
+              hostnames=["set-then-copy.local"]),
+    httproute("reversed", [{"filters": [ext("copy"), set_a()], "backendRefs": [to("web")]}],
+              hostnames=["copy-then-set.local"]),
     httproute("redirect", [{"filters": [{"type": "RequestRedirect", "requestRedirect": {
         "scheme": "https", "statusCode": 303,
         "path": {"type": "ReplaceFullPath", "replaceFullPath": "/login"}}}]}],
@@ -142,6 +158,20 @@ async def test_steps_may_edit_the_forwarding_headers(
     assert "x-forwarded-for" not in seen
     assert seen["x-forwarded-proto"] == ["https"]
     assert seen["x-forwarded-host"] == ["forwarding.local"]
+
+
+@pytest.mark.parametrize(("host", "seen"), [
+    ("set-then-copy.local", ["1"]), ("copy-then-set.local", ["(none)"]),
+])  # fmt: skip
+async def test_steps_run_in_the_order_written(
+    client: tuple[FrontClient, Backend, Router], host: str, seen: list[str]
+) -> None:
+    front, _, _ = client
+    status, _, body = await front.request(host, "/echo")
+    assert status == 200
+    headers = headers_of(json.loads(body))
+    assert headers["x-seen-a"] == seen
+    assert headers["x-a"] == ["1"]
 
 
 async def test_redirect_status_and_location(client: tuple[FrontClient, Backend, Router]) -> None:
