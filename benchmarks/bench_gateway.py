@@ -154,7 +154,9 @@ def proxies(workdir: Path) -> dict[str, list[str]]:
     """Name -> command (run on core 0) of every proxy that can run here."""
     python = sys.executable
     gateway = [python, str(ROOT / "examples/gateway/gateway.py"), "--manifests", str(workdir),
-               "--listen", f"127.0.0.1:{GATEWAY}", "--admin", f"127.0.0.1:{ADMIN}"]  # fmt: skip
+               "--listen", f"127.0.0.1:{GATEWAY}", "--admin", f"127.0.0.1:{ADMIN}",
+               # STEPS_ROUTE's Gateway listener is on port 80: the web entry point stands for it
+               "--advertise", "web=80"]  # fmt: skip
     found = {
         FAST: gateway,
         "kroute example gateway, anyio front (HttpServer)": [*gateway, "--front", "anyio"],
