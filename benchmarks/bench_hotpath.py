@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import STEPS_HOST, manifests
 
 import kroute
-from kroute.gateway.fast import Client, FastGateway
-from kroute.gateway.upstream import Upstream
+from kroute.gateway.fast import FastGateway
+from kroute.gateway.fast.client import Client
+from kroute.gateway.fast.endpoint import Upstream
 
 CONNECTIONS = 20
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: wrk\r\n\r\n"
@@ -114,7 +115,7 @@ def kroute_round(request: bytes = REQUEST) -> Round:
         for client in clients:
             exchange = client.exchange
             assert exchange is not None
-            assert exchange.conn is not None
+            assert isinstance(exchange.conn, Upstream)
             exchange.conn.data_received(RESPONSE)
         await asyncio.sleep(0)
 

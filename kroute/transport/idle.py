@@ -2,7 +2,7 @@
 
 One definition for the two places that keep callback-driven connections to endpoints: the
 asyncio engine of `PooledTransport` (`kroute.transport.protocols`) and FastGateway's
-(`kroute.gateway.upstream`). The stack is LIFO so that the warm connections stay warm and the
+(`kroute.gateway.fast.endpoint`). The stack is LIFO so that the warm connections stay warm and the
 cold ones expire; it is bounded (the least recently used is closed when it overflows), and a
 connection idle for `keepalive_expiry` seconds or closed by its endpoint is never handed out.
 Pure bookkeeping: time comes in as `now`, closing is the connection's own `close()`.

@@ -1,27 +1,10 @@
-"""FastGateway: the gateway on asyncio Protocols (uvloop when installed), for throughput.
+"""FastGateway's client connections: one asyncio Protocol each, llhttp parsing requests.
 
-Why: the anyio front (HttpServer + GatewayHandler + PooledTransport) spends most of a request
-in stream and cancel-scope machinery: about 350 µs of CPU per proxied request here, 0.05x
-nginx. Protocol callbacks with llhttp on both sides do the same work in a fraction of that
-(docs/benchmarks.md). This module is that fast path, behind the same Router: routing, pools,
-passive health, retries and the shared proxy semantics are the same code; only the I/O differs.
-
-Same behaviour as the anyio front, tested by the same suites:
-- requests parsed by llhttp in strict mode (ambiguous framing, obs-fold, bare LF: 400; no Host
-  in HTTP/1.1, or more than one: 400, RFC 9112 section 3.2), limits
-  from `ServerLimits` (414, 431), head timeout (408, slowloris), idle keep-alive timeout;
-- hop-by-hop headers removed both ways, X-Forwarded-* and Forwarded set (`forwarding_headers`);
-- bodies streamed both ways with flow control (a slow reader pauses the other side);
-- retries on another endpoint before the response head, as the Router's `RetryPolicy` allows
-  (the one the other fronts ask: safety, attempts, budget); a pooled connection the endpoint
-  closed meanwhile is replaced by a fresh one for an idempotent request without a body;
-- every attempt reported to the pool's passive health; errors answer 404/500/502/503/504;
-- malformed responses (bad status line, Content-Length with Transfer-Encoding) are 502;
-- `Upgrade` (WebSocket): after a 101 the two connections are piped byte for byte;
-- `shutdown(grace)`: stop accepting, let requests in flight finish, close idle connections.
-
-Limits: asyncio only (trio users run HttpServer); plain HTTP to endpoints (TLS to endpoints
-needs PooledTransport); the Router's `transport` is not used.
+A `Client` parses requests in strict mode with the limits of `ServerLimits`, answers them one
+at a time and in order (an `exchange.Exchange` each), keeps its timeouts on one timer, pipes
+bytes after an upgrade, and gives an exchange what it asks of the client side
+(`ports.ClientSide`): flow control, this hop's forwarding header fields, the request as a
+route's steps see it. It reads the gateway's settings through `ports.Gateway`.
 """
 
 from __future__ import annotations
@@ -29,36 +12,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import ssl
-import time
-from typing import Any
 
 import httptools
 
-from kroute.errors import KrouteError
+from kroute.gateway.fast.exchange import Exchange
+from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Gateway, Headers, Message
 from kroute.gateway.handler import origin_form
-from kroute.gateway.outbox import Outbox
-from kroute.gateway.router import Router
-from kroute.gateway.upstream import (
-    BUFFER_LIMIT,
-    RESPONSE_HEADERS,
-    Exchange,
-    Headers,
-    Key,
-    Upstream,
-)
 from kroute.pipeline.steps import Chain, UpstreamRequest
 from kroute.rules.request import normalize_path
-from kroute.transport.base import Timeouts
-from kroute.transport.header_plans import HeaderPlans
-from kroute.transport.http1 import ServerLimits, error_page, host_problem
-from kroute.transport.idle import IdleConnections
+from kroute.transport.http1 import error_page, host_problem
 from kroute.transport.proxy import (
     FORWARDING,
     HOP_BY_HOP,
     HeaderSplit,
     Hop,
-    TrustedProxies,
     forwarding_headers,
     render_headers,
 )
@@ -77,42 +44,6 @@ REQUEST_HEADERS = HeaderSplit(
 _routed = functools.lru_cache(maxsize=4096)(normalize_path)
 
 
-class Message:
-    """A request as llhttp parsed it; its body chunks wait here until an endpoint takes them."""
-
-    __slots__ = (
-        "chunked", "chunks", "complete", "content_length", "exchange", "forwarded", "has_body",
-        "header_bytes", "host", "keep_alive", "lines", "method", "method_text", "names",
-        "upgrade", "url", "url_text", "values",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.url = b""
-        #: The header fields as received: names and values, in two lists (`HeaderPlans`).
-        self.names: list[bytes] = []
-        self.values: list[bytes] = []
-        #: The end-to-end header lines to pass on, and the incoming X-Forwarded-*/Forwarded.
-        self.lines = b""
-        self.forwarded: Headers = []
-        self.header_bytes = 0
-        self.method = b""
-        self.method_text = ""
-        self.host = ""
-        self.url_text = ""
-        self.content_length: int | None = None
-        self.chunked = False
-        self.has_body = False
-        self.upgrade: bytes | None = None
-        self.keep_alive = True
-        self.chunks: list[bytes] = []
-        self.complete = False
-        self.exchange: Exchange | None = None
-
-    def str_headers(self) -> list[tuple[str, str]]:
-        fields = zip(self.names, self.values, strict=True)
-        return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
-
-
 class Client(asyncio.Protocol):
     """One client connection: requests parsed, one exchange at a time, in order."""
 
@@ -122,7 +53,7 @@ class Client(asyncio.Protocol):
         "trusted", "upgrading", "upstream",
     )  # fmt: skip
 
-    def __init__(self, gateway: FastGateway) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.limits = gateway.limits
         self.loop = asyncio.get_running_loop()
@@ -140,7 +71,7 @@ class Client(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
         self.paused = False  # reading paused (flow control)
-        self.upstream: Upstream | None = None  # after an upgrade
+        self.upstream: EndpointSide | None = None  # after an upgrade
         self.upgrading: Message | None = None  # an upgrade request, until its answer
         self.trusted = False  # the peer is a trusted proxy: its X-Forwarded-* are believed
         #: (Host, fields, lines): this hop's forwarding header fields, for the last Host seen.
@@ -198,6 +129,10 @@ class Client(asyncio.Protocol):
                 self.reject(400, f"malformed request: {exc}")
             return
         self.next()
+
+    def idle(self) -> bool:
+        """Nothing in flight: no request being read or answered, no upgraded pipe."""
+        return self.exchange is None and self.parsing is None and self.upstream is None
 
     def pause_writing(self) -> None:
         exchange = self.exchange
@@ -348,7 +283,7 @@ class Client(asyncio.Protocol):
         self.exchange = exchange
         exchange.start()
 
-    def exchange_done(self, exchange: Exchange, keep: bool) -> None:
+    def exchange_done(self, exchange: object, keep: bool) -> None:
         if self.exchange is not exchange:
             return
         self.exchange = None
@@ -408,7 +343,7 @@ class Client(asyncio.Protocol):
         )  # fmt: skip
         return request, apart
 
-    def start_pipe(self, upstream: Upstream) -> None:
+    def start_pipe(self, upstream: EndpointSide) -> None:
         self.upstream = upstream
         self.exchange = None
         message = self.messages.pop(0) if self.messages else None
@@ -432,98 +367,3 @@ class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
-
-
-class FastGateway:
-    """Serves a Router's routes over HTTP/1.1 on asyncio Protocols (see the module docstring).
-
-    `serve(host, port)` runs until cancelled or shut down; `port` 0 picks a free port, which
-    `task_status.started` reports (use with anyio's `TaskGroup.start`).
-    """
-
-    def __init__(
-        self,
-        router: Router,
-        *,
-        limits: ServerLimits = ServerLimits(),
-        timeouts: Timeouts = Timeouts(),
-        trusted: TrustedProxies = TrustedProxies(),
-        scheme: str = "http",
-        hsts: str | None = None,
-        max_idle: int = 100,
-        keepalive_expiry: float = 60.0,
-        entry_point: str | None = None,
-    ) -> None:
-        self.router = router
-        #: The entry point served (`Router.entry_point`): only its routes take requests here.
-        self.entry_point = router.entry_point(entry_point, tls=scheme == "https").name
-        self.limits = limits
-        self.timeouts = timeouts
-        self.trusted = trusted
-        self.scheme = scheme
-        #: Strict-Transport-Security for responses when serving HTTPS ("max-age=31536000").
-        self.hsts_line = (
-            b"Strict-Transport-Security: %b\r\n" % hsts.encode() if hsts and scheme == "https"
-            else b""
-        )  # fmt: skip
-        #: Idle connections to endpoints, reused most-recent-first.
-        self.endpoints: IdleConnections[Key, Upstream] = IdleConnections(max_idle, keepalive_expiry)
-        self.clients: set[Client] = set()
-        #: Every write and close on client and endpoint connections (see `Outbox`).
-        self.outbox = Outbox()
-        #: Header handling per sequence of names, one cache each way (see `HeaderPlans`).
-        self.request_headers = HeaderPlans(REQUEST_HEADERS)
-        self.response_headers = HeaderPlans(RESPONSE_HEADERS)
-        self.draining = False
-        self._server: asyncio.Server | None = None
-        self._stopped: asyncio.Event | None = None
-
-    async def serve(
-        self,
-        host: str,
-        port: int,
-        *,
-        tls: ssl.SSLContext | None = None,
-        handshake_timeout: float = 10.0,
-        task_status: Any = None,
-    ) -> None:
-        """Serve on `host:port`; with `tls` (e.g. `TlsContexts.server`), HTTPS."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise KrouteError("FastGateway runs on asyncio; on trio use HttpServer") from None
-        server = await loop.create_server(
-            lambda: Client(self), host, port, backlog=1024, ssl=tls,
-            ssl_handshake_timeout=handshake_timeout if tls is not None else None,
-        )  # fmt: skip
-        self._server = server
-        self._stopped = asyncio.Event()
-        if task_status is not None:
-            task_status.started(server.sockets[0].getsockname()[1])
-        try:
-            await self._stopped.wait()
-        finally:
-            server.close()
-            for client in list(self.clients):
-                client.transport.abort()
-            self.endpoints.close()
-
-    @property
-    def connections(self) -> int:
-        return len(self.clients)
-
-    async def shutdown(self, grace: float = 10.0) -> None:
-        """Stop accepting, let requests in flight finish, then close what remains."""
-        self.draining = True
-        if self._server is not None:
-            self._server.close()
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            for client in list(self.clients):
-                if client.exchange is None and client.parsing is None and client.upstream is None:
-                    self.outbox.close(client.transport)
-            if not self.clients:
-                break
-            await asyncio.sleep(0.01)
-        if self._stopped is not None:
-            self._stopped.set()

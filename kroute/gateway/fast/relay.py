@@ -1,0 +1,255 @@
+"""The way back of FastGateway's exchanges: the response relayed from endpoint to client.
+
+`Relay` holds one exchange's state and does what the endpoint connection asks of it
+(`ports.ExchangeSide`): the response head made anew for the client (framing, Connection,
+the route's response steps, the sticky cookie), the body relayed with its framing, the pipe
+after a 101, error answers, and the end reported to the Router and the client connection.
+`exchange.Exchange` adds the way there (routing, steps, attempts, failures); the two are one
+object, split in two modules by what they do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import httptools
+
+from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
+from kroute.gateway.fast.endpoint import endpoint_text
+from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
+from kroute.gateway.router import Decision
+from kroute.pipeline.steps import Chain, UpstreamRequest, run_response
+from kroute.pool.health import Outcome
+from kroute.pool.pool import Pool
+from kroute.rules.policy import RoutePolicy
+from kroute.transport.http1 import REASON_BYTES, bodiless, interim
+from kroute.transport.proxy import (
+    HOP_BY_HOP,
+    HeaderSplit,
+    error_response,
+    framing_conflict,
+    render_headers,
+    strip_hop_by_hop,
+)
+from kroute.transport.retry_policy import RetryPolicy
+
+#: Response headers not passed on as they came (the front frames the body itself), and those
+#: the gateway reads (RFC 9110 section 7.6.1; RFC 9112 section 6.3).
+RESPONSE_HEADERS = HeaderSplit(
+    drop=HOP_BY_HOP | {b"content-length"},
+    read=frozenset({b"content-length", b"transfer-encoding", b"connection"}),
+)
+
+
+class Relay:
+    """One request's exchange: its state, and the response relayed (module docstring)."""
+
+    __slots__ = (
+        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished",
+        "forwarding_apart", "gateway", "head", "head_sent", "keep_client", "key", "loop",
+        "message", "no_body", "outbox", "pending", "piping", "policy", "pool", "retry", "router",
+        "sent_body", "started", "status", "timers", "tried", "until_close", "upstream",
+        "upstream_activity",
+    )  # fmt: skip
+
+    def __init__(self, client: ClientSide, message: Message) -> None:
+        gateway = client.gateway
+        self.gateway = gateway
+        self.outbox = gateway.outbox
+        self.client = client
+        self.message = message
+        self.loop = client.loop
+        self.router = gateway.router
+        self.started = time.perf_counter()
+        self.decision: Decision | None = None
+        self.chain: Chain | None = None  # the route's steps, when it has any
+        self.forwarding_apart = False  # forwarding lines added after the steps
+        self.upstream: UpstreamRequest | None = None  # what they ran on (response steps read it)
+        self.pool: Pool | None = None
+        #: The route's timeouts and retries, and its RetryPolicy (`Router.retry_for`): set
+        #: when the request is sent.
+        self.policy: RoutePolicy | None
+        self.retry: RetryPolicy
+        #: The route's timeouts, cancelled at the end (a timer keeps its exchange alive).
+        self.timers: list[asyncio.TimerHandle] | None = None
+        self.tried: list[Key] = []
+        self.conn: EndpointSide | None = None
+        self.key: Key | None = None
+        self.head = b""
+        self.sent_body = False  # a request body byte went out: no retry from then on
+        self.head_sent = False
+        #: The client connection stays open after the response (`client_stays`, decided when
+        #: the response head is made, so the end of the response agrees with its head).
+        self.keep_client = False
+        self.chunked_out = False
+        self.no_body = False
+        self.piping = False
+        self.until_close = False  # a response body that ends when the endpoint closes
+        self.status = 0
+        self.ended = False  # the attempt's outcome is reported to the pool
+        self.finished = False
+        self.upstream_activity = 0.0
+        #: Response bytes for the client, written once per read from the endpoint.
+        self.pending: list[bytes] = []
+
+    def flush(self) -> None:
+        """Write the response bytes gathered for the client (one write per read)."""
+        if self.pending:
+            self.outbox.write(self.client.transport, b"".join(self.pending))
+            self.pending.clear()
+
+    if TYPE_CHECKING:  # (the way there, `Exchange`'s: a response head may end the try)
+
+        def failed(self, error: UpstreamError) -> None: ...
+
+        def again_on_status(self, conn: EndpointSide, status: int) -> bool: ...
+
+    # -- the response, as the endpoint sends it --------------------------------------------
+
+    def response_head(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        status = conn.parser.get_status_code()
+        if interim(status):
+            self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
+            conn.new_head()
+            return
+        if self.retry.codes and self.again_on_status(conn, status):
+            return
+        lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
+        upstream = self.upstream
+        if self.chain is not None and self.chain.response and upstream and status != 101:
+            drop = RESPONSE_HEADERS.drop
+            fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
+            run_response(self.chain, status, fields, upstream)
+            lines = render_headers(fields)
+        lengths = values.get(b"content-length")
+        chunked = b"transfer-encoding" in values
+        if lengths is not None and (chunked or len(lengths) > 1):
+            conflict = framing_conflict(conn.fields())
+            if conflict is not None:
+                self.failed(UpstreamProtocolError(conflict, endpoint=endpoint_text(conn.key)))
+                return
+        if status == 101:
+            return  # the head goes out with the upgrade (see `upgraded`)
+        self.no_body = bodiless(self.message.method, status)
+        framing = b""  # this hop's own framing and connection lines
+        if lengths is not None:
+            framing = b"Content-Length: %b\r\n" % lengths[0]
+        elif not self.no_body:
+            framing = b"Transfer-Encoding: chunked\r\n"
+            self.chunked_out = True
+            self.until_close = not chunked
+        self.keep_client = self.client_stays()
+        if not self.keep_client:
+            framing += b"Connection: close\r\n"
+        if self.router.sticky_cookie is not None and self.decision is not None:
+            cookie = self.router.sticky_header(self.decision, self.key)
+            if cookie is not None:
+                framing += b"%b: %b\r\n" % cookie
+        self.head_sent = True
+        self.pending.append(b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
+            status, conn.reason or b"OK", lines, framing, self.gateway.hsts_line))  # fmt: skip
+        self.status = status
+        assert self.pool is not None
+        assert self.key is not None
+        self.pool.end(self.key, Outcome.HTTP_5XX if status >= 500 else Outcome.SUCCESS,
+                      now=self.router.clock())  # fmt: skip
+        self.ended = True
+        if self.message.method == b"HEAD":
+            # The head is the whole response (RFC 9110 section 9.3.2), which llhttp cannot
+            # know: it would wait for the body the head announces. A fresh parser for the
+            # connection's next response.
+            keep_alive = bool(conn.parser.should_keep_alive())
+            conn.parser = httptools.HttpResponseParser(conn)
+            self.response_done(keep_alive)
+
+    def response_done(self, keep_alive: bool | None = None) -> None:
+        """The response ended (`keep_alive`: as its head said, when the parser no longer
+        knows)."""
+        if not self.head_sent or self.finished:
+            return  # (an informational response ended: the final one follows)
+        if self.chunked_out:
+            self.pending.append(b"0\r\n\r\n")
+        self.flush()
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.exchange = None
+            if keep_alive is None:
+                keep_alive = bool(conn.parser.should_keep_alive())
+            reusable = keep_alive and not self.until_close
+            if reusable and not conn.closed:
+                self.gateway.endpoints.give_back(conn.key, conn, self.loop.time())
+            else:
+                self.outbox.close(conn.transport)
+        self.finish(self.status, keep=self.message.complete and self.keep_client)
+
+    def upgraded(self, rest: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        assert self.pool is not None
+        assert self.key is not None
+        fields = conn.fields()
+        headers = [*strip_hop_by_hop(fields), (b"Connection", b"Upgrade")]
+        protocol = next((v for n, v in fields if n.lower() == b"upgrade"), None)
+        if protocol is not None:
+            headers.append((b"Upgrade", protocol))
+        self.outbox.write(
+            self.client.transport,
+            b"HTTP/1.1 101 Switching Protocols\r\n" + render_headers(headers) + b"\r\n" + rest,
+        )
+        self.head_sent = self.piping = True
+        self.pool.end(self.key, Outcome.SUCCESS, now=self.router.clock())
+        self.ended = True
+        self.status = 101
+        self.client.start_pipe(conn)
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def client_stays(self) -> bool:
+        """Whether the client connection stays open after this answer, as its head says: the
+        client did not ask to close it and the gateway is not draining."""
+        return self.message.keep_alive and not self.gateway.draining
+
+    def answer_error(self, error: KrouteError) -> None:
+        status, headers, body = error_response(error)
+        keep = self.client_stays() and self.message.complete
+        if not keep:
+            headers = [*headers, (b"Connection", b"close")]
+        head = b"HTTP/1.1 %d %b\r\n" % (status, REASON_BYTES.get(status, b"Error"))
+        head += render_headers(headers) + self.gateway.hsts_line
+        self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
+        self.flush()
+        self.head_sent = True
+        self.finish(status, keep=keep)
+
+    def finish(self, status: int, *, keep: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.timers is not None:
+            self.cancel_timers()
+        decision = self.decision or Decision(status)
+        self.router.observe(decision, status, self.started)
+        self.client.exchange_done(self, keep)
+
+    def abandon(self) -> None:
+        """The client went away."""
+        if self.finished:
+            return
+        if self.conn is not None:
+            self.conn.exchange = None
+            self.outbox.close(self.conn.transport)
+            self.conn = None
+        if self.pool is not None and self.key is not None and not self.ended:
+            self.pool.abandon(self.key)
+        self.finished = True
+        if self.timers is not None:
+            self.cancel_timers()
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers or ():
+            timer.cancel()
