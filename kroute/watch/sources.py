@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -137,6 +137,14 @@ class Source:
     async def run(self) -> None:
         """Keep the stores current until cancelled (nothing to do for a memory source)."""
         await anyio.sleep_forever()
+
+
+def stored(sources: Iterable[Source], kind: Kind) -> Iterator[Obj]:
+    """Every object of `kind` the sources hold, source after source (their current snapshots)."""
+    for source in sources:
+        store = source.stores.get(kind)
+        if store is not None:
+            yield from store.snapshot().values()
 
 
 class MemorySource(Source):

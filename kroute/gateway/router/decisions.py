@@ -1,0 +1,224 @@
+"""Deciding, without I/O, where a request that matched a route goes.
+
+A route gives a backend (by weight), its pool an endpoint (by balancer and health), unless a
+status answers instead: 404 (no route), 500 (the chosen backend reference is unusable), 503 (the
+Service has no usable endpoint), or the route's redirect (301, 302, 308).
+
+Why decisions are kept (`Decider`): on the hot path most requests go to a route with one backend,
+and the decision to send to an endpoint is the same value every time. So a route whose one
+backend has a pool is filed once (`decide_target` picks from that pool directly), and each
+(route, backend, pick) decision is made once and reused; both are forgotten at each rebuild.
+
+Endpoint affinity (`Affinity`): a hashing balancer's key and the sticky cookie come from the
+request's headers, so decisions that use them are made per request.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from kroute.errors import InvalidBackend, KrouteError, NoHealthyEndpoint, NoRoute, Redirected
+from kroute.gateway.router.backends import Backend, Backends
+from kroute.objects import BackendRef
+from kroute.pipeline.steps import Chain
+from kroute.pool.balance import HashOn, WeightedSplit, cookie_value
+from kroute.pool.pool import Pick, Pool, sticky_value
+from kroute.rules.request import RequestHead
+from kroute.rules.route import Route
+
+#: How many made decisions a Decider keeps for reuse (see `Decider._made`).
+DECISIONS_KEPT = 10_000
+
+
+@attrs.frozen
+class Decision:
+    """Where one request goes, or the status that answers it instead."""
+
+    status: int
+    route: Route | None = None
+    backend: BackendRef | None = None
+    pick: Pick | None = None
+    reason: str = ""
+    location: str | None = None  # for redirects (301, 302, 308)
+    #: The request's sticky cookie ("" when it had none), when the Router sets sticky cookies.
+    cookie: str | None = None
+    #: The pool `pick` is from: a front that forwards itself reports each attempt to it.
+    pool: Pool | None = attrs.field(default=None, eq=False, repr=False)
+    #: The steps the request goes through (the route's, then the backend's), None for none:
+    #: what fronts test before running `kroute.pipeline` on the request.
+    chain: Chain | None = attrs.field(init=False, eq=False, repr=False)
+
+    @chain.default
+    def _chain(self) -> Chain | None:
+        if self.route is None:
+            return None
+        chain = self.route.chain_for(self.backend)
+        return chain if chain.steps else None
+
+
+def status_error(decision: Decision) -> KrouteError:
+    """The error that answers a decision that is not 200 (404, 500, 503, or a redirect)."""
+    if decision.location is not None:
+        return Redirected(decision.location, decision.status)
+    if decision.status == 404:
+        return NoRoute(decision.reason)
+    if decision.status == 500:
+        return InvalidBackend(decision.reason)
+    return NoHealthyEndpoint(decision.reason)
+
+
+@attrs.frozen
+class Affinity:
+    """Endpoint affinity: the request key a hashing balancer (RingHash) hashes, and the name of
+    the cookie that brings a client back to the endpoint that answered it."""
+
+    hash_on: HashOn | None
+    sticky_cookie: str | None
+
+    def keys(self, head: RequestHead) -> tuple[int | None, str | None]:
+        """The request's hash key and sticky cookie ("" for none), None when not used."""
+        hash_key = cookie = None
+        if self.hash_on is not None:
+            client = None if head.client_ip is None else str(head.client_ip)
+            hash_key = self.hash_on.key(head.headers, client)
+        if self.sticky_cookie is not None:
+            cookie = cookie_value(head.headers, self.sticky_cookie) or ""
+        return hash_key, cookie
+
+    def set_cookie(
+        self, decision: Decision, key: tuple[str, int] | None = None
+    ) -> tuple[bytes, bytes] | None:
+        """The Set-Cookie header that brings the client back to the endpoint that answered
+        (`key`, else the decision's pick), when sticky cookies are on and the request's cookie
+        named another endpoint or none (as Traefik's sticky sessions do). The value is a hash:
+        endpoint addresses are not disclosed."""
+        if self.sticky_cookie is None or decision.cookie is None:
+            return None
+        if key is None:
+            if decision.pick is None:
+                return None
+            key = decision.pick.endpoint.key
+        value = sticky_value(key)
+        if value == decision.cookie:
+            return None
+        return b"Set-Cookie", f"{self.sticky_cookie}={value}; Path=/; HttpOnly".encode()
+
+
+class Decider:
+    """Decisions for matched routes over the Router's pools (see the module docstring)."""
+
+    def __init__(
+        self,
+        backends: Backends,
+        affinity: Affinity,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self._backends = backends
+        self.affinity = affinity
+        #: Whether decisions depend on the request's headers (then none is kept).
+        self.per_request = affinity.hash_on is not None or affinity.sticky_cookie is not None
+        self._clock = clock
+        self._rng = rng
+        self._splits: dict[int, WeightedSplit] = {}
+        #: Decisions to send to an endpoint, by (route, backend, pick) identity: the same value
+        #: every time, made once rather than per request. An entry keeps its three alive, so
+        #: their ids stay theirs; cleared at each rebuild and when it grows past DECISIONS_KEPT.
+        self._decided: dict[tuple[int, int, int], Decision] = {}
+        #: Routes (by identity) whose one backend has a pool, with that backend: what
+        #: `decide_target` needs to pick without the general path. Entries keep their route
+        #: alive (its id stays its); cleared at each rebuild.
+        self._direct: dict[int, tuple[Route, BackendRef, Backend]] = {}
+
+    def forget(self) -> None:
+        """Drop what was kept for the routes of the table being replaced."""
+        self._splits = {}
+        self._decided = {}
+        self._direct = {}
+
+    def decide_target(
+        self, route: Route | None, head: RequestHead | None, build: Callable[[], RequestHead]
+    ) -> Decision:
+        """`decide` for a route matched by raw target, where `build` makes the request's head
+        when `head` is None and the decision needs it (a redirect). Not for `per_request`."""
+        direct = self._direct.get(id(route))
+        if direct is not None:  # one backend with a pool, no redirect: pick, or say why not
+            _, backend, found = direct
+            pick = found.pool.pick(now=self._clock(), rng=self._rng)
+            if pick is None:
+                return _unavailable(route, backend, found)
+            return self._made(route, backend, found.pool, pick)
+        if route is not None and route.redirect is not None and head is None:
+            head = build()
+        return self.decide(route, head, ())
+
+    def decide(
+        self, route: Route | None, head: RequestHead | None, exclude: Sequence[tuple[str, int]]
+    ) -> Decision:
+        """Where a request that matched `route` (None: no route) goes, avoiding `exclude`."""
+        if route is None:
+            return Decision(404, reason="no route matches")
+        redirect = route.redirect
+        if redirect is not None and head is not None and redirect.applies(head.scheme):
+            location = redirect.location(scheme=head.scheme, host=head.host, port=head.port,
+                                         path=head.path, query=head.query_string)  # fmt: skip
+            return Decision(redirect.status, route, reason=f"redirect to {location}",
+                            location=location)  # fmt: skip
+        backend = self._choose(route)
+        if backend is None:
+            return Decision(500, route, reason="the route has no backend to send to")
+        return self.endpoint(route, backend, exclude, head)
+
+    def endpoint(
+        self,
+        route: Route | None,
+        backend: BackendRef,
+        exclude: Sequence[tuple[str, int]],
+        head: RequestHead | None = None,
+    ) -> Decision:
+        """An endpoint of `backend`'s pool (`route`: the route that chose it, if any)."""
+        if backend.error is not None:
+            return Decision(500, route, backend, reason=backend.error)
+        found = self._backends.get(backend)
+        if found is None:
+            return Decision(503, route, backend, reason="no pool for the backend")
+        hash_key = cookie = None
+        if self.per_request and head is not None:
+            hash_key, cookie = self.affinity.keys(head)
+        pick = found.pool.pick(now=self._clock(), rng=self._rng, exclude=exclude,
+                               hash_key=hash_key, sticky=cookie or None)  # fmt: skip
+        if pick is None:
+            return _unavailable(route, backend, found)
+        if cookie is not None:
+            return Decision(200, route, backend, pick, cookie=cookie, pool=found.pool)
+        if route is not None and route.redirect is None and len(route.backends) == 1:
+            self._direct[id(route)] = (route, backend, found)
+        return self._made(route, backend, found.pool, pick)
+
+    def _choose(self, route: Route) -> BackendRef | None:
+        if len(route.backends) == 1:
+            return route.backends[0] if route.backends[0].weight > 0 else None
+        split = self._splits.get(id(route))
+        if split is None:
+            split = self._splits[id(route)] = WeightedSplit([b.weight for b in route.backends])
+        index = split.pick(self._rng)
+        return None if index is None else route.backends[index]
+
+    def _made(self, route: Route | None, backend: BackendRef, pool: Pool, pick: Pick) -> Decision:
+        """The decision to send to `pick`, made once per (route, backend, pick)."""
+        key = (id(route), id(backend), id(pick))
+        decision = self._decided.get(key)
+        if decision is None:
+            if len(self._decided) >= DECISIONS_KEPT:
+                self._decided.clear()  # (endpoints come and go between rebuilds)
+            decision = self._decided[key] = Decision(200, route, backend, pick, pool=pool)
+        return decision
+
+
+def _unavailable(route: Route | None, backend: BackendRef, found: Backend) -> Decision:
+    reason = found.endpoints.error or f"{backend} has no usable endpoint"
+    return Decision(503, route, backend, reason=reason)
