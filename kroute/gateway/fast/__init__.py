@@ -21,7 +21,10 @@ Same behaviour as the anyio front, tested by the same suites:
 - `shutdown(grace)`: stop accepting, let requests in flight finish, close idle connections.
 
 Limits: asyncio only (trio users run HttpServer); plain HTTP to endpoints (TLS to endpoints
-needs PooledTransport); the Router's `transport` is not used.
+needs PooledTransport); the Router's `transport` is not used (mirror copies go through one of
+their own); of `Timeouts`, `connect` and `read` apply, `write` does not (a body the endpoint does
+not read pauses the client by flow control, and the read timeout, counted from the request
+head, ends the exchange with 504).
 
 The parts, each a module that imports only those below it (an import-linter `layers`
 contract), reaching the ones above through the small protocols of `ports`:
