@@ -26,6 +26,15 @@ def headers_of(echo: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
+async def echoed(
+    front: FrontClient, host: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, list[str]]:
+    """The headers the echo backend got for GET /echo on `host` (which must answer 200)."""
+    status, _, body = await front.request(host, "/echo", headers=headers)
+    assert status == 200, body
+    return headers_of(json.loads(body))
+
+
 def filters() -> Filters:
     registered = Filters()
 
@@ -151,10 +160,7 @@ async def test_steps_may_edit_the_forwarding_headers(
     client: tuple[FrontClient, Backend, Router],
 ) -> None:
     # Every front gives the steps the request with this hop's forwarding headers in it.
-    front, _, _ = client
-    status, _, body = await front.request("forwarding.local", "/echo")
-    assert status == 200
-    seen = headers_of(json.loads(body))
+    seen = await echoed(client[0], "forwarding.local")
     assert "x-forwarded-for" not in seen
     assert seen["x-forwarded-proto"] == ["https"]
     assert seen["x-forwarded-host"] == ["forwarding.local"]
@@ -166,10 +172,7 @@ async def test_steps_may_edit_the_forwarding_headers(
 async def test_steps_run_in_the_order_written(
     client: tuple[FrontClient, Backend, Router], host: str, seen: list[str]
 ) -> None:
-    front, _, _ = client
-    status, _, body = await front.request(host, "/echo")
-    assert status == 200
-    headers = headers_of(json.loads(body))
+    headers = await echoed(client[0], host)
     assert headers["x-seen-a"] == seen
     assert headers["x-a"] == ["1"]
 
@@ -190,11 +193,8 @@ async def test_registered_filters_edit_and_answer(
     assert status == 401
     assert (b"WWW-Authenticate", b"Bearer") in headers
     assert backend.hits == {}
-    status, _, body = await front.request(
-        "mine.local", "/echo", headers=[(b"Authorization", b"Bearer good"), (b"X-Team", b"a")]
-    )
-    assert status == 200
-    assert headers_of(json.loads(body))["x-tenant"] == ["A"]
+    allowed = [(b"Authorization", b"Bearer good"), (b"X-Team", b"a")]
+    assert (await echoed(front, "mine.local", allowed))["x-tenant"] == ["A"]
     assert backend.hits == {"/echo": 1}
 
 
