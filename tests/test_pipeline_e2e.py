@@ -156,6 +156,26 @@ async def test_header_edits_and_rewrites_reach_the_backend(
     assert backend.hits == {"/echo": 1}
 
 
+@pytest.mark.parametrize("host", [
+    "forwarding.local",  # steps that name the fields they touch
+    "set-then-copy.local",  # a user's function: the steps see every field
+    "edit.local",  # the steps name Host, which the request carries
+])  # fmt: skip
+async def test_fields_named_by_connection_never_reach_the_backend(
+    client: tuple[FrontClient, Backend, Router], host: str
+) -> None:
+    # RFC 9110 section 7.6.1, with steps as without: every form FastGateway gives the steps.
+    hop = [(b"Connection", b"keep-alive, X-Hop-Secret"), (b"X-Hop-Secret", b"1"),
+           (b"X-Kept", b"2")]  # fmt: skip
+    front = client[0]
+    status, _, body = await front.request(host, "/api/echo" if host == "edit.local" else "/echo",
+                                          headers=hop)  # fmt: skip
+    assert status == 200, body
+    seen = headers_of(json.loads(body))
+    assert "x-hop-secret" not in seen
+    assert seen["x-kept"] == ["2"]
+
+
 async def test_steps_may_edit_the_forwarding_headers(
     client: tuple[FrontClient, Backend, Router],
 ) -> None:

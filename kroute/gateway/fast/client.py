@@ -28,6 +28,7 @@ from kroute.transport.proxy import (
     Hop,
     forwarding_headers,
     render_headers,
+    strip_hop_by_hop,
 )
 
 #: Request headers not passed on as they came (hop-by-hop, framing, forwarding: set anew), and
@@ -323,25 +324,39 @@ class Client(asyncio.Protocol):
         return Hop(client=self.peer, scheme=self.gateway.scheme, host=message.host,
                    port=self.port)  # fmt: skip
 
-    def upstream_request(self, message: Message, chain: Chain) -> tuple[UpstreamRequest, bool]:
-        """The request as a route's steps see it (`kroute.pipeline.UpstreamRequest`): the header
-        fields that are passed on, with this hop's forwarding fields, as the other fronts
-        give them (`handler.proxied`). For a chain whose steps never name a forwarding header
-        those are left out, and the second value is True: the caller adds this connection's
-        rendered forwarding lines (`forwarding`) after the steps, which saves most of what
-        carrying them through the steps costs."""
-        drop = REQUEST_HEADERS.drop
-        fields = [(n, v) for n, v in zip(message.names, message.values, strict=True)
-                  if n.lower() not in drop]  # fmt: skip
+    def upstream_request(
+        self, message: Message, chain: Chain
+    ) -> tuple[UpstreamRequest, bytes | None]:
+        """The request as a route's steps see it (`kroute.pipeline.UpstreamRequest`), in one of
+        two forms:
+        - the steps may read any field, or a forwarding one (`Chain.touches`): every field
+          passed on, with this hop's forwarding fields, as the other fronts give them
+          (`handler.proxied`); the second value is None;
+        - the steps name the fields they read or change: they see only those, and the second
+          value is the lines of every other field (the message's own, rendered once by its
+          header plan when the steps touch none of them, and this hop's forwarding lines),
+          which go out unchanged before the steps' fields. What carrying every field through
+          the steps and rendering it again cost was most of a step's price; the order of
+          fields of different names carries no meaning (RFC 9110 section 5.3)."""
         touched = chain.touches
-        apart = touched is not None and FORWARDING.isdisjoint(touched)
-        if not apart:
+        rest: bytes | None = None
+        if touched is not None and FORWARDING.isdisjoint(touched):
+            if not any(n.lower() in touched for n in message.names):
+                fields: Headers = []
+                rest = message.lines + self.forwarding(message)
+            else:
+                kept = strip_hop_by_hop(message.fields(), also=REQUEST_HEADERS.drop)
+                fields = [f for f in kept if f[0].lower() in touched]
+                others = [f for f in kept if f[0].lower() not in touched]
+                rest = render_headers(others) + self.forwarding(message)
+        else:
+            fields = strip_hop_by_hop(message.fields(), also=REQUEST_HEADERS.drop)
             fields += self.forwarding_fields(message)
         request = UpstreamRequest.from_target(
             message.method_text, message.url_text, fields, routed=_routed(message.url_text),
             scheme=self.gateway.scheme, client=self.peer,
         )  # fmt: skip
-        return request, apart
+        return request, rest
 
     def start_pipe(self, upstream: EndpointSide) -> None:
         self.upstream = upstream

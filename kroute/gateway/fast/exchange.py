@@ -51,7 +51,7 @@ class Exchange(Relay):
             self.send(message.url, message.lines + client.forwarding(message))
             return
         self.chain = chain
-        request, self.forwarding_apart = client.upstream_request(message, chain)
+        request, self.rest_lines = client.upstream_request(message, chain)
         self.upstream = request
         if chain.waits:
             self.loop.create_task(self.wait_steps(chain, request))
@@ -73,8 +73,8 @@ class Exchange(Relay):
                 message = self.message
                 self.router.mirror(request, body=message.has_body or message.upgrade is not None)
             lines = render_headers(request.headers)
-            if self.forwarding_apart:  # (the steps do not name them: `upstream_request`)
-                lines += self.client.forwarding(self.message)
+            if self.rest_lines is not None:  # the fields the steps do not name (`upstream_request`)
+                lines = self.rest_lines + lines
             self.send(request.target.encode("latin-1"), lines)
 
     def send(self, url: bytes, lines: bytes) -> None:

@@ -73,6 +73,10 @@ class Message:
         self.complete = False
         self.exchange: RequestSide | None = None
 
+    def fields(self) -> Headers:
+        """The header fields as received, (name, value) each."""
+        return list(zip(self.names, self.values, strict=True))
+
     def str_headers(self) -> list[tuple[str, str]]:
         fields = zip(self.names, self.values, strict=True)
         return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields]
@@ -144,7 +148,9 @@ class ClientSide(Protocol):
 
     def forwarding(self, message: Message) -> bytes: ...
 
-    def upstream_request(self, message: Message, chain: Chain) -> tuple[UpstreamRequest, bool]: ...
+    def upstream_request(
+        self, message: Message, chain: Chain
+    ) -> tuple[UpstreamRequest, bytes | None]: ...
 
     def start_pipe(self, upstream: EndpointSide) -> None: ...
 

@@ -48,8 +48,8 @@ class Relay:
 
     __slots__ = (
         "chain", "chunked_out", "client", "conn", "decision", "ended", "finished",
-        "forwarding_apart", "gateway", "head", "head_sent", "keep_client", "key", "loop",
-        "message", "no_body", "outbox", "pending", "piping", "policy", "pool", "retry", "router",
+        "gateway", "head", "head_sent", "keep_client", "key", "loop", "message", "no_body",
+        "outbox", "pending", "piping", "policy", "pool", "rest_lines", "retry", "router",
         "sent_body", "started", "status", "timers", "tried", "until_close", "upstream",
         "upstream_activity",
     )  # fmt: skip
@@ -65,7 +65,9 @@ class Relay:
         self.started = time.perf_counter()
         self.decision: Decision | None = None
         self.chain: Chain | None = None  # the route's steps, when it has any
-        self.forwarding_apart = False  # forwarding lines added after the steps
+        #: Lines of the fields a chain's steps do not name, sent before theirs (`Client.
+        #: upstream_request`); None when the steps saw every field.
+        self.rest_lines: bytes | None = None
         self.upstream: UpstreamRequest | None = None  # what they ran on (response steps read it)
         self.pool: Pool | None = None
         #: The route's timeouts and retries, and its RetryPolicy (`Router.retry_for`): set
