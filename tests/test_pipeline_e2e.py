@@ -92,6 +92,16 @@ ROUTES = [
         "requestHeaderModifier": {"remove": ["X-Forwarded-For"],
                                   "set": [{"name": "X-Forwarded-Proto", "value": "https"}]}}],
         "backendRefs": [to("web")]}], hostnames=["forwarding.local"]),
+    # Declarative steps (FastGateway remembers what they make of a path: `Client.planned`).
+    httproute("planned", [{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+        "filters": [
+            {"type": "RequestHeaderModifier",
+             "requestHeaderModifier": {"set": [{"name": "X-Plan", "value": "yes"}],
+                                       "add": [{"name": "X-Added", "value": "a"}]}},
+            {"type": "URLRewrite", "urlRewrite": {
+                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+        "backendRefs": [to("web")]}], hostnames=["planned.local"]),
     # Steps run in the order written: the copy sees X-A only when it comes after the set.
     httproute("ordered", [{"filters": [set_a(), ext("copy")], "backendRefs": [to("web")]}],
               hostnames=["set-then-copy.local"]),
@@ -174,6 +184,29 @@ async def test_fields_named_by_connection_never_reach_the_backend(
     seen = headers_of(json.loads(body))
     assert "x-hop-secret" not in seen
     assert seen["x-kept"] == ["2"]
+
+
+async def test_the_same_path_again_gives_the_same_request_whatever_its_query(
+    client: tuple[FrontClient, Backend, Router],
+) -> None:
+    front, backend, _ = client
+    for query in ("?a=1", "?b=%2F2", "", "?a=1"):
+        status, _, body = await front.request("planned.local", f"/api/echo{query}")
+        assert status == 200, body
+        echo = json.loads(body)
+        assert echo["target"] == f"/echo{query}"
+        seen = headers_of(echo)
+        assert seen["x-plan"] == ["yes"]
+        assert seen["x-added"] == ["a"]
+        assert seen["x-forwarded-host"] == ["planned.local"]
+    # A request that carries a field the steps name gets the steps themselves.
+    status, _, body = await front.request(
+        "planned.local", "/api/echo", headers=[(b"X-Plan", b"no"), (b"X-Added", b"b")]
+    )
+    seen = headers_of(json.loads(body))
+    assert seen["x-plan"] == ["yes"]
+    assert seen["x-added"] == ["b,a"]
+    assert backend.hits == {"/echo": 5}
 
 
 async def test_steps_may_edit_the_forwarding_headers(

@@ -59,6 +59,7 @@ class HeaderEdits:
 
 @attrs.frozen
 class RequestHeaderModifier(Step):
+    declarative = True
     edits: HeaderEdits = attrs.field(kw_only=True)
 
     @property
@@ -86,6 +87,8 @@ class URLRewrite(Step):
     """HTTPURLRewriteFilter: the Host the backend sees, and its path (`full_path` for
     ReplaceFullPath; `prefix` = (the match's path prefix, its replacement) for
     ReplacePrefixMatch), from the path as routed (`kroute.pipeline.paths`). The query is kept."""
+
+    declarative = True
 
     hostname: str | None = attrs.field(default=None, kw_only=True)
     full_path: str | None = attrs.field(default=None, kw_only=True)

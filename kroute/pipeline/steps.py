@@ -115,6 +115,10 @@ class Step:
     field: str
     on_request: ClassVar[bool] = True
     on_response: ClassVar[bool] = False
+    #: What the step does to a request depends only on its path and the fields it names
+    #: (`touches`), it never answers and records nothing else: a front may remember the result
+    #: per path (FastGateway does, `Client.planned`).
+    declarative: ClassVar[bool] = False
 
     @property
     def label(self) -> str:
@@ -175,6 +179,13 @@ class Chain:
     @waits.default
     def _waits(self) -> bool:
         return any(isinstance(s, AsyncStep) for s in self.request)
+
+    #: Every request step is declarative (`Step.declarative`) and none runs on responses.
+    declarative: bool = attrs.field(init=False)
+
+    @declarative.default
+    def _declarative(self) -> bool:
+        return not self.response and all(s.declarative for s in self.request)
 
     #: The request header names the request steps read or change, None for any (`Step.touches`).
     touches: frozenset[bytes] | None = attrs.field(init=False)

@@ -18,7 +18,7 @@ import httptools
 from kroute.gateway.fast.exchange import Exchange
 from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Gateway, Headers, Message
 from kroute.gateway.handler import origin_form
-from kroute.pipeline.steps import Chain, UpstreamRequest
+from kroute.pipeline.steps import Chain, UpstreamRequest, run_request
 from kroute.rules.request import normalize_path
 from kroute.transport.http1 import error_page, host_problem
 from kroute.transport.proxy import (
@@ -40,6 +40,8 @@ REQUEST_HEADERS = HeaderSplit(
 )  # fmt: skip
 
 
+#: How many (chain, path) results `Client.planned` keeps (then it starts again, empty).
+PLANS_KEPT = 4096
 #: The routed path of a target, for the steps that rewrite it (`kroute.pipeline.paths`):
 #: remembered, as the same few targets come again and again.
 _routed = functools.lru_cache(maxsize=4096)(normalize_path)
@@ -323,6 +325,33 @@ class Client(asyncio.Protocol):
     def hop(self, message: Message) -> Hop:
         return Hop(client=self.peer, scheme=self.gateway.scheme, host=message.host,
                    port=self.port)  # fmt: skip
+
+    def planned(self, message: Message, chain: Chain) -> tuple[bytes, bytes] | None:
+        """(target, header lines) to send for a declarative chain (`Chain.declarative`: the
+        steps' result depends only on the path and the fields they name) when the message
+        carries none of those fields, from what the steps made of the same path before
+        (`FastGateway.plans`; the first time they run, through `run_request`, on the path alone);
+        None otherwise, and the steps run on the request."""
+        touched = chain.touches
+        if (not chain.declarative or touched is None or not FORWARDING.isdisjoint(touched)
+                or any(n.lower() in touched for n in message.names)):  # fmt: skip
+            return None
+        path, mark, query = message.url_text.partition("?")
+        plans = self.gateway.plans
+        found = plans.get((id(chain), path))
+        if found is None or found[0] is not chain:
+            request = UpstreamRequest(message.method_text, path, None, [], _routed(path))
+            if run_request(chain, request) is not None:
+                return None  # (a declarative step never answers; the generic path says why)
+            if len(plans) >= PLANS_KEPT:
+                plans.clear()
+            found = plans[(id(chain), path)] = (
+                chain,
+                request.path.encode("latin-1"),
+                render_headers(request.headers),
+            )
+        url = found[1] + b"?" + query.encode("latin-1") if mark else found[1]
+        return url, message.lines + self.forwarding(message) + found[2]
 
     def upstream_request(
         self, message: Message, chain: Chain

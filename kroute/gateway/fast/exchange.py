@@ -51,6 +51,10 @@ class Exchange(Relay):
             self.send(message.url, message.lines + client.forwarding(message))
             return
         self.chain = chain
+        planned = client.planned(message, chain)
+        if planned is not None:
+            self.send(*planned)
+            return
         request, self.rest_lines = client.upstream_request(message, chain)
         self.upstream = request
         if chain.waits:

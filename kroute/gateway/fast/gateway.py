@@ -16,6 +16,7 @@ from kroute.gateway.fast.ports import Connection, EndpointSide, Key
 from kroute.gateway.fast.relay import RESPONSE_HEADERS
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
+from kroute.pipeline.steps import Chain
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
 from kroute.transport.http1 import ServerLimits
@@ -64,6 +65,9 @@ class FastGateway:
         self.outbox = Outbox()
         #: Header handling per sequence of names, one cache each way (see `HeaderPlans`).
         self.request_headers = HeaderPlans(REQUEST_HEADERS)
+        #: What declarative chains made of a path: (chain, target, lines) by (id(chain), path)
+        #: (`Client.planned`).
+        self.plans: dict[tuple[int, str], tuple[Chain, bytes, bytes]] = {}
         self.response_headers = HeaderPlans(RESPONSE_HEADERS)
         self.draining = False
         self._server: asyncio.Server | None = None

@@ -130,6 +130,7 @@ class Gateway(Protocol):
     clients: set[Connection]
     outbox: Outbox
     request_headers: HeaderPlans
+    plans: dict[tuple[int, str], tuple[Chain, bytes, bytes]]
     response_headers: HeaderPlans
     draining: bool
 
@@ -147,6 +148,8 @@ class ClientSide(Protocol):
     def resume(self) -> None: ...
 
     def forwarding(self, message: Message) -> bytes: ...
+
+    def planned(self, message: Message, chain: Chain) -> tuple[bytes, bytes] | None: ...
 
     def upstream_request(
         self, message: Message, chain: Chain
