@@ -50,12 +50,6 @@ class HeaderEdits:
             n.lower() for n in self.remove
         }
 
-    def describe(self) -> str:
-        parts = [f"set {n.decode()}: {v.decode()}" for n, v in self.set]
-        parts += [f"add {n.decode()}: {v.decode()}" for n, v in self.add]
-        parts += [f"remove {n.decode()}" for n in self.remove]
-        return ", ".join(parts)
-
 
 @attrs.frozen
 class RequestHeaderModifier(Step):

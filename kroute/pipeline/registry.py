@@ -49,9 +49,6 @@ class Filters:
 
         return add
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._functions
-
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._functions))
 

@@ -138,18 +138,22 @@ class Client(asyncio.Protocol):
         return self.exchange is None and self.parsing is None and self.upstream is None
 
     def pause_writing(self) -> None:
-        exchange = self.exchange
-        if exchange is not None and exchange.conn is not None:
-            exchange.conn.transport.pause_reading()
-        elif self.upstream is not None:
-            self.upstream.transport.pause_reading()
+        feeding = self.feeding()
+        if feeding is not None:
+            feeding.pause_reading()
 
     def resume_writing(self) -> None:
+        feeding = self.feeding()
+        if feeding is not None:
+            feeding.resume_reading()
+
+    def feeding(self) -> asyncio.Transport | None:
+        """The endpoint connection whose bytes this client is sent (flow control stops it
+        when the client reads too slowly), if any."""
         exchange = self.exchange
         if exchange is not None and exchange.conn is not None:
-            exchange.conn.transport.resume_reading()
-        elif self.upstream is not None:
-            self.upstream.transport.resume_reading()
+            return exchange.conn.transport
+        return self.upstream.transport if self.upstream is not None else None
 
     def pause(self) -> None:
         self.paused = True
