@@ -2,6 +2,7 @@
 to the first request routed to the new endpoint with 10,000 objects loaded.
 
     python -m nox -s bench      (or: python benchmarks/bench_gateway.py)
+    python benchmarks/bench_gateway.py --steps-only   (a route with steps next to one without)
 
 Throughput (needs wrk and nginx from Debian's packages; skipped, saying so, without them):
 every proxy runs on core 0, one process, one worker; the backend (nginx, one worker, a 2-byte
@@ -194,6 +195,9 @@ def throughput() -> None:
     manifests(workdir, BACKEND)
     env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
     commands = proxies(workdir)
+    steps_only = "--steps-only" in sys.argv  # the steps pairs alone (FastGateway, no nginx pairs)
+    if steps_only:
+        commands = {FAST: commands[FAST]}
     rows: list[tuple[str, int, Run, float]] = []  # proxy, connections, median run, vs nginx
     steps: list[tuple[int, Run, Run, float]] = []
     with running_nginx(BACKEND), running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
@@ -201,7 +205,7 @@ def throughput() -> None:
             with on_core0(command, GATEWAY, env=env):
                 wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
                 rounds = PAIRED_ROUNDS if name == FAST else 1
-                for connections in (20, 100):
+                for connections in () if steps_only else (20, 100):
                     pairs = [(wrk(NGINX_PROXY, connections), wrk(GATEWAY, connections))
                              for _ in range(rounds)]  # fmt: skip
                     if name == FAST:
@@ -358,7 +362,8 @@ async def change_to_routing() -> None:
 def main() -> None:
     if "--change-only" not in sys.argv:
         throughput()
-    anyio.run(change_to_routing)
+    if "--steps-only" not in sys.argv:
+        anyio.run(change_to_routing)
 
 
 if __name__ == "__main__":
