@@ -29,11 +29,11 @@ import httptools
 
 from kroute.gateway.accept import batched
 from kroute.transport.http1 import (
-    REASON_BYTES,
     ServerLimits,
     bodiless,
     error_page,
     host_problem,
+    status_line,
 )
 from kroute.transport.proxy import HOP_BY_HOP, connection_tokens
 
@@ -279,8 +279,7 @@ class _Connection:
             chunked = True
         if not keep:
             headers.append((b"Connection", b"close"))
-        reason = REASON_BYTES.get(response.status, b"Status")
-        head = b"HTTP/1.1 %d %b\r\n" % (response.status, reason)
+        head = status_line(response.status)
         head += b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
         with anyio.fail_after(self.limits.write_timeout):
             if isinstance(body, bytes):

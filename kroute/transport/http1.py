@@ -10,6 +10,7 @@ that refuses a request. Before this module each of them had its own copy, and th
 from __future__ import annotations
 
 from collections.abc import Collection
+from http import HTTPStatus
 
 import attrs
 
@@ -17,7 +18,24 @@ from kroute.transport.proxy import REASONS
 
 #: Statuses whose responses never carry a body (RFC 9112 section 6.3, rule 1).
 NO_BODY_STATUSES = frozenset({204, 304})
-REASON_BYTES = {status: reason.encode() for status, reason in REASONS.items()}
+#: Reason phrases by status: RFC 9110 section 15's (kroute's own wording where it answers).
+REASON_BYTES = {s.value: s.phrase.encode() for s in HTTPStatus} | {
+    status: reason.encode() for status, reason in REASONS.items()
+}
+#: Status lines, made once per status (`status_line`).
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """The status line every front writes for `status`, with the standard reason phrase, not
+    the one an endpoint sent: "a client SHOULD ignore the reason-phrase" (RFC 9110 section
+    15), and an endpoint's own can carry anything (Traefik writes Go's standard text too)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %b\r\n" % (status, REASON_BYTES.get(status, b"Status"))
+        if len(_STATUS_LINES) < 1000:  # (three digits: bounded anyway)
+            _STATUS_LINES[status] = line
+    return line
 
 
 @attrs.frozen

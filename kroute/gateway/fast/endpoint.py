@@ -24,7 +24,7 @@ class Upstream(asyncio.Protocol):
     """
 
     __slots__ = ("closed", "endpoints", "exchange", "idle_since", "key", "names", "parser",
-                 "reason", "received", "reused", "timer", "transport", "values")  # fmt: skip
+                 "received", "reused", "timer", "transport", "values")  # fmt: skip
 
     def __init__(self, endpoints: IdleConnections[Key, EndpointSide], key: Key) -> None:
         self.endpoints = endpoints
@@ -37,14 +37,14 @@ class Upstream(asyncio.Protocol):
         self.received = False  # any byte of the current response
         self.reused = False
         self.timer: asyncio.TimerHandle | None = None
-        #: The head of the response being read: reason phrase, header names and values.
-        self.reason = b""
+        #: The head of the response being read: its header names and values (the reason
+        #: phrase is not read: every front writes the standard one, `http1.status_line`).
         self.names: list[bytes] = []
         self.values: list[bytes] = []
 
     def new_head(self) -> None:
         """Forget the head read last: the next response's is read from here."""
-        self.reason, self.names, self.values = b"", [], []
+        self.names, self.values = [], []
 
     def fields(self) -> Headers:
         """The head's header fields, (name, value) each."""
@@ -110,9 +110,6 @@ class Upstream(asyncio.Protocol):
             self.exchange.client.resume()
 
     # llhttp callbacks, passed on to the exchange
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.names.append(name)
         self.values.append(value)

@@ -90,7 +90,6 @@ class EndpointSide(Protocol):
     transport: asyncio.Transport
     parser: httptools.HttpResponseParser
     exchange: ExchangeSide | None
-    reason: bytes
     names: list[bytes]
     values: list[bytes]
     idle_since: float

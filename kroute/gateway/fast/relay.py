@@ -24,7 +24,7 @@ from kroute.pipeline.steps import Chain, UpstreamRequest, run_response
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
-from kroute.transport.http1 import REASON_BYTES, bodiless, interim
+from kroute.transport.http1 import bodiless, interim, status_line
 from kroute.transport.proxy import (
     HOP_BY_HOP,
     HeaderSplit,
@@ -114,8 +114,8 @@ class Relay:
         conn = self.conn
         assert conn is not None
         status = conn.parser.get_status_code()
-        if interim(status):
-            self.pending.append(b"HTTP/1.1 %d %b\r\n\r\n" % (status, conn.reason))
+        if status < 200 and interim(status):  # (the test first: most heads are final)
+            self.pending.append(status_line(status) + b"\r\n")
             conn.new_head()
             return
         if self.retry.codes and self.again_on_status(conn, status):
@@ -152,8 +152,8 @@ class Relay:
             if cookie is not None:
                 framing += b"%b: %b\r\n" % cookie
         self.head_sent = True
-        self.pending.append(b"HTTP/1.1 %d %b\r\n%b%b%b\r\n" % (
-            status, conn.reason or b"OK", lines, framing, self.gateway.hsts_line))  # fmt: skip
+        self.pending.append(b"%b%b%b%b\r\n" % (
+            status_line(status), lines, framing, self.gateway.hsts_line))  # fmt: skip
         self.status = status
         assert self.pool is not None
         assert self.key is not None
@@ -221,8 +221,7 @@ class Relay:
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
-        head = b"HTTP/1.1 %d %b\r\n" % (status, REASON_BYTES.get(status, b"Error"))
-        head += render_headers(headers) + self.gateway.hsts_line
+        head = status_line(status) + render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
         self.flush()
         self.head_sent = True

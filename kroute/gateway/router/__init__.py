@@ -318,7 +318,10 @@ class Router:
         decider = self._decider
         if decider.per_request:  # the endpoint depends on headers: nothing to remember
             return self.route(build(), entry_point=entry_point)
-        table, memo = self._served(entry_point, False)
+        if self._stale:  # (`_served`, written out for the hot path)
+            self.rebuild()
+        found = self._serving.get((entry_point, False))
+        table, memo = self._served(entry_point, False) if found is None else found
         route, head = memo.match(table, method, host, target, build)
         return decider.decide_target(route, head, build)
 

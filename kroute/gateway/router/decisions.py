@@ -132,7 +132,7 @@ class Decider:
         #: Routes (by identity) whose one backend has a pool, with that backend: what
         #: `decide_target` needs to pick without the general path. Entries keep their route
         #: alive (its id stays its); cleared at each rebuild.
-        self._direct: dict[int, tuple[Route, BackendRef, Backend]] = {}
+        self._direct: dict[int, _Direct] = {}
 
     def forget(self) -> None:
         """Drop what was kept for the routes of the table being replaced."""
@@ -147,11 +147,13 @@ class Decider:
         when `head` is None and the decision needs it (a redirect). Not for `per_request`."""
         direct = self._direct.get(id(route))
         if direct is not None:  # one backend with a pool, no redirect: pick, or say why not
-            _, backend, found = direct
-            pick = found.pool.pick(now=self._clock(), rng=self._rng)
+            pick = direct.pool.pick(now=self._clock(), rng=self._rng)
             if pick is None:
-                return _unavailable(route, backend, found)
-            return self._made(route, backend, found.pool, pick)
+                return _unavailable(route, direct.backend, direct.found)
+            decision = direct.made.get(id(pick))
+            if decision is None:
+                decision = direct.decision(self._made(route, direct.backend, direct.pool, pick))
+            return decision
         if route is not None and route.redirect is not None and head is None:
             head = build()
         return self.decide(route, head, ())
@@ -196,7 +198,7 @@ class Decider:
         if cookie is not None:
             return Decision(200, route, backend, pick, cookie=cookie, pool=found.pool)
         if route is not None and route.redirect is None and len(route.backends) == 1:
-            self._direct[id(route)] = (route, backend, found)
+            self._direct[id(route)] = _Direct(route, backend, found)
         return self._made(route, backend, found.pool, pick)
 
     def _choose(self, route: Route) -> BackendRef | None:
@@ -216,6 +218,28 @@ class Decider:
             if len(self._decided) >= DECISIONS_KEPT:
                 self._decided.clear()  # (endpoints come and go between rebuilds)
             decision = self._decided[key] = Decision(200, route, backend, pick, pool=pool)
+        return decision
+
+
+class _Direct:
+    """A route whose one backend has a pool (`Decider.decide_target`), with its decisions by
+    pick identity: each keeps its pick alive, so the ids stay theirs."""
+
+    __slots__ = ("backend", "found", "made", "pool", "route")
+
+    def __init__(self, route: Route, backend: BackendRef, found: Backend) -> None:
+        self.route = route
+        self.backend = backend
+        self.found = found
+        self.pool = found.pool
+        self.made: dict[int, Decision] = {}
+
+    def decision(self, decision: Decision) -> Decision:
+        """Keep `decision` for its pick (endpoints come and go between rebuilds: bounded)."""
+        if len(self.made) >= DECISIONS_KEPT:
+            self.made.clear()
+        assert decision.pick is not None
+        self.made[id(decision.pick)] = decision
         return decision
 
 
