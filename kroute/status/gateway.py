@@ -61,8 +61,8 @@ def gateway_status(
             cond("Accepted", False, "Invalid", error),
             cond("Programmed", False, "Invalid", error),
         ]}  # fmt: skip
-    spec = asmapping(obj.get("spec"), "spec")
-    raw = [asmapping(v, f"spec.listeners[{i}]")
+    spec = as_map(obj.get("spec"), "spec")
+    raw = [as_map(v, f"spec.listeners[{i}]")
            for i, v in enumerate(as_list(spec.get("listeners"), "spec.listeners"))]  # fmt: skip
     certs = listener_certificate_refs(obj, ref, inputs.grants)
     listeners = [_listener(ref, i, item, raw, certs, inputs, cond) for i, item in enumerate(raw)]
@@ -99,7 +99,7 @@ def _spec_addresses(spec: Mapping[str, Any], inputs: GatewayInputs) -> tuple[str
     published = {e["value"] for e in inputs.settings.addresses.for_gateway()}
     unsupported, unusable = [], []
     for i, value in enumerate(as_list(spec.get("addresses"), "spec.addresses")):
-        item = asmapping(value, f"spec.addresses[{i}]")
+        item = as_map(value, f"spec.addresses[{i}]")
         kind = item.get("type", "IPAddress")
         if kind not in ("IPAddress", "Hostname"):
             unsupported.append(f"spec.addresses[{i}]: type {kind!r} is not supported")
