@@ -84,6 +84,8 @@ def merge_status(
     elif kind == "HTTPRoute":
         out["parents"] = _merge_parents(base.get("parents"), desired["parents"], stamp,
                                         controller_name)  # fmt: skip
+        if not out["parents"] and "parents" not in base:
+            del out["parents"]  # (nothing of kroute's to add to a route it is no parent of)
     else:  # GatewayClass, Gateway
         out["conditions"] = merge_conditions(base.get("conditions"), desired["conditions"], stamp)
         if kind == "Gateway":
