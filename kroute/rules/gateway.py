@@ -3,9 +3,9 @@
 Sources: `apis/v1/httproute_types.go` and `gateway_types.go` in kubernetes-sigs/gateway-api, and
 its conformance tests. What is implemented:
 - Gateways whose `gatewayClassName` is ours; their HTTP and HTTPS listeners, `allowedRoutes`
-  (namespaces Same/All/Selector, kinds); each route carries the (port, HTTPS) of the listeners
-  it is attached to, and is served on the entry points they bind to (`kroute.rules.entrypoints`,
-  docs/entrypoints.md);
+  (namespaces Same/All/Selector, kinds), decided in `kroute.rules.listeners`; each route carries
+  the (port, HTTPS) of the listeners it is attached to, and is served on the entry points they
+  bind to (`kroute.rules.entrypoints`, docs/entrypoints.md);
 - HTTPRoute `parentRefs` (namespace, sectionName, port), hostname intersection with the listener,
   and listener isolation: a request whose host matches a more specific listener of the same
   Gateway and port is not routed by routes attached to a less specific one (GEP-1713);
