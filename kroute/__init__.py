@@ -81,6 +81,14 @@ from kroute.rules.request import RequestHead, normalize_host, normalize_path
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable, TableStatistics
 from kroute.rules.traefik import rule_condition
+from kroute.status import (
+    PublishedAddresses,
+    StatusSettings,
+    StatusUpdate,
+    merge_status,
+    plan_status,
+    withdraw_status,
+)
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Timeouts, Transport
 from kroute.transport.http1 import ServerLimits
 from kroute.transport.memory import MemoryTransport
@@ -196,6 +204,7 @@ __all__ = [
     "PoolStatistics",
     "PooledTransport",
     "Preview",
+    "PublishedAddresses",
     "Redirect",
     "Redirected",
     "Refuse",
@@ -215,6 +224,8 @@ __all__ = [
     "ServiceEndpoints",
     "Source",
     "Status",
+    "StatusSettings",
+    "StatusUpdate",
     "Step",
     "Store",
     "TableStatistics",
@@ -248,8 +259,10 @@ __all__ = [
     "kinds",
     "load_paths",
     "load_text",
+    "merge_status",
     "normalize_host",
     "normalize_path",
+    "plan_status",
     "preview",
     "replay_safe",
     "rule_condition",
@@ -260,6 +273,7 @@ __all__ = [
     "send_with_retries",
     "set_host",
     "strip_hop_by_hop",
+    "withdraw_status",
 ]
 
 

@@ -1,8 +1,12 @@
 """`python -m kroute explain`: where would these requests go, given these manifests?
+`python -m kroute status`: what status would kroute write to them?
 
     python -m kroute explain -f PATH [-f PATH ...] [--requests FILE]
         [--ingress-class NAME] [--gateway-class NAME] [--format json|text]
         [--entrypoint NAME | --entrypoint NAME=[HOST:]PORT[,tls][,advertised=PORT]]
+    python -m kroute status -f PATH [-f PATH ...] [--publish-address ADDR ...]
+        [--controller-name NAME] [--ingress-class NAME] [--gateway-class NAME]
+        [--entrypoint NAME ...]
 
 Requests are JSON lines (from FILE, or standard input):
     {"method": "GET", "host": "a.example.com:8080", "path": "/x?y=1",
@@ -16,12 +20,17 @@ rejected as invalid are reported on stderr and do not stop the run. With --entry
 routes that entry point serves are considered (docs/entrypoints.md): `web` (port 80) and
 `websecure` (443, TLS) are known by name, any other is given with its port.
 
+`status` prints one JSON list of {apiVersion, kind, namespace, name, status, changed}, one
+entry per object kroute writes status to (docs/status.md); exit status 0, or 2 when a manifest
+or an address cannot be read.
+
 This module must not import the `kubernetes` package (about a second to import).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -34,6 +43,7 @@ from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, EntryPoint
 from kroute.rules.explain import explain
 from kroute.rules.request import RequestHead
 from kroute.rules.table import RouteTable
+from kroute.status import CONTROLLER_NAME, PublishedAddresses, StatusSettings, plan_status
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -43,29 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kroute", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     ex = commands.add_parser("explain", help="route requests offline against manifests")
-    ex.add_argument(
-        "-f",
-        "--filename",
-        dest="paths",
-        action="append",
-        required=True,
-        metavar="PATH",
-        help="manifest file or directory (repeatable)",
-    )
+    _common(ex)
     ex.add_argument(
         "--requests", metavar="FILE", help="JSON lines of requests (default: standard input)"
-    )
-    ex.add_argument(
-        "--ingress-class",
-        default=DEFAULT_CLASS,
-        metavar="NAME",
-        help=f"IngressClass to serve (default {DEFAULT_CLASS})",
-    )
-    ex.add_argument(
-        "--gateway-class",
-        default=DEFAULT_CLASS,
-        metavar="NAME",
-        help=f"GatewayClass to serve (default {DEFAULT_CLASS})",
     )
     ex.add_argument("--format", choices=("json", "text"), default="json")
     ex.add_argument(
@@ -74,7 +64,53 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME[=[HOST:]PORT[,tls]]",
         help="explain for this entry point only (web, websecure, or NAME=PORT)",
     )
+    st = commands.add_parser("status", help="the status kroute would write, offline")
+    _common(st)
+    st.add_argument(
+        "--publish-address",
+        dest="addresses",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="an address clients reach kroute at: an IP or a DNS name (repeatable)",
+    )
+    st.add_argument(
+        "--controller-name",
+        default=CONTROLLER_NAME,
+        metavar="NAME",
+        help=f"GatewayClass controllerName kroute answers for (default {CONTROLLER_NAME})",
+    )
+    st.add_argument(
+        "--entrypoint",
+        dest="entrypoints",
+        action="append",
+        type=_entry_point,
+        metavar="NAME[=[HOST:]PORT[,tls]]",
+        help="an entry point kroute listens on "
+        "(repeatable): a listener no entry point serves is not Accepted",
+    )
     return parser  # fmt: skip
+
+
+def _common(command: argparse.ArgumentParser) -> None:
+    """The manifests and the classes served, which every command takes."""
+    command.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file or directory (repeatable)",
+    )
+    command.add_argument(
+        "--ingress-class",
+        default=DEFAULT_CLASS,
+        metavar="NAME",
+        help=f"IngressClass to serve (default {DEFAULT_CLASS})",
+    )
+    command.add_argument("--gateway-class", default=DEFAULT_CLASS, metavar="NAME",
+                         help=f"GatewayClass to serve (default {DEFAULT_CLASS})")  # fmt: skip
 
 
 def _entry_point(text: str) -> EntryPoint:
@@ -177,4 +213,33 @@ def main(
 ) -> int:
     """Entry point of `python -m kroute` and the `kroute` script; streams default to sys's."""
     args = _parser().parse_args(argv)
+    if args.command == "status":
+        return run_status(args, stdout or sys.stdout, stderr or sys.stderr)
     return run_explain(args, stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr)
+
+
+def run_status(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """Print what kroute would write (kroute.status.plan_status) as one JSON list."""
+    try:
+        objects = load_paths(args.paths)
+        addresses = PublishedAddresses.parse(args.addresses)
+    except (ManifestError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_BAD_INPUT
+    # A kind the manifests do not carry at all cannot show that a reference to one is missing.
+    given = {m.obj.get("kind") for m in objects if m.obj.get("apiVersion") == "v1"}
+    complete = frozenset({"Service", "Secret"} & given)
+    for kind in sorted({"Service", "Secret"} - given):
+        print(f"note: no {kind} in the manifests: references to {kind}s are not checked", file=err)
+    settings = StatusSettings(controller_name=args.controller_name, addresses=addresses,
+                              ingress_class=args.ingress_class, gateway_class=args.gateway_class,
+                              entry_points=args.entrypoints, complete_kinds=complete)  # fmt: skip
+    result = compile_objects(objects, ingress_class=args.ingress_class,
+                             gateway_class=args.gateway_class,
+                             entry_points=args.entrypoints)  # fmt: skip
+    for error in result.errors:
+        print(f"invalid: {error}", file=err)
+    now = datetime.datetime.now(datetime.UTC)
+    updates = plan_status(objects, settings, now=now, compiled=result)
+    print(json.dumps([u.to_json() for u in updates], indent=2), file=out)
+    return EXIT_OK

@@ -145,7 +145,7 @@ def gateway_objects(ns: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
          "metadata": {"name": "kroute"},
-         "spec": {"controllerName": "kroute.dev/gateway"}},
+         "spec": {"controllerName": "kroute.dev/gateway-controller"}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
          "metadata": {"name": "kroute"}, "spec": {"controller": "kroute.dev/gateway"}},
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",

@@ -77,6 +77,8 @@ class CompileResult:
     errors: tuple[InvalidObject, ...] = ()
     notes: tuple[str, ...] = ()
     refused: tuple[InvalidObject, ...] = ()
+    #: What each HTTPRoute parentRef to one of our Gateways came to (`kroute.status` reads it).
+    parents: tuple[gateway.ParentOutcome, ...] = ()
     _tables: dict[str, RouteTable] = attrs.field(factory=dict, eq=False, repr=False)
 
     def table_for(self, entry_point: EntryPoint) -> RouteTable:
@@ -120,6 +122,7 @@ class _Collector:
         self.routes: list[Route] = []
         self.errors: list[InvalidObject] = []
         self.notes: list[str] = []
+        self.parents: list[gateway.ParentOutcome] = []
 
     def reject(self, item: Manifest, exc: FieldError, ref: ObjectRef | None = None) -> None:
         name = str(ref) if ref is not None else _describe(item.obj)
@@ -182,7 +185,7 @@ def compile_objects(
     if entry_points is not None:
         out.notes.extend(_unserved(out.routes, listeners, entry_points))
     return CompileResult(RouteTable(out.routes), tuple(out.errors), tuple(out.notes),
-                         refusals(out.routes))  # fmt: skip
+                         refusals(out.routes), tuple(out.parents))  # fmt: skip
 
 
 def _unserved(
@@ -309,17 +312,33 @@ def _compile_gateway_api(
         ref = None
         try:
             ref = object_ref(item.obj)
-            routes, notes = cached(
-                "HTTPRoute", item.obj, (name, item.origin, context),
-                _attempt(functools.partial(
-                    gateway.compile_httproute, item.obj, ref, ctx, origin=item.origin)),
-            ).unwrap()  # fmt: skip
         except FieldError as exc:
             out.reject(item, exc, ref)
+            continue
+        outcome = cached("HTTPRoute", item.obj, (name, item.origin, context),
+                         functools.partial(_one_httproute, item, ref, ctx))  # fmt: skip
+        parents, routes, notes = outcome.value
+        out.parents.extend(parents)
+        if outcome.error is not None:
+            out.reject(item, outcome.error, ref)
             continue
         out.routes.extend(routes)
         out.notes.extend(notes)
     return listeners
+
+
+def _one_httproute(item: Manifest, ref: ObjectRef, ctx: gateway.GatewayContext) -> _Outcome:
+    """(parent outcomes, routes, notes) of an HTTPRoute, and its FieldError if any: the parents
+    come first, so that status reports them even when a rule is malformed."""
+    try:
+        parents = gateway.route_parents(item.obj, ref, ctx)
+    except FieldError as exc:
+        return _Outcome(((), [], []), error=exc)
+    try:
+        routes, notes = gateway.compile_httproute(item.obj, ref, ctx, parents, origin=item.origin)
+    except FieldError as exc:
+        return _Outcome((parents.outcomes, [], []), error=exc)
+    return _Outcome((parents.outcomes, routes, notes))
 
 
 class _Same:

@@ -3,9 +3,9 @@
 Sources: `apis/v1/httproute_types.go` and `gateway_types.go` in kubernetes-sigs/gateway-api, and
 its conformance tests. What is implemented:
 - Gateways whose `gatewayClassName` is ours; their HTTP and HTTPS listeners, `allowedRoutes`
-  (namespaces Same/All/Selector, kinds); each route carries the (port, HTTPS) of the listeners
-  it is attached to, and is served on the entry points they bind to (`kroute.rules.entrypoints`,
-  docs/entrypoints.md);
+  (namespaces Same/All/Selector, kinds), decided in `kroute.rules.listeners`; each route carries
+  the (port, HTTPS) of the listeners it is attached to, and is served on the entry points they
+  bind to (`kroute.rules.entrypoints`, docs/entrypoints.md);
 - HTTPRoute `parentRefs` (namespace, sectionName, port), hostname intersection with the listener,
   and listener isolation: a request whose host matches a more specific listener of the same
   Gateway and port is not routed by routes attached to a less specific one (GEP-1713);
@@ -41,21 +41,15 @@ from kroute.objects import (
     as_str,
     created_at,
     describe_age,
-    labels_of,
-    object_ref,
     req_str,
-    selector_matches,
 )
 from kroute.pipeline.filters import Mirror, Refuse
-from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Chain
 from kroute.rules.conditions import (
-    AnyOf,
     Condition,
     HeaderIs,
     HeaderRegex,
     MethodIs,
-    Not,
     PathIs,
     PathPrefix,
     PathRegex,
@@ -63,209 +57,37 @@ from kroute.rules.conditions import (
     QueryRegex,
 )
 from kroute.rules.entrypoints import Attachment
-from kroute.rules.hostnames import check_hostname, covers, host_condition, intersect
+from kroute.rules.hostnames import host_condition
 from kroute.rules.httproute_filters import ResolveRef, rule_filters, with_prefix
+from kroute.rules.listeners import (
+    GROUP,
+    GatewayContext,
+    Listener,
+    ParentOutcome,
+    Parents,
+    compile_listeners,
+    granted_references,
+    route_parents,
+)
 from kroute.rules.policy import rule_policy
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
 
-GROUP = "gateway.networking.k8s.io"
+# Listener attachment lives in kroute.rules.listeners; these names stay importable from here.
+__all__ = [
+    "GROUP",
+    "GatewayContext",
+    "Listener",
+    "ParentOutcome",
+    "Parents",
+    "compile_httproute",
+    "compile_listeners",
+    "granted_references",
+    "route_parents",
+]
+
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
-ROUTE_PROTOCOLS = ("HTTP", "HTTPS")
-
-
-@attrs.frozen
-class Listener:
-    """An HTTP(S) listener of a served Gateway, as far as route attachment needs it."""
-
-    gateway: ObjectRef
-    name: str
-    hostname: str | None
-    port: int
-    namespaces_from: str
-    namespace_selector: Mapping[str, Any]
-    accepts_httproute: bool
-    #: Protocol HTTPS: served only on entry points that terminate TLS.
-    tls: bool = False
-
-
-def compile_listeners(obj: Obj, ref: ObjectRef) -> list[Listener]:
-    """The HTTP and HTTPS listeners of one Gateway; FieldError on a malformed one."""
-    spec = as_map(obj.get("spec"), "spec")
-    out = []
-    for i, value in enumerate(as_list(spec.get("listeners"), "spec.listeners")):
-        field = f"spec.listeners[{i}]"
-        raw = as_map(value, field)
-        name = req_str(raw.get("name"), f"{field}.name")
-        protocol = req_str(raw.get("protocol"), f"{field}.protocol")
-        port = as_int(raw.get("port"), f"{field}.port", default=0, low=1, high=65535)
-        if port == 0:
-            raise FieldError(f"{field}.port", "required")
-        hostname = as_str(raw.get("hostname"), f"{field}.hostname")
-        if hostname is not None:
-            hostname = check_hostname(hostname, f"{field}.hostname")
-        allowed = as_map(raw.get("allowedRoutes"), f"{field}.allowedRoutes")
-        namespaces = as_map(allowed.get("namespaces"), f"{field}.allowedRoutes.namespaces")
-        namespaces_from = namespaces.get("from", "Same")
-        if namespaces_from not in ("Same", "All", "Selector"):
-            raise FieldError(
-                f"{field}.allowedRoutes.namespaces.from",
-                f"{namespaces_from!r} is not one of Same, All, Selector",
-            )
-        kinds = as_list(allowed.get("kinds"), f"{field}.allowedRoutes.kinds")
-        accepts = protocol in ROUTE_PROTOCOLS and (
-            not kinds
-            or any(
-                as_map(k, f"{field}.allowedRoutes.kinds[{j}]").get("kind") == "HTTPRoute"
-                and as_map(k, "").get("group", GROUP) == GROUP
-                for j, k in enumerate(kinds)
-            )
-        )
-        out.append(
-            Listener(
-                gateway=ref,
-                name=name,
-                hostname=hostname,
-                port=port,
-                namespaces_from=namespaces_from,
-                namespace_selector=as_map(
-                    namespaces.get("selector"), f"{field}.allowedRoutes.namespaces.selector"
-                ),
-                accepts_httproute=accepts,
-                tls=protocol == "HTTPS",
-            )
-        )
-    return out
-
-
-def granted_references(
-    reference_grants: Sequence[Obj], from_kind: str, to_kind: str
-) -> set[tuple[str, str, str]]:
-    """(from namespace, to namespace, target name or "" for any) triples that ReferenceGrants
-    allow, for references from `from_kind` (a Gateway API kind) to `to_kind` (a core kind:
-    Service for backendRefs, Secret for certificateRefs). Gateway API ReferenceGrant: a grant
-    lives in the target's namespace; a malformed one allows nothing."""
-    allowed = set()
-    for grant in reference_grants:
-        try:
-            ref = object_ref(grant)
-            spec = as_map(grant.get("spec"), "spec")
-            froms = [as_map(f, "spec.from") for f in as_list(spec.get("from"), "spec.from")]
-            tos = [as_map(t, "spec.to") for t in as_list(spec.get("to"), "spec.to")]
-        except FieldError:
-            continue
-        for src in froms:
-            if src.get("group") != GROUP or src.get("kind") != from_kind:
-                continue
-            for dst in tos:
-                if dst.get("group", "") == "" and dst.get("kind") == to_kind:
-                    allowed.add((str(src.get("namespace")), ref.namespace, dst.get("name") or ""))
-    return allowed
-
-
-@attrs.define
-class GatewayContext:
-    """What attaching routes needs to know besides the route: listeners, grants, namespaces."""
-
-    listeners: list[Listener] = attrs.Factory(list)
-    grants: set[tuple[str, str, str]] = attrs.Factory(set)
-    namespace_labels: dict[str, Mapping[str, str]] = attrs.Factory(dict)
-    #: The application's own filters, which ExtensionRef filters name (`kroute.pipeline`).
-    filters: Filters = NO_FILTERS
-
-    @classmethod
-    def build(
-        cls,
-        listeners: list[Listener],
-        reference_grants: Sequence[Obj],
-        namespaces: Sequence[Obj],
-        filters: Filters = NO_FILTERS,
-    ) -> GatewayContext:
-        labels: dict[str, Mapping[str, str]] = {}
-        for ns in namespaces:
-            try:
-                labels[object_ref(ns, namespaced=False).name] = labels_of(ns)
-            except FieldError:
-                continue
-        grants = granted_references(reference_grants, "HTTPRoute", "Service")
-        return cls(listeners, grants, labels, filters)
-
-    def admits(self, listener: Listener, namespace: str) -> bool:
-        """allowedRoutes.namespaces for a route in `namespace`."""
-        if listener.namespaces_from == "All":
-            return True
-        if listener.namespaces_from == "Same":
-            return namespace == listener.gateway.namespace
-        # Every namespace carries this label (Kubernetes NamespaceDefaultLabelName).
-        labels = {**self.namespace_labels.get(namespace, {})}
-        labels["kubernetes.io/metadata.name"] = namespace
-        return selector_matches(listener.namespace_selector, labels, "selector")
-
-    def isolation(self, listener: Listener) -> tuple[Condition, ...]:
-        """A condition excluding hosts that a more specific listener of the gateway takes."""
-        narrower = sorted(
-            {
-                other.hostname
-                for other in self.listeners
-                if other.gateway == listener.gateway
-                and other.port == listener.port
-                and other.hostname is not None
-                and other.hostname != listener.hostname
-                and (listener.hostname is None or covers(listener.hostname, other.hostname))
-            }
-        )
-        if not narrower:
-            return ()
-        return (Not(AnyOf(tuple(host_condition(h, any_depth=True) for h in narrower))),)
-
-
-_Attached = tuple[str | None, tuple[Condition, ...], tuple[int, bool]]
-
-
-def _attachments(
-    spec: Mapping[str, Any], ref: ObjectRef, hostnames: list[str | None], ctx: GatewayContext
-) -> tuple[list[_Attached], list[str]]:
-    """(hostname, isolation conditions, listener (port, HTTPS)) the route is served under,
-    and notes."""
-    out: list[_Attached] = []
-    notes: list[str] = []
-    for i, value in enumerate(as_list(spec.get("parentRefs"), "spec.parentRefs")):
-        field = f"spec.parentRefs[{i}]"
-        parent = as_map(value, field)
-        if parent.get("group", GROUP) != GROUP or parent.get("kind", "Gateway") != "Gateway":
-            continue
-        gw = ObjectRef(
-            "Gateway",
-            as_str(parent.get("namespace"), f"{field}.namespace") or ref.namespace,
-            req_str(parent.get("name"), f"{field}.name"),
-        )
-        section = as_str(parent.get("sectionName"), f"{field}.sectionName")
-        port = as_int(parent.get("port"), f"{field}.port", default=0, low=1, high=65535)
-        candidates = [
-            lst
-            for lst in ctx.listeners
-            if lst.gateway == gw
-            and (section is None or lst.name == section)
-            and (port == 0 or lst.port == port)
-        ]
-        if not candidates:
-            continue  # not one of our Gateways, or no such listener
-        attached = False
-        for lst in candidates:
-            if not lst.accepts_httproute or not ctx.admits(lst, ref.namespace):
-                continue
-            for hostname in hostnames:
-                ok, joined = intersect(lst.hostname, hostname)
-                if ok:
-                    out.append((joined, ctx.isolation(lst), (lst.port, lst.tls)))
-                    attached = True
-        if not attached:
-            notes.append(
-                f"{ref}: {field}: not attached to {gw}: no listener accepts it "
-                "(protocol, allowedRoutes or hostname)"
-            )
-    return out, notes
 
 
 def _string_matches(values: list[Any], field: str, kind: str) -> list[tuple[str, str, str | Regex]]:
@@ -414,15 +236,12 @@ def _mirror_notes(ref: ObjectRef, chains: Sequence[Chain]) -> list[str]:
 
 
 def compile_httproute(
-    obj: Obj, ref: ObjectRef, ctx: GatewayContext, *, origin: str = ""
+    obj: Obj, ref: ObjectRef, ctx: GatewayContext, parents: Parents, *, origin: str = ""
 ) -> tuple[list[Route], list[str]]:
-    """The routes of one HTTPRoute and notes about it; FieldError on a malformed field."""
+    """The routes of one HTTPRoute, attached where `parents` (`route_parents`) says, and notes
+    about it; FieldError on a malformed field."""
     created = created_at(obj)
     spec = as_map(obj.get("spec"), "spec")
-    hostnames: list[str | None] = [
-        check_hostname(req_str(h, f"spec.hostnames[{i}]"), f"spec.hostnames[{i}]")
-        for i, h in enumerate(as_list(spec.get("hostnames"), "spec.hostnames"))
-    ] or [None]
     rules = []
     mirror_notes: list[str] = []
     for i, value in enumerate(as_list(spec.get("rules"), "spec.rules") or [{}]):
@@ -442,7 +261,8 @@ def compile_httproute(
         chain = chain + _unsupported_fields(rule, field) + refused
         rules.append((field, compiled, backends, backend_chains, redirect, chain, policy))
         mirror_notes += _mirror_notes(ref, (chain, *backend_chains))
-    attachments, notes = _attachments(spec, ref, hostnames, ctx)
+    attachments = parents.attached
+    notes = [outcome.note() for outcome in parents.outcomes if not outcome.accepted]
     if attachments:  # (a route served by another implementation is not ours to judge)
         notes += mirror_notes
     # A route served the same way through several listeners (ports) is one route attached to

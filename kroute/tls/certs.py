@@ -37,6 +37,7 @@ from cryptography.x509.oid import NameOID
 from kroute.errors import InvalidObject
 from kroute.objects import FieldError, Manifest, Obj, ObjectRef, as_list, as_map, as_str, object_ref
 from kroute.rules import gateway, ingress, traefik
+from kroute.tls.refs import listener_certificate_refs
 
 SECRET_TYPE = "kubernetes.io/tls"
 _PUBLIC = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -248,31 +249,12 @@ def _gateway_references(
     spec = as_map(obj.get("spec"), "spec")
     if spec.get("gatewayClassName") != gateway_class:
         return
-    for i, raw in enumerate(as_list(spec.get("listeners"), "spec.listeners")):
-        listener = as_map(raw, f"spec.listeners[{i}]")
-        tls = as_map(listener.get("tls"), f"spec.listeners[{i}].tls")
-        if listener.get("protocol") != "HTTPS" or tls.get("mode", "Terminate") != "Terminate":
-            continue
-        hostname = as_str(listener.get("hostname"), f"spec.listeners[{i}].hostname")
-        refs = as_list(tls.get("certificateRefs"), f"spec.listeners[{i}].tls.certificateRefs")
-        for j, cert_ref in enumerate(refs):
-            field = f"spec.listeners[{i}].tls.certificateRefs[{j}]"
-            target = as_map(cert_ref, field)
-            core = target.get("group", "") in ("", "core")
-            if not core or target.get("kind", "Secret") != "Secret":
-                errors.append(InvalidObject(str(ref), field, "only core Secrets are supported"))
-                continue
-            namespace = target.get("namespace") or ref.namespace
-            name = as_str(target.get("name"), f"{field}.name")
-            permitted = {(ref.namespace, namespace, name), (ref.namespace, namespace, "")}
-            if namespace != ref.namespace and grants.isdisjoint(permitted):
-                reason = (f"RefNotPermitted: no ReferenceGrant in namespace {namespace} allows "
-                          f"Gateways of {ref.namespace} to use Secret {name}")  # fmt: skip
-                errors.append(InvalidObject(str(ref), field, reason))
-                continue
-            if name:
-                referrer = f"{ref} listener {listener.get('name')}"
-                yield referrer, namespace, name, [hostname] if hostname else []
+    for cert in listener_certificate_refs(obj, ref, grants):
+        if cert.problem is not None:
+            errors.append(InvalidObject(str(ref), cert.field, cert.message))
+        elif cert.name:
+            hosts = [cert.hostname] if cert.hostname else []
+            yield f"{ref} listener {cert.listener}", cert.namespace, cert.name, hosts
 
 
 def _name(obj: Obj) -> str:
