@@ -99,10 +99,9 @@ async def test_example_gateway_with_its_rbac_routes_what_the_cluster_holds(
     pools = {"default/test-www:http": ["192.0.2.21:8080"],  # the Ingress's, the IngressRoute's
              "default/test-www:80": ["192.0.2.21:8080"],  # the HTTPRoute's
              "default/test-api:80": ["192.0.2.22:8080"]}  # fmt: skip
-    with anyio.fail_after(30):
-        while await in_rotation() != pools:
+    with anyio.fail_after(30):  # (pools follow the slices at once, the table after a rebuild)
+        while await in_rotation() != pools or (await admin.request("admin", "/ready"))[0] != 200:
             await anyio.sleep(0.05)
-    assert (await admin.request("admin", "/ready"))[0] == 200
     routes = await admin.json("admin", "/api/routes")
     hosts = {r["match"] for r in routes["routes"]}
     for host in ("test-www", "test-api", "test-route", "test-ingressroute"):
