@@ -128,7 +128,7 @@ def test_every_claim_changes_the_record_even_when_the_wall_clock_does_not_move()
     and take over from a live holder."""
     first = claim(None, "me", EPOCH, T)
     again = claim(first, "me", EPOCH, T)
-    assert again != first  # type: ignore[operator]
+    assert again != first
     assert again.renew_time > first.renew_time  # type: ignore[operator]
     backwards = claim(again, "me", EPOCH - datetime.timedelta(hours=1), T)
     assert backwards.renew_time > again.renew_time  # type: ignore[operator]

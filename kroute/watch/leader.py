@@ -206,18 +206,18 @@ class LeaderElection:
             _log.info("%s: %s leads now", self._describe(), self.identity)
             self._notify()
 
-    def _lose(self, reason: str) -> None:
+    def _lose(self, reason: str, level: int = logging.WARNING) -> None:
         was_leading = self._state.renewed_at is not None or bool(self._scopes)
         self._state = self._state.resign()
         for scope in self._scopes:
             scope.cancel()
         if was_leading:
-            _log.warning("%s: %s stopped leading: %s", self._describe(), self.identity, reason)
+            _log.log(level, "%s: %s stopped leading: %s", self._describe(), self.identity, reason)
         self._notify()
 
     async def _step_down(self) -> None:
         """Stop leader work, wait for it to finish, then release the Lease if we hold it."""
-        self._lose("leader election stopped")
+        self._lose("leader election stopped", logging.INFO)
         with anyio.move_on_after(self.timing.renew_deadline):
             while self._scopes:
                 await self._event().wait()
