@@ -10,7 +10,7 @@ bounds derived from those durations.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -34,16 +34,9 @@ TAKEOVER = FAST["lease_duration"] + FAST["retry_period"] * (1 + JITTER_FACTOR) +
 
 
 @pytest.fixture
-def kube_api(kube: KubeServer) -> Iterator[Kube]:
-    client = kube.client()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-async def api(kube: KubeServer) -> AsyncIterator[ApiClient]:
-    async with ApiClient(Cluster.from_kubeconfig(str(kube.kubeconfig))) as client:
-        yield client
+async def client(kube: KubeServer) -> AsyncIterator[ApiClient]:
+    async with ApiClient(Cluster.from_kubeconfig(str(kube.kubeconfig))) as api_client:
+        yield api_client
 
 
 def lease(ns: str, name: str, **spec: Any) -> dict[str, Any]:
@@ -54,40 +47,40 @@ def lease(ns: str, name: str, **spec: Any) -> dict[str, Any]:
 # -- ApiClient ----------------------------------------------------------------------------------
 
 
-async def test_create_get_replace_and_conflicts(api: ApiClient, kube_api: Kube) -> None:
-    ns = kube_api.namespace()
-    created = await api.create(LEASE, lease(ns, "l", holderIdentity="a"))
+async def test_create_get_replace_and_conflicts(client: ApiClient, api: Kube) -> None:
+    ns = api.namespace()
+    created = await client.create(LEASE, lease(ns, "l", holderIdentity="a"))
     assert created["spec"]["holderIdentity"] == "a"
-    got = await api.get(LEASE, ns, "l")
+    got = await client.get(LEASE, ns, "l")
     assert got["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
     got["spec"]["holderIdentity"] = "b"
-    replaced = await api.replace(LEASE, got)
+    replaced = await client.replace(LEASE, got)
     assert replaced["spec"]["holderIdentity"] == "b"
     got["spec"]["holderIdentity"] = "c"  # still at the first resourceVersion: stale
     with pytest.raises(Conflict, match=f"^Lease {ns}/l: HTTP 409: Conflict: ") as stale:
-        await api.replace(LEASE, got)
-    assert (await api.get(LEASE, ns, "l"))["spec"]["holderIdentity"] == "b"
+        await client.replace(LEASE, got)
+    assert (await client.get(LEASE, ns, "l"))["spec"]["holderIdentity"] == "b"
     with pytest.raises(Conflict, match=f"^Lease {ns}/l: HTTP 409: AlreadyExists: "):
-        await api.create(LEASE, lease(ns, "l"))
+        await client.create(LEASE, lease(ns, "l"))
     with pytest.raises(NotFound, match=f"^Lease {ns}/none: HTTP 404: NotFound: "):
-        await api.get(LEASE, ns, "none")
+        await client.get(LEASE, ns, "none")
     with pytest.raises(ValueError, match="needs a resourceVersion"):
-        await api.replace(LEASE, lease(ns, "l"))
-    token = kube_api.http.headers["Authorization"].split()[-1]
+        await client.replace(LEASE, lease(ns, "l"))
+    token = api.http.headers["Authorization"].split()[-1]
     assert token not in str(stale.value)
-    assert api.cluster.base_url not in str(stale.value)
+    assert client.cluster.base_url not in str(stale.value)
 
 
-async def test_merge_patch_and_apply(api: ApiClient, kube_api: Kube) -> None:
-    ns = kube_api.namespace()
-    await api.create(LEASE, lease(ns, "l", holderIdentity="a", leaseTransitions=1))
-    patched = await api.patch(LEASE, ns, "l", {"spec": {"holderIdentity": None}})
+async def test_merge_patch_and_apply(client: ApiClient, api: Kube) -> None:
+    ns = api.namespace()
+    await client.create(LEASE, lease(ns, "l", holderIdentity="a", leaseTransitions=1))
+    patched = await client.patch(LEASE, ns, "l", {"spec": {"holderIdentity": None}})
     assert patched["spec"] == {"leaseTransitions": 1}
-    applied = await api.apply(LEASE, lease(ns, "l", holderIdentity="k"), field_manager="kroute")
+    applied = await client.apply(LEASE, lease(ns, "l", holderIdentity="k"), field_manager="kroute")
     assert applied["spec"]["holderIdentity"] == "k"
     with pytest.raises(Conflict, match=r'conflict with "kroute": \.spec\.holderIdentity'):
-        await api.apply(LEASE, lease(ns, "l", holderIdentity="o"), field_manager="other")
-    forced = await api.apply(LEASE, lease(ns, "l", holderIdentity="o"), field_manager="other",
+        await client.apply(LEASE, lease(ns, "l", holderIdentity="o"), field_manager="other")
+    forced = await client.apply(LEASE, lease(ns, "l", holderIdentity="o"), field_manager="other",
                              force=True)  # fmt: skip
     assert forced["spec"]["holderIdentity"] == "o"
 
@@ -99,28 +92,28 @@ def ingress(ns: str, name: str) -> dict[str, Any]:
             "spec": {"ingressClassName": "kroute", "defaultBackend": backend}}  # fmt: skip
 
 
-async def test_status_subresource(api: ApiClient, kube_api: Kube) -> None:
+async def test_status_subresource(client: ApiClient, api: Kube) -> None:
     """Status writes change the status only (a spec in them is ignored), at a resourceVersion
     or by server-side apply with kroute's field manager, and never through the main resource."""
-    ns = kube_api.namespace()
-    created = await api.create(INGRESS, ingress(ns, "site"))
+    ns = api.namespace()
+    created = await client.create(INGRESS, ingress(ns, "site"))
     published = {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}
-    patched = await api.patch(INGRESS, ns, "site", {"status": published,
+    patched = await client.patch(INGRESS, ns, "site", {"status": published,
                               "spec": {"ingressClassName": "other"}}, subresource="status")  # fmt: skip
     assert patched["status"] == published
     assert patched["spec"]["ingressClassName"] == "kroute"
 
     stale = {**created, "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.8"}]}}}
     with pytest.raises(Conflict, match=f"^Ingress {ns}/site status: HTTP 409"):
-        await api.replace(INGRESS, stale, subresource="status")
-    fresh = await api.get(INGRESS, ns, "site", subresource="status")
-    replaced = await api.replace(
+        await client.replace(INGRESS, stale, subresource="status")
+    fresh = await client.get(INGRESS, ns, "site", subresource="status")
+    replaced = await client.replace(
         INGRESS, {**fresh, "status": stale["status"]}, subresource="status"
     )
     assert replaced["status"] == stale["status"]
 
     hostname = {"loadBalancer": {"ingress": [{"hostname": "lb.example"}]}}
-    applied = await api.apply(INGRESS, {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+    applied = await client.apply(INGRESS, {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                                         "metadata": {"name": "site", "namespace": ns},
                                         "status": hostname},
                               field_manager="kroute", force=True, subresource="status")  # fmt: skip
@@ -128,16 +121,16 @@ async def test_status_subresource(api: ApiClient, kube_api: Kube) -> None:
     managers = {(m["manager"], m.get("subresource")) for m in applied["metadata"]["managedFields"]}
     assert ("kroute", "status") in managers
 
-    main = await api.patch(INGRESS, ns, "site", {"status": published})  # not the subresource
+    main = await client.patch(INGRESS, ns, "site", {"status": published})  # not the subresource
     assert main["status"] == hostname
 
 
 async def test_an_unreachable_server_is_named_not_leaked(kube: KubeServer) -> None:
     cluster = Cluster.from_kubeconfig(str(kube.kubeconfig))
     cluster.base_url = "https://127.0.0.1:9"  # discard: nothing listens
-    async with ApiClient(cluster) as api:
+    async with ApiClient(cluster) as client:
         with pytest.raises(ApiUnreachable, match=r"^Lease ns/l: no answer \(\w+\)$"):
-            await api.get(LEASE, "ns", "l")
+            await client.get(LEASE, "ns", "l")
 
 
 # -- LeaderElection -------------------------------------------------------------------------
@@ -175,11 +168,11 @@ class Candidate:
 
 
 async def two_candidates(
-    api: ApiClient, group: anyio.abc.TaskGroup, ns: str, **options: Any
+    client: ApiClient, group: anyio.abc.TaskGroup, ns: str, **options: Any
 ) -> tuple[Candidate, Candidate, list[str]]:
     """Two candidates for one Lease; returns (leader, the other, log) once one leads."""
     log: list[str] = []
-    a, b = (Candidate(LeaderElection(api, namespace=ns, identity=name, **{**FAST, **options}),
+    a, b = (Candidate(LeaderElection(client, namespace=ns, identity=name, **{**FAST, **options}),
                       log) for name in ("a", "b"))  # fmt: skip
     group.start_soon(a.run)
     group.start_soon(b.run)
@@ -206,51 +199,51 @@ async def first(*events: anyio.Event) -> int:
     return done[0]
 
 
-def holder(kube_api: Kube, ns: str) -> str:
-    return str(kube_api.get(LEASE, ns, "kroute-status")["spec"].get("holderIdentity", ""))
+def holder(api: Kube, ns: str) -> str:
+    return str(api.get(LEASE, ns, "kroute-status")["spec"].get("holderIdentity", ""))
 
 
-async def test_exactly_one_holder_and_takeover_after_a_kill(api: ApiClient, kube_api: Kube) -> None:
-    ns = kube_api.namespace()
+async def test_exactly_one_holder_and_takeover_after_a_kill(client: ApiClient, api: Kube) -> None:
+    ns = api.namespace()
     async with anyio.create_task_group() as group:
-        leader, other, log = await two_candidates(api, group, ns, release_on_cancel=False)
-        assert await anyio.to_thread.run_sync(holder, kube_api, ns) == leader.election.identity
+        leader, other, log = await two_candidates(client, group, ns, release_on_cancel=False)
+        assert await anyio.to_thread.run_sync(holder, api, ns) == leader.election.identity
         leader.scope.cancel()  # killed: no release
         await first(other.working)
         assert log == [f"+{leader.election.identity}", f"-{leader.election.identity}",
                        f"+{other.election.identity}"]  # fmt: skip
-        assert await anyio.to_thread.run_sync(holder, kube_api, ns) == other.election.identity
-        lease = await api.get(LEASE, ns, "kroute-status")
+        assert await anyio.to_thread.run_sync(holder, api, ns) == other.election.identity
+        lease = await client.get(LEASE, ns, "kroute-status")
         assert lease["spec"]["leaseTransitions"] == 1
         group.cancel_scope.cancel()
 
 
 async def test_a_clean_stop_releases_for_an_immediate_takeover(
-    api: ApiClient, kube_api: Kube
+    client: ApiClient, api: Kube
 ) -> None:
     """A released Lease is taken at the successor's next round, long before the 30 s term."""
-    ns = kube_api.namespace()
+    ns = api.namespace()
     async with anyio.create_task_group() as group:
-        leader, other, _ = await two_candidates(api, group, ns, lease_duration=30.0)
+        leader, other, _ = await two_candidates(client, group, ns, lease_duration=30.0)
         leader.scope.cancel()
         with anyio.fail_after(FAST["retry_period"] * (1 + JITTER_FACTOR) + 5.0):
             await other.working.wait()
-        lease = await api.get(LEASE, ns, "kroute-status")
+        lease = await client.get(LEASE, ns, "kroute-status")
         assert lease["spec"]["holderIdentity"] == other.election.identity
         assert lease["spec"]["leaseTransitions"] == 1  # one change of holder: a release is none
         group.cancel_scope.cancel()
-    assert (await api.get(LEASE, ns, "kroute-status"))["spec"].get("holderIdentity") is None
+    assert (await client.get(LEASE, ns, "kroute-status"))["spec"].get("holderIdentity") is None
 
 
 async def test_a_holder_whose_lease_is_overwritten_stops_at_once(
-    api: ApiClient, kube_api: Kube
+    client: ApiClient, api: Kube
 ) -> None:
-    ns = kube_api.namespace()
+    ns = api.namespace()
     async with anyio.create_task_group() as group:
-        leader, other, log = await two_candidates(api, group, ns)
+        leader, other, log = await two_candidates(client, group, ns)
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         taken = {"holderIdentity": "intruder", "renewTime": now, "acquireTime": now}
-        await api.patch(LEASE, ns, "kroute-status", {"spec": taken})
+        await client.patch(LEASE, ns, "kroute-status", {"spec": taken})
         with anyio.fail_after(FAST["renew_deadline"] + 3.0):
             await leader.stopped.wait()
         assert not leader.election.is_leader
@@ -261,14 +254,14 @@ async def test_a_holder_whose_lease_is_overwritten_stops_at_once(
 
 
 async def test_a_holder_that_cannot_renew_stops_at_its_renew_deadline(
-    kube: KubeServer, kube_api: Kube
+    kube: KubeServer, api: Kube
 ) -> None:
     """The API server becomes unreachable for the holder: its work is cancelled when the renew
     deadline passes, by the event loop's clock, while its requests still fail."""
-    ns = kube_api.namespace()
+    ns = api.namespace()
     cluster = Cluster.from_kubeconfig(str(kube.kubeconfig))
-    async with ApiClient(cluster) as api, anyio.create_task_group() as group:
-        me = Candidate(LeaderElection(api, namespace=ns, identity="alone", **FAST), [])
+    async with ApiClient(cluster) as client, anyio.create_task_group() as group:
+        me = Candidate(LeaderElection(client, namespace=ns, identity="alone", **FAST), [])
         group.start_soon(me.run)
         await first(me.working)
         cluster.base_url = "https://127.0.0.1:9"

@@ -29,19 +29,10 @@ from typing import Any
 
 import anyio
 
+from kroute.watch import lease as decisions
 from kroute.watch.api import ApiClient, ApiError, Conflict, NotFound
 from kroute.watch.kinds import LEASE
-from kroute.watch.lease import (
-    Action,
-    Elector,
-    LeaseRecord,
-    Timing,
-    claim,
-    decide,
-    next_round,
-    release,
-    succeeded,
-)
+from kroute.watch.lease import Action, Elector, LeaseRecord, Timing
 
 _log = logging.getLogger(__name__)
 
@@ -130,7 +121,7 @@ class LeaderElection:
             while True:
                 await self._round()
                 now = anyio.current_time()
-                delay = next_round(self._state, now, self.timing, self._rng.random())
+                delay = decisions.next_round(self._state, now, self.timing, self._rng.random())
                 if self._state.renewed_at is not None:  # wake in time to notice the deadline
                     delay = min(delay, self._state.valid_until(self.timing) - now)
                 await anyio.sleep(max(delay, 0.0))
@@ -176,13 +167,15 @@ class LeaderElection:
     async def _act(
         self, record: LeaseRecord | None, lease: dict[str, Any] | None, started: float
     ) -> None:
-        action, self._state = decide(self._state, record, started, self.timing)
+        action, self._state = decisions.decide(self._state, record, started, self.timing)
         if action is Action.LOST:
             holder = record.holder if record else None
             self._lose(f"the Lease is held by {holder!r} now" if holder else "the Lease is gone")
         elif action in (Action.ACQUIRE, Action.RENEW):
             wall = datetime.datetime.now(datetime.UTC)
-            await self._write(claim(record, self.identity, wall, self.timing), lease, started)
+            await self._write(
+                decisions.claim(record, self.identity, wall, self.timing), lease, started
+            )
 
     async def _write(
         self, record: LeaseRecord, lease: dict[str, Any] | None, started: float
@@ -199,7 +192,7 @@ class LeaderElection:
             answer = await self.api.replace(LEASE, {**lease, "spec": {**spec, **record.to_spec()}})
         was_leading = self._state.renewed_at is not None
         self._lease = answer
-        self._state = succeeded(self._state, LeaseRecord.from_lease(answer), started)
+        self._state = decisions.succeeded(self._state, LeaseRecord.from_lease(answer), started)
         for scope in self._scopes:
             scope.deadline = self._state.valid_until(self.timing)
         if not was_leading and self._state.renewed_at is not None:
@@ -233,7 +226,7 @@ class LeaderElection:
                 if lease is None or LeaseRecord.from_lease(lease).holder != self.identity:
                     return
                 wall = datetime.datetime.now(datetime.UTC)
-                record = release(LeaseRecord.from_lease(lease), wall)
+                record = decisions.release(LeaseRecord.from_lease(lease), wall)
                 await self._write(record, lease, anyio.current_time())
                 _log.info("%s: released by %s", self._describe(), self.identity)
                 return
