@@ -109,7 +109,7 @@ class LeaderElection:
                 finally:
                     self._scopes.discard(scope)
                     self._notify()
-            if not scope.cancel_called:
+            if not scope.cancelled_caught:
                 return
 
     async def run(self) -> None:
@@ -209,13 +209,19 @@ class LeaderElection:
         self._notify()
 
     async def _step_down(self) -> None:
-        """Stop leader work, wait for it to finish, then release the Lease if we hold it."""
+        """Stop leader work, wait for it to finish, then release the Lease if we may hold it.
+        Work that does not finish within the renew deadline keeps the Lease unreleased: a
+        successor then waits for it to expire rather than overlap with that work."""
         self._lose("leader election stopped", logging.INFO)
-        with anyio.move_on_after(self.timing.renew_deadline):
+        last = self._state.observed
+        with anyio.move_on_after(self.timing.renew_deadline) as bound:
             while self._scopes:
                 await self._event().wait()
-            if self.release_on_cancel:
+            if self.release_on_cancel and last is not None and last.holder == self.identity:
                 await self._release()
+        if bound.cancelled_caught:
+            _log.warning("%s: not released within %g s; it expires by itself",
+                         self._describe(), self.timing.renew_deadline)  # fmt: skip
 
     async def _release(self) -> None:
         """Empty the holder of a Lease that still names us (retried on conflict, as client-go
