@@ -3,8 +3,8 @@
 The curated public API. Everything not listed in `__all__` may change without notice.
 `KubernetesSource` and `HttpcoreTransport` are imported on first use: they bring httpcore
 (and, through it, trio when installed), which offline users should not pay for; so is
-`KrouteTransport`, which needs httpx (the `httpx` extra), and the TLS names, which bring
-cryptography.
+`KrouteTransport`, which needs httpx (the `httpx` extra), the TLS names, which bring
+cryptography, and the API writing names (`ApiClient`, its errors, `LeaderElection`).
 """
 
 import importlib
@@ -128,7 +128,9 @@ if TYPE_CHECKING:
         TlsContexts,
     )
     from kroute.transport.httpcore_transport import HttpcoreTransport
+    from kroute.watch.api import ApiClient, ApiError, Conflict, NotFound
     from kroute.watch.kube import KubernetesSource
+    from kroute.watch.leader import LeaderElection
 
 __version__ = "0.1.0"
 
@@ -140,6 +142,8 @@ __all__ = [
     "AdminHandler",
     "Answer",
     "Answered",
+    "ApiClient",
+    "ApiError",
     "AsgiGateway",
     "AsyncStep",
     "Attachment",
@@ -155,6 +159,7 @@ __all__ = [
     "Cluster",
     "CompileResult",
     "ConfigError",
+    "Conflict",
     "Decision",
     "Delta",
     "Endpoint",
@@ -183,6 +188,7 @@ __all__ = [
     "KrouteError",
     "KrouteTransport",
     "KubernetesSource",
+    "LeaderElection",
     "LeastRequest",
     "Manifest",
     "ManifestError",
@@ -194,6 +200,7 @@ __all__ = [
     "Mirrors",
     "NoHealthyEndpoint",
     "NoRoute",
+    "NotFound",
     "ObjectRef",
     "Observer",
     "Outcome",
@@ -301,6 +308,8 @@ _LAZY = {
     ),
     "KrouteTransport": "kroute.client.httpx_transport",
     "KubernetesSource": "kroute.watch.kube",
+    **dict.fromkeys(["ApiClient", "ApiError", "Conflict", "NotFound"], "kroute.watch.api"),
+    "LeaderElection": "kroute.watch.leader",
     "HttpcoreTransport": "kroute.transport.httpcore_transport",
 }
 

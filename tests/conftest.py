@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kubeserver import KubeServer, kube_server
+from tests.kubeserver import Kube, KubeServer, kube_server
 
 #: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
 ON_LOOPS = {
@@ -67,3 +67,11 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
     ../shared/kube fails the tests that need it."""
     with kube_server(tmp_path_factory.mktemp("kube")) as server:
         yield server
+
+
+@pytest.fixture
+def api(kube: KubeServer) -> Iterator[Kube]:
+    """A synchronous client of the real API server that writes the tests' objects."""
+    client = kube.client()
+    yield client
+    client.close()

@@ -18,10 +18,11 @@ import anyio
 import pytest
 import trustme
 
+from kroute.watch.api import MAX_RETRY_AFTER, Throttled, api_error
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
 from kroute.watch.kinds import ENDPOINT_SLICE, INGRESS_ROUTE, SERVICE, Kind
-from kroute.watch.kube import MAX_RETRY_AFTER, KubernetesSource, Throttled, _api_error
+from kroute.watch.kube import KubernetesSource
 from tests.apiserver import ApiServer
 
 pytestmark = pytest.mark.anyio
@@ -265,16 +266,16 @@ def test_retry_after_is_obeyed_and_bounded() -> None:
     # RFC 9110 10.2.3; the API server sends "Retry-After: 1" with 429 "storage is
     # (re)initializing" after it starts, and with API priority and fairness rejections.
     body = b'{"kind": "Status", "code": 429, "reason": "TooManyRequests", "message": "wait"}'
-    throttled = _api_error(429, [(b"Retry-After", b"1")], body)
+    throttled = api_error(429, [(b"Retry-After", b"1")], body)
     assert isinstance(throttled, Throttled)
     assert (throttled.status, throttled.retry_after) == (429, 1.0)
     assert "TooManyRequests: wait" in str(throttled)
-    assert _api_error(503, [(b"retry-after", b"9999")], b"").retry_after == MAX_RETRY_AFTER  # type: ignore[attr-defined]
-    dated = _api_error(429, [(b"Retry-After", b"Wed, 21 Oct 2026 07:28:00 GMT")], b"")
+    assert api_error(503, [(b"retry-after", b"9999")], b"").retry_after == MAX_RETRY_AFTER  # type: ignore[attr-defined]
+    dated = api_error(429, [(b"Retry-After", b"Wed, 21 Oct 2026 07:28:00 GMT")], b"")
     assert isinstance(dated, Throttled)
     assert dated.retry_after == MAX_RETRY_AFTER
     for hostile in (b"nan", b"-inf", b"inf"):
-        assert _api_error(429, [(b"Retry-After", hostile)], b"").retry_after == MAX_RETRY_AFTER  # type: ignore[attr-defined]
-    plain = _api_error(500, [], b"oops")
+        assert api_error(429, [(b"Retry-After", hostile)], b"").retry_after == MAX_RETRY_AFTER  # type: ignore[attr-defined]
+    plain = api_error(500, [], b"oops")
     assert not isinstance(plain, Throttled)
     assert plain.status == 500

@@ -46,13 +46,6 @@ def kube_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
 
 
 @pytest.fixture
-def api(kube: KubeServer) -> Iterator[Kube]:
-    client = kube.client()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
     async with anyio.create_task_group() as group:
         yield group

@@ -49,6 +49,8 @@ HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 REFERENCE_GRANT = Kind("gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant")
 INGRESS_ROUTE = Kind("traefik.io", "v1alpha1", "ingressroutes", "IngressRoute")
 MIDDLEWARE = Kind("traefik.io", "v1alpha1", "middlewares", "Middleware")
+#: Not routed: the lock of leader election (kroute.watch.leader).
+LEASE = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 
 #: Everything routing reads.
 ROUTING_KINDS = (

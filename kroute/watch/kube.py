@@ -34,58 +34,28 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-import anyio.to_thread
 import httpcore
 
 from kroute.errors import KrouteError
+from kroute.watch.api import (
+    NETWORK_ERRORS,
+    ApiError,
+    Throttled,
+    api_error,
+    request_extensions,
+    request_headers,
+)
 from kroute.watch.backoff import Backoff
 from kroute.watch.cluster import Cluster
 from kroute.watch.kinds import ROUTING_KINDS, Kind
 from kroute.watch.sources import Source
-from kroute.watch.wire import Status, WatchDecoder, WatchProtocolError
-
-
-class ApiError(KrouteError):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-
-
-class Throttled(ApiError):
-    """The server asked to come back later (`Retry-After`): wait that long, then retry."""
-
-    def __init__(self, status: int, detail: str, retry_after: float) -> None:
-        super().__init__(status, detail)
-        self.retry_after = retry_after
-
-
-#: The longest `Retry-After` obeyed; a longer one (or a date) is read as this.
-MAX_RETRY_AFTER = 60.0
-
-
-def _api_error(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> ApiError:
-    """The error for a non-2xx answer: Throttled when it says when to come back (RFC 9110
-    10.2.3: Retry-After is seconds or a date; the API server sends seconds)."""
-    detail = _status_detail(body)
-    for name, value in headers:
-        if name.lower() == b"retry-after":
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = MAX_RETRY_AFTER
-            if not math.isfinite(seconds):  # "nan", "inf": not a number of seconds
-                seconds = MAX_RETRY_AFTER
-            return Throttled(status, detail, min(max(seconds, 0.0), MAX_RETRY_AFTER))
-    return ApiError(status, detail)
+from kroute.watch.wire import WatchDecoder, WatchProtocolError
 
 
 class Expired(KrouteError):
@@ -93,17 +63,6 @@ class Expired(KrouteError):
 
 
 _log = logging.getLogger(__name__)
-
-_NETWORK_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError,
-                   OSError)  # fmt: skip
-
-
-def _status_detail(body: bytes) -> str:
-    try:
-        status = Status.from_object(json.loads(body))
-    except ValueError:
-        return body[:200].decode("utf-8", "replace")
-    return f"{status.reason}: {status.message}" if status.reason else status.message
 
 
 class KubernetesSource(Source):
@@ -208,7 +167,7 @@ class KubernetesSource(Source):
                         message = str(exc)
                     self._error(kind, message)
                     delay = backoff.failure(time.monotonic(), self._rng)
-            except (*_NETWORK_ERRORS, WatchProtocolError) as exc:
+            except (*NETWORK_ERRORS, WatchProtocolError) as exc:
                 self._error(kind, f"{type(exc).__name__}: {exc}")
                 delay = backoff.failure(time.monotonic(), self._rng)
             counters.reconnects += 1
@@ -239,18 +198,6 @@ class KubernetesSource(Source):
             params["labelSelector"] = self.label_selector
         return f"{self.cluster.base_url}{kind.path(self.namespace)}?{urlencode(params)}"
 
-    async def _headers(self) -> list[tuple[str, str]]:
-        auth = await anyio.to_thread.run_sync(self.cluster.auth_headers)
-        return [("Accept", "application/json"), ("User-Agent", "kroute"), *auth.items()]
-
-    def _extensions(self, read: float) -> dict[str, Any]:
-        ext: dict[str, Any] = {
-            "timeout": {"connect": 10.0, "read": read, "write": 10.0, "pool": 10.0}
-        }
-        if self.cluster.server_name:
-            ext["sni_hostname"] = self.cluster.server_name
-        return ext
-
     async def _list(self, kind: Kind) -> None:
         assert self._pool is not None
         store = self.stores[kind]
@@ -261,13 +208,13 @@ class KubernetesSource(Source):
             if token:
                 params["continue"] = token
             response = await self._pool.request(
-                "GET", self._url(kind, params), headers=await self._headers(),
-                extensions=self._extensions(60.0),
+                "GET", self._url(kind, params), headers=await request_headers(self.cluster),
+                extensions=request_extensions(self.cluster, 60.0),
             )  # fmt: skip
             if response.status == 410:
                 raise Expired(f"list of {kind}: continue token expired")
             if response.status != 200:
-                raise _api_error(response.status, response.headers, response.content)
+                raise api_error(response.status, response.headers, response.content)
             self._served(kind)
             try:
                 page = json.loads(response.content)
@@ -318,13 +265,13 @@ class KubernetesSource(Source):
         store = self.stores[kind]
         events = 0
         async with self._pool.stream(
-            "GET", self._url(kind, params), headers=await self._headers(),
-            extensions=self._extensions(self.inactivity_timeout),
+            "GET", self._url(kind, params), headers=await request_headers(self.cluster),
+            extensions=request_extensions(self.cluster, self.inactivity_timeout),
         ) as response:  # fmt: skip
             if response.status == 410:
                 raise Expired(f"watch of {kind} from {params.get('resourceVersion')}: 410 Gone")
             if response.status != 200:
-                raise _api_error(response.status, response.headers, await response.aread())
+                raise api_error(response.status, response.headers, await response.aread())
             self._served(kind)
             # Nothing may leave this loop but the stream's own end or exceptions raised inside
             # it: abandoning httpcore's nested body generators mid-way leaks them on trio. After
