@@ -170,7 +170,8 @@ async def test_custom_request_and_response_headers(
 ) -> None:
     front, _, _ = client
     status, headers, body = await front.request(
-        "headers.local", "/echo", headers=[(b"X-Custom-Request-Header", b"secret")])
+        "headers.local", "/echo", headers=[(b"X-Custom-Request-Header", b"secret")]
+    )
     assert status == 200
     seen = headers_of(json.loads(body))
     assert seen["x-script-name"] == ["test"]
