@@ -73,43 +73,42 @@ class _PathStep(Step):
 
 
 @attrs.frozen
-class StripPrefix(_PathStep):
+class _Strip(_PathStep):
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return frozenset({FORWARDED_PREFIX.lower()})
+
+    def _strip(self, request: UpstreamRequest, prefix: str, recorded: str) -> Answer | None:
+        record(request, FORWARDED_PREFIX, recorded)
+        return self._move(request, _leading_slash(request.routed[len(prefix) :]), check=True)
+
+
+@attrs.frozen
+class StripPrefix(_Strip):
     """The first of `prefixes` the path starts with (character-wise: `/stat` strips
     `/status` to `/us`, as Traefik) is removed; X-Forwarded-Prefix says which."""
 
     prefixes: tuple[str, ...] = attrs.field(kw_only=True)
 
-    @property
-    def touches(self) -> frozenset[bytes]:
-        return frozenset({FORWARDED_PREFIX.lower()})
-
     def request(self, request: UpstreamRequest) -> Answer | None:
         for prefix in self.prefixes:
             if request.routed.startswith(prefix):
-                record(request, FORWARDED_PREFIX, prefix.strip())
-                return self._move(request, _leading_slash(request.routed[len(prefix):]),
-                                  check=True)  # fmt: skip
+                return self._strip(request, prefix, prefix.strip())
         return None
 
 
 @attrs.frozen
-class StripPrefixRegex(_PathStep):
+class StripPrefixRegex(_Strip):
     """The first regex whose leftmost match is a non-empty prefix of the path: that prefix is
     removed and goes in X-Forwarded-Prefix."""
 
     regexes: tuple[Regex, ...] = attrs.field(kw_only=True)
 
-    @property
-    def touches(self) -> frozenset[bytes]:
-        return frozenset({FORWARDED_PREFIX.lower()})
-
     def request(self, request: UpstreamRequest) -> Answer | None:
         for regex in self.regexes:
             prefix = regex.find(request.routed)
             if prefix and request.routed.startswith(prefix):
-                record(request, FORWARDED_PREFIX, prefix)
-                return self._move(request, _leading_slash(request.routed[len(prefix):]),
-                                  check=True)  # fmt: skip
+                return self._strip(request, prefix, prefix)
         return None
 
 
