@@ -25,7 +25,7 @@ request-header name) and an echo is valid in both modes.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -84,10 +84,23 @@ class OriginPattern:
         return len(host) > len(self.host) and host.endswith(self.host)
 
 
+class OriginMatcher(Protocol):
+    """A regular expression an Origin may match (Traefik's accessControlAllowOriginListRegex;
+    `kroute.rules.regex.Regex`)."""
+
+    def search(self, value: str) -> bool: ...
+
+
 @attrs.frozen
 class CORS(Step):
     """HTTPCORSFilter. `any_origin` is `allowOrigins: ["*"]`; `methods` / `headers` /
-    `expose` of `("*",)` are the spec's wildcards."""
+    `expose` of `("*",)` are the spec's wildcards.
+
+    For Traefik's headers middleware (`kroute.rules.middlewares.headers`): `origin_regexes`
+    allow an Origin that one of them matches, as received; with `literal_wildcard`, an
+    allowed `*` is sent as `*` even with credentials, as Traefik does (browsers then refuse
+    credentialed responses: echoing the Origin instead would open to every site what Traefik
+    never opened)."""
 
     on_response = True
     origins: tuple[OriginPattern, ...] = attrs.field(default=(), kw_only=True)
@@ -97,11 +110,16 @@ class CORS(Step):
     headers: tuple[str, ...] = attrs.field(default=(), kw_only=True)
     expose: tuple[str, ...] = attrs.field(default=(), kw_only=True)
     max_age: int = attrs.field(default=5, kw_only=True)  # the spec's default
+    origin_regexes: tuple[OriginMatcher, ...] = attrs.field(default=(), kw_only=True)
+    literal_wildcard: bool = attrs.field(default=False, kw_only=True)
 
     def allows(self, origin: bytes) -> bool:
         if self.any_origin:
             return True
-        parsed = parse_origin(origin.decode("latin-1"))
+        text = origin.decode("latin-1")
+        if any(r.search(text) for r in self.origin_regexes):
+            return True
+        parsed = parse_origin(text)
         return parsed is not None and any(p.matches(parsed) for p in self.origins)
 
     def request(self, request: UpstreamRequest) -> Answer | None:
@@ -147,10 +165,11 @@ class CORS(Step):
 
     def _origin(self, origin: bytes) -> list[Header]:
         """Access-Control-Allow-Origin (and -Credentials) for an allowed `origin`."""
+        star = self.any_origin and (not self.credentials or self.literal_wildcard)
+        out = [(b"Access-Control-Allow-Origin", b"*" if star else origin)]
         if self.credentials:
-            return [(b"Access-Control-Allow-Origin", origin),
-                    (b"Access-Control-Allow-Credentials", b"true")]  # fmt: skip
-        return [(b"Access-Control-Allow-Origin", b"*" if self.any_origin else origin)]
+            out.append((b"Access-Control-Allow-Credentials", b"true"))
+        return out
 
     def _expose(self, names: list[bytes]) -> list[Header]:
         """Access-Control-Expose-Headers; with `*` and credentials, the response's own field

@@ -7,14 +7,18 @@ not implement). Gateway API references are to the v1.6 standard channel (HTTPRou
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import attrs
 
-from kroute.objects import BackendRef
+from kroute.objects import BackendRef, FieldError
+from kroute.pipeline.cors import TOKEN
 from kroute.pipeline.paths import replace_prefix, wire_path
 from kroute.pipeline.steps import Answer, Header, Step, UpstreamRequest
 
+#: What a header value must not contain (CR, LF, NUL); a name is a token (HTTPHeaderName).
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
 #: What a client sees when a route fails closed: no object names, no reasons (those are in
 #: explain, the admin API and the logs).
 REFUSED_BODY = b"500 Internal Server Error: this route cannot be served as configured\n"
@@ -49,6 +53,20 @@ class HeaderEdits:
         return frozenset(n.lower() for n, _ in (*self.set, *self.add)) | {
             n.lower() for n in self.remove
         }
+
+
+def header_name(name: str, field: str) -> bytes:
+    """A header name (a token, RFC 9110 section 5.1) as bytes; FieldError otherwise."""
+    if not TOKEN.fullmatch(name):
+        raise FieldError(field, f"{name!r} is not a valid header name")
+    return name.encode("ascii")
+
+
+def header_value(value: str, field: str) -> bytes:
+    """A header value without CR, LF or NUL (RFC 9110 section 5.5), as bytes."""
+    if _BAD_VALUE.search(value):
+        raise FieldError(field, "a header value must not contain CR, LF or NUL")
+    return value.encode("utf-8")
 
 
 @attrs.frozen

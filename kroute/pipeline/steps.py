@@ -111,8 +111,9 @@ class Step:
     on_request: ClassVar[bool] = True
     on_response: ClassVar[bool] = False
     #: What the step does to a request depends only on its path and the fields it names
-    #: (`touches`), it never answers and records nothing else: a front may remember the result
-    #: per path (FastGateway does, `Client.planned`).
+    #: (`touches`) and it records nothing else: a front may remember the result per path
+    #: (FastGateway does, `Client.planned`). One that answers (a rewrite refusing an unclean
+    #: path with 400) does so from the path alone, and a front then runs the chain itself.
     declarative: ClassVar[bool] = False
 
     @property

@@ -18,7 +18,7 @@ from kroute.errors import InvalidObject
 from kroute.objects import FieldError, Manifest, Obj, ObjectRef, object_ref
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.registry import NO_FILTERS, Filters
-from kroute.rules import gateway, ingress, traefik
+from kroute.rules import gateway, ingress, middlewares, traefik
 from kroute.rules.entrypoints import EntryPoint, unserved_names
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable
@@ -142,8 +142,11 @@ def compile_objects(
     """Compile every routing object among `objects` into one RouteTable.
 
     Kinds read: Ingress and IngressClass (networking.k8s.io), Gateway, HTTPRoute and
-    ReferenceGrant (gateway.networking.k8s.io), Namespace (labels, for listener selectors) and
-    IngressRoute (traefik.io, or the older traefik.containo.us). Other kinds are ignored; an
+    ReferenceGrant (gateway.networking.k8s.io), Namespace (labels, for listener selectors),
+    IngressRoute and Middleware (traefik.io, or the older traefik.containo.us): what routes
+    name of the Middlewares becomes their steps, in place. `allow_cross_namespace` is
+    Traefik's provider option: IngressRoutes (and chains) may name Services and Middlewares
+    of other namespaces. Other kinds are ignored; an
     object without a kind or apiVersion is reported, never dropped unexplained.
     With a `cache` (kept between calls), objects that did not change are not compiled again.
     `filters` are the application's own steps, which routes may name (`kroute.pipeline`).
@@ -160,8 +163,8 @@ def compile_objects(
         unknown = _untyped(manifest.obj)
         if unknown is not None:  # nothing may vanish unexplained (a real list's items did)
             out.reject(manifest, FieldError(unknown, "missing: what kind of object is this?"))
-        elif kind == "IngressRoute" and group in traefik.API_GROUPS:
-            by_kind.setdefault("IngressRoute", []).append(manifest)
+        elif kind in ("IngressRoute", "Middleware") and group in traefik.API_GROUPS:
+            by_kind.setdefault(kind, []).append(manifest)
         elif kind == "Ingress" and group == "extensions":  # removed in 1.22; reported
             by_kind.setdefault("Ingress", []).append(manifest)
         elif isinstance(kind, str) and group in ("networking.k8s.io", gateway.GROUP, ""):
@@ -180,6 +183,8 @@ def compile_objects(
             ).unwrap())  # fmt: skip
         except FieldError as exc:
             out.reject(item, exc, ref)
+    table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached)
+    out.routes = table.resolve(out.routes)
     if cache is not None:
         cache.finish()
     if entry_points is not None:
@@ -247,6 +252,29 @@ def _attempt(compile_one: Callable[[], Any]) -> Callable[[], _Outcome]:
 
 
 Cached = Callable[[str, Obj, Any, Callable[[], _Outcome]], _Outcome]
+
+
+def _compile_middlewares(
+    by_kind: dict[str, list[Manifest]], out: _Collector, cross_namespace: bool, cached: Cached
+) -> middlewares.Middlewares:
+    """Every Middleware compiled (`kroute.rules.middlewares`); an invalid one is reported
+    here, and the routes that name it fail closed saying why."""
+    compiled = []
+    for item in by_kind.get("Middleware", []):
+        try:
+            ref = object_ref(item.obj)
+        except FieldError as exc:
+            out.reject(item, exc)
+            continue
+        one: middlewares.Compiled = cached(
+            "Middleware", item.obj, (cross_namespace, item.origin),
+            _attempt(functools.partial(middlewares.compile_middleware, item.obj, ref,
+                                       cross_namespace)),
+        ).unwrap()  # fmt: skip
+        if one.error is not None:
+            out.reject(item, one.error, ref)
+        compiled.append(one)
+    return middlewares.Middlewares(compiled)
 
 
 def _compile_ingresses(

@@ -2,15 +2,17 @@
 
 Supported, at rule level and (except RequestRedirect) at backendRef level:
 RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, CORS
-(`kroute.pipeline.cors`), RequestMirror (any number of them), and ExtensionRef to a filter
-the application registered (`group: kroute.dev`, `kind: Filter`).
+(`kroute.pipeline.cors`), RequestMirror (any number of them), ExtensionRef to a filter
+the application registered (`group: kroute.dev`, `kind: Filter`) and to a Traefik Middleware
+in the route's namespace (`group: traefik.io`, `kind: Middleware`: its steps, in its place,
+`kroute.rules.middlewares`).
 
 Everything else fails closed, as the spec requires of a filter that cannot be applied ("MUST
 NOT be skipped", HTTPRouteFilter.ExtensionRef; "the implementation MUST ... return a 500",
 HTTPRouteRule.Filters): a `Refuse` step in its place, so the rule answers 500 and never
 forwards, and the compile result names the object, the field and why. That covers an
-ExtensionRef to a Traefik Middleware (group traefik.io; the middlewares are not built yet), to a
-filter not registered, to an unknown group or kind;
+ExtensionRef to a filter not registered, to a Middleware that does not exist or cannot be
+used, to an unknown group or kind;
 a filter type kroute does not know; two filters of a type the spec allows once; RequestRedirect
 with URLRewrite in one rule. Malformed values (a header name with a space, a status code the
 spec does not allow) are field errors: the object is rejected, as the API server's validation
@@ -19,14 +21,13 @@ would have done.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
 
 from kroute.objects import BackendRef, FieldError, as_int, as_list, as_map, as_str, req_str
-from kroute.pipeline.cors import TOKEN, cors_filter
+from kroute.pipeline.cors import cors_filter
 from kroute.pipeline.filters import (
     HeaderEdits,
     Mirror,
@@ -35,14 +36,15 @@ from kroute.pipeline.filters import (
     ResponseHeaderModifier,
     Share,
     URLRewrite,
+    header_name,
+    header_value,
 )
 from kroute.pipeline.registry import Filters
 from kroute.pipeline.steps import Chain, Step
 from kroute.rules.hostnames import check_hostname
+from kroute.rules.middlewares.refs import MiddlewareRef
 from kroute.rules.redirect import Redirect
 
-#: What a header value must not contain (CR, LF, NUL); a name is a token (HTTPHeaderName).
-_BAD_VALUE = re.compile(r"[\r\n\x00]")
 #: HTTPRequestRedirectFilter.StatusCode: 301 and 302 (core), 303, 307 and 308 (extended).
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 #: Filter types the spec allows once per rule (HTTPRouteRule.Filters validation).
@@ -136,27 +138,15 @@ def _edits(value: Any, field: str) -> HeaderEdits:
             item = as_map(raw, f"{field}.{key}[{i}]")
             name = req_str(item.get("name"), f"{field}.{key}[{i}].name")
             value = as_str(item.get("value"), f"{field}.{key}[{i}].value") or ""
-            out.append((_name(name, f"{field}.{key}[{i}].name"),
-                        _value(value, f"{field}.{key}[{i}].value")))  # fmt: skip
+            out.append((header_name(name, f"{field}.{key}[{i}].name"),
+                        header_value(value, f"{field}.{key}[{i}].value")))  # fmt: skip
         return tuple(out)
 
     removed = tuple(
-        _name(req_str(n, f"{field}.remove[{i}]"), f"{field}.remove[{i}]")
+        header_name(req_str(n, f"{field}.remove[{i}]"), f"{field}.remove[{i}]")
         for i, n in enumerate(as_list(spec.get("remove"), f"{field}.remove"))
     )
     return HeaderEdits(set=pairs("set"), add=pairs("add"), remove=removed)
-
-
-def _name(name: str, field: str) -> bytes:
-    if not TOKEN.fullmatch(name):
-        raise FieldError(field, f"{name!r} is not a valid header name")
-    return name.encode("ascii")
-
-
-def _value(value: str, field: str) -> bytes:
-    if _BAD_VALUE.search(value):
-        raise FieldError(field, "a header value must not contain CR, LF or NUL")
-    return value.encode("utf-8")
 
 
 def _path_modifier(spec: Any, field: str) -> tuple[str | None, tuple[str, str] | None]:
@@ -241,7 +231,6 @@ def _extension(value: Any, field: str, filters: Filters) -> Step:
         return Refuse(field, reason=f"ExtensionRef: no filter named {name!r} is registered "
                       f"with the Router (registered: {known})")  # fmt: skip
     if group == "traefik.io" and kind == "Middleware":
-        return Refuse(field, reason=f"ExtensionRef: Traefik Middleware {name!r} is not "
-                      "supported by kroute yet")  # fmt: skip
+        return MiddlewareRef(field, name=name)  # (the route's namespace: a local reference)
     return Refuse(field, reason=f"ExtensionRef: {kind} of group {group or '(core)'!r} is not "
                   "a filter kroute knows")  # fmt: skip

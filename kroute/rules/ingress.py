@@ -14,10 +14,18 @@ Semantics (Kubernetes Ingress concept page; `networking/v1/types.go`; ingress-ng
   Ingress (creationTimestamp, as ingress-nginx), then `{namespace}/{name}`, then the order of
   rules and paths in the object;
 - `spec.defaultBackend` takes what matched no rule of any Ingress; the oldest one wins.
+
+Traefik's annotations (its "Kubernetes Ingress" routing page): `router.entrypoints` and
+`router.tls` (entry points), `router.middlewares` (Traefik Middlewares, `kroute.rules.
+middlewares`), `router.priority` (an integer; Ingresses with a higher one are tried first,
+ahead of the order above) and `router.pathmatcher` (`Path` makes ImplementationSpecific paths
+exact; `PathPrefix`, the default, leaves them as Prefix). The default backend stays last
+whatever the priority. Any other controller annotation fails the Ingress closed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,10 +43,11 @@ from kroute.objects import (
     req_str,
 )
 from kroute.pipeline.filters import Refuse
-from kroute.pipeline.steps import Chain
+from kroute.pipeline.steps import EMPTY, Chain
 from kroute.rules.conditions import Condition, PathIs, PathPrefix
 from kroute.rules.entrypoints import Attachment
 from kroute.rules.hostnames import check_hostname, host_condition
+from kroute.rules.middlewares.refs import annotation_refs
 from kroute.rules.redirect import Redirect
 from kroute.rules.request import normalize_path
 from kroute.rules.route import Family, Route
@@ -99,9 +108,12 @@ def _backend(value: Any, field: str, namespace: str) -> BackendRef:
     return BackendRef(namespace, name, port)
 
 
-def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str, int, int]:
+def _path_condition(
+    raw: Mapping[str, Any], field: str, matcher: str | None = None
+) -> tuple[Condition, str, int, int]:
     """The condition, its description, the length it ranks by (a Prefix's without its trailing
-    slash) and the length of the path as written (normalised), which breaks ties."""
+    slash) and the length of the path as written (normalised), which breaks ties. `matcher`
+    (Traefik's `router.pathmatcher`) decides what an ImplementationSpecific path means."""
     path_type = raw.get("pathType")
     if path_type not in PATH_TYPES:
         raise FieldError(
@@ -116,8 +128,9 @@ def _path_condition(raw: Mapping[str, Any], field: str) -> tuple[Condition, str,
     if not path.startswith("/"):
         raise FieldError(f"{field}.path", f"{path!r} must start with '/'")
     path = normalize_path(path)
-    if path_type == "Exact":
-        return PathIs(path), f"Exact {path}", len(path), len(path)
+    if path_type == "Exact" or (path_type == "ImplementationSpecific" and matcher == "Path"):
+        described = path_type + (" (router.pathmatcher Path)" if path_type != "Exact" else "")
+        return PathIs(path), f"{described} {path}", len(path), len(path)
     stem = path.rstrip("/")
     return PathPrefix(stem), f"{path_type} {path}", len(stem) or 1, len(path)
 
@@ -139,6 +152,13 @@ def _ssl_redirect(obj: Obj) -> Redirect | None:
 
 ENTRYPOINTS_ANNOTATION = "traefik.ingress.kubernetes.io/router.entrypoints"
 TLS_ANNOTATION = "traefik.ingress.kubernetes.io/router.tls"
+MIDDLEWARES_ANNOTATION = "traefik.ingress.kubernetes.io/router.middlewares"
+PRIORITY_ANNOTATION = "traefik.ingress.kubernetes.io/router.priority"
+PATHMATCHER_ANNOTATION = "traefik.ingress.kubernetes.io/router.pathmatcher"
+#: What `router.pathmatcher` may say (Traefik's Kubernetes Ingress docs: "Only path-related
+#: matcher name can be specified: `Path`, `PathPrefix`"; default PathPrefix).
+PATH_MATCHERS = ("Path", "PathPrefix")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 #: Go's strconv.ParseBool, which Traefik's annotation parser uses.
 _BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
           **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}  # fmt: skip
@@ -169,7 +189,33 @@ def _attachment(obj: Obj) -> Attachment | None:
 CONTROLLER_PREFIXES = ("kroute.dev/", "traefik.ingress.kubernetes.io/",
                        "nginx.ingress.kubernetes.io/", "ingress.kubernetes.io/")  # fmt: skip
 APPLIED_ANNOTATIONS = frozenset({SSL_REDIRECT_ANNOTATION, ENTRYPOINTS_ANNOTATION,
-                                 TLS_ANNOTATION})  # fmt: skip
+                                 TLS_ANNOTATION, MIDDLEWARES_ANNOTATION, PRIORITY_ANNOTATION,
+                                 PATHMATCHER_ANNOTATION})  # fmt: skip
+
+
+def _router_annotations(obj: Obj) -> tuple[int, str | None, Chain]:
+    """Traefik's `router.priority` (an integer: the Ingress's rules are tried before those
+    of Ingresses with a lower one, 0 by default, and in the Ingress order among equals),
+    `router.pathmatcher` (`Path` or `PathPrefix`, for ImplementationSpecific paths) and
+    `router.middlewares` (`kroute.rules.middlewares`); a bad value is a field error."""
+    annotations = annotations_of(obj)
+    field = f"metadata.annotations[{PRIORITY_ANNOTATION}]"
+    text = as_str(annotations.get(PRIORITY_ANNOTATION), field)
+    priority = 0
+    if text is not None:
+        if not _INTEGER.fullmatch(text):  # (Go's strconv.Atoi: no spaces, no underscores)
+            raise FieldError(field, f"{text!r} is not an integer")
+        priority = int(text)
+        if not -(2**63) <= priority < 2**63:
+            raise FieldError(field, f"{text!r} is out of range (a 64-bit integer)")
+    field = f"metadata.annotations[{PATHMATCHER_ANNOTATION}]"
+    matcher = as_str(annotations.get(PATHMATCHER_ANNOTATION), field)
+    if matcher is not None and matcher not in PATH_MATCHERS:
+        raise FieldError(field, f"{matcher!r} is not one of {', '.join(PATH_MATCHERS)}")
+    field = f"metadata.annotations[{MIDDLEWARES_ANNOTATION}]"
+    listed = as_str(annotations.get(MIDDLEWARES_ANNOTATION), field)
+    chain = Chain(annotation_refs(listed, field)) if listed is not None else EMPTY
+    return priority, matcher, chain
 
 
 def _unapplied_annotations(obj: Obj) -> Chain:
@@ -190,7 +236,8 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
     spec = as_map(obj.get("spec"), "spec")
     tie = (created, f"{ref.namespace}/{ref.name}")
     redirect = _ssl_redirect(obj)
-    chain = _unapplied_annotations(obj)
+    priority, matcher, middlewares = _router_annotations(obj)
+    chain = _unapplied_annotations(obj) + middlewares
     attachment = _attachment(obj)
     routes: list[Route] = []
     if spec.get("defaultBackend") is not None:
@@ -227,7 +274,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
         for p, path_value in enumerate(paths):
             field = f"{rule_field}.http.paths[{p}]"
             raw = as_map(path_value, field)
-            cond, path_text, length, written = _path_condition(raw, field)
+            cond, path_text, length, written = _path_condition(raw, field, matcher)
             backend = _backend(raw.get("backend"), f"{field}.backend", ref.namespace)
             routes.append(
                 Route(
@@ -237,6 +284,7 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                     backends=(backend,),
                     precedence=(
                         Family.INGRESS,
+                        -priority,
                         host_tier,
                         -length,
                         0 if isinstance(cond, PathIs) else 1,
@@ -245,7 +293,8 @@ def compile_ingress(obj: Obj, ref: ObjectRef, *, origin: str = "") -> list[Route
                         r,
                         p,
                     ),
-                    why=f"{host_text}, path {path_text} (length {length}), {age}",
+                    why=(f"router.priority {priority}, " if priority else "")
+                    + f"{host_text}, path {path_text} (length {length}), {age}",
                     origin=origin,
                     redirect=redirect,
                     chain=chain,

@@ -32,7 +32,7 @@ class Preview:
     what happens (none when no route matched)."""
 
     upstream: UpstreamRequest | None = None
-    #: (status, Location) when the route redirects.
+    #: (status, Location) when the route redirects, or a step answers with a redirect.
     redirect: tuple[int, str] | None = None
     #: (status, reason) when a step answers by itself (401, 403, 429, 500...).
     status: tuple[int, str] | None = None
@@ -117,6 +117,10 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
         answer = run_request(Chain((step,)), request)
         if answer is not None:
             changes.append(f"{step.label}: answers {answer.status} ({answer.reason})")
+            moved = {n.lower(): v for n, v in answer.headers}.get(b"location")
+            if 300 <= answer.status < 400 and moved is not None:  # (a redirect middleware)
+                return Preview(redirect=(answer.status, moved.decode("latin-1")),
+                               changes=tuple(changes), not_run=tuple(not_run))  # fmt: skip
             return Preview(status=(answer.status, answer.reason), changes=tuple(changes),
                            not_run=tuple(not_run))  # fmt: skip
         changes.extend(_diff(step.label, before, request))

@@ -17,6 +17,7 @@ The binding ships no type information: this module is the one place that touches
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -63,6 +64,60 @@ class Regex:
 
     def fullmatch(self, value: str) -> bool:
         return self._compiled.fullmatch(value) is not None
+
+    def find(self, value: str) -> str | None:
+        """The leftmost match's text (Go's `FindString`), None when there is none."""
+        found = self._compiled.search(value)
+        return None if found is None else str(found.group(0))
+
+    def replace_all(self, value: str, template: str) -> str:
+        """Go's `ReplaceAllString`: every match, left to right, replaced by `template` with
+        `$1`, `${1}`, `$name`, `${name}` expanded (`expand`); an empty match right after the
+        previous match is not replaced (Go's rule, unlike Python's `re.sub`)."""
+        out: list[str] = []
+        pos = last = 0
+        previous_end = -1
+        while pos <= len(value):
+            found = self._compiled.search(value, pos)
+            if found is None:
+                break
+            start, end = found.span()
+            if not (start == end == previous_end):
+                groups = [found.span(i) for i in range(self._compiled.groups + 1)]
+                out += [value[last:start], expand(template, value, groups, self.names)]
+                last = end
+            previous_end = end
+            pos = end if end > start else end + 1
+        out.append(value[last:])
+        return "".join(out)
+
+    @property
+    def names(self) -> dict[str, int]:
+        return dict(self._compiled.groupindex)
+
+
+#: A `$` reference in a Go replacement template: `$$`, `${name}` or `$name` (Go
+#: `regexp.Regexp.Expand`: a name is letters, digits and underscores, the longest run).
+_REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
+
+
+def expand(template: str, value: str, groups: list[tuple[int, int]], names: dict[str, int]
+           ) -> str:  # fmt: skip
+    """`template` with its references replaced by the groups' text (Go's `Expand`): a number
+    names a group by index, a name by name; a group that did not take part, or does not
+    exist, is empty; `$$` is `$`; a `$` not followed by a valid reference stays as it is."""
+
+    def one(found: re.Match[str]) -> str:
+        if found.group(1):
+            return "$"
+        name = found.group(2) or found.group(3)
+        index = int(name) if name.isascii() and name.isdigit() else names.get(name, -1)
+        if not 0 <= index < len(groups) or groups[index][0] < 0:
+            return ""
+        start, end = groups[index]
+        return value[start:end]
+
+    return _REFERENCE.sub(one, template)
 
 
 def compile_regex(text: str) -> Regex:

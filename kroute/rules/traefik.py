@@ -68,6 +68,7 @@ from kroute.rules.conditions import (
 )
 from kroute.rules.entrypoints import Attachment
 from kroute.rules.expr import And, Call, Negation, Node, parse_rule
+from kroute.rules.middlewares.refs import crd_refs
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_host, normalize_path
 from kroute.rules.route import Family, Route
@@ -276,7 +277,9 @@ def compile_ingressroute(
             ref,
             allow_cross_namespace,
         )
-        chain = tls_chain + _unsupported(raw, field)
+        refs = crd_refs(raw.get("middlewares"), f"{field}.middlewares", ref.namespace,
+                        allow_cross_namespace)  # fmt: skip
+        chain = tls_chain + _unsupported(raw, field) + Chain(refs)
         for k, alternative in enumerate(to_dnf(condition)):
             routes.append(
                 Route(
@@ -318,9 +321,10 @@ def _attachment(spec: Mapping[str, Any]) -> tuple[Attachment | None, Chain]:
     return Attachment(frozenset(names) if names else None, tls=tls is not None), Chain(refused)
 
 
-#: Fields of an IngressRoute route and of its services that kroute applies; anything else
-#: (middlewares, sticky sessions, a backend scheme...) changes who may reach a backend or what
-#: it receives, so a route that sets it fails closed (answers 500) and says why.
+#: Fields of an IngressRoute route and of its services that kroute applies (`middlewares`:
+#: `kroute.rules.middlewares`); anything else (sticky sessions, a backend scheme...) changes
+#: who may reach a backend or what it receives, so a route that sets it fails closed (answers
+#: 500) and says why.
 _ROUTE_FIELDS = frozenset({"match", "kind", "priority", "services", "middlewares"})
 _SERVICE_FIELDS = frozenset({"kind", "name", "namespace", "port", "weight"})
 #: Fields set to the value that means what kroute does anyway.
@@ -330,11 +334,6 @@ _DEFAULTS = {"passHostHeader": True, "syntax": "v3"}
 def _unsupported(route: Mapping[str, Any], field: str) -> Chain:
     """A Refuse step for each field of an IngressRoute route kroute does not apply."""
     steps: list[Step] = []
-    for i, raw in enumerate(as_list(route.get("middlewares"), f"{field}.middlewares")):
-        item = as_map(raw, f"{field}.middlewares[{i}]")
-        name = item.get("name")
-        steps.append(Refuse(f"{field}.middlewares[{i}]", reason=f"Middleware {name!r}: "
-                            "Traefik middlewares are not supported by kroute yet"))  # fmt: skip
     fields = [(f"{field}.{k}", k, v) for k, v in route.items() if k not in _ROUTE_FIELDS]
     for k, service in enumerate(as_list(route.get("services"), f"{field}.services")):
         fields += [(f"{field}.services[{k}].{name}", name, value)
