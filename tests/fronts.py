@@ -15,6 +15,7 @@ from kroute.gateway.router import Router
 from kroute.transport.base import ForwardRequest, Target
 from kroute.transport.conformance import Backend
 from kroute.transport.pooled import PooledTransport
+from kroute.transport.proxy import TrustedProxies
 from kroute.watch.sources import MemorySource
 from tests.builders import gateway
 from tests.pods import start_front
@@ -55,16 +56,20 @@ class FrontClient:
 
 @contextlib.asynccontextmanager
 async def serving(
-    router: Router, front: str, entry_point: str | None = None
-) -> AsyncIterator[FrontClient]:
+    router: Router, front: str, entry_point: str | None = None,
+    trusted: TrustedProxies = TrustedProxies(),
+) -> AsyncIterator[FrontClient]:  # fmt: skip
     """`router` served by `front` ("anyio", "fast" or "asgi") while the block runs, on its
-    entry point `entry_point` (None: the front's default, the Router's first plain one)."""
+    entry point `entry_point` (None: the front's default, the Router's first plain one),
+    passing on X-Forwarded-* from `trusted` proxies."""
     async with anyio.create_task_group() as group:
         if front == "asgi":
             router.transport = router.transport or PooledTransport()
-            client = FrontClient(None, AsgiGateway(router, entry_point=entry_point))
+            client = FrontClient(None, AsgiGateway(router, entry_point=entry_point,
+                                                   trusted=trusted))  # fmt: skip
         else:
-            port = await start_front(group, router, front, entry_point=entry_point)
+            port = await start_front(group, router, front, entry_point=entry_point,
+                                     trusted=trusted)  # fmt: skip
             client = FrontClient(port, None)
         try:
             yield client
@@ -77,7 +82,8 @@ async def serving(
 
 @contextlib.asynccontextmanager
 async def echo_gateway(
-    routes: list[dict[str, Any]], front: str, **router: Any
+    routes: list[dict[str, Any]], front: str, trusted: TrustedProxies = TrustedProxies(),
+    **router: Any,
 ) -> AsyncIterator[tuple[FrontClient, Backend, Router]]:
     """`routes` (attached to Gateway default/gw, sending to Service default/web) served by
     `front`, web being a real echo `Backend` on 127.0.0.2; `router` goes to the Router."""
@@ -87,6 +93,6 @@ async def echo_gateway(
         source = MemorySource(objects=[gateway(), *routes, service("web"),
                                        endpoint_slice("web", backend.port, backend.address)])  # fmt: skip
         served = Router([source], **router)
-        async with serving(served, front) as client:
+        async with serving(served, front, trusted=trusted) as client:
             yield client, backend, served
         group.cancel_scope.cancel()

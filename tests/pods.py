@@ -25,6 +25,7 @@ from kroute.tls.contexts import HandshakeListener
 from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.http1 import ServerLimits
 from kroute.transport.pooled import PooledTransport
+from kroute.transport.proxy import TrustedProxies
 
 
 class Pod:
@@ -152,9 +153,11 @@ async def start_front(
     tls: ssl.SSLContext | None = None,
     hsts: str | None = None,
     entry_point: str | None = None,
+    trusted: TrustedProxies = TrustedProxies(),
 ) -> int:
     """Serve `router` on 127.0.0.1 with the front named `front` ("anyio" or "fast"); the port.
-    `entry_point` names the Router's entry point served (None: the front's default).
+    `entry_point` names the Router's entry point served (None: the front's default); `trusted`
+    are the proxies whose X-Forwarded-* it passes on.
 
     The anyio front forwards through the Router's transport (a PooledTransport with
     `timeouts` is set when it has none); FastGateway forwards itself, with `timeouts`. With
@@ -163,7 +166,7 @@ async def start_front(
     scheme = "https" if tls is not None else "http"
     if front == "fast":
         gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme, hsts=hsts,
-                              entry_point=entry_point)  # fmt: skip
+                              entry_point=entry_point, trusted=trusted)  # fmt: skip
         return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", 0))
     if router.transport is None:
         router.transport = PooledTransport(timeouts=timeouts)
@@ -172,7 +175,7 @@ async def start_front(
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
         listener = HandshakeListener(tcp, tls, standard_compatible=False, handshake_timeout=5)
-    handler = GatewayHandler(router, hsts=hsts, entry_point=entry_point)
+    handler = GatewayHandler(router, hsts=hsts, entry_point=entry_point, trusted=trusted)
     server = HttpServer(handler, limits=limits, scheme=scheme)
     await group.start(server.serve, listener)
     return port

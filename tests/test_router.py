@@ -124,9 +124,10 @@ def test_a_burst_of_routing_changes_costs_one_rebuild() -> None:
 
 
 def test_every_watched_kind_but_pools_and_tls_rebuilds_the_table() -> None:
-    """A kind the sources watch by default either feeds the pools (Services, EndpointSlices),
-    the certificates (Secrets) or the table: a new kind cannot be watched and then ignored."""
-    feeds_elsewhere = {kinds.SERVICE, kinds.ENDPOINT_SLICE, kinds.SECRET}
+    """A kind the sources watch by default either feeds the pools (Services, EndpointSlices)
+    or the table (Secrets too: basicAuth Middlewares read them; the certificates as well): a
+    new kind cannot be watched and then ignored."""
+    feeds_elsewhere = {kinds.SERVICE, kinds.ENDPOINT_SLICE}
     assert set(kinds.ROUTING_KINDS) - feeds_elsewhere == ROUTING_KINDS
     source = seed()
     router = Router([source], rng=random.Random(1))

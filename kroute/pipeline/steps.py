@@ -41,7 +41,9 @@ class UpstreamRequest:
     are the copies RequestMirror steps made, which the front hands to `Router.mirror`. `notes` is
     what a request step leaves for its response step, under the step's field: response steps
     see the response head and this request, not the request as it arrived (CORS keeps the
-    allowed Origin there).
+    allowed Origin there). `clock` is the front's monotonic clock (seconds; the Router's), for
+    steps that count time (rateLimit); None offline (`kroute.rules.preview`), where steps that
+    keep state across requests are not run (`Step.offline`).
     """
 
     method: str
@@ -53,15 +55,17 @@ class UpstreamRequest:
     client: str = ""
     notes: dict[str, Any] = attrs.field(factory=dict)
     mirrors: tuple[MirrorCopy, ...] = attrs.field(default=(), kw_only=True)  # (no allocation)
+    clock: Callable[[], float] | None = attrs.field(default=None, kw_only=True, eq=False)
 
     @classmethod
     def from_target(
         cls, method: str, target: str, headers: list[Header], *, routed: str,
-        scheme: str = "http", client: str = "",
+        scheme: str = "http", client: str = "", clock: Callable[[], float] | None = None,
     ) -> UpstreamRequest:  # fmt: skip
         """The request to forward, from the target as received (origin-form)."""
         path, mark, query = target.partition("?")
-        return cls(method, path, query if mark else None, headers, routed, scheme, client)
+        return cls(method, path, query if mark else None, headers, routed, scheme, client,
+                   clock=clock)  # fmt: skip
 
     @property
     def target(self) -> str:
@@ -115,6 +119,13 @@ class Step:
     #: (FastGateway does, `Client.planned`). One that answers (a rewrite refusing an unclean
     #: path with 400) does so from the path alone, and a front then runs the chain itself.
     declarative: ClassVar[bool] = False
+    #: The step wants to know when the request ends (`end`, called once by every front through
+    #: `run_end`: the response sent, the request answered or failed, the client gone).
+    on_end: ClassVar[bool] = False
+    #: What the step does depends on the request alone, so `kroute.rules.preview` may run it;
+    #: False for steps whose answer depends on earlier requests (rateLimit, inFlightReq), which
+    #: a preview must neither run nor count.
+    offline: ClassVar[bool] = True
 
     @property
     def label(self) -> str:
@@ -133,6 +144,11 @@ class Step:
 
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
         return None
+
+    def end(self, request: UpstreamRequest) -> None:
+        """The request ended (only for steps with `on_end`); called at most once per request,
+        also when a later step answered it or its `request` never ran (`request.notes` says
+        what the step did)."""
 
 
 @attrs.frozen
@@ -171,6 +187,13 @@ class Chain:
     @response.default
     def _response(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.on_response)
+
+    #: Steps told when the request ends (`Step.on_end`).
+    ends: tuple[Step, ...] = attrs.field(init=False)
+
+    @ends.default
+    def _ends(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.on_end)
 
     @waits.default
     def _waits(self) -> bool:
@@ -261,3 +284,14 @@ def run_response(
     the one the request steps ran on (its `notes`)."""
     for step in chain.response:
         step.response(status, headers, request)
+
+
+def run_end(chain: Chain, request: UpstreamRequest) -> None:
+    """Tell the steps that want it (`Chain.ends`) that the request ended; every front calls
+    this once per request that ran the request steps, whatever became of it. A step that
+    raises is logged: the request is over, there is nobody left to answer."""
+    for step in chain.ends:
+        try:
+            step.end(request)
+        except Exception:
+            _log.exception("%s failed at the end of a request", step.label)

@@ -144,7 +144,8 @@ def compile_objects(
     Kinds read: Ingress and IngressClass (networking.k8s.io), Gateway, HTTPRoute and
     ReferenceGrant (gateway.networking.k8s.io), Namespace (labels, for listener selectors),
     IngressRoute and Middleware (traefik.io, or the older traefik.containo.us): what routes
-    name of the Middlewares becomes their steps, in place. `allow_cross_namespace` is
+    name of the Middlewares becomes their steps, in place; Secret (core v1), which basicAuth
+    Middlewares read their users from. `allow_cross_namespace` is
     Traefik's provider option: IngressRoutes (and chains) may name Services and Middlewares
     of other namespaces. Other kinds are ignored; an
     object without a kind or apiVersion is reported, never dropped unexplained.
@@ -260,21 +261,36 @@ def _compile_middlewares(
     """Every Middleware compiled (`kroute.rules.middlewares`); an invalid one is reported
     here, and the routes that name it fail closed saying why."""
     compiled = []
+    secrets = _secrets(by_kind)
     for item in by_kind.get("Middleware", []):
         try:
             ref = object_ref(item.obj)
         except FieldError as exc:
             out.reject(item, exc)
             continue
+        read = middlewares.secret_of(item.obj)  # (its Secret is part of what it compiles from)
+        secret = secrets.get((ref.namespace, read)) if read else None
         one: middlewares.Compiled = cached(
-            "Middleware", item.obj, (cross_namespace, item.origin),
+            "Middleware", item.obj, (cross_namespace, item.origin, read, secret),
             _attempt(functools.partial(middlewares.compile_middleware, item.obj, ref,
-                                       cross_namespace)),
+                                       cross_namespace, secrets)),
         ).unwrap()  # fmt: skip
         if one.error is not None:
             out.reject(item, one.error, ref)
         compiled.append(one)
     return middlewares.Middlewares(compiled)
+
+
+def _secrets(by_kind: dict[str, list[Manifest]]) -> dict[tuple[str, str], Obj]:
+    """The Secrets (core v1) by (namespace, name), which Middlewares may read (basicAuth)."""
+    out = {}
+    for item in by_kind.get("Secret", []):
+        meta = item.obj.get("metadata")
+        if _api_group(item.obj) == "" and isinstance(meta, dict):
+            name, namespace = meta.get("name"), meta.get("namespace") or "default"
+            if isinstance(name, str) and isinstance(namespace, str):
+                out[(namespace, name)] = item.obj
+    return out
 
 
 def _compile_ingresses(

@@ -8,8 +8,10 @@ through the same runner the fronts use (`kroute.pipeline.run_request`).
 
 What a preview cannot know: the forwarding headers (X-Forwarded-*, Forwarded) describe the
 connection, so they are left out; a step that waits (a user's `async def` filter) is not run
-offline and is listed in `not_run`; the path is the normalised one routing matched on (a
-front forwards the path as received, unless a rewrite replaced it).
+offline and is listed in `not_run`, as is a step whose answer depends on earlier requests
+(rateLimit, inFlightReq: `Step.offline`), which a preview must not count; the path is the
+normalised one routing matched on (a front forwards the path as received, unless a rewrite
+replaced it).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class Preview:
     response_headers: tuple[Header, ...] = ()
     #: "STEP: what it changed", in order.
     changes: tuple[str, ...] = ()
-    #: Steps that wait (users' async filters): not run offline.
+    #: Steps that wait (users' async filters) or count requests: not run offline.
     not_run: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
@@ -109,7 +111,7 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
     changes: list[str] = []
     not_run: list[str] = []
     for step in chain.request:
-        if isinstance(step, AsyncStep):
+        if isinstance(step, AsyncStep) or not step.offline:
             not_run.append(step.label)
             continue
         before = (request.target, list(request.headers))

@@ -387,7 +387,7 @@ class Client(asyncio.Protocol):
             fields += self.forwarding_fields(message)
         request = UpstreamRequest.from_target(
             message.method_text, message.url_text, fields, routed=_routed(message.url_text),
-            scheme=self.gateway.scheme, client=self.peer,
+            scheme=self.gateway.scheme, client=self.peer, clock=self.gateway.router.clock,
         )  # fmt: skip
         return request, rest
 

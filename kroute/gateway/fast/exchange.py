@@ -67,6 +67,8 @@ class Exchange(Relay):
         answer = await run_request_async(chain, request)
         if not self.finished:
             self.stepped(answer, request)
+        else:
+            self.ended_steps()  # (the client went away meanwhile: `abandon` was too early)
 
     def stepped(self, answer: Answer | None, request: UpstreamRequest) -> None:
         """The request steps have run: answer as they say, or send what they made."""

@@ -20,7 +20,7 @@ from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
 from kroute.gateway.router import Decision
-from kroute.pipeline.steps import Chain, UpstreamRequest, run_response
+from kroute.pipeline.steps import Chain, UpstreamRequest, run_end, run_response
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
@@ -233,6 +233,7 @@ class Relay:
         self.finished = True
         if self.timers is not None:
             self.cancel_timers()
+        self.ended_steps()
         decision = self.decision or Decision(status)
         self.router.observe(decision, status, self.started)
         self.client.exchange_done(self, keep)
@@ -250,6 +251,14 @@ class Relay:
         self.finished = True
         if self.timers is not None:
             self.cancel_timers()
+        self.ended_steps()
+
+    def ended_steps(self) -> None:
+        """Tell the steps that count requests that this one is over (`run_end`); a chain
+        still waiting on a step is told when that step is done (`Exchange.wait_steps`)."""
+        chain, upstream = self.chain, self.upstream
+        if chain is not None and chain.ends and upstream is not None:
+            run_end(chain, upstream)
 
     def cancel_timers(self) -> None:
         for timer in self.timers or ():

@@ -44,11 +44,11 @@ from kroute.errors import Answered, InvalidObject
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
-from kroute.gateway.router.forwarding import outcome_of, send, send_copy
+from kroute.gateway.router.forwarding import outcome_of, send, send_copy, until_end
 from kroute.objects import BackendRef
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
-from kroute.pipeline.steps import UpstreamRequest, run_request_async, run_response
+from kroute.pipeline.steps import UpstreamRequest, run_end, run_request_async, run_response
 from kroute.pool.balance import Balancer, HashOn, RoundRobin
 from kroute.pool.health import HealthConfig
 from kroute.pool.pool import Pool, PoolStatistics
@@ -74,6 +74,7 @@ __all__ = [
 ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
     kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE, kinds.MIDDLEWARE,
+    kinds.SECRET,  # (basicAuth Middlewares read their users from Secrets)
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -378,16 +379,23 @@ class Router:
         upstream = UpstreamRequest.from_target(
             request.method, request.target, list(request.headers), routed=head.path,
             scheme=head.scheme, client="" if head.client_ip is None else str(head.client_ip),
+            clock=self.clock,
         )  # fmt: skip
-        answer = await run_request_async(chain, upstream)
-        if answer is not None:
-            self.observe(decision, answer.status, started)
-            raise Answered(answer.status, answer.reason, answer.headers, answer.body)
-        self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
-        request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
-        decision, response = await self._send(decision, request)
+        try:
+            answer = await run_request_async(chain, upstream)
+            if answer is not None:
+                self.observe(decision, answer.status, started)
+                raise Answered(answer.status, answer.reason, answer.headers, answer.body)
+            self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
+            request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
+            decision, response = await self._send(decision, request)
+        except BaseException:
+            run_end(chain, upstream)  # (answered, failed or cancelled: the request is over)
+            raise
         if chain.response:
             run_response(chain, response.status, response.headers, upstream)
+        if chain.ends:
+            response = until_end(response, lambda: run_end(chain, upstream))
         return decision, response
 
     def mirror(self, request: UpstreamRequest, *, body: bool) -> None:

@@ -10,13 +10,16 @@ on asyncio timers, with the same `RetryPolicy` and `outcome_of`).
   out before a response head), each try bounded by `timeouts.backendRequest`; the observer is
   told how the request was answered.
 - `send_copy`: a RequestMirror copy to one endpoint of its backend's pool, no retry.
+- `until_end`: a response that says when it is over (steps told of the request's end,
+  `kroute.pipeline.run_end`: inFlightReq).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import anyio
 import attrs
@@ -141,3 +144,59 @@ async def send_copy(
         pool.abandon(key)
         raise
     pool.end(key, outcome_of(response.status), now=clock())
+
+
+def until_end(response: ForwardResponse, end: Callable[[], None]) -> ForwardResponse:
+    """`response`, calling `end` once when it is over: its body read to the end or failed, or
+    closed by the front (HttpServer always closes it; the ASGI gateway reads it to the end or
+    closes it); after a 101, when the upgraded stream is closed (HttpServer's pipe does)."""
+    ended = False
+
+    def once() -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            end()
+
+    body, close = response.body, response._close
+
+    async def relayed() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            once()
+
+    async def closed() -> None:
+        once()
+        if close is not None:
+            await close()
+
+    upgraded = response.upgraded
+    if upgraded is not None:
+        upgraded = _Ending(upgraded, once)
+    return attrs.evolve(response, body=relayed(), close=closed, upgraded=upgraded)
+
+
+class _Ending(anyio.abc.ByteStream):
+    """An upgraded stream that calls `end` when it is closed."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, end: Callable[[], None]) -> None:
+        self.stream, self.end = stream, end
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self.stream.receive(max_bytes)
+
+    async def send(self, item: bytes) -> None:
+        await self.stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        self.end()
+        await self.stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Any:
+        return self.stream.extra_attributes

@@ -2,12 +2,13 @@
 (docs/middlewares.md).
 
 - `crd`: a Middleware object -> its steps (or the error that makes it invalid);
-- `paths`, `headers`, `redirects`: the middlewares kroute implements, each as steps;
+- `paths`, `headers`, `redirects`, `basicauth` (+ `htpasswd`), `ipallowlist`, `ratelimit`,
+  `inflight` (+ `sources`, whose request it is): the middlewares kroute implements, as steps;
 - `refs`: where routes name Middlewares (IngressRoute, Ingress annotation, HTTPRoute
   ExtensionRef) and how those references become the Middlewares' steps.
 """
 
-from kroute.rules.middlewares.crd import API_GROUPS, compile_middleware
+from kroute.rules.middlewares.crd import API_GROUPS, compile_middleware, secret_of
 from kroute.rules.middlewares.refs import (
     Compiled,
     MiddlewareRef,
@@ -24,4 +25,5 @@ __all__ = [
     "annotation_refs",
     "compile_middleware",
     "crd_refs",
+    "secret_of",
 ]

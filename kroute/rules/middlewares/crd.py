@@ -15,7 +15,7 @@ from typing import Any
 from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
-from kroute.rules.middlewares import paths, redirects
+from kroute.rules.middlewares import basicauth, inflight, ipallowlist, paths, ratelimit, redirects
 from kroute.rules.middlewares.headers import headers
 from kroute.rules.middlewares.refs import Compiled, crd_refs
 
@@ -44,16 +44,21 @@ BUILT: dict[str, Build] = {
     "redirectRegex": _one(redirects.redirect_regex),
     "headers": lambda spec, field, ref, cross: headers(spec, field),
     "chain": _chain,
+    "ipAllowList": _one(ipallowlist.ip_allow_list),
+    "ipWhiteList": _one(ipallowlist.ip_allow_list),  # (v2's name; deprecated in v3, still read)
+    "rateLimit": _one(ratelimit.rate_limit),
+    "inFlightReq": _one(inflight.in_flight),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
-NOT_YET = ("basicAuth", "digestAuth", "forwardAuth", "ipAllowList", "ipWhiteList", "rateLimit",
-           "inFlightReq", "retry", "circuitBreaker", "compress", "buffering", "errors",
-           "passTLSClientCert", "contentType", "grpcWeb", "plugin")  # fmt: skip
+NOT_YET = ("digestAuth", "forwardAuth", "retry", "circuitBreaker", "compress", "buffering",
+           "errors", "passTLSClientCert", "contentType", "grpcWeb", "plugin")  # fmt: skip
 
 
-def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool) -> Compiled:
+def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
+                       secrets: basicauth.Secrets | None = None) -> Compiled:  # fmt: skip
     """One Middleware; an invalid one carries its error (the field and why) instead of steps,
-    so the routes that name it can say so."""
+    so the routes that name it can say so. `secrets` are the Secrets by (namespace, name)
+    (basicAuth reads its users there)."""
     try:
         spec = as_map(obj.get("spec"), "spec")
         types = [k for k in spec if spec[k] is not None]
@@ -66,9 +71,17 @@ def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool) ->
             step: Step = Refuse(field, reason=f"the {kind} middleware is not supported by "
                                 "kroute yet")  # fmt: skip
             return Compiled(ref, (step,))
+        if kind == "basicAuth":
+            return Compiled(ref, (basicauth.basic_auth(spec[kind], field, ref, secrets or {}),))
         build = BUILT.get(kind)
         if build is None:
             raise FieldError(field, f"unknown middleware type {kind!r}")
         return Compiled(ref, build(spec[kind], field, ref, allow_cross_namespace))
     except FieldError as exc:
         return Compiled(ref, error=exc)
+
+
+def secret_of(obj: Obj) -> str | None:
+    """The name of the Secret (in its namespace) a Middleware reads, or None."""
+    spec = obj.get("spec")
+    return basicauth.secret_name(spec.get("basicAuth")) if isinstance(spec, dict) else None

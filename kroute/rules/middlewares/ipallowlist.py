@@ -1,0 +1,61 @@
+"""Traefik's ipAllowList middleware (and ipWhiteList, its v2 name, which Traefik v3 still reads
+but deprecates) as a step (Traefik v3 docs, "HTTP Middlewares" > IPAllowList; traefik
+`pkg/middlewares/ipallowlist`).
+
+The client IP, found by the `ipStrategy` (`kroute.rules.middlewares.sources`: by default the
+connection's peer, X-Forwarded-For only when the strategy says so), must be in one of the
+`sourceRange` IPs or CIDRs (v4 and v6); otherwise the request is answered `rejectStatusCode`
+(403 by default) with its reason phrase as the body, and never forwarded. An IP the strategy
+cannot find (fewer X-Forwarded-For entries than `depth`) is refused.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import attrs
+
+from kroute.objects import FieldError, as_int, as_map
+from kroute.pipeline.steps import Answer, Step, UpstreamRequest
+from kroute.rules.middlewares.paths import options_of
+from kroute.rules.middlewares.sources import IPStrategy, Network, contains, ip_strategy, networks
+
+
+@attrs.frozen
+class IPAllowList(Step):
+    allowed: tuple[Network, ...] = attrs.field(kw_only=True)
+    strategy: IPStrategy = attrs.field(kw_only=True)
+    status: int = attrs.field(default=403, kw_only=True)
+
+    @property
+    def touches(self) -> frozenset[bytes]:
+        return frozenset({b"x-forwarded-for"} if self.strategy.reads_forwarded else ())
+
+    def request(self, request: UpstreamRequest) -> Answer | None:
+        ip = self.strategy.ip(request)
+        if ip and contains(self.allowed, ip):
+            return None
+        try:
+            reason = HTTPStatus(self.status).phrase
+        except ValueError:
+            reason = "Forbidden"
+        return Answer(self.status, f"client IP {ip or '(none found)'} is not in sourceRange",
+                      body=reason.encode())  # fmt: skip
+
+
+def ip_allow_list(spec: Any, field: str) -> Step:
+    options = options_of(spec, field, ("sourceRange", "ipStrategy", "rejectStatusCode"))
+    allowed = networks(options.get("sourceRange"), f"{field}.sourceRange")
+    if not allowed:
+        raise FieldError(f"{field}.sourceRange", "empty: no client could pass (Traefik refuses "
+                         "it too)")  # fmt: skip
+    strategy = IPStrategy()
+    if options.get("ipStrategy") is not None:
+        where = f"{field}.ipStrategy"
+        strategy = ip_strategy(as_map(options["ipStrategy"], where), where)
+    status = as_int(options.get("rejectStatusCode"), f"{field}.rejectStatusCode", default=0,
+                    low=0, high=599) or 403  # fmt: skip
+    if status < 100:
+        raise FieldError(f"{field}.rejectStatusCode", f"{status} is not an HTTP status")
+    return IPAllowList(field, allowed=allowed, strategy=strategy, status=status)
