@@ -82,7 +82,9 @@ async def serving(
 
 @contextlib.asynccontextmanager
 async def echo_gateway(
-    routes: list[dict[str, Any]], front: str, trusted: TrustedProxies = TrustedProxies(),
+    routes: list[dict[str, Any]],
+    front: str,
+    trusted: TrustedProxies = TrustedProxies(),
     **router: Any,
 ) -> AsyncIterator[tuple[FrontClient, Backend, Router]]:
     """`routes` (attached to Gateway default/gw, sending to Service default/web) served by

@@ -45,6 +45,9 @@ _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
           "h": 3600.0}  # fmt: skip
 _BODY = b"Too Many Requests"
+#: A token, less what floating-point refills lose (a clock stepping by 1/rate must not come
+#: short of a token by 1e-16).
+_ONE = 1.0 - 1e-9
 
 
 class Buckets:
@@ -72,8 +75,8 @@ class Buckets:
         else:
             tokens, since = found
             tokens = min(float(self.burst), tokens + max(0.0, now - since) * self.rate)
-        if tokens >= 1.0:
-            buckets[source] = (tokens - 1.0, now)
+        if tokens >= _ONE:
+            buckets[source] = (max(0.0, tokens - 1.0), now)
             return 0.0
         buckets[source] = (tokens, now)
         return (1.0 - tokens) / self.rate
