@@ -8,6 +8,7 @@ into an `InvalidObject` naming the object too.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,19 @@ from kroute.errors import ConfigError
 
 #: An object as decoded from JSON or YAML.
 Obj = Mapping[str, Any]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def in_networks(address: str, networks: Sequence[Network]) -> bool:
+    """Whether IP `address` is in one of `networks` (an IPv4-mapped IPv6 address counts as its
+    IPv4 address; anything not an IP is in none)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
 
 
 @attrs.frozen

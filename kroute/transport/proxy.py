@@ -34,6 +34,7 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from kroute.objects import in_networks
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -125,15 +126,7 @@ class TrustedProxies:
         return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs))
 
     def trusts(self, address: str) -> bool:
-        if not self.networks:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.networks)
+        return bool(self.networks) and in_networks(address, self.networks)
 
 
 @attrs.frozen

@@ -16,10 +16,10 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, as_int, as_map
+from kroute.objects import FieldError, Network, as_int, as_map, in_networks
 from kroute.pipeline.steps import Answer, Step, UpstreamRequest
 from kroute.rules.middlewares.paths import options_of
-from kroute.rules.middlewares.sources import IPStrategy, Network, contains, ip_strategy, networks
+from kroute.rules.middlewares.sources import IPStrategy, ip_strategy, networks
 
 
 @attrs.frozen
@@ -34,7 +34,7 @@ class IPAllowList(Step):
 
     def request(self, request: UpstreamRequest) -> Answer | None:
         ip = self.strategy.ip(request)
-        if ip and contains(self.allowed, ip):
+        if ip and in_networks(ip, self.allowed):
             return None
         try:
             reason = HTTPStatus(self.status).phrase

@@ -29,13 +29,12 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, as_int, as_list, as_map, req_str
+from kroute.objects import FieldError, Network, as_int, as_list, as_map, in_networks, req_str
 from kroute.pipeline.filters import header_name
 from kroute.pipeline.steps import UpstreamRequest
 from kroute.rules.middlewares.headers import _flag
 from kroute.rules.middlewares.paths import options_of
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _XFF = b"x-forwarded-for"
 
 
@@ -51,17 +50,6 @@ def network(text: str, field: str) -> Network:
 def networks(value: Any, field: str) -> tuple[Network, ...]:
     return tuple(network(req_str(v, f"{field}[{i}]"), f"{field}[{i}]")
                  for i, v in enumerate(as_list(value, field)))  # fmt: skip
-
-
-def contains(nets: tuple[Network, ...], address: str) -> bool:
-    """Whether `address` (an IP; IPv4-mapped IPv6 counts as IPv4) is in one of `nets`."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in nets)
 
 
 def forwarded_for(request: UpstreamRequest) -> list[str]:
@@ -93,7 +81,7 @@ class IPStrategy:
             found = entries[-self.depth] if len(entries) >= self.depth else ""
         elif self.excluded:
             found = next((e for e in reversed(forwarded_for(request))
-                          if e and not contains(self.excluded, e)), "")  # fmt: skip
+                          if e and not in_networks(e, self.excluded)), "")  # fmt: skip
         else:
             found = request.client
         if self.ipv6_subnet is not None and ":" in found:
