@@ -74,6 +74,28 @@ def test_sha1_and_bcrypt() -> None:
         assert htpasswd.check(b"s3cret", prefix + BCRYPTED[4:])
 
 
+def test_bcrypt_matches_are_remembered_and_mismatches_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verified = htpasswd.Verified(limit=2)
+    calls: list[bytes] = []
+    real = htpasswd.check
+
+    def counted(password: bytes, stored: str) -> bool:
+        calls.append(password)
+        return real(password, stored)
+
+    monkeypatch.setattr(htpasswd, "check", counted)
+    assert [verified.check(b"s3creT", BCRYPTED) for _ in range(2)] == [False, False]
+    assert [verified.check(b"s3cret", BCRYPTED) for _ in range(3)] == [True, True, True]
+    assert calls == [b"s3creT", b"s3creT", b"s3cret"]  # a match paid bcrypt once
+    other = "$2b$04$" + BCRYPTED[7:29] + "." * 31  # (the same password under another hash)
+    assert not verified.check(b"s3cret", other)  # remembered per hash, not per password
+    assert verified.check(b"s3cret", "$2y$" + BCRYPTED[4:])
+    assert verified.check(b"s3cret", "$2a$" + BCRYPTED[4:])  # a third match: starts again
+    assert len(calls) == 6
+
+
 def test_plain_text_never_matches_and_is_refused_at_compile() -> None:
     assert not htpasswd.check(b"plain", "plain")
     with pytest.raises(FieldError, match="plain password never matches"):

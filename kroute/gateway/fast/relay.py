@@ -233,7 +233,8 @@ class Relay:
         self.finished = True
         if self.timers is not None:
             self.cancel_timers()
-        self.ended_steps()
+        if self.chain is not None:  # (the test first: a route without steps pays no call)
+            self.ended_steps()
         decision = self.decision or Decision(status)
         self.router.observe(decision, status, self.started)
         self.client.exchange_done(self, keep)

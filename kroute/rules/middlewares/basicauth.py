@@ -21,6 +21,8 @@ another scheme, bad base64, no colon, an unknown user, a wrong password) is answ
 `WWW-Authenticate: Basic realm="<realm>"` (realm `traefik` by default) and never forwarded. An
 unknown user is checked against a hash of the same kind and cost as a real one, so the answer
 takes as long either way (no user enumeration by timing); hashes are compared in constant time.
+A bcrypt match is remembered (`htpasswd.Verified`), so a client that keeps sending its right
+password pays bcrypt once, not per request; a wrong one pays it every time.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class BasicAuth(Step):
     remove_header: bool = attrs.field(default=False, kw_only=True)
     #: Checked when the user does not exist (`htpasswd.dummy`).
     dummy: str = attrs.field(default="", kw_only=True, repr=False)
+    #: Matches remembered (`htpasswd.Verified`): state, not configuration.
+    verified: htpasswd.Verified = attrs.field(
+        factory=htpasswd.Verified, kw_only=True, repr=False, eq=False
+    )
 
     @property
     def touches(self) -> frozenset[bytes]:
@@ -66,7 +72,7 @@ class BasicAuth(Step):
             return self._refuse("no Basic credentials")
         user, password = credentials
         stored = self.users.get(user)
-        matched = htpasswd.check(password, self.dummy if stored is None else stored)
+        matched = self.verified.check(password, self.dummy if stored is None else stored)
         if stored is None or not matched:
             return self._refuse("wrong user name or password")
         if self.header_field is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 
 import bcrypt
 
@@ -55,6 +56,38 @@ def check(password: bytes, stored: str) -> bool:
         computed = md5_crypt(password, salt.encode("ascii", "replace"), f"${magic}$".encode())
         return hmac.compare_digest(computed, stored.encode("ascii", "replace"))
     return False
+
+
+class Verified:
+    """Credentials that matched their bcrypt hash, remembered (bounded): bcrypt costs tens of
+    milliseconds by design (about 60 ms at cost 10 here) and a front's event loop waits for it,
+    so a client sending its right password with every request would stall the gateway each
+    time. Only matches are kept, under an HMAC of hash and password with a key made per
+    process (no password or fast hash of one is stored); a wrong password, or an unknown user
+    (checked against the dummy hash), pays bcrypt every time. Past `limit` entries the memory
+    starts again empty."""
+
+    __slots__ = ("_key", "_matched", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._key = os.urandom(32)
+        self._matched: set[bytes] = set()
+
+    def check(self, password: bytes, stored: str) -> bool:
+        """`check(password, stored)`, remembered when it matched a bcrypt hash."""
+        if kind(stored) != "bcrypt":
+            return check(password, stored)  # (microseconds: nothing to remember)
+        seen = hmac.new(self._key, stored.encode("ascii", "replace") + b"\0" + password,
+                        hashlib.sha256).digest()  # fmt: skip
+        if seen in self._matched:
+            return True
+        if not check(password, stored):
+            return False
+        if len(self._matched) >= self.limit:
+            self._matched.clear()
+        self._matched.add(seen)
+        return True
 
 
 def valid(stored: str) -> bool:
