@@ -245,7 +245,7 @@ class Exchange(Relay):
             pick = self.pool.pick(now=self.router.clock(), rng=self.router.rng,
                                   exclude=self.tried)  # fmt: skip
             if pick is not None:
-                self.attempt(pick.endpoint.key, self.retry.backoff)
+                self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
                 return
         self.answer_error(error)
 
@@ -307,5 +307,5 @@ class Exchange(Relay):
         self.conn = None
         self.outbox.close(conn.transport)
         self.pool.end(self.key, outcome_of(status), now=clock())
-        self.attempt(pick.endpoint.key, self.retry.backoff)
+        self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
         return True

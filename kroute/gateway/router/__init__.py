@@ -343,7 +343,8 @@ class Router:
 
     def retry_for(self, route: Route | None) -> RetryPolicy:
         """The retry policy of a route: the Router's, with what the route's own policy
-        (HTTPRoute rule `retry`) changes; every route's shares the Router's budget."""
+        (HTTPRoute rule `retry`, or a retry Middleware) changes; every route's shares the
+        Router's budget."""
         policy = None if route is None else route.policy
         if policy is None or (policy.retries is None and not policy.codes and not policy.backoff):
             return self.retry
@@ -351,7 +352,11 @@ class Router:
         if found is None:
             attempts = self.retry.attempts if policy.retries is None else policy.retries + 1
             found = self._retries[policy] = attrs.evolve(
-                self.retry, attempts=attempts, codes=policy.codes, backoff=policy.backoff
+                self.retry,
+                attempts=attempts,
+                codes=policy.codes,
+                backoff=policy.backoff,
+                multiplier=policy.multiplier,
             )
         return found
 

@@ -15,7 +15,7 @@ from typing import Any
 from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
-from kroute.rules.middlewares import paths, redirects
+from kroute.rules.middlewares import paths, redirects, retry
 from kroute.rules.middlewares.headers import headers
 from kroute.rules.middlewares.refs import Compiled, crd_refs
 
@@ -44,10 +44,11 @@ BUILT: dict[str, Build] = {
     "redirectRegex": _one(redirects.redirect_regex),
     "headers": lambda spec, field, ref, cross: headers(spec, field),
     "chain": _chain,
+    "retry": _one(retry.retry),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
 NOT_YET = ("basicAuth", "digestAuth", "forwardAuth", "ipAllowList", "ipWhiteList", "rateLimit",
-           "inFlightReq", "retry", "circuitBreaker", "compress", "buffering", "errors",
+           "inFlightReq", "circuitBreaker", "compress", "buffering", "errors",
            "passTLSClientCert", "contentType", "grpcWeb", "plugin")  # fmt: skip
 
 
