@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 if TYPE_CHECKING:
+    from kroute.pipeline.fetch import Fetch
     from kroute.pipeline.filters import MirrorCopy
 
 Header = tuple[bytes, bytes]
@@ -136,7 +137,17 @@ class Step:
 
 
 @attrs.frozen
-class AsyncStep(Step):
+class Awaited(Step):
+    """A request step that must wait: `request_async` is awaited in its place in the chain,
+    with the front's `fetch` for the HTTP calls it makes (`kroute.pipeline.fetch`; None where
+    no front runs it, as in explain)."""
+
+    async def request_async(self, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
+        raise NotImplementedError
+
+
+@attrs.frozen
+class AsyncStep(Awaited):
     """A request step that must wait (a user's `async def` filter, `name`); `check` is
     awaited."""
 
@@ -149,7 +160,9 @@ class AsyncStep(Step):
     def label(self) -> str:
         return f"Filter {self.name} ({self.field})"
 
-    async def request_async(self, request: UpstreamRequest) -> Answer | None:
+    async def request_async(
+        self, request: UpstreamRequest, fetch: Fetch | None = None
+    ) -> Answer | None:
         answer = await self.check(request)
         return None if answer is None else attrs.evolve(answer, step=answer.step or self.label)
 
@@ -174,7 +187,7 @@ class Chain:
 
     @waits.default
     def _waits(self) -> bool:
-        return any(isinstance(s, AsyncStep) for s in self.request)
+        return any(isinstance(s, Awaited) for s in self.request)
 
     #: Every request step is declarative (`Step.declarative`) and none runs on responses.
     declarative: bool = attrs.field(init=False)
@@ -219,12 +232,15 @@ def run_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
     return None
 
 
-async def run_request_async(chain: Chain, request: UpstreamRequest) -> Answer | None:
-    """Run the request steps in order, awaiting those that wait; the first answer stops it."""
+async def run_request_async(
+    chain: Chain, request: UpstreamRequest, fetch: Fetch | None = None
+) -> Answer | None:
+    """Run the request steps in order, awaiting those that wait (`fetch`: how they make HTTP
+    calls, `kroute.pipeline.fetch`); the first answer stops it."""
     for step in chain.request:
-        if isinstance(step, AsyncStep):
+        if isinstance(step, Awaited):
             try:
-                answer = await step.request_async(request)
+                answer = await step.request_async(request, fetch)
             except Exception:
                 return _failed(step)
         else:

@@ -64,7 +64,7 @@ class Exchange(Relay):
 
     async def wait_steps(self, chain: Chain, request: UpstreamRequest) -> None:
         """A chain with a step that waits (a user's async check), run off the callbacks."""
-        answer = await run_request_async(chain, request)
+        answer = await run_request_async(chain, request, self.router.fetch)
         if not self.finished:
             self.stepped(answer, request)
 

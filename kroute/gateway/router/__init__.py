@@ -41,11 +41,13 @@ import anyio
 import attrs
 
 from kroute.errors import Answered, InvalidObject
+from kroute.gateway.fetch import fetch
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
 from kroute.gateway.router.forwarding import outcome_of, send, send_copy
 from kroute.objects import BackendRef
+from kroute.pipeline.fetch import Call, Reply
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import UpstreamRequest, run_request_async, run_response
@@ -384,7 +386,7 @@ class Router:
             request.method, request.target, list(request.headers), routed=head.path,
             scheme=head.scheme, client="" if head.client_ip is None else str(head.client_ip),
         )  # fmt: skip
-        answer = await run_request_async(chain, upstream)
+        answer = await run_request_async(chain, upstream, self.fetch)
         if answer is not None:
             self.observe(decision, answer.status, started)
             raise Answered(answer.status, answer.reason, answer.headers, answer.body)
@@ -394,6 +396,11 @@ class Router:
         if chain.response:
             run_response(chain, response.status, response.headers, upstream)
         return decision, response
+
+    async def fetch(self, call: Call) -> Reply:
+        """An HTTP call a step makes (forwardAuth's), through the Router's transport
+        (`kroute.gateway.fetch`); every front's steps call out through this."""
+        return await fetch(self.transport, call)
 
     def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
         """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the

@@ -16,6 +16,7 @@ from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
 from kroute.rules.middlewares import paths, redirects, retry
+from kroute.rules.middlewares.forward_auth import forward_auth
 from kroute.rules.middlewares.headers import headers
 from kroute.rules.middlewares.refs import Compiled, crd_refs
 
@@ -45,9 +46,10 @@ BUILT: dict[str, Build] = {
     "headers": lambda spec, field, ref, cross: headers(spec, field),
     "chain": _chain,
     "retry": _one(retry.retry),
+    "forwardAuth": _one(forward_auth),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
-NOT_YET = ("basicAuth", "digestAuth", "forwardAuth", "ipAllowList", "ipWhiteList", "rateLimit",
+NOT_YET = ("basicAuth", "digestAuth", "ipAllowList", "ipWhiteList", "rateLimit",
            "inFlightReq", "circuitBreaker", "compress", "buffering", "errors",
            "passTLSClientCert", "contentType", "grpcWeb", "plugin")  # fmt: skip
 
