@@ -244,3 +244,48 @@ async def test_forward_auth_that_fails_refuses_the_request(
     status, _, _ = await client.request(host, "/foobar/echo")
     assert status == 500
     assert backend.hits.get("/echo") is None  # never let through
+
+
+# -- circuitBreaker ----------------------------------------------------------------------------
+
+
+def breaker_routes() -> list[dict[str, Any]]:
+    """Traefik v3's Kubernetes example (the expression), open for an hour on one route, for a
+    moment on the other."""
+    expression = "NetworkErrorRatio() > 0.5"
+    return [
+        middleware("cb-long", {"circuitBreaker": {"expression": expression,
+                                                  "fallbackDuration": "1h"}}),
+        middleware("cb-short", {"circuitBreaker": {"expression": expression, "checkPeriod": "1ms",
+                                                   "fallbackDuration": "1ms",
+                                                   "recoveryDuration": "1ms"}}),
+        using("open.local", "cb-long"), using("recover.local", "cb-short"),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+async def breakers(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend]]:
+    async with echo_gateway(breaker_routes(), every_front) as (client, backend, _):
+        yield client, backend
+
+
+async def test_the_breaker_opens_under_a_failing_backend(
+    breakers: tuple[FrontClient, Backend],
+) -> None:
+    client, backend = breakers
+    assert (await client.request("open.local", "/bad-status"))[0] == 502  # a network error
+    status, _, body = await client.request("open.local", "/echo")
+    assert status == 503
+    assert b"Service Unavailable" in body
+    assert backend.hits.get("/echo") is None  # answered by the gateway, never forwarded
+
+
+async def test_the_breaker_recovers(breakers: tuple[FrontClient, Backend]) -> None:
+    client, backend = breakers
+    assert (await client.request("recover.local", "/bad-status"))[0] == 502
+    statuses = []
+    while 200 not in statuses:  # open for 1 ms, then recovering for 1 ms, then closed
+        await anyio.sleep(0.01)
+        statuses.append((await client.request("recover.local", "/echo"))[0])
+    assert set(statuses) <= {200, 503}
+    assert backend.hits["/echo"] == 1

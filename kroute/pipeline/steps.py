@@ -111,6 +111,8 @@ class Step:
     field: str
     on_request: ClassVar[bool] = True
     on_response: ClassVar[bool] = False
+    #: The step wants the request's outcome (`outcome`, called through `run_outcome`).
+    on_outcome: ClassVar[bool] = False
     #: What the step does to a request depends only on its path and the fields it names
     #: (`touches`) and it records nothing else: a front may remember the result per path
     #: (FastGateway does, `Client.planned`). One that answers (a rewrite refusing an unclean
@@ -134,6 +136,11 @@ class Step:
 
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
         return None
+
+    def outcome(self, request: UpstreamRequest, status: int, seconds: float) -> None:
+        """The request's outcome, once known: the response head's `status` (or the status the
+        gateway answered instead: a step's answer, 502/504 when the backend failed), `seconds`
+        after it was routed. What a circuit breaker counts."""
 
 
 @attrs.frozen
@@ -174,6 +181,13 @@ class Chain:
     steps: tuple[Step, ...] = ()
     request: tuple[Step, ...] = attrs.field(init=False)
     response: tuple[Step, ...] = attrs.field(init=False)
+    #: The steps told the request's outcome (`run_outcome`).
+    outcome: tuple[Step, ...] = attrs.field(init=False)
+
+    @outcome.default
+    def _outcome(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.on_outcome)
+
     #: Some request step must be awaited: fronts that run callbacks start a task for it.
     waits: bool = attrs.field(init=False)
 
@@ -277,3 +291,11 @@ def run_response(
     the one the request steps ran on (its `notes`)."""
     for step in chain.response:
         step.response(status, headers, request)
+
+
+def run_outcome(chain: Chain, request: UpstreamRequest, status: int, seconds: float) -> None:
+    """Tell the steps that want it (`Chain.outcome`) how the request ended: every front calls
+    this once per request whose chain has such steps, when the response head (or the gateway's
+    own answer) is decided; `seconds` since the request was routed."""
+    for step in chain.outcome:
+        step.outcome(request, status, seconds)

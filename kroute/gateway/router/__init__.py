@@ -40,7 +40,7 @@ from typing import Protocol
 import anyio
 import attrs
 
-from kroute.errors import Answered, InvalidObject
+from kroute.errors import Answered, InvalidObject, KrouteError
 from kroute.gateway.fetch import fetch
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
@@ -50,7 +50,7 @@ from kroute.objects import BackendRef
 from kroute.pipeline.fetch import Call, Reply
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
-from kroute.pipeline.steps import UpstreamRequest, run_request_async, run_response
+from kroute.pipeline.steps import UpstreamRequest, run_outcome, run_request_async, run_response
 from kroute.pool.balance import Balancer, HashOn, RoundRobin
 from kroute.pool.health import HealthConfig
 from kroute.pool.pool import Pool, PoolStatistics
@@ -389,10 +389,19 @@ class Router:
         answer = await run_request_async(chain, upstream, self.fetch)
         if answer is not None:
             self.observe(decision, answer.status, started)
+            if chain.outcome:
+                run_outcome(chain, upstream, answer.status, time.perf_counter() - started)
             raise Answered(answer.status, answer.reason, answer.headers, answer.body)
         self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
         request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
-        decision, response = await self._send(decision, request)
+        try:
+            decision, response = await self._send(decision, request)
+        except KrouteError as exc:
+            if chain.outcome:
+                run_outcome(chain, upstream, exc.status_hint, time.perf_counter() - started)
+            raise
+        if chain.outcome:
+            run_outcome(chain, upstream, response.status, time.perf_counter() - started)
         if chain.response:
             run_response(chain, response.status, response.headers, upstream)
         return decision, response

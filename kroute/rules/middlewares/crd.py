@@ -16,6 +16,7 @@ from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
 from kroute.rules.middlewares import paths, redirects, retry
+from kroute.rules.middlewares.breaker import circuit_breaker
 from kroute.rules.middlewares.forward_auth import forward_auth
 from kroute.rules.middlewares.headers import headers
 from kroute.rules.middlewares.refs import Compiled, crd_refs
@@ -47,10 +48,11 @@ BUILT: dict[str, Build] = {
     "chain": _chain,
     "retry": _one(retry.retry),
     "forwardAuth": _one(forward_auth),
+    "circuitBreaker": _one(circuit_breaker),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
 NOT_YET = ("basicAuth", "digestAuth", "ipAllowList", "ipWhiteList", "rateLimit",
-           "inFlightReq", "circuitBreaker", "compress", "buffering", "errors",
+           "inFlightReq", "compress", "buffering", "errors",
            "passTLSClientCert", "contentType", "grpcWeb", "plugin")  # fmt: skip
 
 
