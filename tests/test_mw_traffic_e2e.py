@@ -96,6 +96,10 @@ async def failing(every_front: str) -> AsyncIterator[tuple[FrontClient, list[Dro
     ("one.local", None, 1),
     ("four.local", b"once", 1),  # a request with a body is never sent twice
 ])  # fmt: skip
+# (The request with a body, on the ASGI gateway: the endpoint drops the connection before the
+# body is read, so neither httpx's test client's body iterator nor the gateway's is run to its
+# end; they are garbage collected, which trio may report at any later moment.)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_retry_tries_as_many_endpoints_as_attempts_on_every_front(
     failing: tuple[FrontClient, list[Dropper], Any], host: str, body: bytes | None, hits: int
 ) -> None:
