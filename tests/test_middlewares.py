@@ -243,9 +243,9 @@ def test_missing_invalid_and_unsupported_middlewares_say_which() -> None:
         "forceSlash)"
     ]
     assert "Middleware default/bad is invalid: spec.stripPrefix.wrong" in str(result.refused[0])
-    (refused,) = reasons(middleware("auth", {"forwardAuth": {"address": "http://a"}}),
-                         using("a.local", "auth"))  # fmt: skip
-    assert "Middleware default/auth (spec.forwardAuth): the forwardAuth middleware is not " \
+    (refused,) = reasons(middleware("grpc", {"grpcWeb": {"allowOrigins": ["*"]}}),
+                         using("a.local", "grpc"))  # fmt: skip
+    assert "Middleware default/grpc (spec.grpcWeb): the grpcWeb middleware is not " \
            "supported by kroute yet" in refused  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 if TYPE_CHECKING:
+    from kroute.pipeline.fetch import Fetch
     from kroute.pipeline.filters import MirrorCopy
 
 Header = tuple[bytes, bytes]
@@ -114,6 +115,8 @@ class Step:
     field: str
     on_request: ClassVar[bool] = True
     on_response: ClassVar[bool] = False
+    #: The step wants the request's outcome (`outcome`, called through `run_outcome`).
+    on_outcome: ClassVar[bool] = False
     #: What the step does to a request depends only on its path and the fields it names
     #: (`touches`) and it records nothing else: a front may remember the result per path
     #: (FastGateway does, `Client.planned`). One that answers (a rewrite refusing an unclean
@@ -150,9 +153,24 @@ class Step:
         also when a later step answered it or its `request` never ran (`request.notes` says
         what the step did)."""
 
+    def outcome(self, request: UpstreamRequest, status: int, seconds: float) -> None:
+        """The request's outcome, once known: the response head's `status` (or the status the
+        gateway answered instead: a step's answer, 502/504 when the backend failed), `seconds`
+        after it was routed. What a circuit breaker counts."""
+
 
 @attrs.frozen
-class AsyncStep(Step):
+class Awaited(Step):
+    """A request step that must wait: `request_async` is awaited in its place in the chain,
+    with the front's `fetch` for the HTTP calls it makes (`kroute.pipeline.fetch`; None where
+    no front runs it, as in explain)."""
+
+    async def request_async(self, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
+        raise NotImplementedError
+
+
+@attrs.frozen
+class AsyncStep(Awaited):
     """A request step that must wait (a user's `async def` filter, `name`); `check` is
     awaited."""
 
@@ -165,7 +183,9 @@ class AsyncStep(Step):
     def label(self) -> str:
         return f"Filter {self.name} ({self.field})"
 
-    async def request_async(self, request: UpstreamRequest) -> Answer | None:
+    async def request_async(
+        self, request: UpstreamRequest, fetch: Fetch | None = None
+    ) -> Answer | None:
         answer = await self.check(request)
         return None if answer is None else attrs.evolve(answer, step=answer.step or self.label)
 
@@ -177,6 +197,13 @@ class Chain:
     steps: tuple[Step, ...] = ()
     request: tuple[Step, ...] = attrs.field(init=False)
     response: tuple[Step, ...] = attrs.field(init=False)
+    #: The steps told the request's outcome (`run_outcome`).
+    outcome: tuple[Step, ...] = attrs.field(init=False)
+
+    @outcome.default
+    def _outcome(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.on_outcome)
+
     #: Some request step must be awaited: fronts that run callbacks start a task for it.
     waits: bool = attrs.field(init=False)
 
@@ -197,7 +224,7 @@ class Chain:
 
     @waits.default
     def _waits(self) -> bool:
-        return any(isinstance(s, AsyncStep) for s in self.request)
+        return any(isinstance(s, Awaited) for s in self.request)
 
     #: Every request step is declarative (`Step.declarative`) and none runs on responses.
     declarative: bool = attrs.field(init=False)
@@ -242,12 +269,15 @@ def run_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
     return None
 
 
-async def run_request_async(chain: Chain, request: UpstreamRequest) -> Answer | None:
-    """Run the request steps in order, awaiting those that wait; the first answer stops it."""
+async def run_request_async(
+    chain: Chain, request: UpstreamRequest, fetch: Fetch | None = None
+) -> Answer | None:
+    """Run the request steps in order, awaiting those that wait (`fetch`: how they make HTTP
+    calls, `kroute.pipeline.fetch`); the first answer stops it."""
     for step in chain.request:
-        if isinstance(step, AsyncStep):
+        if isinstance(step, Awaited):
             try:
-                answer = await step.request_async(request)
+                answer = await step.request_async(request, fetch)
             except Exception:
                 return _failed(step)
         else:
@@ -295,3 +325,11 @@ def run_end(chain: Chain, request: UpstreamRequest) -> None:
             step.end(request)
         except Exception:
             _log.exception("%s failed at the end of a request", step.label)
+
+
+def run_outcome(chain: Chain, request: UpstreamRequest, status: int, seconds: float) -> None:
+    """Tell the steps that want it (`Chain.outcome`) how the request ended: every front calls
+    this once per request whose chain has such steps, when the response head (or the gateway's
+    own answer) is decided; `seconds` since the request was routed."""
+    for step in chain.outcome:
+        step.outcome(request, status, seconds)

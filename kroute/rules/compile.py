@@ -20,6 +20,7 @@ from kroute.pipeline.filters import Refuse
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.rules import gateway, ingress, middlewares, traefik
 from kroute.rules.entrypoints import EntryPoint, unserved_names
+from kroute.rules.middlewares import breaker, retry
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable
 
@@ -185,7 +186,8 @@ def compile_objects(
         except FieldError as exc:
             out.reject(item, exc, ref)
     table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached)
-    out.routes = table.resolve(out.routes)
+    out.routes, retried = retry.apply(breaker.per_route(table.resolve(out.routes)))
+    out.notes.extend(retried)
     if cache is not None:
         cache.finish()
     if entry_points is not None:

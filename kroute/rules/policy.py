@@ -55,6 +55,9 @@ class RoutePolicy:
     codes: frozenset[int] = frozenset()
     #: The least time between tries.
     backoff: float = 0.0
+    #: Each wait `multiplier` times the one before (a Traefik retry Middleware's exponential
+    #: backoff, `kroute.rules.middlewares.retry`); 1 for HTTPRoute's constant `backoff`.
+    multiplier: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,7 @@ class RoutePolicy:
             "retries": self.retries,
             "codes": sorted(self.codes),
             "backoff": self.backoff,
+            "multiplier": self.multiplier,
         }
 
 

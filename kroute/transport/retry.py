@@ -66,7 +66,7 @@ async def send_with_retries(
             if following is not None:  # (else this response is the answer)
                 await response.aclose()
                 if policy.backoff:
-                    await anyio.sleep(policy.backoff)
+                    await anyio.sleep(policy.wait(len(tried)))
                 target = following
                 continue
         return response, target
@@ -87,5 +87,5 @@ async def _next(pick: Pick, tried: Sequence[Target], policy: RetryPolicy) -> Tar
     """The endpoint for the next try, once the backoff has passed."""
     following = pick(tried)
     if following is not None and policy.backoff:
-        await anyio.sleep(policy.backoff)
+        await anyio.sleep(policy.wait(len(tried)))
     return following

@@ -23,7 +23,9 @@ endpoint when `replay_safe` allows it, counted neither as an attempt nor against
 After a response head whose status is one of `codes` (Gateway API HTTPRoute rule `retry.codes`):
 the whole request reached the endpoint, so only when `replay_safe`, under the same cap and
 budget, and only while nothing of that response went to the client (the caller discards it and
-closes its connection). `backoff` is the least time between tries; the caller waits it.
+closes its connection). `backoff` is the least time between tries; the caller waits it,
+growing by `multiplier` after each retry (`wait`: Traefik's retry middleware backs off
+exponentially, kroute's HTTPRoute `retry.backoff` is constant, multiplier 1).
 
 Pure: values in, a yes or no out (the budget's counters are its only state); time is passed in.
 Per-route settings (HTTPRoute rule `retry`, whose `attempts` counts retries, so `attempts + 1`
@@ -50,6 +52,12 @@ class RetryPolicy:
     codes: frozenset[int] = frozenset()
     #: Seconds to wait before each retry.
     backoff: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
+    #: Each retry waits `multiplier` times longer than the one before.
+    multiplier: float = attrs.field(default=1.0, validator=attrs.validators.ge(1.0))
+
+    def wait(self, tried: int) -> float:
+        """Seconds to wait before the retry that follows `tried` attempts (1: the first)."""
+        return self.backoff * self.multiplier ** max(tried - 1, 0) if self.backoff else 0.0
 
     def again(self, method: str, *, replayable: bool, sent: bool, tried: int, now: float) -> bool:
         """After `tried` attempts, the last of which failed before the response head: whether

@@ -64,7 +64,7 @@ class Exchange(Relay):
 
     async def wait_steps(self, chain: Chain, request: UpstreamRequest) -> None:
         """A chain with a step that waits (a user's async check), run off the callbacks."""
-        answer = await run_request_async(chain, request)
+        answer = await run_request_async(chain, request, self.router.fetch)
         if not self.finished:
             self.stepped(answer, request)
         else:
@@ -247,7 +247,7 @@ class Exchange(Relay):
             pick = self.pool.pick(now=self.router.clock(), rng=self.router.rng,
                                   exclude=self.tried)  # fmt: skip
             if pick is not None:
-                self.attempt(pick.endpoint.key, self.retry.backoff)
+                self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
                 return
         self.answer_error(error)
 
@@ -309,5 +309,5 @@ class Exchange(Relay):
         self.conn = None
         self.outbox.close(conn.transport)
         self.pool.end(self.key, outcome_of(status), now=clock())
-        self.attempt(pick.endpoint.key, self.retry.backoff)
+        self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
         return True

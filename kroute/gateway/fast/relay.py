@@ -20,7 +20,7 @@ from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
 from kroute.gateway.router import Decision
-from kroute.pipeline.steps import Chain, UpstreamRequest, run_end, run_response
+from kroute.pipeline.steps import Chain, UpstreamRequest, run_end, run_outcome, run_response
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
@@ -152,6 +152,8 @@ class Relay:
             if cookie is not None:
                 framing += b"%b: %b\r\n" % cookie
         self.head_sent = True
+        if self.chain is not None and self.chain.outcome:
+            self.outcome(status)
         self.pending.append(b"%b%b%b%b\r\n" % (
             status_line(status), lines, framing, self.gateway.hsts_line))  # fmt: skip
         self.status = status
@@ -216,8 +218,15 @@ class Relay:
         client did not ask to close it and the gateway is not draining."""
         return self.message.keep_alive and not self.gateway.draining
 
+    def outcome(self, status: int) -> None:
+        """Tell the route's steps how the request ended (`run_outcome`)."""
+        if self.chain is not None and self.upstream is not None:
+            run_outcome(self.chain, self.upstream, status, time.perf_counter() - self.started)
+
     def answer_error(self, error: KrouteError) -> None:
         status, headers, body = error_response(error)
+        if self.chain is not None and self.chain.outcome:
+            self.outcome(status)
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]

@@ -40,15 +40,23 @@ from typing import Protocol
 import anyio
 import attrs
 
-from kroute.errors import Answered, InvalidObject
+from kroute.errors import Answered, InvalidObject, KrouteError
+from kroute.gateway.fetch import fetch
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
 from kroute.gateway.router.forwarding import outcome_of, send, send_copy, until_end
 from kroute.objects import BackendRef
+from kroute.pipeline.fetch import Call, Reply
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
-from kroute.pipeline.steps import UpstreamRequest, run_end, run_request_async, run_response
+from kroute.pipeline.steps import (
+    UpstreamRequest,
+    run_end,
+    run_outcome,
+    run_request_async,
+    run_response,
+)
 from kroute.pool.balance import Balancer, HashOn, RoundRobin
 from kroute.pool.health import HealthConfig
 from kroute.pool.pool import Pool, PoolStatistics
@@ -344,7 +352,8 @@ class Router:
 
     def retry_for(self, route: Route | None) -> RetryPolicy:
         """The retry policy of a route: the Router's, with what the route's own policy
-        (HTTPRoute rule `retry`) changes; every route's shares the Router's budget."""
+        (HTTPRoute rule `retry`, or a retry Middleware) changes; every route's shares the
+        Router's budget."""
         policy = None if route is None else route.policy
         if policy is None or (policy.retries is None and not policy.codes and not policy.backoff):
             return self.retry
@@ -352,7 +361,11 @@ class Router:
         if found is None:
             attempts = self.retry.attempts if policy.retries is None else policy.retries + 1
             found = self._retries[policy] = attrs.evolve(
-                self.retry, attempts=attempts, codes=policy.codes, backoff=policy.backoff
+                self.retry,
+                attempts=attempts,
+                codes=policy.codes,
+                backoff=policy.backoff,
+                multiplier=policy.multiplier,
             )
         return found
 
@@ -382,21 +395,35 @@ class Router:
             clock=self.clock,
         )  # fmt: skip
         try:
-            answer = await run_request_async(chain, upstream)
+            answer = await run_request_async(chain, upstream, self.fetch)
             if answer is not None:
                 self.observe(decision, answer.status, started)
+                if chain.outcome:
+                    run_outcome(chain, upstream, answer.status, time.perf_counter() - started)
                 raise Answered(answer.status, answer.reason, answer.headers, answer.body)
             self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
-            decision, response = await self._send(decision, request)
+            try:
+                decision, response = await self._send(decision, request)
+            except KrouteError as exc:
+                if chain.outcome:
+                    run_outcome(chain, upstream, exc.status_hint, time.perf_counter() - started)
+                raise
         except BaseException:
             run_end(chain, upstream)  # (answered, failed or cancelled: the request is over)
             raise
+        if chain.outcome:
+            run_outcome(chain, upstream, response.status, time.perf_counter() - started)
         if chain.response:
             run_response(chain, response.status, response.headers, upstream)
         if chain.ends:
             response = until_end(response, lambda: run_end(chain, upstream))
         return decision, response
+
+    async def fetch(self, call: Call) -> Reply:
+        """An HTTP call a step makes (forwardAuth's), through the Router's transport
+        (`kroute.gateway.fetch`); every front's steps call out through this."""
+        return await fetch(self.transport, call)
 
     def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
         """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the

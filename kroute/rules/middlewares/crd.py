@@ -15,7 +15,17 @@ from typing import Any
 from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
-from kroute.rules.middlewares import basicauth, inflight, ipallowlist, paths, ratelimit, redirects
+from kroute.rules.middlewares import (
+    basicauth,
+    inflight,
+    ipallowlist,
+    paths,
+    ratelimit,
+    redirects,
+    retry,
+)
+from kroute.rules.middlewares.breaker import circuit_breaker
+from kroute.rules.middlewares.forward_auth import forward_auth
 from kroute.rules.middlewares.headers import headers
 from kroute.rules.middlewares.refs import Compiled, crd_refs
 
@@ -48,10 +58,13 @@ BUILT: dict[str, Build] = {
     "ipWhiteList": _one(ipallowlist.ip_allow_list),  # (v2's name; deprecated in v3, still read)
     "rateLimit": _one(ratelimit.rate_limit),
     "inFlightReq": _one(inflight.in_flight),
+    "retry": _one(retry.retry),
+    "forwardAuth": _one(forward_auth),
+    "circuitBreaker": _one(circuit_breaker),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
-NOT_YET = ("digestAuth", "forwardAuth", "retry", "circuitBreaker", "compress", "buffering",
-           "errors", "passTLSClientCert", "contentType", "grpcWeb", "plugin")  # fmt: skip
+NOT_YET = ("digestAuth", "compress", "buffering", "errors", "passTLSClientCert", "contentType",
+           "grpcWeb", "plugin")  # fmt: skip
 
 
 def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
