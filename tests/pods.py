@@ -47,7 +47,7 @@ class Pod:
         self.hits += 1
         if path == "/slow":
             await anyio.sleep(float(query.partition("=")[2] or 0.2))
-        headers = {n.decode().lower(): v.decode() for n, v in request.headers}
+        headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in request.headers}
         body = {"pod": self.name, "target": request.target, "size": size, "headers": headers}
         return OutgoingResponse(200, [(b"Content-Type", b"application/json")],
                                 json.dumps(body).encode())  # fmt: skip

@@ -49,7 +49,8 @@ async def http_probe(address: str, port: int, config: ActiveHealth) -> tuple[boo
             exc, OSError
         ) else "connection broken"
     parts = received.split(b"\r\n", 1)[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if (len(parts) < 2 or not parts[0].startswith(b"HTTP/1.")
+            or not (parts[1].isascii() and parts[1].isdigit())):  # fmt: skip
         return False, "malformed status line"
     status = int(parts[1])
     return config.healthy_status(status), f"HTTP {status}"

@@ -67,7 +67,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) < 65536:  # (0: any free port)
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) < 65536:  # (0: any free port)
         raise ValueError(f"{whole!r}: {text!r} is not a port number")
     return int(text)
 

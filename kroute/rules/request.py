@@ -170,7 +170,7 @@ def _port_of(raw: str) -> int | None:
     if tail.count(":") != 1:
         return None
     port = tail.rpartition(":")[2]
-    return int(port) if port.isdigit() and len(port) <= 5 else None
+    return int(port) if port.isascii() and port.isdigit() and len(port) <= 5 else None
 
 
 HeaderInput = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str]]

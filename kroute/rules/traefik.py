@@ -221,7 +221,7 @@ def _services(
         namespace = as_str(item.get("namespace"), f"{item_field}.namespace") or ref.namespace
         port_value = item.get("port")
         port: int | str
-        if isinstance(port_value, str) and not port_value.isdigit():
+        if isinstance(port_value, str) and not (port_value.isascii() and port_value.isdigit()):
             port = port_value
         elif isinstance(port_value, str):
             port = as_int(int(port_value), f"{item_field}.port", default=0, low=1, high=65535)

@@ -23,7 +23,7 @@ def duration(value: Any, field: str) -> float:
     """Seconds; FieldError naming `field` when `value` is not a duration Traefik reads."""
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and value.isdigit():
+    elif isinstance(value, str) and value.isascii() and value.isdigit():  # (not "¹")
         seconds = float(int(value)) if len(value) < 12 else _LONGEST + 1
     elif isinstance(value, str) and len(value) <= 64 and _GO.fullmatch(value):
         seconds = sum(float(n) * _SECONDS[u] for n, u in _PART.findall(value))

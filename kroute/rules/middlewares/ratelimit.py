@@ -125,7 +125,7 @@ def parse_go_duration(value: Any, field: str) -> float:
     if isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             return float(value)
         if value == "0":
             return 0.0

@@ -51,7 +51,7 @@ def _host_port(request: UpstreamRequest) -> tuple[str, int | None]:
     """The Host header's host (IPv6 without brackets) and port."""
     raw = (request.get(b"host") or b"").decode("latin-1")
     host, _, port = raw.rpartition(":") if not raw.endswith("]") else (raw, "", "")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()):
         host, port = raw, ""
     return host.strip("[]"), int(port) if port else None
 
@@ -113,7 +113,7 @@ def redirect_scheme(spec: Any, field: str) -> Step:
     text = as_str(text, f"{field}.port")
     port = None
     if text:
-        if not text.isdigit() or not 0 < int(text) < 65536:
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
             raise FieldError(f"{field}.port", f"{text!r} is not a port number")
         port = int(text)
     return RedirectScheme(field, redirect=Redirect(scheme=scheme, port=port),
