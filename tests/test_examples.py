@@ -261,11 +261,38 @@ def test_deploy_manifests_match_the_gateway() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
                                     "namespace": account["metadata"]["namespace"]}]  # fmt: skip
     role = by_kind[("ClusterRole", binding["roleRef"]["name"])]
-    granted = set()
+    granted: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert sorted(rule["verbs"]) == ["list", "watch"]  # read-only, nothing more
-        granted |= {(group, plural) for group in rule["apiGroups"] for plural in rule["resources"]}
-    assert granted == {(kind.group, kind.plural) for kind in gateway.KINDS}
+        for group in rule["apiGroups"]:
+            for plural in rule["resources"]:
+                granted.setdefault((group, plural), set()).update(rule["verbs"])
+    written = {kroute.kinds.INGRESS, kroute.kinds.GATEWAY_CLASS, kroute.kinds.GATEWAY,
+               kroute.kinds.HTTP_ROUTE}  # fmt: skip
+    # exactly the verbs used: list and watch what it routes, get (read again after a
+    # conflict) what it writes status to, and update of that status; nothing else
+    assert granted == {
+        **{(k.group, k.plural): {"list", "watch"} | ({"get"} if k in written else set())
+           for k in gateway.KINDS},
+        **{(k.group, f"{k.plural}/status"): {"update"} for k in written},
+    }  # fmt: skip
+    # status: one replica writes (the Lease, in the gateway's namespace), the Service's address
+    assert args.leader_elect
+    service = by_kind[("Service", args.publish_service[1])]
+    assert service["metadata"]["namespace"] == args.publish_service[0]
+    assert service["spec"]["selector"] == daemonset["spec"]["selector"]["matchLabels"]
+    lease_binding = by_kind[("RoleBinding", "kroute-gateway-leader")]
+    assert lease_binding["subjects"] == binding["subjects"]
+    namespace = account["metadata"]["namespace"]
+    assert lease_binding["metadata"]["namespace"] == namespace
+    lease_role = by_kind[("Role", lease_binding["roleRef"]["name"])]
+    assert lease_role["metadata"]["namespace"] == namespace
+    assert {(g, r, v, tuple(rule.get("resourceNames", ())))
+            for rule in lease_role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]} == {
+        ("coordination.k8s.io", "leases", "create", ()),
+        ("coordination.k8s.io", "leases", "get", ("kroute-status",)),
+        ("coordination.k8s.io", "leases", "update", ("kroute-status",)),
+    }  # fmt: skip
 
 
 def test_deploy_ingresses_route_as_intended() -> None:
