@@ -187,10 +187,10 @@ async def measure(server: KubeServer) -> None:
 
     print("| what | status writes | writes per routing change | seconds | writes/s | vs direct |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for what, writes, seconds in rows:
-        rate = f"{writes / seconds:.0f}" if seconds else "-"
-        ratio = f"{writes / seconds / direct:.2f}x" if seconds else "-"
-        took = f"{seconds:.2f}" if seconds else "-"
+    for what, writes, took_s in rows:
+        rate = f"{writes / took_s:.0f}" if took_s else "-"
+        ratio = f"{writes / took_s / direct:.2f}x" if took_s else "-"
+        took = f"{took_s:.2f}" if took_s else "-"
         print(f"| {what} | {writes} | {writes / ROUTES:.2f} | {took} | {rate} | {ratio} |")
     print(f"\nDirect status writes (baseline, {IN_FLIGHT} in flight): {direct:.0f}/s. "
           f"Writer: {stats.rounds} rounds, {stats.conflicts} conflicts, "
