@@ -227,6 +227,39 @@ def test_gateway_cli_rejects_a_second_web() -> None:
         gateway.parse_args(["--manifests", ".", "--advertise", "websecure=443"])
 
 
+def test_gateway_cli_status_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    args = gateway.parse_args(["--kubeconfig", "k", "--publish-address", "192.0.2.1",
+                               "--publish-address", "lb.example.com",
+                               "--publish-service", "ns/lb", "--leader-elect"])  # fmt: skip
+    assert sum(args.publish_address, kroute.PublishedAddresses()).for_ingress() == [
+        {"ip": "192.0.2.1"}, {"hostname": "lb.example.com"}]  # fmt: skip
+    assert args.publish_service == ("ns", "lb")
+    assert args.controller_name == "kroute.dev/gateway-controller"
+    timings = (args.leader_elect_lease_duration, args.leader_elect_renew_deadline,
+               args.leader_elect_retry_period)  # fmt: skip
+    assert timings == (15.0, 10.0, 2.0)  # client-go's
+    with pytest.raises(SystemExit):
+        gateway.parse_args(["--kubeconfig", "k", "--publish-address", "*.example.com"])
+    assert "not an address" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing configured is ignored: status needs a cluster
+        gateway.parse_args(["--manifests", ".", "--leader-elect"])
+    assert "python -m kroute status" in capsys.readouterr().err
+    namespace = tmp_path / "namespace"
+    namespace.write_text("kroute-system\n")
+    monkeypatch.setattr(gateway, "SERVICE_ACCOUNT_NAMESPACE", str(namespace))
+    assert gateway.pod_namespace(in_cluster=True) == "kroute-system"
+    assert gateway.pod_namespace(in_cluster=False) == "default"
+    namespace.unlink()
+    assert gateway.pod_namespace(in_cluster=True) == "default"
+
+
 def deploy_objects() -> list[dict[str, Any]]:
     return [
         obj
