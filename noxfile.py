@@ -53,6 +53,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_watch.py")
     # The real kube-apiserver from ../shared/kube (started and stopped by the benchmark).
     session.run("python", "benchmarks/bench_kube.py")
+    session.run("python", "benchmarks/bench_status.py")
     session.run("python", "benchmarks/bench_transport.py")
     # Instruction counts need valgrind; without it, bench_hotpath reports CPU time only.
     session.run("python", "benchmarks/bench_hotpath.py", "--callgrind")

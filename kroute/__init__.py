@@ -4,7 +4,7 @@ The curated public API. Everything not listed in `__all__` may change without no
 `KubernetesSource` and `HttpcoreTransport` are imported on first use: they bring httpcore
 (and, through it, trio when installed), which offline users should not pay for; so is
 `KrouteTransport`, which needs httpx (the `httpx` extra), the TLS names, which bring
-cryptography, and the API writing names (`ApiClient`, its errors, `LeaderElection`).
+cryptography, and the API writing names (`ApiClient`, its errors, `LeaderElection`, `StatusWriter`).
 """
 
 import importlib
@@ -116,6 +116,7 @@ from kroute.watch.wire import Status, WatchDecoder, WatchEvent, WatchProtocolErr
 
 if TYPE_CHECKING:
     from kroute.client.httpx_transport import KrouteTransport
+    from kroute.gateway.status_writer import StatusWriter, WriterStatistics
     from kroute.tls.certs import (
         Certificate,
         CertificateSet,
@@ -234,6 +235,7 @@ __all__ = [
     "Status",
     "StatusSettings",
     "StatusUpdate",
+    "StatusWriter",
     "Step",
     "Store",
     "TableStatistics",
@@ -254,6 +256,7 @@ __all__ = [
     "WatchProtocolError",
     "WeightedRoundRobin",
     "WeightedSplit",
+    "WriterStatistics",
     "__version__",
     "certificate_from_secret",
     "certificates_from_objects",
@@ -312,6 +315,7 @@ _LAZY = {
     "KubernetesSource": "kroute.watch.kube",
     **dict.fromkeys(["ApiClient", "ApiError", "Conflict", "NotFound"], "kroute.watch.api"),
     "LeaderElection": "kroute.watch.leader",
+    **dict.fromkeys(["StatusWriter", "WriterStatistics"], "kroute.gateway.status_writer"),
     "HttpcoreTransport": "kroute.transport.httpcore_transport",
 }
 

@@ -38,6 +38,8 @@ OTHER_KINDS = (
     Kind("", "v1", "serviceaccounts", "ServiceAccount"),
     Kind(RBAC, "v1", "clusterroles", "ClusterRole", namespaced=False),
     Kind(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    Kind(RBAC, "v1", "roles", "Role"),
+    Kind(RBAC, "v1", "rolebindings", "RoleBinding"),
     Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
          namespaced=False),
 )  # fmt: skip
@@ -131,6 +133,13 @@ class Kube:
         return self._call("PATCH", path, content=json.dumps(obj),
                           params={"fieldManager": "kroute-tests", "force": "true"},
                           headers={"Content-Type": "application/apply-patch+yaml"})  # fmt: skip
+
+    def replace_status(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT `obj` (read before, with its resourceVersion) to its status subresource: another
+        controller writing status."""
+        meta = obj["metadata"]
+        path = self._path(kind_of(obj), meta.get("namespace"), meta["name"]) + "/status"
+        return self._call("PUT", path, json=obj)
 
     def delete(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]

@@ -227,6 +227,39 @@ def test_gateway_cli_rejects_a_second_web() -> None:
         gateway.parse_args(["--manifests", ".", "--advertise", "websecure=443"])
 
 
+def test_gateway_cli_status_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    args = gateway.parse_args(["--kubeconfig", "k", "--publish-address", "192.0.2.1",
+                               "--publish-address", "lb.example.com",
+                               "--publish-service", "ns/lb", "--leader-elect"])  # fmt: skip
+    assert sum(args.publish_address, kroute.PublishedAddresses()).for_ingress() == [
+        {"ip": "192.0.2.1"}, {"hostname": "lb.example.com"}]  # fmt: skip
+    assert args.publish_service == ("ns", "lb")
+    assert args.controller_name == "kroute.dev/gateway-controller"
+    timings = (args.leader_elect_lease_duration, args.leader_elect_renew_deadline,
+               args.leader_elect_retry_period)  # fmt: skip
+    assert timings == (15.0, 10.0, 2.0)  # client-go's
+    with pytest.raises(SystemExit):
+        gateway.parse_args(["--kubeconfig", "k", "--publish-address", "*.example.com"])
+    assert "not an address" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing configured is ignored: status needs a cluster
+        gateway.parse_args(["--manifests", ".", "--leader-elect"])
+    assert "python -m kroute status" in capsys.readouterr().err
+    namespace = tmp_path / "namespace"
+    namespace.write_text("kroute-system\n")
+    monkeypatch.setattr(gateway, "SERVICE_ACCOUNT_NAMESPACE", str(namespace))
+    assert gateway.pod_namespace(in_cluster=True) == "kroute-system"
+    assert gateway.pod_namespace(in_cluster=False) == "default"
+    namespace.unlink()
+    assert gateway.pod_namespace(in_cluster=True) == "default"
+
+
 def deploy_objects() -> list[dict[str, Any]]:
     return [
         obj
@@ -261,11 +294,38 @@ def test_deploy_manifests_match_the_gateway() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
                                     "namespace": account["metadata"]["namespace"]}]  # fmt: skip
     role = by_kind[("ClusterRole", binding["roleRef"]["name"])]
-    granted = set()
+    granted: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
-        assert sorted(rule["verbs"]) == ["list", "watch"]  # read-only, nothing more
-        granted |= {(group, plural) for group in rule["apiGroups"] for plural in rule["resources"]}
-    assert granted == {(kind.group, kind.plural) for kind in gateway.KINDS}
+        for group in rule["apiGroups"]:
+            for plural in rule["resources"]:
+                granted.setdefault((group, plural), set()).update(rule["verbs"])
+    written = {kroute.kinds.INGRESS, kroute.kinds.GATEWAY_CLASS, kroute.kinds.GATEWAY,
+               kroute.kinds.HTTP_ROUTE}  # fmt: skip
+    # exactly the verbs used: list and watch what it routes, get (read again after a
+    # conflict) what it writes status to, and update of that status; nothing else
+    assert granted == {
+        **{(k.group, k.plural): {"list", "watch"} | ({"get"} if k in written else set())
+           for k in gateway.KINDS},
+        **{(k.group, f"{k.plural}/status"): {"update"} for k in written},
+    }  # fmt: skip
+    # status: one replica writes (the Lease, in the gateway's namespace), the Service's address
+    assert args.leader_elect
+    service = by_kind[("Service", args.publish_service[1])]
+    assert service["metadata"]["namespace"] == args.publish_service[0]
+    assert service["spec"]["selector"] == daemonset["spec"]["selector"]["matchLabels"]
+    lease_binding = by_kind[("RoleBinding", "kroute-gateway-leader")]
+    assert lease_binding["subjects"] == binding["subjects"]
+    namespace = account["metadata"]["namespace"]
+    assert lease_binding["metadata"]["namespace"] == namespace
+    lease_role = by_kind[("Role", lease_binding["roleRef"]["name"])]
+    assert lease_role["metadata"]["namespace"] == namespace
+    assert {(g, r, v, tuple(rule.get("resourceNames", ())))
+            for rule in lease_role["rules"] for g in rule["apiGroups"]
+            for r in rule["resources"] for v in rule["verbs"]} == {
+        ("coordination.k8s.io", "leases", "create", ()),
+        ("coordination.k8s.io", "leases", "get", ("kroute-status",)),
+        ("coordination.k8s.io", "leases", "update", ("kroute-status",)),
+    }  # fmt: skip
 
 
 def test_deploy_ingresses_route_as_intended() -> None:

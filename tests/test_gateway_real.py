@@ -45,11 +45,9 @@ async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
         group.cancel_scope.cancel()
 
 
-async def deployed(
-    kube: KubeServer, tmp_path: Path, group: anyio.abc.TaskGroup
-) -> tuple[kroute.Router, Client]:
-    """examples/deploy's ServiceAccount, ClusterRole and binding applied, and the gateway
-    started in `group` with the DaemonSet's arguments on that account's token."""
+def gateway_kubeconfig(kube: KubeServer, tmp_path: Path) -> Path:
+    """examples/deploy's ServiceAccount, RBAC and Service applied; a kubeconfig with that
+    account's token, as the DaemonSet's pods have."""
     setup = deploy_objects("gateway.yaml")
     with closing(kube.client()) as api:
         for obj in setup:
@@ -60,14 +58,27 @@ async def deployed(
     with closing(kube.client(token)) as as_gateway, pytest.raises(KubeApiError) as refused:
         as_gateway.list(kroute.kinds.SECRET)  # RBAC is really enforced on this server
     assert refused.value.status == 403
-    [daemonset] = [o for o in setup if o["kind"] == "DaemonSet"]
+    return kubeconfig_for(kube, token, tmp_path / "kubeconfig")
+
+
+def gateway_args(kubeconfig: Path, *extra: str) -> list[str]:
+    """The DaemonSet's arguments that make sense on loopback (--grace), on `kubeconfig`."""
+    [daemonset] = [o for o in deploy_objects("gateway.yaml") if o["kind"] == "DaemonSet"]
     [container] = daemonset["spec"]["template"]["spec"]["containers"]
     args = [a for a in container["args"] if a.startswith("--grace")]  # as deployed, but:
-    args += ["--kubeconfig", str(kubeconfig_for(kube, token, tmp_path / "kubeconfig")),
-             "--listen", "127.0.0.1:0", "--advertise", "web=8080",  # the listener's port
-             "--admin", "127.0.0.1:0", "--no-gc-freeze"]  # fmt: skip
-    router, _port, admin_port, _ = await group.start(gateway.serve, gateway.parse_args(args))
-    return router, Client(admin_port)
+    return [*args, "--kubeconfig", str(kubeconfig),
+            "--listen", "127.0.0.1:0", "--advertise", "web=8080",  # the listener's port
+            "--admin", "127.0.0.1:0", "--no-gc-freeze", *extra]  # fmt: skip
+
+
+async def deployed(
+    kube: KubeServer, tmp_path: Path, group: anyio.abc.TaskGroup, *extra: str
+) -> tuple[kroute.Router, Client]:
+    """The gateway started in `group` with the DaemonSet's arguments (and `extra`) on the token
+    of examples/deploy's ServiceAccount."""
+    args = gateway.parse_args(gateway_args(gateway_kubeconfig(kube, tmp_path), *extra))
+    started = await group.start(gateway.serve, args)
+    return started.router, Client(started.admin_port)
 
 
 def apply_routes(api: Kube, skip: str = "") -> None:

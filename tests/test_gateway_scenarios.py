@@ -77,7 +77,7 @@ async def start_gateway(group: anyio.abc.TaskGroup, *where: str) -> tuple[Router
     args = gateway.parse_args([*where, "--listen", "127.0.0.1:0", "--advertise", "web=8080",
                                "--admin", "127.0.0.1:0",
                                "--grace", "1", "--no-gc-freeze"])  # (a test process, shared)  # fmt: skip
-    router, port, admin_port, _ = await group.start(gateway.serve, args)
+    router, port, admin_port, *_ = await group.start(gateway.serve, args)
     return router, port, Client(admin_port)
 
 

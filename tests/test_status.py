@@ -316,6 +316,35 @@ def test_published_addresses_are_checked() -> None:
         PublishedAddresses.parse(["bad_name"])
 
 
+def test_published_service_addresses() -> None:
+    """--publish-service: the load balancer's entries, else the external IPs; a hostile or
+    absent Service publishes nothing rather than failing."""
+    balancer = {"status": {"loadBalancer": {"ingress": [
+        {"ip": "192.0.2.1", "ipMode": "VIP"}, {"hostname": "lb.example.com"}, {"ip": "nonsense"}]}},
+        "spec": {"externalIPs": ["192.0.2.9"]}}  # fmt: skip
+    assert PublishedAddresses.from_service(balancer).for_ingress() == [
+        {"ip": "192.0.2.1"}, {"hostname": "lb.example.com"}]  # fmt: skip
+    external = {"spec": {"externalIPs": ["192.0.2.9", "2001:db8::1"]}, "status": {}}
+    assert PublishedAddresses.from_service(external).for_ingress() == [
+        {"ip": "192.0.2.9"}, {"ip": "2001:db8::1"}]  # fmt: skip
+    for hostile in (None, {}, {"status": "x"}, {"status": {"loadBalancer": {"ingress": [7]}}},
+                    {"spec": {"externalIPs": "192.0.2.9"}}):  # fmt: skip
+        assert not PublishedAddresses.from_service(hostile)
+    both = PublishedAddresses.parse(["192.0.2.1"]) + PublishedAddresses.from_service(balancer)
+    assert both.for_ingress() == [{"ip": "192.0.2.1"}, {"hostname": "lb.example.com"}]
+
+
+@given(st.recursive(st.none() | st.text(max_size=5) | st.integers(),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.sampled_from(["status", "spec", "loadBalancer",
+                                                       "ingress", "ip", "hostname",
+                                                       "externalIPs"]), inner, max_size=3),
+                    max_leaves=12))  # fmt: skip
+def test_published_service_never_fails(service: Any) -> None:
+    found = PublishedAddresses.from_service(service if isinstance(service, dict) else None)
+    assert all(kind in ("ip", "hostname") for kind, _ in found.entries)
+
+
 # --- merging --------------------------------------------------------------------------------
 
 condition_status = st.sampled_from(["True", "False"])

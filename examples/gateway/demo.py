@@ -125,7 +125,7 @@ async def main() -> None:
                 listener = await anyio.create_tcp_listener(local_host=address, local_port=POD_PORT)
                 await group.start(kroute.HttpServer(DemoPod(service, address)).serve, listener)
         stop = anyio.Event()
-        router, port, admin_port, _ = await group.start(gateway.serve, args, stop)
+        router, port, admin_port, *_ = await group.start(gateway.serve, args, stop)
         with anyio.fail_after(30):
             while not router.ready:  # the manifests are read; the routes are up
                 await anyio.sleep(0.05)

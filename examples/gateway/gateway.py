@@ -4,6 +4,8 @@
         [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
         [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
         [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...] [--advertise NAME=PORT ...]
+        [--publish-address ADDR ...] [--publish-service NAMESPACE/NAME] [--controller-name NAME]
+        [--leader-elect [--leader-elect-namespace NS] [--identity ID] [--leader-elect-* SECONDS]]
 
 Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
 the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
@@ -17,8 +19,11 @@ listeners name (so it watches Secrets too), chosen by SNI and reloaded as they c
 Each place it serves is a named entry point (docs/entrypoints.md): --listen is `web`,
 --tls-listen is `websecure`, and each --entrypoint adds one; a route is served only on the entry
 points it is attached to (a Gateway listener binds to the entry point listening on its port, or
-advertising it: --advertise web=80 when a Service maps port 80 to --listen's). SIGTERM or Ctrl-C
-stops accepting and lets requests in flight finish.
+advertising it: --advertise web=80 when a Service maps port 80 to --listen's). On a cluster it
+writes the status of what it serves (docs/status.md): Ingress addresses from --publish-address
+and --publish-service, Gateway API conditions; with --leader-elect only the replica holding the
+Lease writes, and every replica routes. SIGTERM or Ctrl-C stops accepting and lets requests in
+flight finish.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
@@ -45,6 +51,8 @@ KINDS = tuple(kind for kind in kroute.kinds.ROUTING_KINDS if kind != kroute.kind
 #: Seconds between looks at a kind whose CRD is not installed (one cheap 404 each): a CRD
 #: installed after the gateway started routes within half a minute, not the default 5 minutes.
 MISSING_RECHECK = 30.0
+#: The pod's namespace, as Kubernetes mounts it with the service account's token.
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def address(text: str) -> tuple[str, int]:
@@ -54,7 +62,7 @@ def address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def secret_name(text: str) -> tuple[str, str]:
+def namespaced_name(text: str) -> tuple[str, str]:
     namespace, sep, name = text.partition("/")
     if not sep or not namespace or not name:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAMESPACE/NAME")
@@ -72,7 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingress-class", default="kroute")
     parser.add_argument("--tls-listen", type=address, metavar="HOST:PORT",
                         help="HTTPS here too, with certificates from TLS Secrets")  # fmt: skip
-    parser.add_argument("--default-certificate", type=secret_name, metavar="NAMESPACE/NAME",
+    parser.add_argument("--default-certificate", type=namespaced_name, metavar="NAMESPACE/NAME",
                         help="TLS Secret for unknown names and clients without SNI")  # fmt: skip
     parser.add_argument("--hsts", metavar="VALUE",
                         help="Strict-Transport-Security on HTTPS (max-age=31536000)")  # fmt: skip
@@ -87,7 +95,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="freeze the initial objects out of the GC once ready")  # fmt: skip
     parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
+    add_status_arguments(parser)
     args = parser.parse_args(argv)
+    if args.manifests and (args.publish_address or args.publish_service or args.leader_elect):
+        parser.error("status is written to a cluster: with --manifests, `python -m kroute status "
+                     "-f DIR` prints it instead")  # fmt: skip
     web = kroute.EntryPoint("web", args.listen[1], host=args.listen[0])
     secure = []
     if args.tls_listen:
@@ -103,6 +115,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--advertise names no entry point: {', '.join(ports.keys() - set(names))}")
     args.entry_points = [advertising(e, ports.get(e.name)) for e in args.entry_points]
     return args
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    status = parser.add_argument_group("status write-back (on a cluster; docs/status.md)")
+    status.add_argument("--publish-address", type=published, action="append", default=[],
+                        metavar="ADDR", help="an address clients reach the gateway at: an IP "
+                        "or a host name (repeatable)")  # fmt: skip
+    status.add_argument("--publish-service", type=namespaced_name, metavar="NAMESPACE/NAME",
+                        help="publish this Service's load-balancer addresses (or external "
+                        "IPs), followed as they change")  # fmt: skip
+    status.add_argument("--controller-name", default=kroute.StatusSettings().controller_name,
+                        help="the GatewayClass controllerName answered for")  # fmt: skip
+    status.add_argument("--status-rate", type=float, default=20.0,
+                        help="status writes per second at most")  # fmt: skip
+    status.add_argument("--status-burst", type=int, default=50, help="... in bursts of")
+    election = parser.add_argument_group("leader election (docs/leader.md)")
+    election.add_argument("--leader-elect", action="store_true",
+                          help="only the Lease kroute-status's holder writes status")  # fmt: skip
+    election.add_argument("--leader-elect-namespace", metavar="NS",
+                          help="the Lease's (default: the pod's, else default)")  # fmt: skip
+    election.add_argument("--identity", help="this replica's name in the Lease (default: host "
+                          "name and process id)")  # fmt: skip
+    election.add_argument("--leader-elect-lease-duration", type=float, default=15.0)
+    election.add_argument("--leader-elect-renew-deadline", type=float, default=10.0)
+    election.add_argument("--leader-elect-retry-period", type=float, default=2.0)
+
+
+def published(text: str) -> kroute.PublishedAddresses:
+    try:
+        return kroute.PublishedAddresses.parse([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def pod_namespace(in_cluster: bool) -> str:
+    """The pod's own namespace (its service account's namespace file) in a cluster, else
+    `default`, as client-go's leader election examples do."""
+    if in_cluster:
+        with contextlib.suppress(OSError):
+            return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "default"
+    return "default"
 
 
 def advertising(point: kroute.EntryPoint, port: int | None) -> kroute.EntryPoint:
@@ -126,14 +179,48 @@ def entry_point(text: str) -> kroute.EntryPoint:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def make_source(args: argparse.Namespace) -> kroute.Source:
+def make_cluster(args: argparse.Namespace) -> kroute.Cluster | None:
+    """The cluster the gateway watches (None: manifest files)."""
+    if args.manifests:
+        return None
+    return (kroute.Cluster.in_cluster() if args.in_cluster
+            else kroute.Cluster.from_kubeconfig(args.kubeconfig))  # fmt: skip
+
+
+def make_source(args: argparse.Namespace, cluster: kroute.Cluster | None) -> kroute.Source:
     tls = any(e.tls for e in args.entry_points)
     kinds = (*KINDS, kroute.kinds.SECRET) if tls else KINDS  # TLS reads Secrets
-    if args.manifests:
+    if cluster is None:
         return kroute.ManifestSource([args.manifests], kinds)
-    cluster = (kroute.Cluster.in_cluster() if args.in_cluster
-               else kroute.Cluster.from_kubeconfig(args.kubeconfig))  # fmt: skip
     return kroute.KubernetesSource(cluster, kinds, missing_recheck=MISSING_RECHECK)
+
+
+def make_writer(
+    args: argparse.Namespace, router: kroute.Router, api: kroute.ApiClient
+) -> kroute.StatusWriter:
+    """The status writer of what `router` serves (only while leading, with --leader-elect)."""
+    election = None
+    if args.leader_elect:
+        election = kroute.LeaderElection(
+            api, namespace=args.leader_elect_namespace or pod_namespace(args.in_cluster),
+            identity=args.identity, lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+        )  # fmt: skip
+    return kroute.StatusWriter(
+        router, api, controller_name=args.controller_name,
+        addresses=sum(args.publish_address, kroute.PublishedAddresses()),
+        publish_service=args.publish_service, election=election,
+        rate=args.status_rate, burst=args.status_burst,
+    )  # fmt: skip
+
+
+async def write_status(writer: kroute.StatusWriter) -> None:
+    """Take part in the election, if any, and write status while leading."""
+    async with anyio.create_task_group() as group:
+        if writer.election is not None:
+            group.start_soon(writer.election.run)
+        group.start_soon(writer.run)
 
 
 class Started(NamedTuple):
@@ -141,6 +228,8 @@ class Started(NamedTuple):
     port: int
     admin_port: int
     tls_port: int | None
+    #: On a cluster: what writes the status of what it serves.
+    writer: kroute.StatusWriter | None = None
 
 
 async def serve(
@@ -152,7 +241,8 @@ async def serve(
 ) -> None:
     """Run the gateway until `stop` is set (then drain) or cancelled; reports `Started`, and
     fills `ports` with the port each entry point listens on, by name."""
-    source = make_source(args)
+    cluster = make_cluster(args)
+    source = make_source(args, cluster)
     router = kroute.Router([source], transport=kroute.PooledTransport(),
                            ingress_class=args.ingress_class,
                            entry_points=args.entry_points)  # fmt: skip
@@ -161,10 +251,14 @@ async def serve(
         tls = kroute.TlsCertificates([source], kroute.TlsContexts(),
                                      ingress_class=args.ingress_class,
                                      default_secret=args.default_certificate)  # fmt: skip
+    api = kroute.ApiClient(cluster) if cluster is not None else None
+    writer = make_writer(args, router, api) if api is not None else None
     metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics, tls=tls))
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
+        if writer is not None:
+            group.start_soon(write_status, writer)
         if args.gc_freeze:
             group.start_soon(freeze_when_ready, router)
         fronts = [await start_front(group, router, args, point, tls)
@@ -173,7 +267,8 @@ async def serve(
         bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
         if ports is not None:
             ports.update(bound)
-        task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure")))
+        task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure"),
+                                    writer))  # fmt: skip
         try:
             await (stop or anyio.Event()).wait()
             for front, _ in fronts:  # stop accepting, let requests in flight finish
@@ -183,6 +278,8 @@ async def serve(
         finally:
             with anyio.CancelScope(shield=True):
                 await router.transport.aclose()  # type: ignore[union-attr]
+                if api is not None:
+                    await api.aclose()
 
 
 async def start_front(

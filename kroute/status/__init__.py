@@ -7,7 +7,7 @@ merged with the status the object has, and whether anything changed; `merge_stat
 """
 
 from kroute.status.conditions import merge_status, withdraw_status
-from kroute.status.plan import desired_statuses, plan_status
+from kroute.status.plan import Desired, desired_statuses, object_generation, plan_status, update_for
 from kroute.status.values import (
     CONTROLLER_NAME,
     PublishedAddresses,
@@ -17,11 +17,14 @@ from kroute.status.values import (
 
 __all__ = [
     "CONTROLLER_NAME",
+    "Desired",
     "PublishedAddresses",
     "StatusSettings",
     "StatusUpdate",
     "desired_statuses",
     "merge_status",
+    "object_generation",
     "plan_status",
+    "update_for",
     "withdraw_status",
 ]

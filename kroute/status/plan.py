@@ -53,23 +53,34 @@ def plan_status(
     items = [item.obj if isinstance(item, Manifest) else item for item in objects]
     out = []
     for want in desired_statuses(items, settings, compiled=compiled):
-        current = want.obj.get("status")
-        current = current if isinstance(current, dict) else None
-        if want.status is None:
-            new = withdraw_status(want.ref.kind, current, controller_name=settings.controller_name,
-                                  addresses=settings.addresses.for_ingress())  # fmt: skip
-        else:
-            new = merge_status(want.ref.kind, current, want.status, now,
-                               controller_name=settings.controller_name)  # fmt: skip
-        if new is None and (want.status is None or not any(want.status.values())):
-            continue  # nothing of kroute's there, nothing to put there
-        version = mapping(want.obj.get("metadata")).get("resourceVersion")
-        out.append(StatusUpdate(
-            str(want.obj.get("apiVersion")), want.ref.kind, want.ref.namespace, want.ref.name,
-            new if new is not None else current or {}, new is not None,
-            version if isinstance(version, str) else None,
-        ))  # fmt: skip
+        update = update_for(want, settings, now=now)
+        if update is not None:
+            out.append(update)
     return out
+
+
+def update_for(
+    want: Desired, settings: StatusSettings, *, now: datetime.datetime
+) -> StatusUpdate | None:
+    """`want` merged into the status its object has (or kroute's parts withdrawn), or None when
+    kroute has nothing to say about it. A writer that read the object again after a conflict
+    calls this with the fresh object in `want.obj`: the same decision on what is there now."""
+    current = want.obj.get("status")
+    current = current if isinstance(current, dict) else None
+    if want.status is None:
+        new = withdraw_status(want.ref.kind, current, controller_name=settings.controller_name,
+                              addresses=settings.addresses.for_ingress())  # fmt: skip
+    else:
+        new = merge_status(want.ref.kind, current, want.status, now,
+                           controller_name=settings.controller_name)  # fmt: skip
+    if new is None and (want.status is None or not any(want.status.values())):
+        return None  # nothing of kroute's there, nothing to put there
+    version = mapping(want.obj.get("metadata")).get("resourceVersion")
+    return StatusUpdate(
+        str(want.obj.get("apiVersion")), want.ref.kind, want.ref.namespace, want.ref.name,
+        new if new is not None else current or {}, new is not None,
+        version if isinstance(version, str) else None,
+    )  # fmt: skip
 
 
 def desired_statuses(
@@ -88,7 +99,7 @@ def desired_statuses(
         outcomes = [o for o in index.parents.get(ref, []) if o.gateway in ours]
         status, accepted = httproute_status(
             outcomes, index.routes.get(ref, []), index.error(ref), index.refused.get(str(ref), []),
-            index.by_name("Service", ""), settings, _generation(obj))  # fmt: skip
+            index.by_name("Service", ""), settings, object_generation(obj))  # fmt: skip
         for outcome in accepted:
             for listener in outcome.listeners:
                 attached.setdefault((outcome.gateway, listener), set()).add(ref)
@@ -102,11 +113,11 @@ def desired_statuses(
         if ref in ours:
             error = index.error(ref)
             reason = None if error is None else f"{error.field}: {error.reason}"
-            found[id(obj)] = Desired(obj, ref, gateway_status(obj, ref, _generation(obj), reason,
-                                                              inputs))  # fmt: skip
+            status = gateway_status(obj, ref, object_generation(obj), reason, inputs)
+            found[id(obj)] = Desired(obj, ref, status)
     for obj, ref in index.of("GatewayClass", GROUP, namespaced=False):
         if ref.name == settings.gateway_class and _controller(obj) == settings.controller_name:
-            found[id(obj)] = Desired(obj, ref, gateway_class_status(obj, _generation(obj)))
+            found[id(obj)] = Desired(obj, ref, gateway_class_status(obj, object_generation(obj)))
     if settings.addresses:
         for obj, ref in index.of("Ingress", "networking.k8s.io"):
             served = _serves_ingress(obj, index, settings) and index.error(ref) is None
@@ -180,6 +191,7 @@ def _controller(obj: Obj) -> Any:
     return _spec(obj).get("controllerName")
 
 
-def _generation(obj: Obj) -> int | None:
+def object_generation(obj: Obj) -> int | None:
+    """`metadata.generation` (None when absent or not an integer)."""
     value = mapping(obj.get("metadata")).get("generation")
     return value if isinstance(value, int) and not isinstance(value, bool) else None

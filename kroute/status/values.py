@@ -54,6 +54,32 @@ class PublishedAddresses:
                 raise ValueError(f"published address {value!r}: {exc.reason}") from None
         return cls(tuple(entries))
 
+    @classmethod
+    def from_service(cls, service: Mapping[str, Any] | None) -> PublishedAddresses:
+        """The addresses of a published Service (Traefik's publishedService): its
+        `status.loadBalancer.ingress` entries (`ip` or `hostname` each), else its
+        `spec.externalIPs`; none for a Service that has neither (or is absent). A value that is
+        not what its field says is skipped: a load balancer wrote it, not the user."""
+        service = mapping(service)
+        balancer = mapping(mapping(service.get("status")).get("loadBalancer")).get("ingress")
+        found = [(field, e.get(field)) for e in balancer or [] if isinstance(e, dict)
+                 for field in ("ip", "hostname") if e.get(field)]  # fmt: skip
+        if not found:
+            external = mapping(service.get("spec")).get("externalIPs")
+            found = [("ip", v) for v in (external if isinstance(external, list) else [])]
+        entries: list[tuple[str, str]] = []
+        for field, value in found:
+            try:
+                parsed = cls.parse([value]).entries if isinstance(value, str) else ()
+            except ValueError:
+                continue
+            entries.extend(entry for entry in parsed if entry[0] == field)
+        return cls(tuple(entries))
+
+    def __add__(self, other: PublishedAddresses) -> PublishedAddresses:
+        """Both lists, in order, without repeats."""
+        return PublishedAddresses(tuple(dict.fromkeys((*self.entries, *other.entries))))
+
     def __bool__(self) -> bool:
         return bool(self.entries)
 

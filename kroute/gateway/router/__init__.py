@@ -242,6 +242,13 @@ class Router:
         self.refresh()
         return self._result.notes
 
+    @property
+    def compiled(self) -> CompileResult:
+        """The last compile's whole result, as of every change delivered: what status
+        write-back reads (each HTTPRoute parentRef's outcome, the errors, what fails closed)."""
+        self.refresh()
+        return self._result
+
     def refresh(self) -> None:
         """Rebuild now if a routing object changed since the last rebuild."""
         if self._stale:
