@@ -19,6 +19,7 @@ import httptools
 from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
+from kroute.gateway.fast.record import exchange_event
 from kroute.gateway.router import Decision
 from kroute.pipeline.steps import Chain, UpstreamRequest, run_response
 from kroute.pool.health import Outcome
@@ -47,11 +48,11 @@ class Relay:
     """One request's exchange: its state, and the response relayed (module docstring)."""
 
     __slots__ = (
-        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished",
-        "gateway", "head", "head_sent", "keep_client", "key", "loop", "message", "no_body",
-        "outbox", "pending", "piping", "policy", "pool", "rest_lines", "retry", "router",
-        "sent_body", "started", "status", "timers", "tried", "until_close", "upstream",
-        "upstream_activity",
+        "body_bytes", "chain", "chunked_out", "client", "conn", "decision", "ended", "error",
+        "finished", "gateway", "head", "head_sent", "keep_client", "key", "loop", "message",
+        "no_body", "outbox", "pending", "piping", "policy", "pool", "rest_lines", "retry",
+        "router", "sent_at", "sent_body", "started", "status", "timers", "tried",
+        "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: ClientSide, message: Message) -> None:
@@ -93,6 +94,11 @@ class Relay:
         self.ended = False  # the attempt's outcome is reported to the pool
         self.finished = False
         self.upstream_activity = 0.0
+        #: For the RequestEvent (`record`): the request was last sent (loop time), the
+        #: response body bytes relayed, the error that answered.
+        self.sent_at = 0.0
+        self.body_bytes = 0
+        self.error: KrouteError | None = None
         #: Response bytes for the client, written once per read from the endpoint.
         self.pending: list[bytes] = []
 
@@ -217,12 +223,14 @@ class Relay:
         return self.message.keep_alive and not self.gateway.draining
 
     def answer_error(self, error: KrouteError) -> None:
+        self.error = error
         status, headers, body = error_response(error)
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
         head = status_line(status) + render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
+        self.body_bytes = len(body)
         self.flush()
         self.head_sent = True
         self.finish(status, keep=keep)
@@ -234,7 +242,10 @@ class Relay:
         if self.timers is not None:
             self.cancel_timers()
         decision = self.decision or Decision(status)
-        self.router.observe(decision, status, self.started)
+        router = self.router
+        router.observe(decision, status, self.started)
+        if router.observers.listening:
+            router.emit(exchange_event(self, status))
         self.client.exchange_done(self, keep)
 
     def abandon(self) -> None:
@@ -250,6 +261,8 @@ class Relay:
         self.finished = True
         if self.timers is not None:
             self.cancel_timers()
+        if self.router.observers.listening:
+            self.router.emit(exchange_event(self, 0, aborted=True))
 
     def cancel_timers(self) -> None:
         for timer in self.timers or ():
