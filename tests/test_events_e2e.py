@@ -3,12 +3,15 @@ gateway on asyncio and trio): one per request, for each way a request can end.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from kroute.gateway.access import AccessLog, HeaderModes, LogFormat
 from kroute.gateway.asgi import AsgiGateway
 from kroute.gateway.events import RequestEvent
 from kroute.gateway.router import Router
@@ -241,3 +244,37 @@ async def test_nothing_is_built_without_a_listener(
         assert not router.observers.listening
         assert (await front.request("ok.local", "/echo"))[0] == 200
         assert (await front.request("nowhere.local"))[0] == 404
+
+
+async def test_an_access_log_line_for_every_outcome(
+    served: tuple[FrontClient, Backend, Router, Sink], tmp_path: Path
+) -> None:
+    front, _, router, sink = served
+    modes = HeaderModes("keep", {"Authorization": "redact", "Cookie": "drop"})
+    with AccessLog(tmp_path / "access.log", format=LogFormat(headers=modes)) as log:
+        router.observers.append(log)
+        secret = [(b"Authorization", b"Bearer s3cret"), (b"Cookie", b"c=1"), (b"X-Id", b"7")]
+        asked = [("ok.local", 200), ("nowhere.local", 404), ("dead.local", 502),
+                 ("empty.local", 503), ("moved.local", 301), ("denied.local", 403)]  # fmt: skip
+        for host, status in asked:
+            assert (await front.request(host, "/echo", headers=secret))[0] == status
+        await sink.wait(len(asked))
+        assert await anyio.to_thread.run_sync(log.drain)
+    lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
+    assert [(line["RequestHost"], line["DownstreamStatus"]) for line in lines] == asked
+    assert [line["kroute_outcome"] for line in lines] == [
+        "forwarded",
+        "no_route",
+        "upstream_error",
+        "unavailable",
+        "redirect",
+        "answered",
+    ]
+    for line in lines:
+        assert line["request_Authorization"] == "REDACTED"
+        assert "request_Cookie" not in line
+        assert line["request_X-Id"] == "7"
+        assert line["entryPointName"] == "web"
+    assert lines[0]["OriginStatus"] == 200
+    assert lines[0]["ServiceName"] == "default/web:80"
+    assert lines[2]["OriginStatus"] == 0
