@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from kroute.gateway.access import AccessLog, HeaderModes, LogFilters, LogFormat
 from kroute.gateway.access.format import FIELDS, common_line, json_line
 from kroute.gateway.events import RequestEvent
 from tests.builders import httproute, to
-from tests.fronts import echo_gateway
+from tests.fronts import FrontClient, echo_gateway
 
 
 def event(**fields: Any) -> RequestEvent:
@@ -178,3 +179,40 @@ async def test_a_full_queue_drops_and_counts_and_serving_goes_on(
             stats = log.statistics()
             assert stats.written + stats.dropped == requests
     assert len((tmp_path / "access.log").read_text().splitlines()) == stats.written
+
+
+@pytest.mark.anyio
+async def test_the_example_gateway_writes_the_access_log_its_flags_ask_for(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "access.log"
+    manifests = Path(gateway.__file__).parent / "manifests"
+    args = gateway.parse_args([
+        "--manifests", str(manifests), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+        "--grace", "1", "--no-gc-freeze", "--access-log", str(path),
+        "--access-log-status", "500-599", "--access-log-headers", "keep",
+        "--access-log-header", "Authorization=redact",
+    ])  # fmt: skip
+    stop = anyio.Event()
+    async with anyio.create_task_group() as group:
+        started = await group.start(gateway.serve, args, stop)
+        with anyio.fail_after(10):
+            while not started.router.ready:
+                await anyio.sleep(0.01)
+        client = FrontClient(started.port, None)
+        # No pod of the example runs here: its routes answer 502 (kept), others 404 (filtered).
+        auth = [(b"Authorization", b"Basic c2VjcmV0")]
+        assert (await client.request("test-www.localhost", "/", headers=auth))[0] == 502
+        assert (await client.request("unknown.localhost", "/"))[0] == 404
+        await client.transport.aclose()
+        stop.set()
+    (line,) = [json.loads(text) for text in path.read_text().splitlines()]
+    assert (line["RequestHost"], line["DownstreamStatus"]) == ("test-www.localhost", 502)
+    assert line["request_Authorization"] == "REDACTED"
+    if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # (installed by the example)

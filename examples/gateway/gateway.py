@@ -4,6 +4,7 @@
         [--listen HOST:PORT] [--admin HOST:PORT] [--ingress-class NAME]
         [--tls-listen HOST:PORT [--default-certificate NAMESPACE/NAME] [--hsts VALUE]]
         [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...] [--advertise NAME=PORT ...]
+        [--log-format text|json] [--access-log [PATH|-]] [...]   (logs.py: every log flag)
 
 Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
 the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
@@ -18,7 +19,8 @@ Each place it serves is a named entry point (docs/entrypoints.md): --listen is `
 --tls-listen is `websecure`, and each --entrypoint adds one; a route is served only on the entry
 points it is attached to (a Gateway listener binds to the entry point listening on its port, or
 advertising it: --advertise web=80 when a Service maps port 80 to --listen's). SIGTERM or Ctrl-C
-stops accepting and lets requests in flight finish.
+stops accepting and lets requests in flight finish. Control-plane logs go to standard error;
+--access-log writes Traefik's access log lines (logs.py).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import functools
 import gc
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.util import find_spec
 from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
+import logs
 from sniffio import current_async_library
 
 import kroute
@@ -87,6 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="freeze the initial objects out of the GC once ready")  # fmt: skip
     parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
+    logs.add_arguments(parser)
     args = parser.parse_args(argv)
     web = kroute.EntryPoint("web", args.listen[1], host=args.listen[0])
     secure = []
@@ -163,6 +168,27 @@ async def serve(
                                      default_secret=args.default_certificate)  # fmt: skip
     metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics, tls=tls))
+    access = logs.access_log(args)
+    with contextlib.ExitStack() as stack:
+        if access is not None:
+            stack.enter_context(access)
+            router.observers.append(access)
+            if metrics is not None:
+                access.register(metrics.registry)
+            if access.path is not None and threading.current_thread() is threading.main_thread():
+                access.reopen_on_signal(signal.SIGUSR1)  # logrotate
+        await run(args, router, tls, admin, stop, ports, task_status)
+
+
+async def run(
+    args: argparse.Namespace,
+    router: kroute.Router,
+    tls: kroute.TlsCertificates | None,
+    admin: kroute.HttpServer,
+    stop: anyio.Event | None,
+    ports: dict[str, int] | None,
+    task_status: anyio.abc.TaskStatus[Started],
+) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
         if args.gc_freeze:
@@ -232,6 +258,7 @@ async def listen(
 
 async def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    logs.setup_logging(args)
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
         ports: dict[str, int] = {}
