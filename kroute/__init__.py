@@ -29,13 +29,15 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from kroute.gateway.access import AccessLog, AccessLogStatistics, HeaderModes, LogFilters, LogFormat
 from kroute.gateway.admin import AdminHandler
 from kroute.gateway.asgi import AsgiGateway
+from kroute.gateway.events import RequestEvent
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
-from kroute.gateway.router import Decision, Observer, Router, RouterStatistics
+from kroute.gateway.router import Decision, EventSink, Observer, Observers, Router, RouterStatistics
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
@@ -139,6 +141,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
+    "AccessLog",
+    "AccessLogStatistics",
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
@@ -167,6 +171,7 @@ __all__ = [
     "Endpoint",
     "EndpointStatistics",
     "EntryPoint",
+    "EventSink",
     "Explanation",
     "Family",
     "FastGateway",
@@ -177,6 +182,7 @@ __all__ = [
     "HandshakeListener",
     "HashOn",
     "HeaderEdits",
+    "HeaderModes",
     "HealthConfig",
     "Hop",
     "HttpServer",
@@ -192,6 +198,8 @@ __all__ = [
     "KubernetesSource",
     "LeaderElection",
     "LeastRequest",
+    "LogFilters",
+    "LogFormat",
     "Manifest",
     "ManifestError",
     "ManifestSource",
@@ -205,6 +213,7 @@ __all__ = [
     "NotFound",
     "ObjectRef",
     "Observer",
+    "Observers",
     "Outcome",
     "OutgoingResponse",
     "PassiveHealth",
@@ -217,6 +226,7 @@ __all__ = [
     "Redirect",
     "Redirected",
     "Refuse",
+    "RequestEvent",
     "RequestHead",
     "RetryBudget",
     "RetryPolicy",

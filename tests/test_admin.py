@@ -168,10 +168,10 @@ def test_durations_fall_in_prometheus_buckets_and_counts_survive_rebuilds() -> N
     metrics = Metrics(router)
     decision = router.route(RequestHead.build("GET", "www.test", "/"))
     for seconds in (0.0005, 0.001, 0.003, 0.003, 20.0):
-        router.observers[0].forwarded(decision, 200, seconds)
+        metrics.forwarded(decision, 200, seconds)
     source.apply(ingress("api", [("api.test", [("/", "Prefix", "www")])]))  # a rebuild
     decision = router.route(RequestHead.build("GET", "www.test", "/"))
-    router.observers[0].forwarded(decision, 200, 0.2)
+    metrics.forwarded(decision, 200, 0.2)
     text = metrics.render()[0].decode()
     labels = 'route="Ingress default/www spec.rules[0].http.paths[0]",service="default/www:80"'
     # Buckets are cumulative, `le` inclusive (0.001 lands in le="0.001").

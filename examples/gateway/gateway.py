@@ -6,6 +6,7 @@
         [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...] [--advertise NAME=PORT ...]
         [--publish-address ADDR ...] [--publish-service NAMESPACE/NAME] [--controller-name NAME]
         [--leader-elect [--leader-elect-namespace NS] [--identity ID] [--leader-elect-* SECONDS]]
+        [--log-format text|json] [--access-log [PATH|-]] [...]   (logs.py: every log flag)
 
 Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
 the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
@@ -24,6 +25,8 @@ writes the status of what it serves (docs/status.md): Ingress addresses from --p
 and --publish-service, Gateway API conditions; with --leader-elect only the replica holding the
 Lease writes, and every replica routes. SIGTERM or Ctrl-C stops accepting and lets requests in
 flight finish.
+Control-plane logs go to standard error; --access-log writes Traefik's access log lines
+(logs.py).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import functools
 import gc
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.util import find_spec
 from pathlib import Path
@@ -41,6 +45,7 @@ from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
+import logs
 from sniffio import current_async_library
 
 import kroute
@@ -96,6 +101,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
     add_status_arguments(parser)
+    logs.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.manifests and (args.publish_address or args.publish_service or args.leader_elect):
         parser.error("status is written to a cluster: with --manifests, `python -m kroute status "
@@ -255,6 +261,29 @@ async def serve(
     writer = make_writer(args, router, api) if api is not None else None
     metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics, tls=tls))
+    access = logs.access_log(args)
+    with contextlib.ExitStack() as stack:
+        if access is not None:
+            stack.enter_context(access)
+            router.observers.append(access)
+            if metrics is not None:
+                access.register(metrics.registry)
+            if access.path is not None and threading.current_thread() is threading.main_thread():
+                access.reopen_on_signal(signal.SIGUSR1)  # logrotate
+        await run(args, router, tls, admin, (api, writer), stop, ports, task_status)
+
+
+async def run(
+    args: argparse.Namespace,
+    router: kroute.Router,
+    tls: kroute.TlsCertificates | None,
+    admin: kroute.HttpServer,
+    status: tuple[kroute.ApiClient | None, kroute.StatusWriter | None],
+    stop: anyio.Event | None,
+    ports: dict[str, int] | None,
+    task_status: anyio.abc.TaskStatus[Started],
+) -> None:
+    api, writer = status  # (on a cluster: the API client and what writes status through it)
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
         if writer is not None:
@@ -329,6 +358,7 @@ async def listen(
 
 async def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    logs.setup_logging(args)
     stop = anyio.Event()
     async with anyio.create_task_group() as group:
         ports: dict[str, int] = {}

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from kroute.errors import InvalidRequest, KrouteError
+from kroute.gateway import recording
 from kroute.gateway.handler import proxied
 from kroute.gateway.router import Router
 from kroute.transport.proxy import Hop, TrustedProxies, error_response, strip_hop_by_hop
@@ -90,6 +91,11 @@ class AsgiGateway:
         hop = Hop(client=client[0], scheme=scope.get("scheme", "http"), host=host,
                   port=server[1] or 0)  # fmt: skip
         extra = self.hsts if hop.scheme == "https" else []
+        record = recording.record_for(
+            self.router, self.entry_point, scope["method"], host, target.decode("latin-1"),
+            scheme=hop.scheme, version=scope.get("http_version", "1.1"), client=client[0],
+            client_port=client[1] or 0, headers=headers,
+        )  # fmt: skip
         try:
             head, request = proxied(
                 scope["method"], target.decode("latin-1"), headers, _body(receive),
@@ -97,10 +103,12 @@ class AsgiGateway:
                 hop=hop, trusted=self.trusted,
             )  # fmt: skip
             decision, response = await self.router.forward(
-                head, request, entry_point=self.entry_point
+                head, request, entry_point=self.entry_point, record=record
             )
         except KrouteError as exc:
             status, error_headers, body = error_response(exc)
+            if record is not None:
+                recording.failed(self.router, record, exc, len(body))
             await send({"type": "http.response.start", "status": status,
                         "headers": [*error_headers, *extra]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
@@ -115,11 +123,16 @@ class AsgiGateway:
             async for chunk in response.body:
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if record is not None:
+                        record.bytes_sent += len(chunk)
             done = True
             await send({"type": "http.response.body", "body": b""})
         finally:
             if not done:
                 await response.aclose()  # the client went away: the connection is not reused
+            if record is not None:
+                record.complete = done
+                recording.ended(self.router, record, response.status)
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

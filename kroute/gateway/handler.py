@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import attrs
 
 from kroute.errors import KrouteError
+from kroute.gateway import recording
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
 from kroute.rules.request import RequestHead, split_absolute
@@ -116,6 +117,11 @@ class GatewayHandler:
     async def _answer(self, request: IncomingRequest) -> OutgoingResponse:
         host = (first_value(request.headers, b"host") or b"").decode("latin-1")
         hop = Hop(client=request.client, scheme=request.scheme, host=host, port=request.port)
+        record = recording.record_for(
+            self.router, self.entry_point, request.method, host, request.target,
+            scheme=request.scheme, version=request.version, client=request.client,
+            client_port=request.client_port, headers=request.headers, tls=request.tls,
+        )  # fmt: skip
         try:
             head, forward = proxied(
                 request.method, request.target, request.headers, request.body,
@@ -123,20 +129,29 @@ class GatewayHandler:
                 hop=hop, trusted=self.trusted,
             )  # fmt: skip
             decision, response = await self.router.forward(
-                head, forward, entry_point=self.entry_point
+                head, forward, entry_point=self.entry_point, record=record
             )
         except KrouteError as exc:
             status, headers, body = error_response(exc)
+            if record is not None:
+                recording.failed(self.router, record, exc, len(body))
             return OutgoingResponse(status, headers, body)
+        relayed: AsyncIterator[bytes] = response.body
+        close: recording.Closer = response.aclose
+        if record is not None:
+            relayed, close = recording.relayed(self.router, record, response.status, relayed,
+                                               close)  # fmt: skip
         if response.status == 101 and response.upgraded is not None:
             upgraded = [*strip_hop_by_hop(response.headers), (b"Connection", b"Upgrade")]
             protocol = first_value(response.headers, b"upgrade")
             if protocol is not None:
                 upgraded.append((b"Upgrade", protocol))
+            if record is not None:  # (logged as the pipe begins: it may last for hours)
+                record.complete = True
+                recording.ended(self.router, record, 101)
             return OutgoingResponse(101, upgraded, upgraded=response.upgraded)
         headers = strip_hop_by_hop(response.headers)
         cookie = self.router.sticky_header(decision)
         if cookie is not None:
             headers.append(cookie)
-        return OutgoingResponse(response.status, headers, response.body,
-                                close=response.aclose)  # fmt: skip
+        return OutgoingResponse(response.status, headers, relayed, close=close)

@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 import attrs
 import httptools
+from anyio.streams.tls import TLSAttribute
 
 from kroute.gateway.accept import batched
 from kroute.transport.http1 import (
@@ -54,6 +55,11 @@ class IncomingRequest:
     scheme: str
     content_length: int | None
     upgrade: bytes | None = None
+    #: For logs (`kroute.gateway.events`): the HTTP version, the client's port, and the TLS
+    #: version and cipher when the connection is HTTPS.
+    version: str = "1.1"
+    client_port: int = 0
+    tls: tuple[str, str] | None = None
 
 
 @attrs.define(eq=False)
@@ -140,10 +146,13 @@ class _Connection:
         self.busy = False
         self.upgrade_rest = b""
         try:
-            self.client = str(stream.extra(anyio.abc.SocketAttribute.remote_address)[0])
+            remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+            self.client, self.client_port = str(remote[0]), int(remote[1])
             self.port = int(stream.extra(anyio.abc.SocketAttribute.local_port))
         except (anyio.TypedAttributeLookupError, TypeError, IndexError):
-            self.client, self.port = "", 0
+            self.client, self.client_port, self.port = "", 0, 0
+        version = stream.extra(TLSAttribute.tls_version, None)
+        self.tls = None if version is None else (version, stream.extra(TLSAttribute.cipher)[0])
 
     async def _feed_more(self, timeout: float) -> bool:
         """Read and parse once more; False at the end of the stream."""
@@ -236,6 +245,9 @@ class _Connection:
             scheme=self.server.scheme,
             content_length=int(length) if length is not None else None,
             upgrade=upgrade,
+            version=message.version,
+            client_port=self.client_port,
+            tls=self.tls,
         )
         try:
             response = await self.server.handler(request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import random
 from collections.abc import Callable, Collection, Iterable
 
@@ -19,6 +20,8 @@ import attrs
 from kroute.pool.balance import Balancer, RoundRobin
 from kroute.pool.endpoints import Delta, Endpoint, EndpointKey
 from kroute.pool.health import EndpointHealth, HealthConfig, Outcome
+
+_log = logging.getLogger(__name__)
 
 #: Called with (added keys, removed keys) whenever endpoints join or leave the pool.
 Listener = Callable[[tuple[EndpointKey, ...], tuple[EndpointKey, ...]], None]
@@ -181,6 +184,7 @@ class Pool:
             self._ejected -= 1
             if member.health.in_rotation:
                 self._balancer.add(key)
+                self._transition(key, member)
 
     def pick(
         self,
@@ -255,6 +259,7 @@ class Pool:
             assert member.health.ejected_until is not None
             heapq.heappush(self._ejections, (member.health.ejected_until, key))
             self._balancer.remove(key)
+            self._transition(key, member)
 
     def probed(self, key: EndpointKey, ok: bool, detail: str, *, now: float) -> None:
         """An active probe of `key` finished."""
@@ -266,6 +271,16 @@ class Pool:
                 self._balancer.add(key)
             else:
                 self._balancer.remove(key)
+            self._transition(key, member)
+
+    def _transition(self, key: EndpointKey, member: _Member) -> None:
+        """Log an endpoint leaving or rejoining the rotation, with the reason (health
+        transitions are what an operator looks for when a backend misbehaves)."""
+        health = member.health
+        level = logging.INFO if health.in_rotation else logging.WARNING
+        state = "back in rotation" if health.in_rotation else "out of rotation"
+        _log.log(level, "%s: endpoint %s:%d %s: %s", self.name, key[0], key[1], state,
+                 health.reason)  # fmt: skip
 
     # -- reporting ----------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ from kroute.watch import kinds
 from kroute.watch.sources import Source
 from kroute.watch.store import Change
 
+_log = logging.getLogger(__name__)
+
 #: What certificate selection reads.
 TLS_KINDS = frozenset({
     kinds.SECRET, kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.REFERENCE_GRANT,
@@ -85,6 +87,7 @@ class TlsContexts:
         elif default.fingerprint != self._default:
             _load(self.server, default)
             self._default = default.fingerprint
+        _log_changes(self.certificates, certificates, self.problems, problems)
         self._contexts = contexts  # the swap
         self.certificates = certificates
         self.problems = tuple(problems)
@@ -98,6 +101,24 @@ class TlsContexts:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         connection.context = context
         return None
+
+
+def _log_changes(
+    before: CertificateSet, after: CertificateSet, problems: Sequence[str], now: Sequence[str]
+) -> None:
+    """Log the certificates a reload starts or stops serving (by Secret and subject) and the
+    problems it meets for the first time: a reload that changes nothing says nothing."""
+    old = {cert.fingerprint: cert for cert in before.certificates}
+    new = {cert.fingerprint: cert for cert in after.certificates}
+    for fingerprint in new.keys() - old.keys():
+        cert = new[fingerprint]
+        _log.info("TLS: serving %s from %s (expires %s)", cert.subject, cert.secret,
+                  cert.not_after.date())  # fmt: skip
+    for fingerprint in old.keys() - new.keys():
+        cert = old[fingerprint]
+        _log.info("TLS: no longer serving %s from %s", cert.subject, cert.secret)
+    for problem in set(now) - set(problems):
+        _log.warning("TLS: certificate not served: %s", problem)
 
 
 def _load(context: ssl.SSLContext, cert: Certificate) -> None:
@@ -122,7 +143,7 @@ class HandshakeListener(TLSListener):
         await anyio.aclose_forcefully(stream)
         if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
             raise exc
-        logging.getLogger(__name__).debug("TLS handshake failed: %r", exc)
+        _log.debug("TLS handshake failed: %r", exc)
 
 
 class CertificateProvider(Protocol):

@@ -230,7 +230,12 @@ class KubernetesSource(Source):
                 break
         counters = self._counters[kind]
         counters.lists += 1
-        self._emit(kind, store.replace(items, str(meta.get("resourceVersion") or "")))
+        version = str(meta.get("resourceVersion") or "")
+        # The first list of each kind is routine (debug); a re-list follows a lost watch.
+        _log.log(logging.INFO if counters.lists > 1 else logging.DEBUG,
+                 "%s: listed %d objects at resourceVersion %s%s", kind, len(items), version,
+                 " (re-list)" if counters.lists > 1 else "")  # fmt: skip
+        self._emit(kind, store.replace(items, version))
 
     async def _watch(self, kind: Kind, *, initial_events: bool) -> int:
         """Stream events into the store until the server ends the watch; the event count."""

@@ -123,6 +123,7 @@ class Upstream(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None or exchange.no_body or not body:
             return
+        exchange.body_bytes += len(body)
         if exchange.chunked_out:
             exchange.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
         else:

@@ -173,7 +173,7 @@ class Exchange(Relay):
         conn.received = False
         conn.new_head()
         self.outbox.write(conn.transport, self.head)
-        self.upstream_activity = self.loop.time()
+        self.sent_at = self.upstream_activity = self.loop.time()
         if conn.timer is None:
             conn.arm(self.loop, self.gateway.timeouts.read)
         message = self.message
@@ -236,6 +236,7 @@ class Exchange(Relay):
             self.pool.end(key, outcome_of(error), now=self.router.clock())
         if self.head_sent:
             self.flush()
+            self.error = error
             self.finish(error.status_hint, keep=False)
             self.outbox.close(self.client.transport)
             return

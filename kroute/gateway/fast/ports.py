@@ -141,6 +141,7 @@ class ClientSide(Protocol):
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    parser: httptools.HttpRequestParser
 
     def pause(self) -> None: ...
 
@@ -172,6 +173,7 @@ class ExchangeSide(Protocol):
     no_body: bool
     chunked_out: bool
     upstream_activity: float
+    body_bytes: int
 
     def flush(self) -> None: ...
 

@@ -19,6 +19,7 @@ import httptools
 from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
+from kroute.gateway.fast.record import exchange_event
 from kroute.gateway.router import Decision
 from kroute.pipeline.steps import Chain, UpstreamRequest, run_end, run_outcome, run_response
 from kroute.pool.health import Outcome
@@ -47,11 +48,11 @@ class Relay:
     """One request's exchange: its state, and the response relayed (module docstring)."""
 
     __slots__ = (
-        "chain", "chunked_out", "client", "conn", "decision", "ended", "finished",
-        "gateway", "head", "head_sent", "keep_client", "key", "loop", "message", "no_body",
-        "outbox", "pending", "piping", "policy", "pool", "rest_lines", "retry", "router",
-        "sent_body", "started", "status", "timers", "tried", "until_close", "upstream",
-        "upstream_activity",
+        "body_bytes", "chain", "chunked_out", "client", "conn", "decision", "ended", "error",
+        "finished", "gateway", "head", "head_sent", "keep_client", "key", "loop", "message",
+        "no_body", "outbox", "pending", "piping", "policy", "pool", "rest_lines", "retry",
+        "router", "sent_at", "sent_body", "started", "status", "timers", "tried",
+        "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: ClientSide, message: Message) -> None:
@@ -93,6 +94,11 @@ class Relay:
         self.ended = False  # the attempt's outcome is reported to the pool
         self.finished = False
         self.upstream_activity = 0.0
+        #: For the RequestEvent (`record`): the request was last sent (loop time), the
+        #: response body bytes relayed, the error that answered.
+        self.sent_at = 0.0
+        self.body_bytes = 0
+        self.error: KrouteError | None = None
         #: Response bytes for the client, written once per read from the endpoint.
         self.pending: list[bytes] = []
 
@@ -224,6 +230,7 @@ class Relay:
             run_outcome(self.chain, self.upstream, status, time.perf_counter() - self.started)
 
     def answer_error(self, error: KrouteError) -> None:
+        self.error = error
         status, headers, body = error_response(error)
         if self.chain is not None and self.chain.outcome:
             self.outcome(status)
@@ -232,6 +239,7 @@ class Relay:
             headers = [*headers, (b"Connection", b"close")]
         head = status_line(status) + render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
+        self.body_bytes = len(body)
         self.flush()
         self.head_sent = True
         self.finish(status, keep=keep)
@@ -245,7 +253,10 @@ class Relay:
         if self.chain is not None:  # (the test first: a route without steps pays no call)
             self.ended_steps()
         decision = self.decision or Decision(status)
-        self.router.observe(decision, status, self.started)
+        router = self.router
+        router.observe(decision, status, self.started)
+        if router.observers.listening:
+            router.emit(exchange_event(self, status))
         self.client.exchange_done(self, keep)
 
     def abandon(self) -> None:
@@ -261,7 +272,10 @@ class Relay:
         self.finished = True
         if self.timers is not None:
             self.cancel_timers()
-        self.ended_steps()
+        if self.chain is not None:
+            self.ended_steps()
+        if self.router.observers.listening:
+            self.router.emit(exchange_event(self, 0, aborted=True))
 
     def ended_steps(self) -> None:
         """Tell the steps that count requests that this one is over (`run_end`); a chain

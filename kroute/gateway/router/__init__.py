@@ -35,17 +35,18 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 import anyio
 import attrs
 
 from kroute.errors import Answered, InvalidObject, KrouteError
+from kroute.gateway.events import RequestEvent, RequestRecord
 from kroute.gateway.fetch import fetch
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
 from kroute.gateway.router.forwarding import outcome_of, send, send_copy, until_end
+from kroute.gateway.router.observers import EventSink, Observer, Observers
 from kroute.objects import BackendRef
 from kroute.pipeline.fetch import Call, Reply
 from kroute.pipeline.filters import MirrorCopy
@@ -75,8 +76,8 @@ from kroute.watch.sources import Source, stored
 from kroute.watch.store import Change
 
 __all__ = [
-    "ROUTING_KINDS", "Decision", "Observer", "Router", "RouterStatistics", "outcome_of",
-    "status_error",
+    "ROUTING_KINDS", "Decision", "EventSink", "Observer", "Observers", "Router",
+    "RouterStatistics", "outcome_of", "status_error",
 ]  # fmt: skip
 
 ROUTING_KINDS = frozenset({
@@ -86,15 +87,6 @@ ROUTING_KINDS = frozenset({
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
-
-
-class Observer(Protocol):
-    """Told of every forwarded request and every table rebuild (metrics, logs)."""
-
-    def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
-        """`status` is what the client is answered (an error's `status_hint` on failure)."""
-
-    def rebuilt(self, seconds: float) -> None: ...
 
 
 @attrs.frozen
@@ -151,7 +143,8 @@ class Router:
         #: name of the cookie that brings a client back to the endpoint that answered it.
         self.hash_on = hash_on
         self.sticky_cookie = sticky_cookie
-        self.observers: list[Observer] = []
+        #: Told of requests and rebuilds (`observers`): Metrics, access logs, users' sinks.
+        self.observers = Observers()
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
         self._backends = Backends(
@@ -285,7 +278,7 @@ class Router:
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
         self._rebuild_seconds = time.perf_counter() - started
-        for observer in self.observers:
+        for observer in self.observers.rebuilding:
             observer.rebuilt(self._rebuild_seconds)
 
     def _changed(self, kind: kinds.Kind, changes: Sequence[Change]) -> None:
@@ -379,7 +372,12 @@ class Router:
     # -- forwarding (`forwarding`) -----------------------------------------------------
 
     async def forward(
-        self, head: RequestHead, request: ForwardRequest, *, entry_point: str | None = None
+        self,
+        head: RequestHead,
+        request: ForwardRequest,
+        *,
+        entry_point: str | None = None,
+        record: RequestRecord | None = None,
     ) -> tuple[Decision, ForwardResponse]:
         """Route `head` (on `entry_point`, as `route`) and send `request` there, retrying
         safely on other endpoints.
@@ -390,11 +388,14 @@ class Router:
 
         Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
         InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504), Answered.
+        `record` (a front's, when observers want events) learns the decision and attempts.
         """
         decision = self.route(head, entry_point=entry_point)
+        if record is not None:
+            record.decision = decision
         chain = decision.chain
         if chain is None:
-            return await self._send(decision, request)
+            return await self._send(decision, request, record)
         started = time.perf_counter()
         upstream = UpstreamRequest.from_target(
             request.method, request.target, list(request.headers), routed=head.path,
@@ -411,7 +412,7 @@ class Router:
             self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
             try:
-                decision, response = await self._send(decision, request)
+                decision, response = await self._send(decision, request, record)
             except KrouteError as exc:
                 if chain.outcome:
                     run_outcome(chain, upstream, exc.status_hint, time.perf_counter() - started)
@@ -451,20 +452,28 @@ class Router:
         return await self._send(self.route_service(namespace, name, port), request)
 
     async def _send(
-        self, first: Decision, request: ForwardRequest
+        self, first: Decision, request: ForwardRequest, record: RequestRecord | None = None
     ) -> tuple[Decision, ForwardResponse]:
         if self.transport is None:
             raise RuntimeError("this Router has no transport")
         return await send(self.transport, first, request, retry=self.retry_for(first.route),
-                          clock=self.clock, rng=self.rng, observe=self.observe)  # fmt: skip
+                          clock=self.clock, rng=self.rng, observe=self.observe,
+                          record=record)  # fmt: skip
 
     def observe(self, decision: Decision, status: int, started: float) -> None:
         """Tell the observers of a request answered with `status`; `started` is its
         `time.perf_counter()` at routing (fronts that forward themselves call this)."""
-        if self.observers:
+        forwarding = self.observers.forwarding
+        if forwarding:
             seconds = time.perf_counter() - started
-            for observer in self.observers:
+            for observer in forwarding:
                 observer.forwarded(decision, status, seconds)
+
+    def emit(self, event: RequestEvent) -> None:
+        """Tell the observers that want events (`Observers.listening`) of a request that
+        ended; fronts build `event` only when there are some."""
+        for sink in self.observers.listening:
+            sink.requested(event)
 
     def statistics(self) -> RouterStatistics:
         now = self.clock()

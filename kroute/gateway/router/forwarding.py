@@ -25,6 +25,7 @@ import anyio
 import attrs
 
 from kroute.errors import KrouteError, NoHealthyEndpoint, UpstreamError, UpstreamTimeout
+from kroute.gateway.events import RequestRecord
 from kroute.gateway.router.decisions import Decision, status_error
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pool.health import Outcome
@@ -55,16 +56,19 @@ async def send(
     clock: Callable[[], float],
     rng: random.Random,
     observe: Observe,
+    record: RequestRecord | None = None,
 ) -> tuple[Decision, ForwardResponse]:
     """Send `request` where `first` says, retrying as `retry` allows (see the module
-    docstring); the decision returned names the endpoint that answered."""
+    docstring); the decision returned names the endpoint that answered. `record` (when
+    observers want events) is told of each attempt and of the response's status."""
     started = time.perf_counter()
     policy = None if first.route is None else first.route.policy
     try:
         # The route's request timeout (HTTPRoute `timeouts.request`): every try and the
         # backoffs between them, until a response head; 504 when it runs out.
         with anyio.fail_after(None if policy is None else policy.request):
-            decision, response = await _attempts(transport, first, request, retry, clock, rng)
+            decision, response = await _attempts(transport, first, request, retry, clock, rng,
+                                                 record)  # fmt: skip
     except TimeoutError:
         observe(first, 504, started)
         raise UpstreamTimeout("request") from None
@@ -72,12 +76,14 @@ async def send(
         observe(first, exc.status_hint, started)
         raise
     observe(decision, response.status, started)
+    if record is not None:
+        record.decision, record.origin_status = decision, response.status
     return decision, response
 
 
 async def _attempts(
     transport: Transport, first: Decision, request: ForwardRequest, retry: RetryPolicy,
-    clock: Callable[[], float], rng: random.Random,
+    clock: Callable[[], float], rng: random.Random, record: RequestRecord | None,
 ) -> tuple[Decision, ForwardResponse]:  # fmt: skip
     pool = first.pool
     if first.status != 200 or first.pick is None or pool is None:
@@ -96,6 +102,8 @@ async def _attempts(
         picks[chosen.endpoint.key] = chosen
         pool.begin(chosen.endpoint.key)
         open_keys.add(chosen.endpoint.key)
+        if record is not None:
+            record.attempt(chosen.endpoint.address, chosen.endpoint.port)
         return Target(chosen.endpoint.address, chosen.endpoint.port)
 
     def report(target: Target, outcome: UpstreamError | int) -> None:

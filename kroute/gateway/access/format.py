@@ -1,0 +1,223 @@
+"""Access log lines from RequestEvents: which to keep and how they read (pure: event -> line).
+
+Traefik's access log is what operators' dashboards and parsers already read, so the lines
+follow it (https://doc.traefik.io/traefik/observability/access-logs/):
+
+- JSON: one object per line with Traefik's field names (`FIELDS`); durations in nanoseconds as
+  Traefik writes them; StartUTC in RFC 3339 with nanoseconds; request headers as
+  `request_<Name>` fields, kept, dropped or redacted by name (`HeaderModes`, Traefik's
+  `fields.headers`: `defaultMode` and `names`, drop by default).
+- Common Log Format, Traefik's variant: the CLF fields, then the Referer and User-Agent, the
+  request count, the router name, the service URL and the duration in milliseconds.
+
+Where kroute's values differ from Traefik's: ServiceName is the Service port kroute routes to
+("namespace/name:port", where Traefik writes "namespace-name-port@kubernetes"); TLSCipher is
+OpenSSL's name for the cipher; a request answered by kroute itself (404, a redirect, a step)
+has no ServiceName, ServiceAddr or Origin* fields.
+
+Filters (`LogFilters`, Traefik's `filters`): a line is kept when any filter set matches (status
+code ranges, a retry happened, a minimum duration), every line when none is set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import attrs
+
+from kroute.errors import ConfigError
+from kroute.gateway.events import RequestEvent
+
+__all__ = ["FIELDS", "HeaderModes", "LogFilters", "LogFormat", "common_line", "json_line"]
+
+HeaderMode = Literal["keep", "drop", "redact"]
+MODES = ("keep", "drop", "redact")
+
+#: The JSON fields of every line, in Traefik's names (request headers come after them).
+FIELDS = (
+    "ClientAddr", "ClientHost", "ClientPort", "DownstreamContentSize", "DownstreamStatus",
+    "Duration", "OriginContentSize", "OriginDuration", "OriginStatus", "RequestAddr",
+    "RequestHost", "RequestMethod", "RequestPath", "RequestPort", "RequestProtocol",
+    "RequestScheme", "RetryAttempts", "RouterName", "ServiceAddr", "ServiceName", "ServiceURL",
+    "StartUTC", "TLSCipher", "TLSVersion", "entryPointName", "kroute_outcome", "level", "msg",
+    "time",
+)  # fmt: skip
+
+_RANGE = re.compile(r"^(\d{3})(?:-(\d{3}))?$")
+
+
+@attrs.frozen
+class LogFilters:
+    """Which lines are kept (Traefik's `filters`): any that matches keeps a line; with none
+    set, every line is kept. `status_codes` are ranges, inclusive (`parse_status_codes`)."""
+
+    status_codes: tuple[tuple[int, int], ...] = ()
+    retry_attempts: bool = False
+    min_duration: float = 0.0  # seconds; kept when the request took longer
+
+    def keeps(self, event: RequestEvent) -> bool:
+        if not self.status_codes and not self.retry_attempts and not self.min_duration:
+            return True
+        status = event.status
+        if any(low <= status <= high for low, high in self.status_codes):
+            return True
+        if self.retry_attempts and event.retries:
+            return True
+        return bool(self.min_duration) and event.seconds > self.min_duration
+
+    @staticmethod
+    def parse_status_codes(texts: list[str] | tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+        """ "200", "300-302" (Traefik's `statusCodes`) -> ranges; ConfigError names a bad one."""
+        ranges = []
+        for text in texts:
+            for part in text.split(","):
+                found = _RANGE.match(part.strip())
+                if found is None:
+                    raise ConfigError(f"access log statusCodes: {part!r} is not a status code "
+                                      f"or a range of them (200, 300-302)")  # fmt: skip
+                low = int(found.group(1))
+                high = int(found.group(2) or low)
+                if high < low:
+                    raise ConfigError(f"access log statusCodes: {part!r} ends before it starts")
+                ranges.append((low, high))
+        return tuple(ranges)
+
+
+def _lowered(names: Mapping[str, HeaderMode]) -> dict[str, HeaderMode]:
+    return {name.lower(): mode for name, mode in names.items()}
+
+
+@attrs.frozen
+class HeaderModes:
+    """Request headers in JSON lines (Traefik's `fields.headers`): each name's mode, else
+    `default`; "redact" writes the field with the value "REDACTED"."""
+
+    default: HeaderMode = "drop"
+    #: By lower-case name (names compare case-insensitively, RFC 9110 section 5.1).
+    names: Mapping[str, HeaderMode] = attrs.field(factory=dict, converter=_lowered, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        for mode in (self.default, *self.names.values()):
+            if mode not in MODES:
+                raise ConfigError(f"access log header mode {mode!r}: use keep, drop or redact")
+
+    def mode(self, name: str) -> HeaderMode:
+        return self.names.get(name.lower(), self.default)
+
+    @property
+    def none(self) -> bool:
+        """No header is written whatever the request carries."""
+        return self.default == "drop" and all(m == "drop" for m in self.names.values())
+
+
+@attrs.frozen
+class LogFormat:
+    """How the lines read: "json" or "common", the filters, and the request headers (JSON)."""
+
+    format: Literal["json", "common"] = "json"
+    filters: LogFilters = LogFilters()
+    headers: HeaderModes = HeaderModes()
+
+    def line(self, event: RequestEvent, count: int = 0) -> str:
+        """The line of `event` (`count`: requests seen so far, for the common format)."""
+        if self.format == "common":
+            return common_line(event, count)
+        return json_line(event, self.headers)
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """Host header -> (host, port), IPv6 literals kept whole."""
+    if host.startswith("["):
+        end = host.find("]")
+        rest = host[end + 1 :]
+        return host[: end + 1], rest[1:] if rest.startswith(":") else ""
+    name, colon, port = host.rpartition(":")
+    return (name, port) if colon and port.isdigit() else (host, "")
+
+
+def _rfc3339(started: float) -> str:
+    """Unix time -> "2006-01-02T15:04:05.999999999Z" (Go's RFC3339Nano, as Traefik writes)."""
+    seconds, micros = divmod(round(started * 1_000_000), 1_000_000)  # (a float's precision)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    fraction = f"{micros:06d}".rstrip("0")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+
+
+def _canonical(name: str) -> str:
+    """ "x-request-id" -> "X-Request-Id" (Go's canonical header form, Traefik's field names)."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def json_line(event: RequestEvent, headers: HeaderModes = HeaderModes()) -> str:
+    """`event` as one JSON object on one line (no newline), Traefik's field names."""
+    host, port = _split_host(event.host)
+    endpoint = event.endpoints[-1] if event.endpoints and event.origin_status else ""
+    tls = event.tls_version.removeprefix("TLSv")
+    line: dict[str, Any] = {
+        "ClientAddr": f"{event.client_ip}:{event.client_port}",
+        "ClientHost": event.client_ip,
+        "ClientPort": str(event.client_port),
+        "DownstreamContentSize": event.bytes_sent,
+        "DownstreamStatus": event.status,
+        "Duration": round(event.seconds * 1e9),
+        "OriginContentSize": event.origin_bytes,
+        "OriginDuration": round(event.origin_seconds * 1e9),
+        "OriginStatus": event.origin_status,
+        "RequestAddr": event.host,
+        "RequestHost": host,
+        "RequestMethod": event.method,
+        "RequestPath": event.target,
+        "RequestPort": port or "-",
+        "RequestProtocol": event.protocol,
+        "RequestScheme": "https" if event.tls_version else "http",
+        "RetryAttempts": event.retries,
+        "RouterName": event.route,
+        "ServiceAddr": endpoint,
+        "ServiceName": event.service,
+        "ServiceURL": f"http://{endpoint}" if endpoint else "",
+        "StartUTC": _rfc3339(event.started),
+        "TLSCipher": event.tls_cipher,
+        "TLSVersion": tls,
+        "entryPointName": event.entry_point,
+        "kroute_outcome": event.outcome,
+        "level": "info",
+        "msg": "",
+        "time": _rfc3339(event.started + event.seconds),
+    }
+    if not headers.none:
+        for raw_name, raw_value in event.request_headers:
+            name = raw_name.decode("latin-1")
+            mode = headers.mode(name)
+            if mode != "drop":
+                value = "REDACTED" if mode == "redact" else raw_value.decode("latin-1")
+                line[f"request_{_canonical(name)}"] = value
+    return json.dumps(line, ensure_ascii=True, separators=(",", ":"))
+
+
+def _quoted(value: str) -> str:
+    """A CLF field between quotes: quotes and control characters escaped (one line)."""
+    return '"' + json.dumps(value, ensure_ascii=True)[1:-1] + '"'
+
+
+def common_line(event: RequestEvent, count: int = 0) -> str:
+    """`event` in Traefik's Common Log Format (no newline)."""
+    named = {n.lower(): v for n, v in event.request_headers}
+
+    def header(name: bytes) -> str:
+        value = named.get(name)
+        return "-" if value is None else value.decode("latin-1")
+
+    endpoint = event.endpoints[-1] if event.endpoints and event.origin_status else ""
+    when = datetime.fromtimestamp(event.started, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    request = f"{event.method} {event.target} {event.protocol}"
+    service = f"http://{endpoint}" if endpoint else "-"
+    return (
+        f"{event.client_ip or '-'} - - [{when}] {_quoted(request)} {event.status} "
+        f"{event.bytes_sent} {_quoted(header(b'referer'))} {_quoted(header(b'user-agent'))} "
+        f"{count} {_quoted(event.route or '-')} {_quoted(service)} "
+        f"{round(event.seconds * 1000)}ms"
+    )

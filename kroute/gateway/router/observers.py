@@ -1,0 +1,85 @@
+"""The Router's observers: who is told of each request and each table rebuild.
+
+Why a container of its own rather than a list: an observer may want the cheap call per request
+(`Observer.forwarded`: Metrics), the whole `RequestEvent` (`EventSink.requested`: access logs,
+a user's structlog), or both. What each observer has is found once, when it is added, and kept
+in tuples (`forwarding`, `rebuilding`, `listening`), so a front tests one attribute per request
+and builds no event when nobody listens. It is a mutable sequence like the list it replaces
+(`router.observers.append(metrics)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableSequence
+from typing import TYPE_CHECKING, Protocol, TypeAlias, cast, overload
+
+if TYPE_CHECKING:
+    from kroute.gateway.events import RequestEvent
+    from kroute.gateway.router.decisions import Decision
+
+
+class Observer(Protocol):
+    """Told of every forwarded request and every table rebuild (metrics, logs)."""
+
+    def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
+        """`status` is what the client is answered (an error's `status_hint` on failure)."""
+
+    def rebuilt(self, seconds: float) -> None: ...
+
+
+class EventSink(Protocol):
+    """Told of every request once it ended, as a `RequestEvent` (access logs, users' sinks).
+    An observer may be one, an `Observer`, or both: each method it has is called."""
+
+    def requested(self, event: RequestEvent) -> None: ...
+
+
+Watcher: TypeAlias = "Observer | EventSink"
+
+
+class Observers(MutableSequence[Watcher]):
+    """The observers of a Router, and by what they want (module docstring)."""
+
+    def __init__(self) -> None:
+        self._all: list[Watcher] = []
+        self.forwarding: tuple[Observer, ...] = ()
+        self.rebuilding: tuple[Observer, ...] = ()
+        self.listening: tuple[EventSink, ...] = ()
+
+    def _sort(self) -> None:
+        def having(name: str) -> tuple[object, ...]:
+            return tuple(o for o in self._all if callable(getattr(o, name, None)))
+
+        self.forwarding = cast("tuple[Observer, ...]", having("forwarded"))
+        self.rebuilding = cast("tuple[Observer, ...]", having("rebuilt"))
+        self.listening = cast("tuple[EventSink, ...]", having("requested"))
+
+    @overload
+    def __getitem__(self, index: int) -> Watcher: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MutableSequence[Watcher]: ...
+
+    def __getitem__(self, index: int | slice) -> Watcher | MutableSequence[Watcher]:
+        return self._all[index]
+
+    @overload
+    def __setitem__(self, index: int, value: Watcher) -> None: ...
+
+    @overload
+    def __setitem__(self, index: slice, value: object) -> None: ...
+
+    def __setitem__(self, index: int | slice, value: object) -> None:
+        self._all[index] = value  # type: ignore[call-overload]
+        self._sort()
+
+    def __delitem__(self, index: int | slice) -> None:
+        del self._all[index]
+        self._sort()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def insert(self, index: int, value: Watcher) -> None:
+        self._all.insert(index, value)
+        self._sort()
