@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kroute.gateway.status_writer import TokenBucket, _Pending
+from kroute.gateway.status_writer import TokenBucket, _Pending, _Withdrawals
+from kroute.objects import ObjectRef
+from kroute.status import Desired
 
 
 def test_token_bucket_spends_its_burst_then_spaces_by_rate() -> None:
@@ -61,3 +63,25 @@ def test_own_writes_stand_in_until_the_store_moves_on() -> None:
     pending.wrote("HTTPRoute", "1", route("2", "ours"))
     assert pending.overlay([]) == []  # deleted: forgotten
     assert pending.overlay([route("1")]) == [route("1")]
+
+
+def test_addresses_taken_back_by_another_writer_are_left_to_it() -> None:
+    """kroute takes its addresses from an Ingress it stopped serving, once; if they come back
+    (another installation publishes the same ones there), it does not fight for them, until it
+    serves that Ingress again."""
+    ref = ObjectRef("Ingress", "default", "www")
+    gone, served = Desired({}, ref, None), Desired({}, ref, {"loadBalancer": {}})
+    withdrawals = _Withdrawals()
+    withdrawals.note(gone)
+    assert withdrawals.allows(gone)
+    withdrawals.wrote(gone)
+    withdrawals.note(gone)
+    assert not withdrawals.allows(gone)  # they came back: someone else's
+    assert not withdrawals.allows(gone)
+    withdrawals.note(served)  # served again: kroute's to write, and later to take back
+    assert withdrawals.allows(served)
+    withdrawals.note(gone)
+    assert withdrawals.allows(gone)
+    route = Desired({}, ObjectRef("HTTPRoute", "default", "r"), None)
+    withdrawals.wrote(route)
+    assert withdrawals.allows(route)  # (parents entries are per controller: no such fight)

@@ -144,6 +144,7 @@ class StatusWriter:
         self._wake: anyio.Event | None = None
         self._idle = False
         self._pending = _Pending()
+        self._withdrawals = _Withdrawals()
         self._counts = {"rounds": 0, "writes": 0, "conflicts": 0, "failures": 0, "requests": 0}
         for source in router.sources:
             source.subscribe(self._changed)
@@ -216,7 +217,8 @@ class StatusWriter:
         todo = []
         for want in desired_statuses(objects, settings, compiled=compiled):
             update = update_for(want, settings, now=now)
-            if update is not None and update.changed:
+            self._withdrawals.note(want)
+            if update is not None and update.changed and self._withdrawals.allows(want):
                 todo.append((want, update))
         failures = 0
         limiter = anyio.CapacityLimiter(self.concurrency)
@@ -224,7 +226,9 @@ class StatusWriter:
         async def write(want: Desired, update: StatusUpdate) -> None:
             nonlocal failures
             async with limiter:
-                if not await self._write(want, update, settings):
+                if await self._write(want, update, settings):
+                    self._withdrawals.wrote(want)
+                else:
                     failures += 1
                     self._counts["failures"] += 1
 
@@ -287,6 +291,44 @@ class StatusWriter:
     def _changed(self, kind: kinds.Kind, changes: Iterable[Change]) -> None:
         if kind != kinds.ENDPOINT_SLICE and self._wake is not None:
             self._wake.set()
+
+
+class _Withdrawals:
+    """Ingresses kroute took its published addresses from (it stopped serving them), and
+    those where the addresses came back since: another writer publishes the same ones there (a
+    second kroute installation on the same nodes serving another class, say). Taking them again
+    would fight it write for write, for ever; kroute leaves such an Ingress alone, says so once,
+    and takes it up again when it serves it."""
+
+    def __init__(self) -> None:
+        self.taken: set[tuple[str, str]] = set()
+        self.contested: set[tuple[str, str]] = set()
+
+    def note(self, want: Desired) -> None:
+        """Every object planned: one kroute serves (again) is nobody else's to fight over."""
+        if want.ref.kind == "Ingress" and want.status is not None:
+            key = (want.ref.namespace, want.ref.name)
+            self.taken.discard(key)
+            self.contested.discard(key)
+
+    def allows(self, want: Desired) -> bool:
+        """Whether a changed status of `want` may be written."""
+        if want.ref.kind != "Ingress" or want.status is not None:
+            return True
+        key = (want.ref.namespace, want.ref.name)
+        if key in self.contested:
+            return False
+        if key in self.taken:
+            self.contested.add(key)
+            _log.warning("status: Ingress %s/%s got kroute's addresses back from another writer "
+                         "after kroute took them (it does not serve it): left as it is",
+                         *key)  # fmt: skip
+            return False
+        return True
+
+    def wrote(self, want: Desired) -> None:
+        if want.ref.kind == "Ingress" and want.status is None:
+            self.taken.add((want.ref.namespace, want.ref.name))
 
 
 class _Pending:
