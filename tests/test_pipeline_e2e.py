@@ -13,6 +13,7 @@ import pytest
 from kroute.gateway.router import Router
 from kroute.pipeline import Answer, Filters, UpstreamRequest
 from kroute.transport.conformance import Backend
+from kroute.transport.proxy import TrustedProxies
 from tests.builders import httproute, ingress, ingressroute, to
 from tests.fronts import FrontClient, echo_gateway
 
@@ -274,3 +275,64 @@ async def test_what_kroute_cannot_apply_fails_closed(
     assert b"auth" not in body
     assert backend.hits == {}
     assert router.refused  # and said out loud (explain and the admin API read this)
+
+
+SAID = [(b"X-Forwarded-Uri", b"/public"), (b"X-Forwarded-Method", b"GET"),
+        (b"X-Real-Ip", b"10.0.0.1"), (b"X_Forwarded_For", b"10.0.0.2")]  # fmt: skip
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_what_a_client_says_of_its_request_goes_on_only_from_a_trusted_proxy(
+    every_front: str, trusted: bool
+) -> None:
+    """X-Forwarded-Uri, -Method, X-Real-Ip (Traefik's forwardedheaders set) reach the backend
+    only from a trusted proxy (a forwardAuth service reads them); underscore spellings never."""
+    plain = [httproute("plain", [{"backendRefs": [to("web")]}], hostnames=["plain.local"])]
+    proxies = TrustedProxies.of("127.0.0.0/8") if trusted else TrustedProxies()
+    async with echo_gateway(plain, every_front, trusted=proxies) as (front, _, _):
+        got = await echoed(front, "plain.local", SAID)
+    said = {k: got.get(k) for k in ("x-forwarded-uri", "x-forwarded-method", "x-real-ip")}
+    if trusted:
+        assert said == {"x-forwarded-uri": ["/public"], "x-forwarded-method": ["GET"],
+                        "x-real-ip": ["10.0.0.1"]}  # fmt: skip
+    else:
+        assert said == dict.fromkeys(said)
+    assert "x_forwarded_for" not in got
+
+
+async def test_gateway_answers_to_head_carry_no_body(every_front: str) -> None:
+    """A gateway's own answer (no route: 404; a step's: 403) to HEAD has the head a GET would
+    get and no body (RFC 9110 section 9.3.2); the next request on the connection is answered
+    as itself (a body there would be read as the start of the next response)."""
+    routes = [httproute("plain", [{"backendRefs": [to("web")]}], hostnames=["plain.local"]),
+              httproute("refused", [{"filters": [ext("nobody")], "backendRefs": [to("web")]}],
+                        hostnames=["refused.local"])]  # fmt: skip
+    filters = Filters()
+    filters.register("nobody")(lambda request: Answer(403, "nobody may"))
+    async with echo_gateway(routes, every_front, filters=filters) as (front, backend, _):
+        for host, status in (("nowhere.local", 404), ("refused.local", 403)):
+            got, headers, body = await front.request(host, "/echo", method="HEAD")
+            assert (got, body) == (status, b"")
+            length = {n.lower(): v for n, v in headers}[b"content-length"]
+            assert int(length) > 0  # (what a GET would have got)
+            if front.port is not None:  # the same, on one connection, read as it comes
+                await head_then_get(front.port, host, status)
+        assert backend.hits == ({"/echo": 2} if every_front != "asgi" else {})
+
+
+async def head_then_get(port: int, host: str, status: int) -> None:
+    """HEAD to `host` and GET to plain.local pipelined on one connection: two whole answers,
+    the first without a body."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(f"HEAD /echo HTTP/1.1\r\nHost: {host}\r\n\r\nGET /echo HTTP/1.1\r\n"
+                          "Host: plain.local\r\nConnection: close\r\n\r\n".encode())  # fmt: skip
+        received = b""
+        with anyio.fail_after(5):
+            while True:
+                try:
+                    received += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+    first, _, rest = received.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 %d" % status)
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:80]

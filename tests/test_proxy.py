@@ -95,6 +95,23 @@ def test_trusted_peer_forwarding_headers_are_extended() -> None:
     assert out[b"Forwarded"] == b'for=10.0.0.1, for=10.1.2.3;proto=http;host="shop.example.com"'
 
 
+VOUCHING = [(b"X-Forwarded-Uri", b"/public"), (b"x-forwarded-method", b"GET"),
+            (b"X-Real-Ip", b"10.0.0.1"), (b"X_Forwarded_For", b"10.0.0.2"),
+            (b"x_forwarded_uri", b"/public"), (b"X-Forwarded-Prefix", b"/app")]  # fmt: skip
+
+
+def test_what_a_request_says_of_itself_is_believed_only_from_a_trusted_proxy() -> None:
+    # Traefik's forwardedheaders: X-Forwarded-Uri/-Method/-Prefix/-Server/-Tls-Client-Cert*,
+    # X-Real-Ip come only from trusted proxies; underscore spellings from nobody.
+    names = [n for n, _ in forwarding_headers(VOUCHING, HOP)]
+    assert names == [b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Host",
+                     b"X-Forwarded-Port", b"Forwarded"]  # fmt: skip
+    hop = Hop(client="10.1.2.3", scheme="http", host="shop.example.com", port=80)
+    out = forwarding_headers(VOUCHING, hop, TrustedProxies.of("10.0.0.0/8"))
+    assert out[5:] == [(b"X-Forwarded-Uri", b"/public"), (b"X-Forwarded-Method", b"GET"),
+                       (b"X-Real-Ip", b"10.0.0.1"), (b"X-Forwarded-Prefix", b"/app")]  # fmt: skip
+
+
 def test_ipv6_client_in_forwarded_is_bracketed_and_quoted() -> None:
     hop = Hop(client="2001:db8::1", scheme="http", host="a", port=80)
     assert (

@@ -42,10 +42,28 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
     b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })  # fmt: skip
-FORWARDING = frozenset({
+#: What the next hop is told of this one (`forwarding_headers`): set anew for each request,
+#: extending a trusted proxy's values.
+HOP_FIELDS = frozenset({
     b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
     b"forwarded",
 })  # fmt: skip
+#: Fields that describe the request to whoever comes next, which only a trusted proxy may say
+#: (the rest of Traefik's forwardedheaders `XHeadersSet`): passed on from a trusted proxy,
+#: dropped from anyone else. Without this a client could tell a forwardAuth service it asks for
+#: another path or method (X-Forwarded-Uri, X-Forwarded-Method) than it does.
+VOUCHED = {
+    b"x-forwarded-uri": b"X-Forwarded-Uri", b"x-forwarded-method": b"X-Forwarded-Method",
+    b"x-forwarded-prefix": b"X-Forwarded-Prefix", b"x-forwarded-server": b"X-Forwarded-Server",
+    b"x-forwarded-tls-client-cert": b"X-Forwarded-Tls-Client-Cert",
+    b"x-forwarded-tls-client-cert-info": b"X-Forwarded-Tls-Client-Cert-Info",
+    b"x-real-ip": b"X-Real-Ip",
+}  # fmt: skip
+#: Every forwarding field, also spelled with underscores, which some backends read as the same
+#: field (CGI makes HTTP_X_FORWARDED_FOR of both spellings): those are dropped from everyone.
+FORWARDING = (HOP_FIELDS | VOUCHED.keys()) | {
+    name.replace(b"-", b"_") for name in HOP_FIELDS | VOUCHED.keys() if b"-" in name
+}
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
@@ -147,7 +165,8 @@ def _node(address: str) -> str:
 def forwarding_headers(
     headers: Iterable[tuple[bytes, bytes]], hop: Hop, trusted: TrustedProxies = TrustedProxies()
 ) -> Headers:
-    """The headers with X-Forwarded-For/-Proto/-Host/-Port and Forwarded describing `hop`."""
+    """The headers with X-Forwarded-For/-Proto/-Host/-Port and Forwarded describing `hop`;
+    the other forwarding fields (`VOUCHED`) only when the peer is a trusted proxy."""
     out: Headers = []
     incoming: dict[bytes, list[bytes]] | None = None
     for name, value in headers:
@@ -174,6 +193,9 @@ def forwarding_headers(
     element = f'for={_node(hop.client)};proto={hop.scheme};host="{hop.host}"'.encode()
     earlier = prior(b"forwarded")
     out.append((b"Forwarded", earlier + b", " + element if earlier else element))
+    if incoming is not None:  # (a trusted proxy's: what it says of the request goes on)
+        out.extend((VOUCHED[name], value) for name, values in incoming.items()
+                   if name in VOUCHED for value in values)  # fmt: skip
     return out
 
 
@@ -225,10 +247,16 @@ def error_response(error: KrouteError) -> tuple[int, Headers, bytes]:
 
 
 def _answered(answer: Answered) -> tuple[int, Headers, bytes]:
-    """A step's own answer: its headers and body (a short text when it gave none), framed."""
+    """A step's own answer: its headers and body (a short text when it gave none), framed. An
+    interim status is no answer (RFC 9110 section 15.2: a final one must follow): 500; 204 and
+    304 go without a body or Content-Length (RFC 9110 sections 8.6, 15.3.5, 15.4.5)."""
     status = answer.status_hint
-    body = answer.body or f"{status} {REASONS.get(status, 'Error')}\n".encode()
+    if status < 200:
+        return error_response(KrouteError(f"a step answered with interim status {status}"))
     headers = [(n, v) for n, v in answer.headers if n.lower() != b"content-length"]
+    if status in (204, 304):
+        return status, headers, b""
+    body = answer.body or f"{status} {REASONS.get(status, 'Error')}\n".encode()
     if not any(n.lower() == b"content-type" for n, _ in headers):
         headers.append((b"Content-Type", b"text/plain; charset=utf-8"))
     headers.append((b"Content-Length", str(len(body)).encode()))

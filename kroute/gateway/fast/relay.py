@@ -237,6 +237,8 @@ class Relay:
         keep = self.client_stays() and self.message.complete
         if not keep:
             headers = [*headers, (b"Connection", b"close")]
+        if bodiless(self.message.method, status):
+            body = b""  # (Content-Length stays: what a GET would get, RFC 9110 section 9.3.2)
         head = status_line(status) + render_headers(headers) + self.gateway.hsts_line
         self.pending.append(head + b"\r\n" + body)  # (error_response sets Content-Length)
         self.body_bytes = len(body)
