@@ -123,6 +123,26 @@ def test_a_burst_of_routing_changes_costs_one_rebuild() -> None:
     assert router.statistics().rebuilds == before + 2
 
 
+def test_a_status_write_costs_no_rebuild() -> None:
+    """Routing never reads `status`: a change to it alone (a controller's write, kroute's own
+    StatusWriter's) leaves the table as it is; any other change rebuilds it."""
+    source = seed()
+    router = Router([source], rng=random.Random(1))
+    www = ingress("extra", [("x.local", [("/", "Prefix", "test-www")])])
+    source.apply({**www, "metadata": {**www["metadata"], "resourceVersion": "1"}})
+    assert router.route(head("x.local")).status == 200
+    before = router.statistics().rebuilds
+    written = {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}
+    source.apply({**www, "metadata": {**www["metadata"], "resourceVersion": "2"},
+                  "status": written})  # fmt: skip
+    assert router.route(head("x.local")).status == 200
+    assert router.statistics().rebuilds == before
+    labelled = {**www["metadata"], "resourceVersion": "3", "labels": {"a": "b"}}
+    source.apply({**www, "metadata": labelled, "status": written})
+    router.route(head("x.local"))
+    assert router.statistics().rebuilds == before + 1
+
+
 def test_every_watched_kind_but_pools_and_tls_rebuilds_the_table() -> None:
     """A kind the sources watch by default either feeds the pools (Services, EndpointSlices)
     or the table (Secrets too: basicAuth Middlewares read them; the certificates as well): a

@@ -72,6 +72,31 @@ class Change:
     old: Obj | None = None
 
 
+def status_only(change: Change) -> bool:
+    """A MODIFIED change that touched only the object's `status` (and its resourceVersion):
+    what a controller writing status makes, kroute's StatusWriter included. Routing never reads
+    `status`, so nothing needs compiling again for it (and state kept across rebuilds, such as a
+    circuit breaker's, is not disturbed by every status write)."""
+    old, new = change.old, change.object
+    if (
+        change.type != "MODIFIED"
+        or old is None
+        or old.keys() - {"status"} != new.keys() - {"status"}
+    ):
+        return False
+    for key, value in new.items():
+        if key == "metadata" and isinstance(value, dict) and isinstance(old.get(key), dict):
+            if _unversioned(value) != _unversioned(old[key]):
+                return False
+        elif key != "status" and old.get(key) != value:
+            return False
+    return True
+
+
+def _unversioned(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k not in ("resourceVersion", "managedFields")}
+
+
 class Store:
     """The cache of one kind."""
 

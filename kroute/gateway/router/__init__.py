@@ -73,7 +73,7 @@ from kroute.transport.base import ForwardRequest, ForwardResponse, Transport
 from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.sources import Source, stored
-from kroute.watch.store import Change
+from kroute.watch.store import Change, status_only
 
 __all__ = [
     "ROUTING_KINDS", "Decision", "EventSink", "Observer", "Observers", "Router",
@@ -283,6 +283,8 @@ class Router:
 
     def _changed(self, kind: kinds.Kind, changes: Sequence[Change]) -> None:
         if kind in ROUTING_KINDS:
+            if self._published and all(status_only(change) for change in changes):
+                return  # (status written: nothing routing reads changed)
             self._stale = True
             if not self._published and all(s.synced for s in self.sources):
                 self.rebuild()  # the first table: readiness waits for it
