@@ -17,6 +17,7 @@ from typing import Any
 import anyio.abc
 import httpcore
 
+from kroute.chunks import OneChunk
 from kroute.errors import (
     UpstreamClosed,
     UpstreamConnectError,
@@ -115,7 +116,7 @@ class HttpcoreTransport:
             httpcore.URL(scheme=scheme, host=target.host.encode(), port=target.port,
                          target=request.target.encode()),
             headers=[*request.headers, *framing_headers(request)],
-            content=request.body,
+            content=OneChunk(request.body) if isinstance(request.body, bytes) else request.body,
             extensions=extensions,
         )  # fmt: skip
         with _mapped(target):

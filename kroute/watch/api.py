@@ -30,6 +30,7 @@ import anyio
 import anyio.to_thread
 import httpcore
 
+from kroute.chunks import OneChunk
 from kroute.errors import KrouteError
 from kroute.watch.cluster import Cluster
 from kroute.watch.kinds import Kind
@@ -227,7 +228,7 @@ class ApiClient:
             headers.append(("Content-Type", content_type))
         try:
             response = await self._pool.request(
-                method, url, headers=headers, content=content,
+                method, url, headers=headers, content=OneChunk(content),
                 extensions=request_extensions(self.cluster, self.timeout),
             )  # fmt: skip
         except NETWORK_ERRORS as exc:
