@@ -185,7 +185,7 @@ def compile_objects(
             ).unwrap())  # fmt: skip
         except FieldError as exc:
             out.reject(item, exc, ref)
-    table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached)
+    table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached, filters)
     out.routes, retried = retry.apply(breaker.per_route(table.resolve(out.routes)))
     out.notes.extend(retried)
     if cache is not None:
@@ -258,8 +258,9 @@ Cached = Callable[[str, Obj, Any, Callable[[], _Outcome]], _Outcome]
 
 
 def _compile_middlewares(
-    by_kind: dict[str, list[Manifest]], out: _Collector, cross_namespace: bool, cached: Cached
-) -> middlewares.Middlewares:
+    by_kind: dict[str, list[Manifest]], out: _Collector, cross_namespace: bool, cached: Cached,
+    filters: Filters,
+) -> middlewares.Middlewares:  # fmt: skip
     """Every Middleware compiled (`kroute.rules.middlewares`); an invalid one is reported
     here, and the routes that name it fail closed saying why."""
     compiled = []
@@ -273,9 +274,9 @@ def _compile_middlewares(
         read = middlewares.secret_of(item.obj)  # (its Secret is part of what it compiles from)
         secret = secrets.get((ref.namespace, read)) if read else None
         one: middlewares.Compiled = cached(
-            "Middleware", item.obj, (cross_namespace, item.origin, read, secret),
+            "Middleware", item.obj, (cross_namespace, item.origin, read, secret, filters),
             _attempt(functools.partial(middlewares.compile_middleware, item.obj, ref,
-                                       cross_namespace, secrets)),
+                                       cross_namespace, secrets, filters)),
         ).unwrap()  # fmt: skip
         if one.error is not None:
             out.reject(item, one.error, ref)

@@ -14,6 +14,7 @@ from typing import Any
 
 from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
+from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Step
 from kroute.rules.middlewares import (
     basicauth,
@@ -27,6 +28,7 @@ from kroute.rules.middlewares import (
 from kroute.rules.middlewares.breaker import circuit_breaker
 from kroute.rules.middlewares.forward_auth import forward_auth
 from kroute.rules.middlewares.headers import headers
+from kroute.rules.middlewares.plugin import plugin
 from kroute.rules.middlewares.refs import Compiled, crd_refs
 
 API_GROUPS = ("traefik.io", "traefik.containo.us")
@@ -64,14 +66,15 @@ BUILT: dict[str, Build] = {
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
 NOT_YET = ("digestAuth", "compress", "buffering", "errors", "passTLSClientCert", "contentType",
-           "grpcWeb", "plugin")  # fmt: skip
+           "grpcWeb")  # fmt: skip
 
 
 def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
-                       secrets: basicauth.Secrets | None = None) -> Compiled:  # fmt: skip
+                       secrets: basicauth.Secrets | None = None,
+                       filters: Filters = NO_FILTERS) -> Compiled:  # fmt: skip
     """One Middleware; an invalid one carries its error (the field and why) instead of steps,
     so the routes that name it can say so. `secrets` are the Secrets by (namespace, name)
-    (basicAuth reads its users there)."""
+    (basicAuth reads its users there); `filters` the application's own steps (`plugin`)."""
     try:
         spec = as_map(obj.get("spec"), "spec")
         types = [k for k in spec if spec[k] is not None]
@@ -86,6 +89,8 @@ def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
             return Compiled(ref, (step,))
         if kind == "basicAuth":
             return Compiled(ref, (basicauth.basic_auth(spec[kind], field, ref, secrets or {}),))
+        if kind == "plugin":
+            return Compiled(ref, (plugin(spec[kind], field, filters),))
         build = BUILT.get(kind)
         if build is None:
             raise FieldError(field, f"unknown middleware type {kind!r}")
