@@ -82,7 +82,7 @@ __all__ = [
 ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
     kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE, kinds.MIDDLEWARE,
-    kinds.SECRET,  # (basicAuth Middlewares read their users from Secrets)
+    kinds.TRAEFIK_SERVICE, kinds.SECRET,  # (basicAuth Middlewares read their users from Secrets)
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
