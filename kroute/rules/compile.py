@@ -81,6 +81,8 @@ class CompileResult:
     refused: tuple[InvalidObject, ...] = ()
     #: What each HTTPRoute parentRef to one of our Gateways came to (`kroute.status` reads it).
     parents: tuple[gateway.ParentOutcome, ...] = ()
+    #: Each Traefik Middleware: its types, the routes using it, its error (the admin API).
+    middlewares: tuple[middlewares.Usage, ...] = ()
     _tables: dict[str, RouteTable] = attrs.field(factory=dict, eq=False, repr=False)
 
     def table_for(self, entry_point: EntryPoint) -> RouteTable:
@@ -199,7 +201,7 @@ def compile_objects(
     if entry_points is not None:
         out.notes.extend(_unserved(out.routes, listeners, entry_points))
     return CompileResult(RouteTable(out.routes), tuple(out.errors), tuple(out.notes),
-                         refusals(out.routes), tuple(out.parents))  # fmt: skip
+                         refusals(out.routes), tuple(out.parents), table.usage())  # fmt: skip
 
 
 def _unserved(

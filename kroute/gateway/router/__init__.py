@@ -64,6 +64,7 @@ from kroute.pool.prober import ActiveProber
 from kroute.rules.compile import CompileCache, CompileResult, compile_objects
 from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, EntryPoint, check_entry_points
 from kroute.rules.memo import RouteMemo
+from kroute.rules.middlewares import Usage
 from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
@@ -241,6 +242,12 @@ class Router:
     def notes(self) -> tuple[str, ...]:
         self.refresh()
         return self._result.notes
+
+    @property
+    def middlewares(self) -> tuple[Usage, ...]:
+        """Each Traefik Middleware of the last compile: types, routes using it, error."""
+        self.refresh()
+        return self._result.middlewares
 
     def refresh(self) -> None:
         """Rebuild now if a routing object changed since the last rebuild."""
