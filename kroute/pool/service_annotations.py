@@ -15,8 +15,7 @@ default are accepted: `service.sticky.cookie: "false"` alone, `service.passhosth
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from kroute.objects import Obj, annotations_of
 
 PREFIX = "traefik.ingress.kubernetes.io/service."
 #: Annotation (after PREFIX) -> the values that mean Traefik's default, compared lower-cased.
@@ -31,8 +30,10 @@ _STICKY = ("kroute's sticky cookie is the gateway's (Router(sticky_cookie=...)),
            "Service's")  # fmt: skip
 
 
-def refused_annotation(annotations: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The first Traefik Service annotation kroute does not apply, with why; None if none."""
+def refused_annotation(service: Obj) -> tuple[str, str] | None:
+    """The first Traefik annotation of `service` kroute does not apply, with why; None if
+    none."""
+    annotations = annotations_of(service)
     for name in sorted(annotations):
         if not name.startswith(PREFIX):
             continue
