@@ -21,7 +21,6 @@ from kroute.pipeline.steps import Answer, Step, UpstreamRequest
 from kroute.rules.middlewares.paths import options_of
 from kroute.rules.middlewares.sources import IPStrategy, ip_strategy, networks
 
-
 #: Client addresses an IPAllowList step remembers its answer for (then it starts afresh).
 REMEMBERED = 4096
 
