@@ -3,6 +3,9 @@ to the first request routed to the new endpoint with 10,000 objects loaded.
 
     python -m nox -s bench      (or: python benchmarks/bench_gateway.py)
     python benchmarks/bench_gateway.py --steps-only   (a route with steps next to one without)
+    python benchmarks/bench_gateway.py --middlewares-only   (an IngressRoute with stripPrefix,
+                                                             headers and ipAllowList, next to
+                                                             the same one without)
 
 Throughput (needs wrk and nginx from Debian's packages; skipped, saying so, without them):
 every proxy runs on core 0, one process, one worker; the backend (nginx, one worker, a 2-byte
@@ -41,6 +44,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import bcrypt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,6 +93,44 @@ STEPS_ROUTE: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+#: Hosts of two IngressRoutes alike but for their Middlewares: stripPrefix /api, a request and a
+#: response header, ipAllowList of the loopback address (what issue 19 asks to cost within 15%
+#: of the same route without middlewares).
+MIDDLEWARES_HOST, PLAIN_ROUTE_HOST = "mw.local", "mw-plain.local"
+#: Hosts of the same IngressRoute through one rateLimit (a limit never reached) or one basicAuth
+#: Middleware (bcrypt, htpasswd -B's cost 5): their cost per request (bench_hotpath.py).
+RATELIMIT_HOST, BASICAUTH_HOST = "ratelimit.local", "basicauth.local"
+BASICAUTH_USER = (b"bench", b"bench-password")
+
+
+def _middleware(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "traefik.io/v1alpha1", "kind": "Middleware",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}  # fmt: skip
+
+
+def _ingressroute(host: str, *middlewares: str) -> dict[str, Any]:
+    return {"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+            "metadata": {"name": host.split(".")[0], "namespace": "default"},
+            "spec": {"routes": [{"match": f"Host(`{host}`) && PathPrefix(`/api`)",
+                                 "middlewares": [{"name": m} for m in middlewares],
+                                 "services": [{"name": "backend", "port": 80}]}]}}  # fmt: skip
+
+
+MIDDLEWARES_ROUTES = [
+    _middleware("strip", {"stripPrefix": {"prefixes": ["/api"]}}),
+    _middleware("headers", {"headers": {"customRequestHeaders": {"X-Env": "bench"},
+                                        "customResponseHeaders": {"X-Served-By": "kroute"}}}),
+    _middleware("allow", {"ipAllowList": {"sourceRange": ["127.0.0.1/32"]}}),
+    _ingressroute(MIDDLEWARES_HOST, "strip", "headers", "allow"),
+    _ingressroute(PLAIN_ROUTE_HOST),
+    _middleware("limit", {"rateLimit": {"average": 1_000_000_000, "burst": 1_000_000_000}}),
+    _middleware("auth", {"basicAuth": {"users": [b":".join((
+        BASICAUTH_USER[0], bcrypt.hashpw(BASICAUTH_USER[1], bcrypt.gensalt(5)))).decode()]}}),
+    _ingressroute(RATELIMIT_HOST, "limit"),
+    _ingressroute(BASICAUTH_HOST, "auth"),
+]  # fmt: skip
+
+
 def manifests(directory: Path, backend_port: int, *extra: dict[str, Any]) -> None:
     ingress: dict[str, Any] = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                "metadata": {"name": "bench", "namespace": "default"},
@@ -96,7 +138,7 @@ def manifests(directory: Path, backend_port: int, *extra: dict[str, Any]) -> Non
                    "paths": [{"path": "/", "pathType": "Prefix", "backend": {
                        "service": {"name": "backend", "port": {"number": 80}}}}]}}]}}  # fmt: skip
     endpoints = endpoint_slice("backend", backend_port, [("127.0.0.1", "ready")])
-    objects = [ingress, *STEPS_ROUTE, service("backend"), endpoints, *extra]
+    objects = [ingress, *STEPS_ROUTE, *MIDDLEWARES_ROUTES, service("backend"), endpoints, *extra]
     (directory / "objects.json").write_text(json.dumps(objects))
 
 
@@ -195,25 +237,29 @@ def throughput() -> None:
     manifests(workdir, BACKEND)
     env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
     commands = proxies(workdir)
-    steps_only = "--steps-only" in sys.argv  # the steps pairs alone (FastGateway, no nginx pairs)
-    if steps_only:
+    # The pairs of routes alone (FastGateway, no nginx pairs):
+    steps_only, middlewares_only = "--steps-only" in sys.argv, "--middlewares-only" in sys.argv
+    if steps_only or middlewares_only:
         commands = {FAST: commands[FAST]}
     rows: list[tuple[str, int, Run, float]] = []  # proxy, connections, median run, vs nginx
     steps: list[tuple[int, Run, Run, float]] = []
+    middlewares: list[tuple[int, Run, Run, float]] = []
     with running_nginx(BACKEND), running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
         for name, command in commands.items():
             with on_core0(command, GATEWAY, env=env):
                 wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
                 rounds = PAIRED_ROUNDS if name == FAST else 1
-                for connections in () if steps_only else (20, 100):
+                for connections in () if steps_only or middlewares_only else (20, 100):
                     pairs = [(wrk(NGINX_PROXY, connections), wrk(GATEWAY, connections))
                              for _ in range(rounds)]  # fmt: skip
                     if name == FAST:
                         rows.append((NGINX, connections, _median_run([n for n, _ in pairs]), 1.0))
                     ratio = statistics.median(abs(g[0]) / abs(n[0]) for n, g in pairs)
                     rows.append((name, connections, _median_run([g for _, g in pairs]), ratio))
-                if name == FAST:
-                    steps = steps_pairs()
+                if name == FAST and not middlewares_only:
+                    steps = route_pairs(PROBE_HOST, STEPS_HOST)
+                if name == FAST and not steps_only:
+                    middlewares = route_pairs(PLAIN_ROUTE_HOST, MIDDLEWARES_HOST)
     print(f"Throughput on one core (wrk, {SECONDS} s per row; each proxy run right after an nginx "
           f"run, the ratio is the pair's; FastGateway and nginx: median of {PAIRED_ROUNDS} "
           "such pairs):\n")  # fmt: skip
@@ -224,27 +270,43 @@ def throughput() -> None:
         print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
               f"| {ratio:.2f}x |")  # fmt: skip
     print()
-    print(
+    _pairs_table(
         "FastGateway, a route with steps (a request header set and the path prefix /api "
-        f"replaced) next to a route without, same path, back to back ({PAIRED_ROUNDS} pairs):\n"
+        "replaced) next to a route without, same path",
+        "steps",
+        steps,
     )
-    print("| connections | without steps req/s | with steps req/s | p99 ms without / with "
+    _pairs_table(
+        "FastGateway, an IngressRoute with the Middlewares stripPrefix, headers "
+        "(a request and a response header) and ipAllowList next to the same "
+        "IngressRoute without, same path",
+        "middlewares",
+        middlewares,
+    )
+
+
+def _pairs_table(title: str, what: str, pairs: list[tuple[int, Run, Run, float]]) -> None:
+    if not pairs:
+        return
+    print(f"{title}, back to back ({PAIRED_ROUNDS} pairs):\n")
+    print(f"| connections | without {what} req/s | with {what} req/s | p99 ms without / with "
           "| with / without |")  # fmt: skip
     print("| --- | --- | --- | --- | --- |")
-    for connections, plain, stepped, ratio in steps:
+    for connections, plain, stepped, ratio in pairs:
         flag = " (errors!)" if plain[0] < 0 or stepped[0] < 0 else ""
         print(f"| {connections}{flag} | {abs(plain[0]):,.0f} | {abs(stepped[0]):,.0f} "
               f"| {plain[2]:.2f} / {stepped[2]:.2f} | {ratio:.2f}x |")  # fmt: skip
     print()
 
 
-def steps_pairs() -> list[tuple[int, Run, Run, float]]:
-    """FastGateway on the same path with and without steps, back to back (PAIRED_ROUNDS
-    pairs per number of connections): (connections, median run without, with, ratio)."""
+def route_pairs(plain: str, host: str) -> list[tuple[int, Run, Run, float]]:
+    """FastGateway on the same path of the routes for `plain` and `host` (the same route with
+    steps or Middlewares), back to back (PAIRED_ROUNDS pairs per number of connections):
+    (connections, median run without, with, ratio)."""
     out = []
     for connections in (20, 100):
-        pairs = [(wrk(GATEWAY, connections, path="/api/ok"),
-                  wrk(GATEWAY, connections, host=STEPS_HOST, path="/api/ok"))
+        pairs = [(wrk(GATEWAY, connections, host=plain, path="/api/ok"),
+                  wrk(GATEWAY, connections, host=host, path="/api/ok"))
                  for _ in range(PAIRED_ROUNDS)]  # fmt: skip
         ratio = statistics.median(abs(s[0]) / abs(p[0]) for p, s in pairs)
         out.append((connections, _median_run([p for p, _ in pairs]),
@@ -362,7 +424,7 @@ async def change_to_routing() -> None:
 def main() -> None:
     if "--change-only" not in sys.argv:
         throughput()
-    if "--steps-only" not in sys.argv:
+    if "--steps-only" not in sys.argv and "--middlewares-only" not in sys.argv:
         anyio.run(change_to_routing)
 
 

@@ -22,7 +22,9 @@ same from run to run whatever else the machine does (PYTHONHASHSEED is fixed for
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -41,7 +43,15 @@ import httptools
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import STEPS_HOST, manifests
+from bench_gateway import (
+    BASICAUTH_HOST,
+    BASICAUTH_USER,
+    MIDDLEWARES_HOST,
+    PLAIN_ROUTE_HOST,
+    RATELIMIT_HOST,
+    STEPS_HOST,
+    manifests,
+)
 
 import kroute
 from kroute.gateway.fast import FastGateway
@@ -58,6 +68,28 @@ KROUTE, MINIMAL = "kroute FastGateway", "minimal Python proxy (baseline)"
 #: The same request to a route with steps: a header set and a path prefix replaced.
 STEPS = "kroute FastGateway, route with a header set and a prefix rewrite"
 STEPS_REQUEST = b"GET /api/ok HTTP/1.1\r\nHost: %b\r\nUser-Agent: wrk\r\n\r\n" % STEPS_HOST.encode()
+#: An IngressRoute without Middlewares, and the same through stripPrefix + headers +
+#: ipAllowList, one rateLimit, or one basicAuth (the right password, as a logged-in client sends
+#: it with every request).
+ROUTE = "kroute FastGateway, IngressRoute without middlewares"
+MIDDLEWARES = "kroute FastGateway, IngressRoute with stripPrefix + headers + ipAllowList"
+RATELIMIT = "kroute FastGateway, IngressRoute with rateLimit"
+BASICAUTH = "kroute FastGateway, IngressRoute with basicAuth (bcrypt)"
+_CREDENTIALS = b"Authorization: Basic %b" % base64.b64encode(b":".join(BASICAUTH_USER))
+
+
+def _get(host: str, *headers: bytes) -> bytes:
+    lines = b"".join(b"%b\r\n" % h for h in (b"Host: " + host.encode(), b"User-Agent: wrk",
+                                               *headers))  # fmt: skip
+    return b"GET /api/ok HTTP/1.1\r\n%b\r\n" % lines
+
+
+ROUTE_REQUESTS = {
+    ROUTE: _get(PLAIN_ROUTE_HOST),
+    MIDDLEWARES: _get(MIDDLEWARES_HOST),
+    RATELIMIT: _get(RATELIMIT_HOST),
+    BASICAUTH: _get(BASICAUTH_HOST, _CREDENTIALS),
+}
 #: One round: every connection sends its request, then every endpoint answers.
 Round = Callable[[], Any]
 
@@ -200,6 +232,7 @@ ROUNDS: dict[str, Callable[[], Round]] = {
     KROUTE: kroute_round,
     MINIMAL: minimal_round,
     STEPS: lambda: kroute_round(STEPS_REQUEST),
+    **{name: functools.partial(kroute_round, request) for name, request in ROUTE_REQUESTS.items()},
 }
 
 
@@ -272,6 +305,7 @@ def main() -> None:
         print(f"| {name} | {best[name]:.2f} | {best[name] / best[MINIMAL]:.2f}x "
               f"| {best[name] / best[KROUTE]:.2f}x |")  # fmt: skip
     print()
+    _middleware_rows("µs per request", best)
     if "--callgrind" not in sys.argv:
         return
     if shutil.which("valgrind") is None:
@@ -285,6 +319,18 @@ def main() -> None:
     for name in (MINIMAL, KROUTE, STEPS):
         print(f"| {name} | {counted[name]:,.0f} | {counted[name] / counted[MINIMAL]:.2f}x "
               f"| {counted[name] / counted[KROUTE]:.2f}x |")  # fmt: skip
+    print()
+    _middleware_rows("instructions per request (callgrind)",
+                     {name: instructions(name) for name in ROUTE_REQUESTS})  # fmt: skip
+
+
+def _middleware_rows(unit: str, measured: dict[str, float]) -> None:
+    """What Middlewares add to a request of an IngressRoute."""
+    print(f"| IngressRoute | {unit} | added by the middleware |")
+    print("| --- | --- | --- |")
+    for name in ROUTE_REQUESTS:
+        added = measured[name] - measured[ROUTE]
+        print(f"| {name} | {measured[name]:,.2f} | {added:+,.2f} |")
     print()
 
 

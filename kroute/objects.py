@@ -61,7 +61,8 @@ class BackendRef:
 
     `error` is set when the reference cannot be used (Gateway API "ResolvedRefs" false): a
     gateway answers 500 for the share of traffic that would go to it (HTTPRoute spec,
-    BackendRefs).
+    BackendRefs). `fallback` is where requests go while this backend has no usable endpoint
+    (a Traefik failover service).
     """
 
     namespace: str
@@ -69,6 +70,7 @@ class BackendRef:
     port: int | str | None
     weight: int = 1
     error: str | None = None
+    fallback: BackendRef | None = attrs.field(default=None, kw_only=True)
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"
@@ -83,6 +85,8 @@ class BackendRef:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.fallback is not None:
+            out["fallback"] = self.fallback.to_json()
         return out
 
 

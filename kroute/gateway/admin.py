@@ -8,6 +8,8 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
   published, else 503 (a readiness probe; the body says which kinds are not synced);
 - `GET /api/routes`: routes in precedence order, what they match and where they send, and the
   objects that were rejected with the field and reason;
+- `GET /api/middlewares`: each Traefik Middleware: namespace, name, type(s), the routes using
+  it (directly or through chains), its error when invalid, what of it fails closed;
 - `GET /api/services`: every pool with its endpoints, health state and the reason for it, and
   what became of RequestMirror copies (mirrored, dropped, failed, skipped, queued);
 - `GET /api/sources`: per kind: synced, objects, lists, re-lists, reconnects, last error;
@@ -59,6 +61,10 @@ def routes_json(router: Router) -> dict[str, Any]:
         "refused": [_problem(e) for e in router.refused],
         "notes": list(router.notes),
     }
+
+
+def middlewares_json(router: Router) -> dict[str, Any]:
+    return {"middlewares": [usage.to_json() for usage in router.middlewares]}
 
 
 def _problem(error: InvalidObject) -> dict[str, str]:
@@ -133,6 +139,8 @@ class AdminHandler:
             return self._json(sources_json(self.router), 200 if self.router.ready else 503)
         if path == "/api/routes":
             return self._json(routes_json(self.router))
+        if path == "/api/middlewares":
+            return self._json(middlewares_json(self.router))
         if path == "/api/services":
             return self._json(services_json(self.router, now=self.clock()))
         if path == "/api/sources":

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from kroute.objects import FieldError, Obj, ObjectRef, as_list, as_map, as_str, object_ref
+from kroute.pool.service_annotations import refused_annotation
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -188,6 +189,9 @@ class ServiceEndpoints:
         else:
             try:
                 name, number = service_port(service, self.port)
+                refused = refused_annotation(service)
+                if refused is not None:
+                    raise FieldError(f"metadata.annotations[{refused[0]}]", refused[1])
                 spec = as_map(service.get("spec"), "spec")
                 if spec.get("type") == "ExternalName":
                     if not self.allow_external_name:

@@ -18,13 +18,14 @@ from kroute.errors import InvalidObject
 from kroute.objects import FieldError, Manifest, Obj, ObjectRef, object_ref
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.registry import NO_FILTERS, Filters
-from kroute.rules import gateway, ingress, middlewares, traefik
+from kroute.rules import gateway, ingress, middlewares, traefik, traefik_services
 from kroute.rules.entrypoints import EntryPoint, unserved_names
 from kroute.rules.middlewares import breaker, retry
 from kroute.rules.route import Family, Route
 from kroute.rules.table import RouteTable
 
 DEFAULT_CLASS = "kroute"
+_TRAEFIK_KINDS = ("IngressRoute", "Middleware", "TraefikService")
 T = TypeVar("T")
 
 
@@ -80,6 +81,8 @@ class CompileResult:
     refused: tuple[InvalidObject, ...] = ()
     #: What each HTTPRoute parentRef to one of our Gateways came to (`kroute.status` reads it).
     parents: tuple[gateway.ParentOutcome, ...] = ()
+    #: Each Traefik Middleware: its types, the routes using it, its error (the admin API).
+    middlewares: tuple[middlewares.Usage, ...] = ()
     _tables: dict[str, RouteTable] = attrs.field(factory=dict, eq=False, repr=False)
 
     def table_for(self, entry_point: EntryPoint) -> RouteTable:
@@ -144,8 +147,9 @@ def compile_objects(
 
     Kinds read: Ingress and IngressClass (networking.k8s.io), Gateway, HTTPRoute and
     ReferenceGrant (gateway.networking.k8s.io), Namespace (labels, for listener selectors),
-    IngressRoute and Middleware (traefik.io, or the older traefik.containo.us): what routes
-    name of the Middlewares becomes their steps, in place; Secret (core v1), which basicAuth
+    IngressRoute, Middleware and TraefikService (traefik.io, or the older traefik.containo.us):
+    what routes name of the Middlewares becomes their steps, in place, and of the
+    TraefikServices their backends (and mirrors); Secret (core v1), which basicAuth
     Middlewares read their users from. `allow_cross_namespace` is
     Traefik's provider option: IngressRoutes (and chains) may name Services and Middlewares
     of other namespaces. Other kinds are ignored; an
@@ -165,7 +169,9 @@ def compile_objects(
         unknown = _untyped(manifest.obj)
         if unknown is not None:  # nothing may vanish unexplained (a real list's items did)
             out.reject(manifest, FieldError(unknown, "missing: what kind of object is this?"))
-        elif kind in ("IngressRoute", "Middleware") and group in traefik.API_GROUPS:
+        elif (
+            kind in ("IngressRoute", "Middleware", "TraefikService") and group in traefik.API_GROUPS
+        ):
             by_kind.setdefault(kind, []).append(manifest)
         elif kind == "Ingress" and group == "extensions":  # removed in 1.22; reported
             by_kind.setdefault("Ingress", []).append(manifest)
@@ -185,15 +191,17 @@ def compile_objects(
             ).unwrap())  # fmt: skip
         except FieldError as exc:
             out.reject(item, exc, ref)
-    table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached)
-    out.routes, retried = retry.apply(breaker.per_route(table.resolve(out.routes)))
+    services = _compile_traefik_services(by_kind, out, allow_cross_namespace, cached)
+    table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached, filters)
+    routes = table.resolve(services.resolve(out.routes))
+    out.routes, retried = retry.apply(breaker.per_route(routes))
     out.notes.extend(retried)
     if cache is not None:
         cache.finish()
     if entry_points is not None:
         out.notes.extend(_unserved(out.routes, listeners, entry_points))
     return CompileResult(RouteTable(out.routes), tuple(out.errors), tuple(out.notes),
-                         refusals(out.routes), tuple(out.parents))  # fmt: skip
+                         refusals(out.routes), tuple(out.parents), table.usage())  # fmt: skip
 
 
 def _unserved(
@@ -258,29 +266,55 @@ Cached = Callable[[str, Obj, Any, Callable[[], _Outcome]], _Outcome]
 
 
 def _compile_middlewares(
-    by_kind: dict[str, list[Manifest]], out: _Collector, cross_namespace: bool, cached: Cached
-) -> middlewares.Middlewares:
+    by_kind: dict[str, list[Manifest]], out: _Collector, cross_namespace: bool, cached: Cached,
+    filters: Filters,
+) -> middlewares.Middlewares:  # fmt: skip
     """Every Middleware compiled (`kroute.rules.middlewares`); an invalid one is reported
     here, and the routes that name it fail closed saying why."""
-    compiled = []
     secrets = _secrets(by_kind)
-    for item in by_kind.get("Middleware", []):
+
+    def build(item: Manifest, ref: ObjectRef) -> tuple[Any, Callable[[], Any]]:
+        read = middlewares.secret_of(item.obj)  # (its Secret is part of what it compiles from)
+        secret = secrets.get((ref.namespace, read)) if read else None
+        return ((cross_namespace, item.origin, read, secret, filters),
+                functools.partial(middlewares.compile_middleware, item.obj, ref,
+                                  cross_namespace, secrets, filters))  # fmt: skip
+
+    return middlewares.Middlewares(_each(by_kind, out, "Middleware", cached, build))
+
+
+def _compile_traefik_services(
+    by_kind: dict[str, list[Manifest]], out: _Collector, cross_namespace: bool, cached: Cached
+) -> traefik_services.TraefikServices:
+    """Every TraefikService compiled (`kroute.rules.traefik_services`), reported and failing
+    closed as Middlewares do."""
+
+    def build(item: Manifest, ref: ObjectRef) -> tuple[Any, Callable[[], Any]]:
+        return ((cross_namespace, item.origin),
+                functools.partial(traefik_services.compile_traefik_service, item.obj, ref,
+                                  cross_namespace))  # fmt: skip
+
+    return traefik_services.TraefikServices(_each(by_kind, out, "TraefikService", cached, build))
+
+
+def _each(by_kind: dict[str, list[Manifest]], out: _Collector, kind: str, cached: Cached,
+          build: Callable[[Manifest, ObjectRef], tuple[Any, Callable[[], Any]]]
+          ) -> list[Any]:  # fmt: skip
+    """Each object of `kind` compiled (cached by the context `build` gives with the compiler);
+    what compiled with an `error` is reported, and kept: routes naming it say why."""
+    compiled = []
+    for item in by_kind.get(kind, []):
         try:
             ref = object_ref(item.obj)
         except FieldError as exc:
             out.reject(item, exc)
             continue
-        read = middlewares.secret_of(item.obj)  # (its Secret is part of what it compiles from)
-        secret = secrets.get((ref.namespace, read)) if read else None
-        one: middlewares.Compiled = cached(
-            "Middleware", item.obj, (cross_namespace, item.origin, read, secret),
-            _attempt(functools.partial(middlewares.compile_middleware, item.obj, ref,
-                                       cross_namespace, secrets)),
-        ).unwrap()  # fmt: skip
+        context, compile_one = build(item, ref)
+        one = cached(kind, item.obj, context, _attempt(compile_one)).unwrap()
         if one.error is not None:
             out.reject(item, one.error, ref)
         compiled.append(one)
-    return middlewares.Middlewares(compiled)
+    return compiled
 
 
 def _secrets(by_kind: dict[str, list[Manifest]]) -> dict[tuple[str, str], Obj]:

@@ -34,14 +34,12 @@ from typing import Any
 
 from kroute.errors import RuleSyntaxError
 from kroute.objects import (
-    BackendRef,
     FieldError,
     Obj,
     ObjectRef,
     as_int,
     as_list,
     as_map,
-    as_str,
     req_str,
 )
 from kroute.pipeline.filters import Refuse
@@ -72,6 +70,7 @@ from kroute.rules.middlewares.refs import crd_refs
 from kroute.rules.regex import Regex, compile_regex
 from kroute.rules.request import normalize_host, normalize_path
 from kroute.rules.route import Family, Route
+from kroute.rules.traefik_backends import reference
 
 API_GROUPS = ("traefik.io", "traefik.containo.us")
 
@@ -207,38 +206,6 @@ def default_priority(rule: str) -> int:
     return len(rule) - penalty(parse_rule(rule))
 
 
-def _services(
-    values: list[Any], field: str, ref: ObjectRef, cross_namespace: bool
-) -> tuple[BackendRef, ...]:
-    out = []
-    for k, value in enumerate(values):
-        item_field = f"{field}[{k}]"
-        item = as_map(value, item_field)
-        kind = item.get("kind", "Service")
-        if kind != "Service":
-            raise FieldError(f"{item_field}.kind", f"{kind!r} services are not supported by kroute")
-        name = req_str(item.get("name"), f"{item_field}.name")
-        namespace = as_str(item.get("namespace"), f"{item_field}.namespace") or ref.namespace
-        port_value = item.get("port")
-        port: int | str
-        if isinstance(port_value, str) and not (port_value.isascii() and port_value.isdigit()):
-            port = port_value
-        elif isinstance(port_value, str):
-            port = as_int(int(port_value), f"{item_field}.port", default=0, low=1, high=65535)
-        else:
-            port = as_int(port_value, f"{item_field}.port", default=0, low=1, high=65535)
-            if port == 0:
-                raise FieldError(f"{item_field}.port", "required")
-        weight = as_int(
-            item.get("weight"), f"{item_field}.weight", default=1, low=0, high=1_000_000
-        )
-        error = None
-        if namespace != ref.namespace and not cross_namespace:
-            error = "cross-namespace references are disabled (Traefik's allowCrossNamespace)"
-        out.append(BackendRef(namespace, name, port, weight, error))
-    return tuple(out)
-
-
 def compile_ingressroute(
     obj: Obj, ref: ObjectRef, *, allow_cross_namespace: bool = False, origin: str = ""
 ) -> list[Route]:
@@ -271,15 +238,17 @@ def compile_ingressroute(
                 if less
                 else " (rule length)"
             )
-        backends = _services(
-            as_list(raw.get("services"), f"{field}.services"),
-            f"{field}.services",
-            ref,
-            allow_cross_namespace,
-        )
+        services = [
+            reference(item, f"{field}.services[{k}]", ref.namespace, allow_cross_namespace)
+            for k, item in enumerate(as_list(raw.get("services"), f"{field}.services"))
+        ]
+        backends = tuple(s.backend for s in services)
+        refused = tuple(r for s in services for r in s.refused)
         refs = crd_refs(raw.get("middlewares"), f"{field}.middlewares", ref.namespace,
                         allow_cross_namespace)  # fmt: skip
-        chain = tls_chain + _unsupported(raw, field) + Chain(refs)
+        chain = tls_chain + _unsupported(raw, field) + Chain(refused + refs)
+        backend_chains = (tuple(Chain(s.steps) for s in services)
+                          if any(s.steps for s in services) else ())  # fmt: skip
         for k, alternative in enumerate(to_dnf(condition)):
             routes.append(
                 Route(
@@ -297,6 +266,7 @@ def compile_ingressroute(
                     why=why,
                     origin=origin,
                     chain=chain,
+                    backend_chains=backend_chains,
                     attachment=attachment,
                 )
             )
@@ -321,25 +291,19 @@ def _attachment(spec: Mapping[str, Any]) -> tuple[Attachment | None, Chain]:
     return Attachment(frozenset(names) if names else None, tls=tls is not None), Chain(refused)
 
 
-#: Fields of an IngressRoute route and of its services that kroute applies (`middlewares`:
-#: `kroute.rules.middlewares`); anything else (sticky sessions, a backend scheme...) changes
-#: who may reach a backend or what it receives, so a route that sets it fails closed (answers
-#: 500) and says why.
+#: Fields of an IngressRoute route that kroute applies (`middlewares`:
+#: `kroute.rules.middlewares`; its services': `kroute.rules.traefik_backends`); anything else
+#: changes what a request goes through, so a route that sets it fails closed (answers 500) and
+#: says why.
 _ROUTE_FIELDS = frozenset({"match", "kind", "priority", "services", "middlewares"})
-_SERVICE_FIELDS = frozenset({"kind", "name", "namespace", "port", "weight"})
 #: Fields set to the value that means what kroute does anyway.
-_DEFAULTS = {"passHostHeader": True, "syntax": "v3"}
+_DEFAULTS = {"syntax": "v3"}
 
 
 def _unsupported(route: Mapping[str, Any], field: str) -> Chain:
     """A Refuse step for each field of an IngressRoute route kroute does not apply."""
     steps: list[Step] = []
-    fields = [(f"{field}.{k}", k, v) for k, v in route.items() if k not in _ROUTE_FIELDS]
-    for k, service in enumerate(as_list(route.get("services"), f"{field}.services")):
-        fields += [(f"{field}.services[{k}].{name}", name, value)
-                   for name, value in as_map(service, f"{field}.services[{k}]").items()
-                   if name not in _SERVICE_FIELDS]  # fmt: skip
-    for where, name, value in fields:
-        if name not in _DEFAULTS or _DEFAULTS[name] != value:
-            steps.append(Refuse(where, reason=f"{name} is not supported by kroute yet"))
+    for name, value in route.items():
+        if name not in _ROUTE_FIELDS and (name not in _DEFAULTS or _DEFAULTS[name] != value):
+            steps.append(Refuse(f"{field}.{name}", reason=f"{name} is not supported by kroute yet"))
     return Chain(tuple(steps))

@@ -49,6 +49,7 @@ HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 REFERENCE_GRANT = Kind("gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant")
 INGRESS_ROUTE = Kind("traefik.io", "v1alpha1", "ingressroutes", "IngressRoute")
 MIDDLEWARE = Kind("traefik.io", "v1alpha1", "middlewares", "Middleware")
+TRAEFIK_SERVICE = Kind("traefik.io", "v1alpha1", "traefikservices", "TraefikService")
 #: Not routed: the lock of leader election (kroute.watch.leader).
 LEASE = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 
@@ -56,4 +57,5 @@ LEASE = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 ROUTING_KINDS = (
     INGRESS, INGRESS_CLASS, SERVICE, ENDPOINT_SLICE, SECRET, NAMESPACE,
     GATEWAY_CLASS, GATEWAY, HTTP_ROUTE, REFERENCE_GRANT, INGRESS_ROUTE, MIDDLEWARE,
+    TRAEFIK_SERVICE,
 )  # fmt: skip

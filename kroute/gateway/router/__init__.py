@@ -65,6 +65,7 @@ from kroute.pool.prober import ActiveProber
 from kroute.rules.compile import CompileCache, CompileResult, compile_objects
 from kroute.rules.entrypoints import DEFAULT_ENTRY_POINTS, EntryPoint, check_entry_points
 from kroute.rules.memo import RouteMemo
+from kroute.rules.middlewares import Usage
 from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
@@ -83,7 +84,7 @@ __all__ = [
 ROUTING_KINDS = frozenset({
     kinds.INGRESS, kinds.INGRESS_CLASS, kinds.GATEWAY, kinds.GATEWAY_CLASS, kinds.HTTP_ROUTE,
     kinds.REFERENCE_GRANT, kinds.NAMESPACE, kinds.INGRESS_ROUTE, kinds.MIDDLEWARE,
-    kinds.SECRET,  # (basicAuth Middlewares read their users from Secrets)
+    kinds.TRAEFIK_SERVICE, kinds.SECRET,  # (basicAuth Middlewares read their users from Secrets)
 })  # fmt: skip
 
 _log = logging.getLogger(__name__)
@@ -241,6 +242,12 @@ class Router:
         write-back reads (each HTTPRoute parentRef's outcome, the errors, what fails closed)."""
         self.refresh()
         return self._result
+
+    @property
+    def middlewares(self) -> tuple[Usage, ...]:
+        """Each Traefik Middleware of the last compile: types, routes using it, error."""
+        self.refresh()
+        return self._result.middlewares
 
     def refresh(self) -> None:
         """Rebuild now if a routing object changed since the last rebuild."""

@@ -79,7 +79,7 @@ class Backends:
         wanted = {
             (b.namespace, b.name, b.port)
             for route in routes
-            for b in (*route.backends, *_mirrored(route))
+            for b in (*route.backends, *_fallbacks(route), *_mirrored(route))
             if b.error is None and b.port is not None
         } | self._pinned
         self._add(wanted - self._backends.keys())
@@ -166,6 +166,14 @@ class Backends:
         annotations = (service or {}).get("metadata", {}).get("annotations") or {}
         config, _problems = health_from_annotations(annotations, self._health)
         return config
+
+
+def _fallbacks(route: Route) -> Iterable[BackendRef]:
+    """The fallbacks of a route's failover backends (their pools are kept)."""
+    for backend in route.backends:
+        while backend.fallback is not None:
+            backend = backend.fallback
+            yield backend
 
 
 def _mirrored(route: Route) -> Iterable[BackendRef]:

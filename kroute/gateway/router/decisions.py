@@ -194,10 +194,13 @@ class Decider:
         pick = found.pool.pick(now=self._clock(), rng=self._rng, exclude=exclude,
                                hash_key=hash_key, sticky=cookie or None)  # fmt: skip
         if pick is None:
+            if backend.fallback is not None:  # (a failover service: its fallback's turn)
+                return self.endpoint(route, backend.fallback, exclude, head)
             return _unavailable(route, backend, found)
         if cookie is not None:
             return Decision(200, route, backend, pick, cookie=cookie, pool=found.pool)
-        if route is not None and route.redirect is None and len(route.backends) == 1:
+        if (route is not None and route.redirect is None and len(route.backends) == 1
+                and backend is route.backends[0] and backend.fallback is None):  # fmt: skip
             self._direct[id(route)] = _Direct(route, backend, found)
         return self._made(route, backend, found.pool, pick)
 

@@ -13,6 +13,7 @@ from kroute.rules.middlewares.refs import (
     Compiled,
     MiddlewareRef,
     Middlewares,
+    Usage,
     annotation_refs,
     crd_refs,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "Compiled",
     "MiddlewareRef",
     "Middlewares",
+    "Usage",
     "annotation_refs",
     "compile_middleware",
     "crd_refs",

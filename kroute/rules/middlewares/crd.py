@@ -9,11 +9,14 @@ type Traefik does not have is a field error, as are malformed options.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import attrs
 
 from kroute.objects import FieldError, Obj, ObjectRef, as_map
 from kroute.pipeline.filters import Refuse
+from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import Step
 from kroute.rules.middlewares import (
     basicauth,
@@ -27,6 +30,7 @@ from kroute.rules.middlewares import (
 from kroute.rules.middlewares.breaker import circuit_breaker
 from kroute.rules.middlewares.forward_auth import forward_auth
 from kroute.rules.middlewares.headers import headers
+from kroute.rules.middlewares.plugin import plugin
 from kroute.rules.middlewares.refs import Compiled, crd_refs
 
 API_GROUPS = ("traefik.io", "traefik.containo.us")
@@ -64,34 +68,44 @@ BUILT: dict[str, Build] = {
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
 NOT_YET = ("digestAuth", "compress", "buffering", "errors", "passTLSClientCert", "contentType",
-           "grpcWeb", "plugin")  # fmt: skip
+           "grpcWeb")  # fmt: skip
 
 
 def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
-                       secrets: basicauth.Secrets | None = None) -> Compiled:  # fmt: skip
+                       secrets: basicauth.Secrets | None = None,
+                       filters: Filters = NO_FILTERS) -> Compiled:  # fmt: skip
     """One Middleware; an invalid one carries its error (the field and why) instead of steps,
     so the routes that name it can say so. `secrets` are the Secrets by (namespace, name)
-    (basicAuth reads its users there)."""
+    (basicAuth reads its users there); `filters` the application's own steps (`plugin`)."""
+    types: tuple[str, ...] = ()
     try:
         spec = as_map(obj.get("spec"), "spec")
-        types = [k for k in spec if spec[k] is not None]
-        if len(types) != 1:
-            raise FieldError("spec", f"a Middleware has exactly one type, found {len(types)}"
-                             + (f" ({', '.join(types)})" if types else ""))  # fmt: skip
-        kind = types[0]
-        field = f"spec.{kind}"
-        if kind in NOT_YET:
-            step: Step = Refuse(field, reason=f"the {kind} middleware is not supported by "
-                                "kroute yet")  # fmt: skip
-            return Compiled(ref, (step,))
-        if kind == "basicAuth":
-            return Compiled(ref, (basicauth.basic_auth(spec[kind], field, ref, secrets or {}),))
-        build = BUILT.get(kind)
-        if build is None:
-            raise FieldError(field, f"unknown middleware type {kind!r}")
-        return Compiled(ref, build(spec[kind], field, ref, allow_cross_namespace))
+        types = tuple(k for k in spec if spec[k] is not None)
+        return attrs.evolve(_compile(spec, types, ref, allow_cross_namespace, secrets, filters),
+                            types=types)  # fmt: skip
     except FieldError as exc:
-        return Compiled(ref, error=exc)
+        return Compiled(ref, error=exc, types=types)
+
+
+def _compile(spec: Mapping[str, Any], types: tuple[str, ...], ref: ObjectRef, cross: bool,
+             secrets: basicauth.Secrets | None, filters: Filters) -> Compiled:  # fmt: skip
+    if len(types) != 1:
+        raise FieldError("spec", f"a Middleware has exactly one type, found {len(types)}"
+                         + (f" ({', '.join(types)})" if types else ""))  # fmt: skip
+    kind = types[0]
+    field = f"spec.{kind}"
+    if kind in NOT_YET:
+        step: Step = Refuse(field, reason=f"the {kind} middleware is not supported by "
+                            "kroute yet")  # fmt: skip
+        return Compiled(ref, (step,))
+    if kind == "basicAuth":
+        return Compiled(ref, (basicauth.basic_auth(spec[kind], field, ref, secrets or {}),))
+    if kind == "plugin":
+        return Compiled(ref, (plugin(spec[kind], field, filters),))
+    build = BUILT.get(kind)
+    if build is None:
+        raise FieldError(field, f"unknown middleware type {kind!r}")
+    return Compiled(ref, build(spec[kind], field, ref, cross))
 
 
 def secret_of(obj: Obj) -> str | None:

@@ -21,12 +21,19 @@ from kroute.pipeline.steps import Answer, Step, UpstreamRequest
 from kroute.rules.middlewares.paths import options_of
 from kroute.rules.middlewares.sources import IPStrategy, ip_strategy, networks
 
+#: Client addresses an IPAllowList step remembers its answer for (then it starts afresh).
+REMEMBERED = 4096
+
 
 @attrs.frozen
 class IPAllowList(Step):
     allowed: tuple[Network, ...] = attrs.field(kw_only=True)
     strategy: IPStrategy = attrs.field(kw_only=True)
     status: int = attrs.field(default=403, kw_only=True)
+    #: Whether each client address seen lately is allowed: parsing an address and testing the
+    #: ranges costs more than the rest of the step, and a client sends many requests (bounded
+    #: by REMEMBERED, whatever the number of clients).
+    _seen: dict[str, bool] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @property
     def touches(self) -> frozenset[bytes]:
@@ -34,8 +41,14 @@ class IPAllowList(Step):
 
     def request(self, request: UpstreamRequest) -> Answer | None:
         ip = self.strategy.ip(request)
-        if ip and in_networks(ip, self.allowed):
-            return None
+        if ip:
+            allowed = self._seen.get(ip)
+            if allowed is None:
+                if len(self._seen) >= REMEMBERED:
+                    self._seen.clear()
+                allowed = self._seen[ip] = in_networks(ip, self.allowed)
+            if allowed:
+                return None
         try:
             reason = HTTPStatus(self.status).phrase
         except ValueError:

@@ -110,11 +110,29 @@ def _name(ref: ObjectRef) -> str:
 @attrs.frozen
 class Compiled:
     """A Middleware compiled: its steps in order (a chain's are MiddlewareRefs), or `error`
-    (the field at fault and why) when the object is invalid."""
+    (the field at fault and why) when the object is invalid; `types` are its spec's keys."""
 
     ref: ObjectRef
     steps: tuple[Step, ...] = ()
     error: FieldError | None = attrs.field(default=None, eq=False)
+    types: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Usage:
+    """What the admin API shows of a Middleware: its types, the routes whose steps it gave
+    (directly or through chains), its error when invalid, and what of it fails closed."""
+
+    ref: ObjectRef
+    types: tuple[str, ...]
+    routes: tuple[str, ...]
+    error: str | None
+    refused: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"namespace": self.ref.namespace, "name": self.ref.name,
+                "types": list(self.types), "routes": list(self.routes), "error": self.error,
+                "refused": list(self.refused)}  # fmt: skip
 
 
 class Middlewares:
@@ -123,6 +141,11 @@ class Middlewares:
     def __init__(self, compiled: Sequence[Compiled]) -> None:
         self._by_ref: dict[tuple[str, str], Compiled] = {}
         self._by_id: dict[str, list[Compiled]] = {}
+        self._compiled = tuple(compiled)
+        #: The Middlewares `steps` reached since it was last reset (`resolve` records which
+        #: routes each one serves).
+        self._reached: set[ObjectRef] = set()
+        self._routes: dict[ObjectRef, set[str]] = {}
         for item in compiled:
             self._by_ref[(item.ref.namespace, item.ref.name)] = item
             self._by_id.setdefault(f"{item.ref.namespace}-{item.ref.name}", []).append(item)
@@ -138,6 +161,7 @@ class Middlewares:
         if isinstance(found, str):
             return (Refuse(field, reason=within + found),)
         where = within + _name(found.ref)
+        self._reached.add(found.ref)
         if found.ref in trail:
             return (Refuse(field, reason=f"Middleware chain cycle: {where}"),)
         if found.error is not None:
@@ -172,28 +196,45 @@ class Middlewares:
     def resolve(self, routes: Sequence[Route]) -> list[Route]:
         """The routes with every MiddlewareRef replaced by its steps (alternatives of one rule
         share their chains: each chain is resolved once)."""
-        done: dict[int, Chain] = {}
+        done: dict[int, tuple[Chain, frozenset[ObjectRef]]] = {}
         kept: list[Chain] = []  # (the ids stay valid while the chains are alive)
+        reached: set[ObjectRef] = set()  # (by the route being resolved)
 
         def resolved(chain: Chain, namespace: str) -> Chain:
             if not any(isinstance(s, MiddlewareRef) for s in chain.steps):
                 return chain
             found = done.get(id(chain))
             if found is None:
+                self._reached = set()
                 steps = [s for step in chain.steps
                          for s in (self.steps(step, namespace) if isinstance(step, MiddlewareRef)
                                    else (step,))]  # fmt: skip
                 kept.append(chain)
-                found = done[id(chain)] = Chain(tuple(steps))
-            return found
+                found = done[id(chain)] = (Chain(tuple(steps)), frozenset(self._reached))
+            reached.update(found[1])
+            return found[0]
 
         out = []
         for route in routes:
             ns = route.source.namespace
+            reached.clear()
             chain = resolved(route.chain, ns)
             backends = tuple(resolved(c, ns) for c in route.backend_chains)
+            for ref in reached:
+                self._routes.setdefault(ref, set()).add(route.name)
             changed = (a is not b for a, b in zip(backends, route.backend_chains, strict=True))
             if chain is not route.chain or any(changed):
                 route = attrs.evolve(route, chain=chain, backend_chains=backends)
             out.append(route)
         return out
+
+    def usage(self) -> tuple[Usage, ...]:
+        """Each Middleware with the routes `resolve` gave its steps to, by namespace/name."""
+        out = []
+        for item in sorted(self._compiled, key=lambda c: (c.ref.namespace, c.ref.name)):
+            error = None if item.error is None else f"{item.error.field}: {item.error.reason}"
+            refused = tuple(f"{s.field}: {s.reason}" for s in item.steps
+                            if type(s) is Refuse)  # (a chain's MiddlewareRefs are not)  # fmt: skip
+            routes = tuple(sorted(self._routes.get(item.ref, ())))
+            out.append(Usage(item.ref, item.types, routes, error, refused))
+        return tuple(out)

@@ -1,0 +1,136 @@
+"""A Traefik service reference (IngressRoute `services[]`, a TraefikService's children) -> the
+backend it names, the steps it adds and what of it fails closed.
+
+Traefik v3's LoadBalancerSpec (the CRD's `services[]` items) has more fields than a backend
+reference; each is applied, accepted because kroute does what it asks anyway, or refused (a
+`Refuse` step: the route answers 500 and never forwards, saying why):
+
+- `kind` (Service, TraefikService), `name`, `namespace`, `port`, `weight`: the reference;
+  another namespace only with `allow_cross_namespace` (Traefik's allowCrossNamespace), else
+  the reference's share of traffic answers 500;
+- `middlewares`: the service's own Middlewares, run after the route's when this service is
+  the one chosen (a backend chain);
+- `strategy`: `wrr` (the default) and its deprecated name `RoundRobin` mean the gateway's own
+  balancing of the Service's endpoints; `p2c`, `hrw`, `leasttime` choose a balancer per route,
+  which kroute does per gateway (`Router(balancer=...)`): refused;
+- `passHostHeader: true` (the default) is what kroute does; `false` (Host = the endpoint's
+  address) is refused: kroute's steps run before the endpoint is known;
+- `responseForwarding.flushInterval`: accepted, changes nothing: every kroute front writes each
+  part of a response body as it arrives (Traefik's `-1`);
+- `sticky`: refused: kroute's sticky cookie is the gateway's (`Router(sticky_cookie=...)`),
+  not a route's or a Service reference's;
+- `healthCheck` and `passiveHealthCheck`: empty is accepted; settings are refused: a Service's
+  health is set on the Service (`kroute.dev/*` annotations, docs/pools.md);
+- `scheme: http` is the default; `https`, `h2c`, `serversTransport`, `nativeLB: true`,
+  `nodePortLB: true` are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from kroute.objects import BackendRef, FieldError, as_int, as_map, as_str, req_str
+from kroute.pipeline.filters import Refuse
+from kroute.pipeline.steps import Step
+from kroute.rules.middlewares.refs import crd_refs
+
+KIND = "TraefikService"
+_CROSS = "cross-namespace references are disabled (Traefik's allowCrossNamespace)"
+
+
+@attrs.frozen
+class ServiceRef(BackendRef):
+    """A route's reference to a TraefikService, replaced by the backends it stands for when the
+    routes are resolved (`kroute.rules.traefik_services`); one left unresolved answers 500."""
+
+    error: str | None = "the TraefikService reference was not resolved"
+    field: str = attrs.field(default="", kw_only=True)
+
+    def __str__(self) -> str:
+        return f"{KIND} {self.namespace}/{self.name}"
+
+
+@attrs.frozen
+class Reference:
+    """One service reference: the backend (a `ServiceRef` for a TraefikService), the steps it
+    adds when chosen (its Middlewares), and what of it fails closed."""
+
+    backend: BackendRef
+    steps: tuple[Step, ...] = ()
+    refused: tuple[Refuse, ...] = ()
+
+
+#: Fields whose value (or absence) means what kroute does anyway.
+_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "passHostHeader": (None, True),
+    "strategy": (None, "wrr", "RoundRobin"),
+    "scheme": (None, "http"),
+    "nativeLB": (None, False),
+    "nodePortLB": (None, False),
+    "healthCheck": (None, {}),
+    "passiveHealthCheck": (None, {}),
+    "serversTransport": (None, ""),
+}
+_WHY = {
+    "strategy": "kroute balances a Service's endpoints as the gateway is configured "
+    "(Router(balancer=...)), not per route: only wrr (RoundRobin) is accepted",
+    "passHostHeader": "kroute cannot send the endpoint's address as Host (the route's steps "
+    "run before the endpoint is chosen)",
+    "sticky": "kroute's sticky cookie is the gateway's (Router(sticky_cookie=...)), not a route's",
+    "healthCheck": "a Service's health checks are set on the Service (kroute.dev/* "
+    "annotations, docs/pools.md)",
+    "passiveHealthCheck": "a Service's passive health is set on the Service (kroute.dev/* "
+    "annotations, docs/pools.md)",
+}
+#: The fields of a reference itself, and those applied to a Service's.
+_REFERENCE = frozenset({"kind", "name", "namespace", "weight", "middlewares"})
+_SERVICE = frozenset({*_REFERENCE, "port", "responseForwarding"})
+
+
+def reference(value: Any, field: str, namespace: str, cross_namespace: bool,
+              extra: frozenset[str] = frozenset()) -> Reference:  # fmt: skip
+    """The reference `value` at `field` of an object in `namespace` (`extra`: fields the caller
+    reads itself, such as a mirror's `percent`); FieldError when malformed."""
+    item = as_map(value, field)
+    kind = item.get("kind", "Service")
+    if kind not in ("Service", KIND):
+        raise FieldError(f"{field}.kind", f"{kind!r} is not Service or {KIND}")
+    name = req_str(item.get("name"), f"{field}.name")
+    other = as_str(item.get("namespace"), f"{field}.namespace") or namespace
+    weight = as_int(item.get("weight"), f"{field}.weight", default=1, low=0, high=1_000_000)
+    error = _CROSS if other != namespace and not cross_namespace else None
+    backend: BackendRef
+    if kind == KIND and error is None:
+        backend = ServiceRef(other, name, None, weight, field=field)
+    else:
+        port = None if kind == KIND else _port(item.get("port"), f"{field}.port")
+        backend = BackendRef(other, name, port, weight, error)
+    steps = crd_refs(item.get("middlewares"), f"{field}.middlewares", namespace, cross_namespace)
+    known = (_REFERENCE if kind == KIND else _SERVICE) | extra
+    return Reference(backend, steps, _refused(item, field, known))
+
+
+def _port(value: Any, field: str) -> int | str:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        return value  # a port name
+    port = as_int(int(value) if isinstance(value, str) else value, field, default=0, low=1,
+                  high=65535)  # fmt: skip
+    if port == 0:
+        raise FieldError(field, "required")
+    return port
+
+
+def _refused(item: Mapping[str, Any], field: str, known: frozenset[str]) -> tuple[Refuse, ...]:
+    out = []
+    for name, value in item.items():
+        if name == "responseForwarding" and name in known:
+            forwarding = as_map(value, f"{field}.{name}")
+            out += [Refuse(f"{field}.{name}.{k}", reason=f"{k} is not supported by kroute")
+                    for k in forwarding if k != "flushInterval"]  # fmt: skip
+        elif name not in known and value not in _DEFAULTS.get(name, ()):
+            why = _WHY.get(name, f"{name} is not supported by kroute yet")
+            out.append(Refuse(f"{field}.{name}", reason=f"{name} {value!r}: {why}"))
+    return tuple(out)
