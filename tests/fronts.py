@@ -45,9 +45,11 @@ class FrontClient:
         if self.app is not None:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport) as client:
+                del client.headers["accept-encoding"]  # (as the other fronts' client: none)
                 url = httpx.URL(f"http://{host}{target}")
-                answer = await client.request(method, url, headers=headers, content=body)
-                return answer.status_code, list(answer.headers.raw), answer.content
+                async with client.stream(method, url, headers=headers, content=body) as answer:
+                    raw = b"".join([chunk async for chunk in answer.aiter_raw()])  # (undecoded)
+                return answer.status_code, list(answer.headers.raw), raw
         assert self.port is not None
         request = ForwardRequest(method, target, headers, body)
         response = await self.transport.send(Target("127.0.0.1", self.port), request)

@@ -123,7 +123,9 @@ class Upstream(asyncio.Protocol):
         exchange = self.exchange
         if exchange is None or exchange.no_body or not body:
             return
-        if exchange.chunked_out:
+        if exchange.body is not None:  # the route's body steps (`kroute.pipeline.body`)
+            exchange.filtered(body)
+        elif exchange.chunked_out:
             exchange.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             exchange.pending.append(body)
