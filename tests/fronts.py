@@ -4,7 +4,7 @@ gateway through httpx's ASGI transport (what an ASGI server would call)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import anyio
@@ -39,8 +39,9 @@ class FrontClient:
         *,
         method: str = "GET",
         headers: Headers | None = None,
-        body: bytes = b"",
+        body: bytes | AsyncIterable[bytes] = b"",
     ) -> tuple[int, Headers, bytes]:
+        """An iterable `body` goes chunked (no Content-Length)."""
         headers = [(b"Host", host.encode()), *(headers or [])]
         if self.app is not None:
             transport = httpx.ASGITransport(app=self.app)

@@ -94,8 +94,8 @@ class Exchange(Relay):
         self.pool = decision.pool
         chain = self.chain
         if chain is not None and chain.request_limit is not None:
-            length = message.content_length
-            if length is not None and length > chain.request_limit:
+            length = message.content_length or sum(map(len, message.chunks))
+            if length > chain.request_limit:
                 self.answer_error(RequestTooLarge(chain.request_limit))  # (before sending)
                 return
         framing = b""
@@ -188,7 +188,10 @@ class Exchange(Relay):
             return  # bytes after an upgrade request go through the pipe, after the 101
         if message.chunks:
             self.sent_body = True
+            limited = self.chain is not None and self.chain.request_limit is not None
             for chunk in message.chunks:
+                if limited and self.over(chunk):
+                    return
                 self.write_body(chunk)
             message.chunks.clear()
             self.client.resume()
@@ -200,18 +203,26 @@ class Exchange(Relay):
     def request_body(self, chunk: bytes) -> None:
         if self.finished:
             return  # answered already (the connection closes after the answer)
-        if self.chain is not None and self.chain.request_limit is not None:
-            self.body_bytes += len(chunk)
-            if self.body_bytes > self.chain.request_limit:
-                self.too_large(self.chain.request_limit)
-                return
         if self.conn is None:
             self.message.chunks.append(chunk)
             if sum(map(len, self.message.chunks)) > BUFFER_LIMIT:
                 self.client.pause()
             return
+        if self.chain is not None and self.chain.request_limit is not None and self.over(chunk):
+            return
         self.sent_body = True
         self.write_body(chunk)
+
+    def over(self, chunk: bytes) -> bool:
+        """Count a request body piece going out against the route's limit (`too_large`)."""
+        assert self.chain is not None
+        limit = self.chain.request_limit
+        assert limit is not None
+        self.body_bytes += len(chunk)
+        if self.body_bytes > limit:
+            self.too_large(limit)
+            return True
+        return False
 
     def too_large(self, limit: int) -> None:
         """The request body passed the route's limit (buffering's maxRequestBodyBytes): the

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from typing import Any
 
 import anyio
@@ -239,11 +246,15 @@ def limited(body: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
 
     async def counted() -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in body:
-            seen += len(chunk)
-            if seen > limit:
-                raise RequestTooLarge(limit)
-            yield chunk
+        try:
+            async for chunk in body:
+                seen += len(chunk)
+                if seen > limit:
+                    raise RequestTooLarge(limit)
+                yield chunk
+        finally:
+            if isinstance(body, AsyncGenerator):  # (the front's reader: closed now, not by gc)
+                await body.aclose()
 
     return counted()
 

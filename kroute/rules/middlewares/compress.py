@@ -166,8 +166,8 @@ class Compress(Step):
                 return False
             if lower == b"content-type":
                 kind = media_type(value.decode("latin-1"))
-        if kind is None:
-            return False  # (an unparsable type is not compressed, as Traefik's handlers)
+        if kind is None or kind.startswith(ALWAYS_EXCLUDED + "+"):
+            return False  # (unparsable: as Traefik's handlers; gRPC's +proto, +json forms too)
         if self.included:
             return kind in self.included
         return kind not in self.excluded

@@ -14,6 +14,7 @@ a failed call, a page too large) answers the status's reason phrase, as Traefik 
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 from urllib.parse import quote_plus
 
@@ -25,6 +26,8 @@ from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Header, Step, UpstreamRequest
 from kroute.rules.middlewares.paths import options_of
 
+_DIGITS = re.compile(r"[0-9]{3}")
+
 
 def status_ranges(values: Any, field: str) -> tuple[tuple[int, int], ...]:
     """`status`: "404" or "500-599" items -> (low, high) pairs, inclusive; anything else (a
@@ -33,7 +36,7 @@ def status_ranges(values: Any, field: str) -> tuple[tuple[int, int], ...]:
     for i, value in enumerate(as_list(values, field)):
         text = req_str(value, f"{field}[{i}]").strip()
         parts = text.split("-")
-        bounds = [int(p) for p in parts if p.strip().isdigit() and len(p.strip()) <= 3]
+        bounds = [int(p) for p in parts if _DIGITS.fullmatch(p.strip())]
         if len(parts) > 2 or len(bounds) != len(parts) or not all(100 <= b <= 599 for b in bounds):
             raise FieldError(f"{field}[{i}]", f"expected a status or a range like 500-599, got "
                              f"{text!r}")  # fmt: skip
