@@ -4,7 +4,7 @@ gateway through httpx's ASGI transport (what an ASGI server would call)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import anyio
@@ -39,15 +39,18 @@ class FrontClient:
         *,
         method: str = "GET",
         headers: Headers | None = None,
-        body: bytes = b"",
+        body: bytes | AsyncIterable[bytes] = b"",
     ) -> tuple[int, Headers, bytes]:
+        """An iterable `body` goes chunked (no Content-Length)."""
         headers = [(b"Host", host.encode()), *(headers or [])]
         if self.app is not None:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport) as client:
+                del client.headers["accept-encoding"]  # (as the other fronts' client: none)
                 url = httpx.URL(f"http://{host}{target}")
-                answer = await client.request(method, url, headers=headers, content=body)
-                return answer.status_code, list(answer.headers.raw), answer.content
+                async with client.stream(method, url, headers=headers, content=body) as answer:
+                    raw = b"".join([chunk async for chunk in answer.aiter_raw()])  # (undecoded)
+                return answer.status_code, list(answer.headers.raw), raw
         assert self.port is not None
         request = ForwardRequest(method, target, headers, body)
         response = await self.transport.send(Target("127.0.0.1", self.port), request)

@@ -28,6 +28,7 @@ import attrs
 import httptools
 from anyio.streams.tls import TLSAttribute
 
+from kroute.errors import KrouteError
 from kroute.gateway.accept import batched
 from kroute.transport.http1 import (
     ServerLimits,
@@ -264,6 +265,11 @@ class _Connection:
             self.callbacks.messages.popleft()
             keep = message.keep_alive and not self.server.draining
             await self._send_response(message, response, keep)
+        except KrouteError as exc:
+            # The body failed once the head was out (the backend went away, a body step's
+            # limit): the response is cut, never ended as if it were whole.
+            _log.warning("response to %s %s cut: %s", request.method, request.target[:200], exc)
+            return False
         finally:
             if response.close is not None:  # whatever happened, the body's resources go
                 with anyio.CancelScope(shield=True):

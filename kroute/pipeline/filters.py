@@ -182,6 +182,10 @@ class Mirror(Step):
     share: Share = attrs.field(default=Share(), kw_only=True)
 
     @property
+    def backends(self) -> tuple[BackendRef, ...]:
+        return (self.backend,)
+
+    @property
     def label(self) -> str:
         return f"RequestMirror to {self.backend} ({self.share}, {self.field})"
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 if TYPE_CHECKING:
+    from kroute.objects import BackendRef
+    from kroute.pipeline.body import BodyFilter, Replace
     from kroute.pipeline.fetch import Fetch
     from kroute.pipeline.filters import MirrorCopy
 
@@ -129,10 +131,25 @@ class Step:
     #: False for steps whose answer depends on earlier requests (rateLimit, inFlightReq), which
     #: a preview must neither run nor count.
     offline: ClassVar[bool] = True
+    #: The step sees response bodies (`body`, through `kroute.pipeline.body.run_body`).
+    on_body: ClassVar[bool] = False
+
+    @property
+    def request_limit(self) -> int | None:
+        """The most request body bytes the step lets through (413 past it), None for no
+        limit: every front counts the body against the chain's smallest
+        (`Chain.request_limit`)."""
+        return None
 
     @property
     def label(self) -> str:
         return f"{type(self).__name__} ({self.field})" if self.field else type(self).__name__
+
+    @property
+    def backends(self) -> tuple[BackendRef, ...]:
+        """The backends the step sends to besides the route's (RequestMirror's copies, the
+        errors Middleware's pages): the Router keeps their pools."""
+        return ()
 
     @property
     def touches(self) -> frozenset[bytes] | None:
@@ -146,6 +163,13 @@ class Step:
         return None
 
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
+        return None
+
+    def body(
+        self, status: int, headers: list[Header], request: UpstreamRequest
+    ) -> BodyFilter | Answer | Replace | None:
+        """What happens to this response's body (only for steps with `on_body`; see
+        `kroute.pipeline.body`): called on the head, after the response steps."""
         return None
 
     def end(self, request: UpstreamRequest) -> None:
@@ -222,6 +246,21 @@ class Chain:
     def _ends(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.on_end)
 
+    #: The steps that see response bodies (`Step.on_body`, `kroute.pipeline.body.run_body`).
+    body: tuple[Step, ...] = attrs.field(init=False)
+
+    @body.default
+    def _body(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.on_body)
+
+    #: The most request body bytes the steps let through (413 past it), None for no limit.
+    request_limit: int | None = attrs.field(init=False)
+
+    @request_limit.default
+    def _request_limit(self) -> int | None:
+        limits = [s.request_limit for s in self.steps if s.request_limit is not None]
+        return min(limits) if limits else None
+
     @waits.default
     def _waits(self) -> bool:
         return any(isinstance(s, Awaited) for s in self.request)
@@ -231,15 +270,16 @@ class Chain:
 
     @declarative.default
     def _declarative(self) -> bool:
-        return not self.response and all(s.declarative for s in self.request)
+        return not self.response and not self.body and all(s.declarative for s in self.request)
 
-    #: The request header names the request steps read or change, None for any (`Step.touches`).
+    #: The request header names the request and body steps read or change, None for any
+    #: (`Step.touches`).
     touches: frozenset[bytes] | None = attrs.field(init=False)
 
     @touches.default
     def _touches(self) -> frozenset[bytes] | None:
         names: set[bytes] = set()
-        for step in self.request:
+        for step in (*self.request, *self.body):
             touched = step.touches
             if touched is None:
                 return None

@@ -147,6 +147,15 @@ class Backend:
                 step = min(size, 256 * 1024)
                 await stream.send(b"x" * step)
                 size -= step
+        elif path == "/status":  # `code`, with a body of `size` bytes (for error pages)
+            body = b"o" * int(query.get("size", "8"))
+            await stream.send(b"HTTP/1.1 %b X\r\nContent-Type: text/plain\r\n"
+                              b"Content-Length: %d\r\n\r\n%b" % (
+                                  query.get("code", "500").encode(), len(body), body))  # fmt: skip
+        elif path.endswith(".html"):  # a page naming what was asked (an error page service)
+            body = b"<p>page %b for %b</p>" % (head.url, _host(head.headers))
+            await stream.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                              b"Content-Length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
         elif path == "/chunked":
             await stream.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             for _ in range(int(query.get("n", "3"))):
@@ -197,6 +206,10 @@ class Backend:
         else:
             await stream.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         return True
+
+
+def _host(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return next((v for n, v in headers if n.lower() == b"host"), b"")
 
 
 @pytest.fixture

@@ -124,7 +124,9 @@ class Upstream(asyncio.Protocol):
         if exchange is None or exchange.no_body or not body:
             return
         exchange.body_bytes += len(body)
-        if exchange.chunked_out:
+        if exchange.body is not None:  # the route's body steps (`kroute.pipeline.body`)
+            exchange.filtered(body)
+        elif exchange.chunked_out:
             exchange.pending.append(b"%x\r\n%b\r\n" % (len(body), body))
         else:
             exchange.pending.append(body)

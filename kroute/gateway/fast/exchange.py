@@ -24,6 +24,7 @@ from kroute.gateway.fast.endpoint import Upstream, endpoint_text
 from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Key
 from kroute.gateway.fast.relay import Relay
 from kroute.gateway.router import outcome_of, status_error
+from kroute.pipeline.body import RequestTooLarge
 from kroute.pipeline.steps import Answer, Chain, UpstreamRequest, run_request, run_request_async
 from kroute.rules.request import RequestHead
 from kroute.transport.proxy import render_headers, replay_safe
@@ -91,6 +92,12 @@ class Exchange(Relay):
             self.answer_error(status_error(decision))
             return
         self.pool = decision.pool
+        chain = self.chain
+        if chain is not None and chain.request_limit is not None:
+            length = message.content_length or sum(map(len, message.chunks))
+            if length > chain.request_limit:
+                self.answer_error(RequestTooLarge(chain.request_limit))  # (before sending)
+                return
         framing = b""
         if message.upgrade is not None:
             framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % message.upgrade
@@ -181,7 +188,10 @@ class Exchange(Relay):
             return  # bytes after an upgrade request go through the pipe, after the 101
         if message.chunks:
             self.sent_body = True
+            limited = self.chain is not None and self.chain.request_limit is not None
             for chunk in message.chunks:
+                if limited and self.over(chunk):
+                    return
                 self.write_body(chunk)
             message.chunks.clear()
             self.client.resume()
@@ -198,8 +208,39 @@ class Exchange(Relay):
             if sum(map(len, self.message.chunks)) > BUFFER_LIMIT:
                 self.client.pause()
             return
+        if self.chain is not None and self.chain.request_limit is not None and self.over(chunk):
+            return
         self.sent_body = True
         self.write_body(chunk)
+
+    def over(self, chunk: bytes) -> bool:
+        """Count a request body piece going out against the route's limit (`too_large`)."""
+        assert self.chain is not None
+        limit = self.chain.request_limit
+        assert limit is not None
+        self.body_bytes += len(chunk)
+        if self.body_bytes > limit:
+            self.too_large(limit)
+            return True
+        return False
+
+    def too_large(self, limit: int) -> None:
+        """The request body passed the route's limit (buffering's maxRequestBodyBytes): the
+        request is cut at the endpoint, and answered 413 unless its response has started (then
+        cut too); the client connection closes either way (the rest of its body is unread)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.exchange = None
+            self.outbox.close(conn.transport)
+        if self.pool is not None and self.key is not None and not self.ended:
+            self.pool.abandon(self.key)
+            self.ended = True
+        if not self.head_sent:
+            self.answer_error(RequestTooLarge(limit))
+            return
+        self.flush()
+        self.finish(413, keep=False)
+        self.outbox.close(self.client.transport)
 
     def write_body(self, chunk: bytes) -> None:
         assert self.conn is not None

@@ -20,6 +20,7 @@ import httptools
 from kroute.errors import UpstreamError
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
+from kroute.pipeline.body import BodyFilter
 from kroute.pipeline.steps import Chain, UpstreamRequest
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
@@ -174,8 +175,11 @@ class ExchangeSide(Protocol):
     chunked_out: bool
     upstream_activity: float
     body_bytes: int
+    body: BodyFilter | None
 
     def flush(self) -> None: ...
+
+    def filtered(self, chunk: bytes | None) -> bool: ...
 
     def failed(self, error: UpstreamError) -> None: ...
 

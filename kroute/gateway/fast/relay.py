@@ -16,12 +16,20 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
+from kroute.errors import Answered, KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
-from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
+from kroute.gateway.fast.ports import ClientSide, EndpointSide, Headers, Key, Message
 from kroute.gateway.fast.record import exchange_event
 from kroute.gateway.router import Decision
-from kroute.pipeline.steps import Chain, UpstreamRequest, run_end, run_outcome, run_response
+from kroute.pipeline.body import BodyFilter, BodyTooLarge, Replace, run_body
+from kroute.pipeline.steps import (
+    Answer,
+    Chain,
+    UpstreamRequest,
+    run_end,
+    run_outcome,
+    run_response,
+)
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
@@ -48,11 +56,11 @@ class Relay:
     """One request's exchange: its state, and the response relayed (module docstring)."""
 
     __slots__ = (
-        "body_bytes", "chain", "chunked_out", "client", "conn", "decision", "ended", "error",
-        "finished", "gateway", "head", "head_sent", "keep_client", "key", "loop", "message",
-        "no_body", "outbox", "pending", "piping", "policy", "pool", "rest_lines", "retry",
-        "router", "sent_at", "sent_body", "started", "status", "timers", "tried",
-        "until_close", "upstream", "upstream_activity",
+        "body", "body_bytes", "chain", "chunked_out", "client", "conn", "decision", "ended",
+        "error", "finished", "gateway", "head", "head_sent", "held", "keep_client", "key",
+        "loop", "message", "no_body", "outbox", "pending", "piping", "policy", "pool",
+        "rest_lines", "retry", "router", "sent_at", "sent_body", "started", "status", "timers",
+        "tried", "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: ClientSide, message: Message) -> None:
@@ -82,6 +90,7 @@ class Relay:
         self.key: Key | None = None
         self.head = b""
         self.sent_body = False  # a request body byte went out: no retry from then on
+        self.body_bytes = 0  # request body bytes received (counted for a route with a limit)
         self.head_sent = False
         #: The client connection stays open after the response (`client_stays`, decided when
         #: the response head is made, so the end of the response agrees with its head).
@@ -101,6 +110,10 @@ class Relay:
         self.error: KrouteError | None = None
         #: Response bytes for the client, written once per read from the endpoint.
         self.pending: list[bytes] = []
+        #: The route's body filter for this response (`kroute.pipeline.body`), and the head it
+        #: holds while it decides (status, fields, framing lines).
+        self.body: BodyFilter | None = None
+        self.held: tuple[int, Headers, bytes] | None = None
 
     def flush(self) -> None:
         """Write the response bytes gathered for the client (one write per read)."""
@@ -127,12 +140,6 @@ class Relay:
         if self.retry.codes and self.again_on_status(conn, status):
             return
         lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
-        upstream = self.upstream
-        if self.chain is not None and self.chain.response and upstream and status != 101:
-            drop = RESPONSE_HEADERS.drop
-            fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
-            run_response(self.chain, status, fields, upstream)
-            lines = render_headers(fields)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
         if lengths is not None and (chunked or len(lengths) > 1):
@@ -143,13 +150,21 @@ class Relay:
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
         self.no_body = bodiless(self.message.method, status)
+        chain, upstream, fields = self.chain, self.upstream, None
+        if chain is not None and upstream and (chain.response or chain.body):
+            drop = RESPONSE_HEADERS.drop
+            fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
+            run_response(chain, status, fields, upstream)
+            if chain.body and not self.no_body and self.body_steps(conn, status, fields):
+                return  # (replaced: see `replaced`)
+            lines = render_headers(fields)
         framing = b""  # this hop's own framing and connection lines
-        if lengths is not None:
+        if lengths is not None and self.body is None:
             framing = b"Content-Length: %b\r\n" % lengths[0]
         elif not self.no_body:
             framing = b"Transfer-Encoding: chunked\r\n"
             self.chunked_out = True
-            self.until_close = not chunked
+            self.until_close = not chunked and lengths is None
         self.keep_client = self.client_stays()
         if not self.keep_client:
             framing += b"Connection: close\r\n"
@@ -160,8 +175,11 @@ class Relay:
         self.head_sent = True
         if self.chain is not None and self.chain.outcome:
             self.outcome(status)
-        self.pending.append(b"%b%b%b%b\r\n" % (
-            status_line(status), lines, framing, self.gateway.hsts_line))  # fmt: skip
+        if self.body is not None and not self.body.ready:
+            self.held = (status, fields or [], framing)  # (the filter is deciding: `filtered`)
+        else:
+            self.pending.append(b"%b%b%b%b\r\n" % (
+                status_line(status), lines, framing, self.gateway.hsts_line))  # fmt: skip
         self.status = status
         assert self.pool is not None
         assert self.key is not None
@@ -181,6 +199,8 @@ class Relay:
         knows)."""
         if not self.head_sent or self.finished:
             return  # (an informational response ended: the final one follows)
+        if self.body is not None and not self.filtered(None):
+            return
         if self.chunked_out:
             self.pending.append(b"0\r\n\r\n")
         self.flush()
@@ -196,6 +216,81 @@ class Relay:
             else:
                 self.outbox.close(conn.transport)
         self.finish(self.status, keep=self.message.complete and self.keep_client)
+
+    # -- the route's body steps (`kroute.pipeline.body`) -----------------------------------
+
+    def body_steps(self, conn: EndpointSide, status: int, fields: Headers) -> bool:
+        """Run the body steps on the head (`fields`, Content-Length included while they
+        decide); True when the response is replaced (`replaced`), else `self.body` is the
+        filter the body goes through, if any."""
+        assert self.chain is not None
+        assert self.upstream is not None
+        lengths = [v for n, v in conn.fields() if n.lower() == b"content-length"]
+        fields += [(b"Content-Length", v) for v in lengths[:1]]
+        made = run_body(self.chain, status, fields, self.upstream)
+        if isinstance(made, BodyFilter):
+            self.body = made  # (run_body took Content-Length out: chunked from here)
+            return False
+        fields[:] = [(n, v) for n, v in fields if n.lower() != b"content-length"]
+        if made is None:
+            return False
+        self.replaced(conn, status, made)
+        return True
+
+    def replaced(self, conn: EndpointSide, status: int, made: Answer | Replace) -> None:
+        """The response is replaced: the endpoint's connection closed with its body unread,
+        the attempt reported by its status; then the step's answer, or the error page
+        (`Router.error_page`, awaited in a task)."""
+        assert self.pool is not None
+        assert self.key is not None
+        conn.exchange = None
+        self.conn = None
+        self.outbox.close(conn.transport)
+        self.pool.end(self.key, Outcome.HTTP_5XX if status >= 500 else Outcome.SUCCESS,
+                      now=self.router.clock())  # fmt: skip
+        self.ended = True
+        if isinstance(made, Answer):
+            self.answer_error(Answered(made.status, made.reason, made.headers, made.body))
+        else:
+            self.loop.create_task(self.error_page(made))
+
+    async def error_page(self, page: Replace) -> None:
+        headers, body = await self.router.error_page(page)
+        if not self.finished:
+            self.answer_error(Answered(page.status, page.step, tuple(headers), body))
+
+    def filtered(self, chunk: bytes | None) -> bool:
+        """A piece of the body through the filter (None: the end), chunked for the client,
+        with the head when the filter has just settled it. False when the filter stopped the
+        response (BodyTooLarge): answered 500 if the head was held, else cut."""
+        made = self.body
+        assert made is not None
+        try:
+            out = made.end() if chunk is None else made.feed(chunk)
+        except BodyTooLarge as exc:
+            self.body = None
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.exchange = None
+                self.outbox.close(conn.transport)
+            if self.held is not None:
+                self.held = None
+                self.head_sent = False
+                self.answer_error(exc)
+            else:
+                self.flush()  # (what went before; never the last chunk: the client sees a cut)
+                self.finish(500, keep=False)
+                self.outbox.close(self.client.transport)
+            return False
+        held = self.held
+        if held is not None and (made.ready or chunk is None):
+            self.held = None
+            self.pending.append(b"%b%b%b%b\r\n" % (
+                status_line(held[0]), render_headers(held[1]), held[2],
+                self.gateway.hsts_line))  # fmt: skip
+        if out:
+            self.pending.append(b"%x\r\n%b\r\n" % (len(out), out))
+        return True
 
     def upgraded(self, rest: bytes) -> None:
         conn = self.conn

@@ -45,10 +45,18 @@ from kroute.gateway.fetch import fetch
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
-from kroute.gateway.router.forwarding import outcome_of, send, send_copy, until_end
+from kroute.gateway.router.forwarding import (
+    limited,
+    outcome_of,
+    send,
+    send_copy,
+    until_end,
+    with_body,
+)
 from kroute.gateway.router.observers import EventSink, Observer, Observers
 from kroute.objects import BackendRef
-from kroute.pipeline.fetch import Call, Reply
+from kroute.pipeline.body import Replace, RequestTooLarge, run_body
+from kroute.pipeline.fetch import Call, FetchFailed, Reply
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.registry import NO_FILTERS, Filters
 from kroute.pipeline.steps import (
@@ -70,7 +78,9 @@ from kroute.rules.policy import RoutePolicy
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 from kroute.rules.table import RouteTable
-from kroute.transport.base import ForwardRequest, ForwardResponse, Transport
+from kroute.transport.base import ForwardRequest, ForwardResponse, Headers, Transport
+from kroute.transport.http1 import bodiless
+from kroute.transport.proxy import REASONS
 from kroute.transport.retry_policy import RetryPolicy
 from kroute.watch import kinds
 from kroute.watch.sources import Source, stored
@@ -420,6 +430,11 @@ class Router:
                 raise Answered(answer.status, answer.reason, answer.headers, answer.body)
             self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
+            limit = chain.request_limit
+            if limit is not None and not isinstance(request.body, bytes):
+                if request.content_length is not None and request.content_length > limit:
+                    raise RequestTooLarge(limit)  # (Content-Length: refused before sending)
+                request = attrs.evolve(request, body=limited(request.body, limit))
             try:
                 decision, response = await self._send(decision, request, record)
             except KrouteError as exc:
@@ -433,6 +448,14 @@ class Router:
             run_outcome(chain, upstream, response.status, time.perf_counter() - started)
         if chain.response:
             run_response(chain, response.status, response.headers, upstream)
+        if chain.body and response.status != 101 and not bodiless(request.method, response.status):
+            made = run_body(chain, response.status, response.headers, upstream)
+            if made is not None:
+                try:
+                    response = await with_body(response, made, self.error_page)
+                except BaseException:
+                    run_end(chain, upstream)
+                    raise
         if chain.ends:
             response = until_end(response, lambda: run_end(chain, upstream))
         return decision, response
@@ -441,6 +464,25 @@ class Router:
         """An HTTP call a step makes (forwardAuth's), through the Router's transport
         (`kroute.gateway.fetch`); every front's steps call out through this."""
         return await fetch(self.transport, call)
+
+    async def error_page(self, page: Replace) -> tuple[Headers, bytes]:
+        """The headers and body of the error page `page` asks for (the errors Middleware),
+        from an endpoint of its backend through `fetch`; every front answers with it. No page
+        (no endpoint, a failed call): the status's reason phrase, as Traefik answers then."""
+        backend = page.backend
+        pick = self._decider.endpoint(None, backend, ()).pick  # (its pool: `Step.backends`)
+        try:
+            if pick is None:
+                raise FetchFailed(f"{backend} has no usable endpoint")
+            call = Call(pick.endpoint.address, pick.endpoint.port, False, "GET", page.target,
+                        page.headers, page.timeout, page.limit)  # fmt: skip
+            reply = await self.fetch(call)
+        except FetchFailed as exc:
+            _log.warning("%s: no error page from %s: %s", page.step, backend, exc)
+            text = REASONS.get(page.status, "Error").encode()
+            return [(b"Content-Type", b"text/plain; charset=utf-8")], text
+        drop = (b"content-length", b"transfer-encoding")
+        return [(n, v) for n, v in reply.headers if n.lower() not in drop], reply.body
 
     def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
         """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the

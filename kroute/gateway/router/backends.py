@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kroute.objects import BackendRef, FieldError, ObjectRef
-from kroute.pipeline.filters import Mirror
 from kroute.pool.balance import Balancer
 from kroute.pool.endpoints import ServiceEndpoints
 from kroute.pool.health import HealthConfig, health_from_annotations
@@ -79,7 +78,7 @@ class Backends:
         wanted = {
             (b.namespace, b.name, b.port)
             for route in routes
-            for b in (*route.backends, *_fallbacks(route), *_mirrored(route))
+            for b in (*route.backends, *_fallbacks(route), *_stepped(route))
             if b.error is None and b.port is not None
         } | self._pinned
         self._add(wanted - self._backends.keys())
@@ -176,9 +175,9 @@ def _fallbacks(route: Route) -> Iterable[BackendRef]:
             yield backend
 
 
-def _mirrored(route: Route) -> Iterable[BackendRef]:
-    """The backends a route's RequestMirror steps copy requests to (their pools are kept)."""
+def _stepped(route: Route) -> Iterable[BackendRef]:
+    """The backends a route's steps send to (`Step.backends`: RequestMirror copies, error
+    pages); their pools are kept."""
     for chain in (route.chain, *route.backend_chains):
         for step in chain.steps:
-            if isinstance(step, Mirror):
-                yield step.backend
+            yield from step.backends

@@ -12,25 +12,43 @@ on asyncio timers, with the same `RetryPolicy` and `outcome_of`).
 - `send_copy`: a RequestMirror copy to one endpoint of its backend's pool, no retry.
 - `until_end`: a response that says when it is over (steps told of the request's end,
   `kroute.pipeline.run_end`: inFlightReq).
+- `with_body`: a response as the route's body steps make it (`kroute.pipeline.body`): its body
+  filtered, or replaced by an answer or an error page; `limited`: a request body counted
+  against the route's limit (buffering's maxRequestBodyBytes).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from typing import Any
 
 import anyio
 import attrs
 
-from kroute.errors import KrouteError, NoHealthyEndpoint, UpstreamError, UpstreamTimeout
+from kroute.errors import (
+    Answered,
+    KrouteError,
+    NoHealthyEndpoint,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from kroute.gateway.events import RequestRecord
 from kroute.gateway.router.decisions import Decision, status_error
+from kroute.pipeline.body import BodyFilter, Replace, RequestTooLarge
 from kroute.pipeline.filters import MirrorCopy
+from kroute.pipeline.steps import Answer
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pick, Pool
-from kroute.transport.base import ForwardRequest, ForwardResponse, Target, Transport
+from kroute.transport.base import ForwardRequest, ForwardResponse, Headers, Target, Transport
 from kroute.transport.retry import send_with_retries
 from kroute.transport.retry_policy import RetryPolicy
 
@@ -184,6 +202,69 @@ def until_end(response: ForwardResponse, end: Callable[[], None]) -> ForwardResp
     if upgraded is not None:
         upgraded = _Ending(upgraded, once)
     return attrs.evolve(response, body=relayed(), close=closed, upgraded=upgraded)
+
+
+async def with_body(
+    response: ForwardResponse,
+    made: BodyFilter | Answer | Replace,
+    page: Callable[[Replace], Awaitable[tuple[Headers, bytes]]],
+) -> ForwardResponse:
+    """`response` as a body step made it (`kroute.pipeline.body.run_body`, its head already
+    edited): replaced by an Answer (raised as Answered) or by the error page `page` fetches
+    (with the original status), the backend's body discarded unread; or its body through the
+    filter, the head held until the filter is ready (at most what the filter holds)."""
+    if isinstance(made, Answer):
+        await response.aclose()
+        raise Answered(made.status, made.reason, made.headers, made.body)
+    if isinstance(made, Replace):
+        await response.aclose()
+        headers, body = await page(made)
+        return ForwardResponse(made.status, b"", headers, _one(body))
+    rest, first, ended = response.body, b"", False
+    try:
+        while not made.ready:
+            try:
+                chunk = await anext(rest)
+            except StopAsyncIteration:
+                first, ended = first + made.end(), True
+                break
+            first += made.feed(chunk)
+    except BaseException:
+        await response.aclose()
+        raise
+
+    async def filtered() -> AsyncIterator[bytes]:
+        yield first
+        if ended:
+            return
+        async for chunk in rest:
+            yield made.feed(chunk)
+        yield made.end()
+
+    return attrs.evolve(response, body=filtered())
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    if body:
+        yield body
+
+
+def limited(body: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
+    """A request body that raises RequestTooLarge (413) once more than `limit` bytes came."""
+
+    async def counted() -> AsyncIterator[bytes]:
+        seen = 0
+        try:
+            async for chunk in body:
+                seen += len(chunk)
+                if seen > limit:
+                    raise RequestTooLarge(limit)
+                yield chunk
+        finally:
+            if isinstance(body, AsyncGenerator):  # (the front's reader: closed now, not by gc)
+                await body.aclose()
+
+    return counted()
 
 
 class _Ending(anyio.abc.ByteStream):

@@ -4,6 +4,8 @@
 - `crd`: a Middleware object -> its steps (or the error that makes it invalid);
 - `paths`, `headers`, `redirects`, `basicauth` (+ `htpasswd`), `ipallowlist`, `ratelimit`,
   `inflight` (+ `sources`, whose request it is): the middlewares kroute implements, as steps;
+- `compress`, `buffering`, `error_pages`: the ones on the response body seam
+  (`kroute.pipeline.body`);
 - `refs`: where routes name Middlewares (IngressRoute, Ingress annotation, HTTPRoute
   ExtensionRef) and how those references become the Middlewares' steps.
 """

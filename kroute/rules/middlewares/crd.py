@@ -28,6 +28,9 @@ from kroute.rules.middlewares import (
     retry,
 )
 from kroute.rules.middlewares.breaker import circuit_breaker
+from kroute.rules.middlewares.buffering import buffering
+from kroute.rules.middlewares.compress import compress
+from kroute.rules.middlewares.error_pages import error_pages
 from kroute.rules.middlewares.forward_auth import forward_auth
 from kroute.rules.middlewares.headers import headers
 from kroute.rules.middlewares.plugin import plugin
@@ -65,10 +68,12 @@ BUILT: dict[str, Build] = {
     "retry": _one(retry.retry),
     "forwardAuth": _one(forward_auth),
     "circuitBreaker": _one(circuit_breaker),
+    "compress": _one(compress),
+    "buffering": _one(buffering),
+    "errors": lambda spec, field, ref, cross: (error_pages(spec, field, ref, cross),),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
-NOT_YET = ("digestAuth", "compress", "buffering", "errors", "passTLSClientCert", "contentType",
-           "grpcWeb")  # fmt: skip
+NOT_YET = ("digestAuth", "passTLSClientCert", "contentType", "grpcWeb")
 
 
 def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
