@@ -287,6 +287,19 @@ def test_depth_counts_from_the_right_without_this_hops_entry(depth: int, expecte
     assert criterion.key(req([(b"X-Forwarded-For", XFF)], client="192.0.2.1")) == expected
 
 
+@pytest.mark.parametrize("peer", ["10.0.0.5", "::ffff:10.0.0.5", "::ffff:a00:5"])
+@pytest.mark.parametrize("client", ["10.0.0.5", "::ffff:10.0.0.5", "::ffff:a00:5"])
+def test_this_hops_entry_is_found_in_any_spelling(peer: str, client: str) -> None:
+    """A front appends the peer as it got it (`::ffff:10.0.0.5` on a dual-stack listener) but
+    may give the steps its parsed form (`::ffff:a00:5`): the entry is still this hop's own, so
+    `depth: 1` is the client the trusted proxy saw, never the proxy itself."""
+    step = ip_allow_list({"sourceRange": ["10.0.0.0/8"], "ipStrategy": {"depth": 1}}, "f")
+    xff = [(b"X-Forwarded-For", b"203.0.113.9, " + peer.encode())]
+    assert source_criterion({"ipStrategy": {"depth": 1}}, "f").key(
+        req(xff, client=client)) == "203.0.113.9"  # fmt: skip
+    assert step.request(req(xff, client=client)) is not None  # (the proxy's 10/8 is not it)
+
+
 def test_excluded_ips_scan_from_the_right_and_depth_wins() -> None:
     criterion = source_criterion({"ipStrategy": {"excludedIPs": ["12.0.0.1", "13.0.0.0/8"]}}, "f")
     assert criterion.key(req([(b"X-Forwarded-For", XFF)])) == "11.0.0.1"

@@ -57,9 +57,27 @@ def forwarded_for(request: UpstreamRequest) -> list[str]:
     front's own last entry, the peer, left out)."""
     values = [v for n, v in request.headers if n.lower() == _XFF]
     entries = [e.strip() for v in values for e in v.decode("latin-1").split(",")]
-    if entries and entries[-1] == request.client:
+    if entries and same_ip(entries[-1], request.client):
         entries.pop()
     return entries
+
+
+def same_ip(entry: str, client: str) -> bool:
+    """Whether `entry` is the address `client` (as addresses, not strings: a front may give
+    the peer in another spelling than the one it appended, `::ffff:a00:5` for
+    `::ffff:10.0.0.5`, and a missed match would count the front's own entry as the client's;
+    an IPv4-mapped address is its IPv4 address, as `in_networks` has it)."""
+    if entry == client:
+        return True
+    try:
+        return _plain(ipaddress.ip_address(entry)) == _plain(ipaddress.ip_address(client))
+    except ValueError:
+        return False
+
+
+def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> object:
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip if mapped is None else mapped
 
 
 @attrs.frozen
