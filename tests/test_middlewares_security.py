@@ -5,6 +5,7 @@ bound, inFlightReq's counts; and what explain shows of them."""
 from __future__ import annotations
 
 import base64
+import tracemalloc
 from typing import Any
 
 import bcrypt
@@ -24,7 +25,6 @@ from kroute.rules.middlewares.ratelimit import (
     Buckets,
     RateLimit,
     go_duration,
-    parse_go_duration,
     rate_limit,
 )
 from kroute.rules.middlewares.sources import source_criterion
@@ -406,26 +406,67 @@ def test_memory_is_bounded_with_100000_sources() -> None:
 
 def test_buckets_keep_the_least_recently_used_out() -> None:
     buckets = Buckets(rate=1.0, burst=1, limit=2)
-    assert buckets.take("a", 0.0) == 0.0
-    assert buckets.take("b", 0.0) == 0.0
-    assert buckets.take("a", 0.0) > 0  # a is used again: b is now the oldest
-    assert buckets.take("c", 0.0) == 0.0
+    assert buckets.take(b"a", 0.0) == 0.0
+    assert buckets.take(b"b", 0.0) == 0.0
+    assert buckets.take(b"a", 0.0) > 0  # a is used again: b is now the oldest
+    assert buckets.take(b"c", 0.0) == 0.0
     assert len(buckets) == 2
-    assert buckets.take("a", 0.0) > 0  # a kept; b evicted
-    assert buckets.take("b", 0.0) == 0.0
+    assert buckets.take(b"a", 0.0) > 0  # a kept; b evicted
+    assert buckets.take(b"b", 0.0) == 0.0
 
 
 def test_durations_and_bad_rate_limits() -> None:
-    assert parse_go_duration("1m30s", "f") == 90
-    assert parse_go_duration(5, "f") == 5
-    assert parse_go_duration("500ms", "f") == 0.5
-    assert parse_go_duration("42", "f") == 42
+    clock = Clock()
+    for period, seconds in (("1m30s", 90), (5, 5), ("500ms", 0.5), ("42", 42), ("1.5h", 5400)):
+        step = rate_limit({"average": 1, "period": period}, "f")
+        assert step.request(req(clock=clock)) is None
+        answer = step.request(req(clock=clock))
+        assert answer is not None
+        assert dict(answer.headers)[b"X-Retry-In"] == go_duration(seconds).encode()
     assert go_duration(90.0) == "1m30s"
     assert go_duration(1.5) == "1.5s"
     for spec in ({"average": -1}, {"average": 1, "period": "-1s"}, {"average": 1, "period": "x"},
                  {"average": 1, "sourceCriterion": {"requestHost": "yes"}}):  # fmt: skip
         with pytest.raises(FieldError):
             rate_limit(spec, "spec.rateLimit")
+
+
+@pytest.mark.parametrize(
+    "period",
+    ["9" * 400 + "h", "99999999999h", "1" * 30, 10**400],
+    ids=["400-digits-h", "11-digits-h", "30-digits", "int-10e400"],
+)
+def test_a_period_too_long_is_a_field_error(period: object) -> None:
+    """An endless period would make the rate 0 (a division by zero on every request): the
+    period is bounded (ten years) and the Middleware refused, naming the field."""
+    with pytest.raises(FieldError, match=r"spec\.rateLimit\.period"):
+        rate_limit({"average": 1, "period": period}, "spec.rateLimit")
+
+
+@pytest.mark.parametrize("criterion", [{"requestHeaderName": "X-Tenant"}, {"requestHost": True}])
+def test_a_source_costs_the_same_whatever_its_size(criterion: dict[str, Any]) -> None:
+    """Sources are kept as 16-byte digests: 2,000 sources of 28 KB each (under the fronts'
+    header limit) cost what 2,000 addresses do, not 56 MB; different values stay apart."""
+    clock = Clock()
+    step = rate_limit({"average": 1, "period": "1h", "burst": 1, "sourceCriterion": criterion},
+                      "f")  # fmt: skip
+    assert isinstance(step, RateLimit)
+    name = b"X-Tenant" if "requestHeaderName" in criterion else b"Host"
+
+    def sent(value: bytes) -> UpstreamRequest:
+        return UpstreamRequest("GET", "/", None, [(name, value)], "/", clock=clock)
+
+    values = [(b"%08d" % i) * 3500 for i in range(2000)]
+    tracemalloc.start()
+    try:
+        for value in values:
+            assert step.request(sent(value)) is None
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(step.buckets) == 2000
+    assert used / 2000 < 1024  # (bytes a source; the value itself is 28,000)
+    assert step.request(sent(values[7])) is not None  # the same source, still limited
 
 
 def test_rate_limit_needs_the_front_clock() -> None:
@@ -465,11 +506,26 @@ def test_in_flight_counts_until_the_end() -> None:
     run_end(chain, refused)  # (not counted: nothing to give back)
     run_end(chain, first)
     run_end(chain, first)  # (once only)
-    assert step.counts == {"203.0.113.9": 1, "198.51.100.1": 1}
+    assert step.counts == {digest("203.0.113.9"): 1, digest("198.51.100.1"): 1}
     assert step.request(req()) is None
     for request in (second, third):
         run_end(chain, request)
-    assert step.counts == {"203.0.113.9": 1}
+    assert step.counts == {digest("203.0.113.9"): 1}
+
+
+def digest(client: str) -> bytes:
+    return source_criterion(None, "f").digest(req(client=client))
+
+
+def test_in_flight_keeps_digests_of_sources() -> None:
+    """A header value of 28 KB counts under its 16-byte digest, as rateLimit's sources."""
+    step = in_flight({"amount": 1, "sourceCriterion": {"requestHeaderName": "X-Tenant"}}, "f")
+    assert isinstance(step, InFlight)
+    big = [(b"X-Tenant", b"t" * 28_000)]
+    assert step.request(req(big)) is None
+    assert step.request(req(big)) is not None
+    assert step.request(req([(b"X-Tenant", b"t" * 27_999)])) is None
+    assert [len(k) for k in step.counts] == [16, 16]
 
 
 def test_in_flight_needs_an_amount() -> None:

@@ -24,7 +24,9 @@ peer address. Two at once is an error, as in Traefik.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
 from typing import Any
 
 import attrs
@@ -36,6 +38,9 @@ from kroute.rules.middlewares.headers import _flag
 from kroute.rules.middlewares.paths import options_of
 
 _XFF = b"x-forwarded-for"
+#: The key of `Source.digest`, new in each process: nobody outside can choose values that
+#: collide (two sources sharing a bucket).
+_DIGEST_KEY = os.urandom(16)
 
 
 def network(text: str, field: str) -> Network:
@@ -144,6 +149,13 @@ class Source:
             host = (request.get(b"host") or b"").decode("latin-1")
             return host.lower()
         return (self.strategy or IPStrategy()).ip(request)
+
+    def digest(self, request: UpstreamRequest) -> bytes:
+        """The source (`key`) as what rateLimit and inFlightReq keep per source: its keyed
+        16-byte BLAKE2b digest, so a source costs the same whatever its size (a header value
+        may be tens of KiB, and up to 65,536 sources are kept)."""
+        value = self.key(request).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(value, digest_size=16, key=_DIGEST_KEY).digest()
 
 
 def source_criterion(value: Any, field: str) -> Source:
