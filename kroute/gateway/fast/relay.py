@@ -16,12 +16,19 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from kroute.errors import KrouteError, UpstreamError, UpstreamProtocolError
+from kroute.errors import Answered, KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Key, Message
 from kroute.gateway.fast.record import exchange_event
 from kroute.gateway.router import Decision
-from kroute.pipeline.steps import Chain, UpstreamRequest, run_end, run_outcome, run_response
+from kroute.pipeline.steps import (
+    Answer,
+    Chain,
+    UpstreamRequest,
+    run_end,
+    run_outcome,
+    run_response,
+)
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
@@ -131,7 +138,10 @@ class Relay:
         if self.chain is not None and self.chain.response and upstream and status != 101:
             drop = RESPONSE_HEADERS.drop
             fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
-            run_response(self.chain, status, fields, upstream)
+            failed = run_response(self.chain, status, fields, upstream)
+            if failed is not None:
+                self.response_failed(failed, status)
+                return
             lines = render_headers(fields)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
@@ -175,6 +185,21 @@ class Relay:
             keep_alive = bool(conn.parser.should_keep_alive())
             conn.parser = httptools.HttpResponseParser(conn)
             self.response_done(keep_alive)
+
+    def response_failed(self, answer: Answer, status: int) -> None:
+        """A response step raised (`run_response`): the endpoint's response (`status`) is
+        dropped with its connection (its body unread) and `answer` (500) goes out instead."""
+        conn = self.conn
+        assert conn is not None
+        assert self.pool is not None
+        assert self.key is not None
+        conn.exchange = None
+        self.outbox.close(conn.transport)
+        self.conn = None
+        self.pool.end(self.key, Outcome.HTTP_5XX if status >= 500 else Outcome.SUCCESS,
+                      now=self.router.clock())  # fmt: skip
+        self.ended = True
+        self.answer_error(Answered(answer.status, answer.reason, answer.headers, answer.body))
 
     def response_done(self, keep_alive: bool | None = None) -> None:
         """The response ended (`keep_alive`: as its head said, when the parser no longer

@@ -417,15 +417,21 @@ class Router:
                 if chain.outcome:
                     run_outcome(chain, upstream, exc.status_hint, time.perf_counter() - started)
                 raise
+            failed = None
+            if chain.response:
+                failed = run_response(chain, response.status, response.headers, upstream)
+                if failed is not None:  # (fails closed: the response is not sent unedited)
+                    await response.aclose()
+            if chain.outcome:
+                status = response.status if failed is None else failed.status
+                run_outcome(chain, upstream, status, time.perf_counter() - started)
+            if failed is not None:
+                raise Answered(failed.status, failed.reason, failed.headers, failed.body)
+            if chain.ends:
+                response = until_end(response, lambda: run_end(chain, upstream))
         except BaseException:
             run_end(chain, upstream)  # (answered, failed or cancelled: the request is over)
             raise
-        if chain.outcome:
-            run_outcome(chain, upstream, response.status, time.perf_counter() - started)
-        if chain.response:
-            run_response(chain, response.status, response.headers, upstream)
-        if chain.ends:
-            response = until_end(response, lambda: run_end(chain, upstream))
         return decision, response
 
     async def fetch(self, call: Call) -> Reply:
