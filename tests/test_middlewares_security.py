@@ -193,6 +193,40 @@ def test_secrets_that_cannot_be_used(secrets: dict[Any, Any], message: str) -> N
         basic_auth({"secret": "authsecret"}, "spec.basicAuth", REF, secrets)
 
 
+SHA_TEST = "{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="  # (the SHA-1 of "test")
+
+
+@pytest.mark.parametrize(("source", "where"), [
+    ({("default", "authsecret"): secret("authsecret", {"users": f"ann\x00x:{SHA_TEST}\n"})},
+     "spec.basicAuth.secret: Secret default/authsecret: user 'ann\\x00x'"),
+    ({("default", "authsecret"): secret("authsecret", {"username": "ann\r\nX-Admin",
+                                                       "password": "pw"},
+                                        "kubernetes.io/basic-auth")},
+     "spec.basicAuth.secret: Secret default/authsecret: user 'ann\\r\\nX-Admin'"),
+    ({"users": [f"bob\nX-Admin:{SHA_TEST}"]}, "spec.basicAuth.users[0]: user 'bob\\nX-"),
+])  # fmt: skip
+def test_user_names_that_cannot_be_a_header_value(source: dict[Any, Any], where: str) -> None:
+    """With `headerField` the user name goes to the backend in a header: a name with CR, LF
+    or NUL is a field error naming the Secret or the line, not a header split per request."""
+    spec: dict[str, Any] = {"headerField": "X-WebAuth-User"}
+    secrets = source if "users" not in source else {}
+    spec.update({"users": source["users"]} if "users" in source else {"secret": "authsecret"})
+    with pytest.raises(FieldError) as raised:
+        basic_auth(spec, "spec.basicAuth", REF, secrets)
+    assert str(raised.value).startswith(where)
+    assert "CR, LF or NUL" in str(raised.value)
+    spec.pop("headerField")  # (without it the name goes nowhere but the comparison)
+    basic_auth(spec, "spec.basicAuth", REF, secrets)
+
+
+def test_a_bcrypt_cost_is_ascii_digits() -> None:
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    assert htpasswd.valid(good)
+    assert not htpasswd.valid(good[:4] + "\u00b9" + good[5:])  # ("¹": a digit to isdigit)
+    with pytest.raises(FieldError, match="not a bcrypt"):
+        basic_auth({"users": ["u:" + good[:5] + "\u00b9" + good[6:]]}, "f", REF, {})
+
+
 def test_a_missing_secret_refuses_the_route_naming_both_objects() -> None:
     result = compile_objects([MW("test-auth", {"basicAuth": {"secret": "authsecret"}}),
                               ROUTE("test-auth")])  # fmt: skip
