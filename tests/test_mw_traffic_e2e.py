@@ -227,6 +227,17 @@ async def test_forward_auth_allows_with_the_copied_headers(
     assert sent["x-forwarded-for"].split(",")[-1].strip() == "127.0.0.1"
 
 
+async def test_forward_auth_calls_reuse_a_connection(
+    auth: tuple[FrontClient, Backend, AuthService],
+) -> None:
+    """Every front's calls go through one long-lived transport (FastGateway's Router has none
+    of its own: it used to make one, and a connection, per call)."""
+    client, _, service_ = auth
+    for _ in range(3):
+        assert (await client.request("allow.local", "/foobar/echo"))[0] == 200
+    assert len({asked.client_port for asked in service_.seen}) == 1
+
+
 async def test_forward_auth_denial_is_returned_to_the_client(
     auth: tuple[FrontClient, Backend, AuthService],
 ) -> None:

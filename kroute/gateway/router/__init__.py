@@ -41,7 +41,7 @@ import attrs
 
 from kroute.errors import Answered, InvalidObject, KrouteError
 from kroute.gateway.events import RequestEvent, RequestRecord
-from kroute.gateway.fetch import fetch
+from kroute.gateway.fetch import Fetches
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
@@ -147,6 +147,7 @@ class Router:
         self.observers = Observers()
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
+        self._fetches = Fetches()
         self._backends = Backends(
             self.sources, balancer=balancer, health=health,
             allow_external_name=allow_external_name, clock=clock, prober=self.prober,
@@ -174,16 +175,19 @@ class Router:
     async def run(self) -> None:
         """Run the sources and the active health probes until cancelled; rebuild the table
         soon after routing objects change (a burst of events: one rebuild)."""
-        async with anyio.create_task_group() as group:
-            for source in self.sources:
-                group.start_soon(source.run)
-            group.start_soon(self.prober.run)
-            group.start_soon(self.mirrors.run, self._send_mirror, lambda: self.transport)
-            while True:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                await anyio.sleep(0)  # the rest of a burst of events is read first
-                self.refresh()
+        try:
+            async with anyio.create_task_group() as group:
+                for source in self.sources:
+                    group.start_soon(source.run)
+                group.start_soon(self.prober.run)
+                group.start_soon(self.mirrors.run, self._send_mirror, lambda: self.transport)
+                while True:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    await anyio.sleep(0)  # the rest of a burst of events is read first
+                    self.refresh()
+        finally:
+            await self.aclose()
 
     @property
     def table(self) -> RouteTable:
@@ -435,9 +439,16 @@ class Router:
         return decision, response
 
     async def fetch(self, call: Call) -> Reply:
-        """An HTTP call a step makes (forwardAuth's), through the Router's transport
-        (`kroute.gateway.fetch`); every front's steps call out through this."""
-        return await fetch(self.transport, call)
+        """An HTTP call a step makes (forwardAuth's), through the Router's transport, or one
+        the Router keeps for them when it has none (`kroute.gateway.fetch.Fetches`); every
+        front's steps call out through this."""
+        return await self._fetches.fetch(self.transport, call)
+
+    async def aclose(self) -> None:
+        """Close what the Router made for itself (the transport of its steps' calls, when it
+        has none of its own; `run` does this when it ends). The Router's `transport` is the
+        caller's to close."""
+        await self._fetches.aclose()
 
     def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
         """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the

@@ -21,9 +21,10 @@ it has them: those are the values the front kept, which kroute only takes from t
   request is never let through.
 
 `decide` and `call` are pure: the I/O is the front's `fetch` (`kroute.pipeline.fetch`).
+Logs and explain show the address without its query (`Address.shown`: it may carry a token).
 Not yet: `tls` (a client certificate or CA for the auth service), `forwardBody` /
-`maxBodySize` and `headerField` (kroute has no access log to put a user name in): they fail
-closed.
+`maxBodySize` and `headerField` (the header whose value Traefik's access log shows as the user
+name: kroute's access log, `kroute.gateway.access`, does not take it yet): they fail closed.
 """
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ class Address:
     target: str
     authority: bytes
 
+    @property
+    def shown(self) -> str:
+        """The address for logs, explain and the admin API: scheme://host:port/path, without
+        the query (which may carry a token)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = self.target.partition("?")[0]
+        return f"{'https' if self.https else 'http'}://{host}:{self.port}{path}"
+
 
 @attrs.frozen
 class ForwardAuth(Awaited):
@@ -90,7 +99,7 @@ class ForwardAuth(Awaited):
 
     @property
     def label(self) -> str:
-        return f"ForwardAuth to {self.address.url} ({self.field})"
+        return f"ForwardAuth to {self.address.shown} ({self.field})"
 
     def call(self, request: UpstreamRequest) -> Call:
         """What is sent to the auth service about `request` (see the module)."""
@@ -141,7 +150,7 @@ class ForwardAuth(Awaited):
         if not self.preserve_location:
             headers = [(n, _absolute(self.address.url, v) if n.lower() == b"location" else v)
                        for n, v in headers]  # fmt: skip
-        return Answer(reply.status, f"the auth service at {self.address.url} answered "
+        return Answer(reply.status, f"the auth service at {self.address.shown} answered "
                       f"{reply.status}", headers=tuple(headers), body=reply.body)  # fmt: skip
 
     async def request_async(self, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
@@ -150,7 +159,7 @@ class ForwardAuth(Awaited):
         try:
             reply = await fetch(self.call(request))
         except FetchFailed as exc:
-            return _refused(f"the auth service at {self.address.url} failed: {exc}")
+            return _refused(f"the auth service at {self.address.shown} failed: {exc}")
         return self.decide(request, reply)
 
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
