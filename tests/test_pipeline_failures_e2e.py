@@ -7,6 +7,7 @@ steps told of the request's end are told once, so no inFlightReq slot leaks."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import anyio
@@ -15,8 +16,9 @@ import pytest
 
 from kroute.pipeline import Filters, Step, UpstreamRequest
 from kroute.pipeline.steps import Header
+from kroute.transport.conformance import Backend
 from tests.builders import httproute, to
-from tests.fronts import echo_gateway
+from tests.fronts import FrontClient, echo_gateway
 from tests.test_pipeline_e2e import ext
 
 pytestmark = pytest.mark.anyio
@@ -70,39 +72,47 @@ async def ended(step: Recording) -> None:
             await anyio.sleep(0.01)
 
 
-async def test_a_raising_response_step_fails_the_response_closed(
-    every_front: str, caplog: pytest.LogCaptureFixture
-) -> None:
+Served = tuple[FrontClient, Backend, dict[str, Recording]]
+
+
+@pytest.fixture
+async def served(every_front: str) -> AsyncIterator[Served]:
+    """The routes on `every_front`, with their steps (fine, raising in response, in outcome)."""
     steps = {name: Recording(name, raises=name) for name in ("fine", "response", "outcome")}
     async with echo_gateway(routes(), every_front, filters=StepFilters(steps)) as (
         client, backend, _):  # fmt: skip
-        status, headers, body = await client.request("fine.local", "/echo")
-        assert (status, (b"x-checked", b"yes") in [(n.lower(), v) for n, v in headers]) == (
-            200, True)  # fmt: skip
-        with caplog.at_level(logging.ERROR, logger="kroute.pipeline.steps"):
-            status, headers, body = await client.request("response.local", "/echo")
-            assert (status, body) == (500, b"500 Internal Server Error\n")
-            assert b"x-checked" not in [n.lower() for n, _ in headers]
-            await ended(steps["response"])
-        assert steps["response"].told == [("outcome", 500), "end"]
-        assert "failed; the request is answered 500" in caplog.text
-        assert backend.hits == {"/echo": 2}  # (forwarded: the response is what failed)
-        # The front carries on (FastGateway used to drop the client's connection).
-        assert (await client.request("fine.local", "/echo"))[0] == 200
+        yield client, backend, steps
+
+
+async def test_a_raising_response_step_fails_the_response_closed(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, backend, steps = served
+    status, headers, body = await client.request("fine.local", "/echo")
+    assert (status, (b"x-checked", b"yes") in [(n.lower(), v) for n, v in headers]) == (
+        200, True)  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="kroute.pipeline.steps"):
+        status, headers, body = await client.request("response.local", "/echo")
+        assert (status, body) == (500, b"500 Internal Server Error\n")
+        assert b"x-checked" not in [n.lower() for n, _ in headers]
+        await ended(steps["response"])
+    assert steps["response"].told == [("outcome", 500), "end"]
+    assert "failed; the request is answered 500" in caplog.text
+    assert backend.hits == {"/echo": 2}  # (forwarded: the response is what failed)
+    # The front carries on (FastGateway used to drop the client's connection).
+    assert (await client.request("fine.local", "/echo"))[0] == 200
 
 
 async def test_a_raising_outcome_step_is_logged_and_the_request_goes_on(
-    every_front: str, caplog: pytest.LogCaptureFixture
+    served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    steps = {name: Recording(name, raises=name) for name in ("fine", "response", "outcome")}
-    async with echo_gateway(routes(), every_front, filters=StepFilters(steps)) as (
-        client, backend, _):  # fmt: skip
-        with caplog.at_level(logging.ERROR, logger="kroute.pipeline.steps"):
-            status, headers, _ = await client.request("outcome.local", "/echo")
-            assert status == 200
-            assert (b"x-checked", b"yes") in [(n.lower(), v) for n, v in headers]
-            await ended(steps["outcome"])
-        assert steps["outcome"].told == [("outcome", 200), "end"]
-        assert "failed on the outcome of a request" in caplog.text
-        assert (await client.request("outcome.local", "/echo"))[0] == 200
-        assert backend.hits == {"/echo": 2}
+    client, backend, steps = served
+    with caplog.at_level(logging.ERROR, logger="kroute.pipeline.steps"):
+        status, headers, _ = await client.request("outcome.local", "/echo")
+        assert status == 200
+        assert (b"x-checked", b"yes") in [(n.lower(), v) for n, v in headers]
+        await ended(steps["outcome"])
+    assert steps["outcome"].told == [("outcome", 200), "end"]
+    assert "failed on the outcome of a request" in caplog.text
+    assert (await client.request("outcome.local", "/echo"))[0] == 200
+    assert backend.hits == {"/echo": 2}
