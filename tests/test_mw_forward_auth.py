@@ -15,8 +15,9 @@ import kroute
 from kroute.gateway.fetch import Fetches
 from kroute.pipeline import UpstreamRequest
 from kroute.pipeline.fetch import Call, FetchFailed, Reply
+from kroute.pipeline.filters import canonical_name
 from kroute.pipeline.steps import Chain, run_request_async
-from kroute.rules.middlewares.forward_auth import ForwardAuth, canonical, forward_auth
+from kroute.rules.middlewares.forward_auth import ForwardAuth, forward_auth
 from kroute.transport.base import ForwardRequest, ForwardResponse, Target
 from tests.test_middlewares_e2e import middleware, using
 
@@ -143,8 +144,8 @@ def test_what_kroute_lacks_fails_closed(name: str) -> None:
 
 
 def test_go_canonical_names() -> None:
-    assert canonical(b"x-auth-USER") == "X-Auth-User"
-    assert canonical(b"bad name") == "bad name"
+    assert canonical_name("x-auth-USER") == "X-Auth-User"
+    assert canonical_name("bad name") == "bad name"
 
 
 @given(st.lists(st.tuples(st.binary(min_size=1, max_size=20), st.binary(max_size=20)),

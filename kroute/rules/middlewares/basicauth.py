@@ -35,11 +35,10 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, Obj, ObjectRef, as_list, as_map, as_str
+from kroute.objects import FieldError, Obj, ObjectRef, as_flag, as_list, as_map, as_str
 from kroute.pipeline.filters import header_name, header_value
 from kroute.pipeline.steps import Answer, Step, UpstreamRequest
 from kroute.rules.middlewares import htpasswd
-from kroute.rules.middlewares.headers import _flag
 from kroute.rules.middlewares.paths import options_of
 
 Secrets = Mapping[tuple[str, str], Obj]
@@ -141,7 +140,7 @@ def basic_auth(spec: Any, field: str, ref: ObjectRef, secrets: Secrets) -> Step:
     return BasicAuth(
         field, users=users, realm=realm, dummy=htpasswd.dummy(strongest),
         header_field=header_name(header, f"{field}.headerField") if header else None,
-        remove_header=_flag(options, "removeHeader", field),
+        remove_header=as_flag(options, "removeHeader", field),
     )  # fmt: skip
 
 

@@ -34,10 +34,10 @@ from urllib.parse import urljoin, urlsplit
 
 import attrs
 
-from kroute.objects import FieldError, as_list, req_str
+from kroute.objects import FieldError, as_flag, as_list, req_str
 from kroute.pipeline.cors import TOKEN
 from kroute.pipeline.fetch import Call, Fetch, FetchFailed, Reply
-from kroute.pipeline.filters import Refuse
+from kroute.pipeline.filters import Refuse, canonical_name
 from kroute.pipeline.steps import Answer, Awaited, Header, Step, UpstreamRequest
 from kroute.rules.middlewares.paths import options_of, regex_of
 from kroute.rules.regex import Regex
@@ -52,15 +52,6 @@ _NOT_YET = ("tls", "forwardBody", "maxBodySize", "headerField")
 _KNOWN = ("address", "trustForwardHeader", "authResponseHeaders", "authResponseHeadersRegex",
           "authRequestHeaders", "addAuthCookiesToResponse", "preserveLocationHeader",
           "preserveRequestMethod", *_NOT_YET)  # fmt: skip
-
-
-def canonical(name: bytes) -> str:
-    """Go's `http.CanonicalHeaderKey`: `x-auth-user` -> `X-Auth-User` (what Traefik matches
-    `authResponseHeadersRegex` against); a name that is not a token stays as it is."""
-    text = name.decode("latin-1")
-    if not TOKEN.fullmatch(text):
-        return text
-    return "-".join(part[:1].upper() + part[1:].lower() for part in text.split("-"))
 
 
 @attrs.frozen
@@ -136,8 +127,12 @@ class ForwardAuth(Awaited):
             request.headers += [(n, v) for n, v in reply.headers if n.lower() == name.lower()]
         if self.response_regex is not None:
             matches = self.response_regex.search
-            request.headers[:] = [f for f in request.headers if not matches(canonical(f[0]))]
-            request.headers += [(n, v) for n, v in reply.headers if matches(canonical(n))]
+            request.headers[:] = [
+                f for f in request.headers if not matches(canonical_name(f[0].decode("latin-1")))
+            ]
+            request.headers += [
+                (n, v) for n, v in reply.headers if matches(canonical_name(n.decode("latin-1")))
+            ]
         if self.cookies:
             cookies = (v for n, v in reply.headers if n.lower() == b"set-cookie")
             kept = tuple(v for v in cookies if _cookie_name(v) in self.cookies)
@@ -204,13 +199,6 @@ def address_of(text: str, field: str) -> Address:
     return Address(text, parts.hostname, port, https, target, parts.netloc.encode("ascii"))
 
 
-def _flag(options: dict[str, Any], name: str, field: str) -> bool:
-    value = options.get(name, False)
-    if not isinstance(value, bool):
-        raise FieldError(f"{field}.{name}", "expected a boolean")
-    return value
-
-
 def _names(options: dict[str, Any], name: str, field: str) -> tuple[str, ...]:
     listed = as_list(options.get(name), f"{field}.{name}")
     out = tuple(req_str(v, f"{field}.{name}[{i}]") for i, v in enumerate(listed))
@@ -233,13 +221,13 @@ def forward_auth(spec: Any, field: str) -> Step:
         regex = regex_of(req_str(text, f"{field}.authResponseHeadersRegex"),
                          f"{field}.authResponseHeadersRegex", strip=False)  # fmt: skip
     return ForwardAuth(
-        field, address=address, trust=_flag(options, "trustForwardHeader", field),
+        field, address=address, trust=as_flag(options, "trustForwardHeader", field),
         response_headers=tuple(n.encode() for n in _names(options, "authResponseHeaders", field)),
         response_regex=regex,
         request_headers=frozenset(n.lower().encode()
                                   for n in _names(options, "authRequestHeaders", field)),
         cookies=frozenset(_names(options, "addAuthCookiesToResponse", field)),
-        preserve_method=_flag(options, "preserveRequestMethod", field),
-        preserve_location=_flag(options, "preserveLocationHeader", field),
+        preserve_method=as_flag(options, "preserveRequestMethod", field),
+        preserve_location=as_flag(options, "preserveLocationHeader", field),
         timeout=TIMEOUT,
     )  # fmt: skip

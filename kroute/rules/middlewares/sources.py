@@ -31,10 +31,18 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, Network, as_int, as_list, as_map, in_networks, req_str
+from kroute.objects import (
+    FieldError,
+    Network,
+    as_flag,
+    as_int,
+    as_list,
+    as_map,
+    in_networks,
+    req_str,
+)
 from kroute.pipeline.filters import header_name
 from kroute.pipeline.steps import UpstreamRequest
-from kroute.rules.middlewares.headers import _flag
 from kroute.rules.middlewares.paths import options_of
 
 _XFF = b"x-forwarded-for"
@@ -163,7 +171,7 @@ def source_criterion(value: Any, field: str) -> Source:
         return Source()
     options = options_of(value, field, ("ipStrategy", "requestHeaderName", "requestHost"))
     header = options.get("requestHeaderName") or None
-    host = _flag(options, "requestHost", field)
+    host = as_flag(options, "requestHost", field)
     strategy = options.get("ipStrategy")
     chosen = [k for k, v in (("ipStrategy", strategy is not None),
                              ("requestHeaderName", header is not None),
