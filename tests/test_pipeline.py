@@ -247,3 +247,17 @@ def test_a_raising_response_step_is_a_500_in_run_response_and_explain() -> None:
     route = kroute.compile_objects(ROUTING).table.routes[0]
     shown = preview(attrs.evolve(route, chain=Chain((step,))), request_from_url("shop.test/x"))
     assert shown.status == (500, "Recording (f) raised an exception")
+
+
+WRITING_STEPS = ["Answer", "AsyncStep", "Awaited", "Call", "Chain", "Fetch", "FetchFailed",
+                 "Reply", "Step", "UpstreamRequest", "run_end", "run_outcome", "run_request",
+                 "run_request_async", "run_response"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WRITING_STEPS)
+def test_what_users_writing_steps_need_is_public(name: str) -> None:
+    """What docs/pipeline.md names for users' own steps (a step that waits and calls out, the
+    runners) is exported by kroute.pipeline and kroute, the same object."""
+    assert name in kroute.pipeline.__all__
+    assert name in kroute.__all__
+    assert getattr(kroute, name) is getattr(kroute.pipeline, name)

@@ -1,10 +1,13 @@
 """The request pipeline: what a route does to a request after the match (docs/pipeline.md).
 
 Pure values and functions: no I/O library is imported here (import-linter holds it). Fronts
-run a route's `Chain` through `run_request` / `run_request_async` and `run_response`.
+run a route's `Chain` through `run_request` / `run_request_async`, `run_response`,
+`run_outcome` and `run_end`. A step that waits is an `Awaited` (its HTTP calls: a `Call` given
+to the front's `Fetch`, a `Reply` or `FetchFailed` back).
 """
 
 from kroute.pipeline.cors import CORS
+from kroute.pipeline.fetch import Call, Fetch, FetchFailed, Reply
 from kroute.pipeline.filters import (
     Function,
     HeaderEdits,
@@ -21,6 +24,7 @@ from kroute.pipeline.steps import (
     EMPTY,
     Answer,
     AsyncStep,
+    Awaited,
     Chain,
     Step,
     UpstreamRequest,
@@ -36,13 +40,18 @@ __all__ = [
     "EMPTY",
     "Answer",
     "AsyncStep",
+    "Awaited",
+    "Call",
     "Chain",
+    "Fetch",
+    "FetchFailed",
     "Filters",
     "Function",
     "HeaderEdits",
     "Mirror",
     "MirrorCopy",
     "Refuse",
+    "Reply",
     "RequestHeaderModifier",
     "ResponseHeaderModifier",
     "Share",
