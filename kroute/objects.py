@@ -166,6 +166,14 @@ def as_map(value: Any, field: str) -> Mapping[str, Any]:
     return value
 
 
+def as_flag(options: Mapping[str, Any], key: str, field: str) -> bool:
+    """The boolean option `key` of `options` (the object at `field`); absent means False."""
+    value = options.get(key, False)
+    if not isinstance(value, bool):
+        raise FieldError(f"{field}.{key}", "expected a boolean")
+    return value
+
+
 def as_int(value: Any, field: str, *, default: int, low: int, high: int) -> int:
     """An integer field within [low, high]; absent means `default`."""
     if value is None:

@@ -80,6 +80,7 @@ async def serving(
             await client.transport.aclose()
             if router.transport is not None:
                 await router.transport.aclose()
+            await router.aclose()
             group.cancel_scope.cancel()
 
 

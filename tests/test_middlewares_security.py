@@ -5,6 +5,7 @@ bound, inFlightReq's counts; and what explain shows of them."""
 from __future__ import annotations
 
 import base64
+import tracemalloc
 from typing import Any
 
 import bcrypt
@@ -24,7 +25,6 @@ from kroute.rules.middlewares.ratelimit import (
     Buckets,
     RateLimit,
     go_duration,
-    parse_go_duration,
     rate_limit,
 )
 from kroute.rules.middlewares.sources import source_criterion
@@ -193,6 +193,40 @@ def test_secrets_that_cannot_be_used(secrets: dict[Any, Any], message: str) -> N
         basic_auth({"secret": "authsecret"}, "spec.basicAuth", REF, secrets)
 
 
+SHA_TEST = "{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="  # (the SHA-1 of "test")
+
+
+@pytest.mark.parametrize(("source", "where"), [
+    ({("default", "authsecret"): secret("authsecret", {"users": f"ann\x00x:{SHA_TEST}\n"})},
+     "spec.basicAuth.secret: Secret default/authsecret: user 'ann\\x00x'"),
+    ({("default", "authsecret"): secret("authsecret", {"username": "ann\r\nX-Admin",
+                                                       "password": "pw"},
+                                        "kubernetes.io/basic-auth")},
+     "spec.basicAuth.secret: Secret default/authsecret: user 'ann\\r\\nX-Admin'"),
+    ({"users": [f"bob\nX-Admin:{SHA_TEST}"]}, "spec.basicAuth.users[0]: user 'bob\\nX-"),
+])  # fmt: skip
+def test_user_names_that_cannot_be_a_header_value(source: dict[Any, Any], where: str) -> None:
+    """With `headerField` the user name goes to the backend in a header: a name with CR, LF
+    or NUL is a field error naming the Secret or the line, not a header split per request."""
+    spec: dict[str, Any] = {"headerField": "X-WebAuth-User"}
+    secrets = source if "users" not in source else {}
+    spec.update({"users": source["users"]} if "users" in source else {"secret": "authsecret"})
+    with pytest.raises(FieldError) as raised:
+        basic_auth(spec, "spec.basicAuth", REF, secrets)
+    assert str(raised.value).startswith(where)
+    assert "CR, LF or NUL" in str(raised.value)
+    spec.pop("headerField")  # (without it the name goes nowhere but the comparison)
+    basic_auth(spec, "spec.basicAuth", REF, secrets)
+
+
+def test_a_bcrypt_cost_is_ascii_digits() -> None:
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    assert htpasswd.valid(good)
+    assert not htpasswd.valid(good[:4] + "\u00b9" + good[5:])  # ("¹": a digit to isdigit)
+    with pytest.raises(FieldError, match="not a bcrypt"):
+        basic_auth({"users": ["u:" + good[:5] + "\u00b9" + good[6:]]}, "f", REF, {})
+
+
 def test_a_missing_secret_refuses_the_route_naming_both_objects() -> None:
     result = compile_objects([MW("test-auth", {"basicAuth": {"secret": "authsecret"}}),
                               ROUTE("test-auth")])  # fmt: skip
@@ -285,6 +319,19 @@ def test_depth_counts_from_the_right_without_this_hops_entry(depth: int, expecte
     request = req([(b"X-Forwarded-For", XFF + b", 192.0.2.1")], client="192.0.2.1")
     assert criterion.key(request) == expected
     assert criterion.key(req([(b"X-Forwarded-For", XFF)], client="192.0.2.1")) == expected
+
+
+@pytest.mark.parametrize("peer", ["10.0.0.5", "::ffff:10.0.0.5", "::ffff:a00:5"])
+@pytest.mark.parametrize("client", ["10.0.0.5", "::ffff:10.0.0.5", "::ffff:a00:5"])
+def test_this_hops_entry_is_found_in_any_spelling(peer: str, client: str) -> None:
+    """A front appends the peer as it got it (`::ffff:10.0.0.5` on a dual-stack listener) but
+    may give the steps its parsed form (`::ffff:a00:5`): the entry is still this hop's own, so
+    `depth: 1` is the client the trusted proxy saw, never the proxy itself."""
+    step = ip_allow_list({"sourceRange": ["10.0.0.0/8"], "ipStrategy": {"depth": 1}}, "f")
+    xff = [(b"X-Forwarded-For", b"203.0.113.9, " + peer.encode())]
+    assert source_criterion({"ipStrategy": {"depth": 1}}, "f").key(
+        req(xff, client=client)) == "203.0.113.9"  # fmt: skip
+    assert step.request(req(xff, client=client)) is not None  # (the proxy's 10/8 is not it)
 
 
 def test_excluded_ips_scan_from_the_right_and_depth_wins() -> None:
@@ -393,26 +440,67 @@ def test_memory_is_bounded_with_100000_sources() -> None:
 
 def test_buckets_keep_the_least_recently_used_out() -> None:
     buckets = Buckets(rate=1.0, burst=1, limit=2)
-    assert buckets.take("a", 0.0) == 0.0
-    assert buckets.take("b", 0.0) == 0.0
-    assert buckets.take("a", 0.0) > 0  # a is used again: b is now the oldest
-    assert buckets.take("c", 0.0) == 0.0
+    assert buckets.take(b"a", 0.0) == 0.0
+    assert buckets.take(b"b", 0.0) == 0.0
+    assert buckets.take(b"a", 0.0) > 0  # a is used again: b is now the oldest
+    assert buckets.take(b"c", 0.0) == 0.0
     assert len(buckets) == 2
-    assert buckets.take("a", 0.0) > 0  # a kept; b evicted
-    assert buckets.take("b", 0.0) == 0.0
+    assert buckets.take(b"a", 0.0) > 0  # a kept; b evicted
+    assert buckets.take(b"b", 0.0) == 0.0
 
 
 def test_durations_and_bad_rate_limits() -> None:
-    assert parse_go_duration("1m30s", "f") == 90
-    assert parse_go_duration(5, "f") == 5
-    assert parse_go_duration("500ms", "f") == 0.5
-    assert parse_go_duration("42", "f") == 42
+    clock = Clock()
+    for period, seconds in (("1m30s", 90), (5, 5), ("500ms", 0.5), ("42", 42), ("1.5h", 5400)):
+        step = rate_limit({"average": 1, "period": period}, "f")
+        assert step.request(req(clock=clock)) is None
+        answer = step.request(req(clock=clock))
+        assert answer is not None
+        assert dict(answer.headers)[b"X-Retry-In"] == go_duration(seconds).encode()
     assert go_duration(90.0) == "1m30s"
     assert go_duration(1.5) == "1.5s"
     for spec in ({"average": -1}, {"average": 1, "period": "-1s"}, {"average": 1, "period": "x"},
                  {"average": 1, "sourceCriterion": {"requestHost": "yes"}}):  # fmt: skip
         with pytest.raises(FieldError):
             rate_limit(spec, "spec.rateLimit")
+
+
+@pytest.mark.parametrize(
+    "period",
+    ["9" * 400 + "h", "99999999999h", "1" * 30, 10**400],
+    ids=["400-digits-h", "11-digits-h", "30-digits", "int-10e400"],
+)
+def test_a_period_too_long_is_a_field_error(period: object) -> None:
+    """An endless period would make the rate 0 (a division by zero on every request): the
+    period is bounded (ten years) and the Middleware refused, naming the field."""
+    with pytest.raises(FieldError, match=r"spec\.rateLimit\.period"):
+        rate_limit({"average": 1, "period": period}, "spec.rateLimit")
+
+
+@pytest.mark.parametrize("criterion", [{"requestHeaderName": "X-Tenant"}, {"requestHost": True}])
+def test_a_source_costs_the_same_whatever_its_size(criterion: dict[str, Any]) -> None:
+    """Sources are kept as 16-byte digests: 2,000 sources of 28 KB each (under the fronts'
+    header limit) cost what 2,000 addresses do, not 56 MB; different values stay apart."""
+    clock = Clock()
+    step = rate_limit({"average": 1, "period": "1h", "burst": 1, "sourceCriterion": criterion},
+                      "f")  # fmt: skip
+    assert isinstance(step, RateLimit)
+    name = b"X-Tenant" if "requestHeaderName" in criterion else b"Host"
+
+    def sent(value: bytes) -> UpstreamRequest:
+        return UpstreamRequest("GET", "/", None, [(name, value)], "/", clock=clock)
+
+    values = [(b"%08d" % i) * 3500 for i in range(2000)]
+    tracemalloc.start()
+    try:
+        for value in values:
+            assert step.request(sent(value)) is None
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(step.buckets) == 2000
+    assert used / 2000 < 1024  # (bytes a source; the value itself is 28,000)
+    assert step.request(sent(values[7])) is not None  # the same source, still limited
 
 
 def test_rate_limit_needs_the_front_clock() -> None:
@@ -452,11 +540,26 @@ def test_in_flight_counts_until_the_end() -> None:
     run_end(chain, refused)  # (not counted: nothing to give back)
     run_end(chain, first)
     run_end(chain, first)  # (once only)
-    assert step.counts == {"203.0.113.9": 1, "198.51.100.1": 1}
+    assert step.counts == {digest("203.0.113.9"): 1, digest("198.51.100.1"): 1}
     assert step.request(req()) is None
     for request in (second, third):
         run_end(chain, request)
-    assert step.counts == {"203.0.113.9": 1}
+    assert step.counts == {digest("203.0.113.9"): 1}
+
+
+def digest(client: str) -> bytes:
+    return source_criterion(None, "f").digest(req(client=client))
+
+
+def test_in_flight_keeps_digests_of_sources() -> None:
+    """A header value of 28 KB counts under its 16-byte digest, as rateLimit's sources."""
+    step = in_flight({"amount": 1, "sourceCriterion": {"requestHeaderName": "X-Tenant"}}, "f")
+    assert isinstance(step, InFlight)
+    big = [(b"X-Tenant", b"t" * 28_000)]
+    assert step.request(req(big)) is None
+    assert step.request(req(big)) is not None
+    assert step.request(req([(b"X-Tenant", b"t" * 27_999)])) is None
+    assert [len(k) for k in step.counts] == [16, 16]
 
 
 def test_in_flight_needs_an_amount() -> None:

@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncIterator
 
 import anyio
+import httpx
 import pytest
 
 from kroute.gateway.router import Router
@@ -114,6 +115,30 @@ async def test_depth_behind_a_trusted_proxy(every_front: str, depth: int) -> Non
         status, _, _ = await front.request(f"depth{depth}.local", "/echo", headers=xff)
         assert status == (200 if depth == 2 else 403)
         assert backend.hits == ({"/echo": 1} if depth == 2 else {})
+
+
+async def test_depth_is_never_the_trusted_proxy_itself(every_front: str) -> None:
+    """The proxy in front of kroute (trusted, in the allowed 127.0.0.0/8) says the client is
+    192.0.2.9: `depth: 1` refuses it, whatever spelling the peer's address has. The ASGI
+    gateway is given an IPv4-mapped peer (`::ffff:127.0.0.1`, as a dual-stack listener sees an
+    IPv4 client, which the steps see as `::ffff:7f00:1`); the socket fronts listen on
+    127.0.0.1, where no mapped peer can be had (and this host's dual-stack sockets take no
+    IPv4 connection), so their peer is 127.0.0.1."""
+    routes = [middleware("proxy-depth", {"ipAllowList": {"sourceRange": ["127.0.0.0/8"],
+                                                         "ipStrategy": {"depth": 1}}}),
+              using("proxy.local", "proxy-depth")]  # fmt: skip
+    xff = [(b"Host", b"proxy.local"), (b"X-Forwarded-For", b"192.0.2.9")]
+    async with echo_gateway(routes, every_front, trusted=TrustedProxies.of("127.0.0.0/8")) as (
+        front, backend, _):  # fmt: skip
+        if front.app is not None:
+            transport = httpx.ASGITransport(app=front.app, client=("::ffff:127.0.0.1", 40000))
+            async with httpx.AsyncClient(transport=transport) as http:
+                answer = await http.get("http://proxy.local/echo", headers=xff)
+            status = answer.status_code
+        else:
+            status = (await front.request("proxy.local", "/echo", headers=xff[1:]))[0]
+        assert status == 403
+        assert backend.hits == {}
 
 
 async def test_rate_limit_answers_429_past_the_burst(

@@ -3,6 +3,7 @@ rolling metrics, and the state machine with the time passed in."""
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kroute
+from kroute.rules.compile import CompileCache
 from kroute.rules.middlewares.breaker import Breaker, CircuitBreaker, Settings, State, Window
 from kroute.rules.middlewares.breaker_expr import parse
 from tests.test_middlewares_e2e import middleware, using
@@ -40,6 +42,12 @@ def test_the_documented_expressions_parse(text: str) -> None:
     ("NetworkErrorRatio() > > 1", "a number or a function expected at 22"),
     ("1 > 2 $", "unexpected '$' at 6"),
     ("(" * 40 + "1 > 2" + ")" * 40, "nested deeper"),
+    ("ResponseCodeRatio(500, 600, 0, 1" + "0" * 400 + ") > 0.5", "number at 31 is out of range"),
+    ("1" + "0" * 400 + " > 1", "number at 0 is out of range"),
+    ("ResponseCodeRatio(500.5, 600, 0, 600) > 0", "whole status bounds from 0 to 600, found "
+     "500.5 at 18"),
+    ("ResponseCodeRatio(500, 601, 0, 600) > 0", "found 601 at 23"),
+    ("LatencyAtQuantileMS(100.5) > 1", "percentile from 0 to 100, found 100.5 at 20"),
 ])  # fmt: skip
 def test_bad_expressions_say_what_and_where(text: str, why: str) -> None:
     with pytest.raises(ValueError, match=re.escape(why)):
@@ -50,6 +58,15 @@ def test_a_bad_expression_is_an_error_naming_the_middleware_and_field() -> None:
     spec = {"circuitBreaker": {"expression": "NetworkErrorRatio() >"}}
     (error,) = kroute.compile_objects([middleware("cb", spec)]).errors
     assert str(error).startswith("Middleware default/cb: spec.circuitBreaker.expression: ")
+
+
+def test_a_number_evaluation_cannot_take_is_refused_at_compile_time() -> None:
+    """A thousand-digit bound used to compile and raise OverflowError on every request."""
+    spec = {"circuitBreaker": {"expression": "ResponseCodeRatio(500, 600, 0, 1" + "0" * 400
+                                             + ") > 0.5"}}  # fmt: skip
+    (error,) = kroute.compile_objects([middleware("cb", spec), using("cb.local", "cb")]).errors
+    assert "spec.circuitBreaker.expression" in str(error)
+    assert "the number at 31 is out of range" in str(error)
 
 
 _PIECES = st.sampled_from(["NetworkErrorRatio", "ResponseCodeRatio", "LatencyAtQuantileMS",
@@ -108,6 +125,39 @@ def test_each_route_has_its_own_breaker() -> None:
     assert all(isinstance(s, CircuitBreaker) for s in steps)
     first, second = (s.breaker for s in steps if isinstance(s, CircuitBreaker))
     assert first is not second
+
+
+def test_a_route_keeps_its_breaker_over_a_rebuild() -> None:
+    """A rebuild (any routing object changed, or the Middleware written again the same) gives
+    each route the breaker it had, state and all; other settings start a new one."""
+    spec = {"circuitBreaker": {"expression": "NetworkErrorRatio() > 0.5"}}
+    cache = CompileCache()
+
+    def breakers(objects: list[dict[str, Any]]) -> list[Breaker]:
+        result = kroute.compile_objects(objects, cache=cache)
+        return [s.breaker for r in sorted(result.table.routes, key=lambda r: r.name)
+                for s in r.chain.steps if isinstance(s, CircuitBreaker)]  # fmt: skip
+
+    objects = [middleware("cb", spec), using("a.local", "cb"), using("b.local", "cb")]
+    a, b = breakers(objects)
+    for _ in range(5):
+        a.outcome(502, 0.01, now=100.0)
+    assert a.state is State.OPEN
+    again = copy.deepcopy(objects)  # (every object a new dict: a relist)
+    again[1].setdefault("status", {})["x"] = 1
+    assert [x is y for x, y in zip(breakers(again), [a, b], strict=True)] == [True, True]
+    assert a.state is State.OPEN
+    assert not a.allows(100.1)
+    (only_a,) = breakers(again[:2])  # b's route is gone: its breaker is forgotten (bounded)
+    assert only_a is a
+    assert breakers(again)[1] is not b
+    changed = [
+        middleware("cb", {"circuitBreaker": {**spec["circuitBreaker"], "fallbackDuration": "1m"}}),
+        *again[1:],
+    ]
+    fresh, _ = breakers(changed)
+    assert fresh is not a
+    assert fresh.state is State.CLOSED
 
 
 @pytest.mark.parametrize(("options", "why"), [

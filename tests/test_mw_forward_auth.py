@@ -4,6 +4,7 @@ and those that fail closed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,10 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kroute
+from kroute.gateway.fetch import Fetches
 from kroute.pipeline import UpstreamRequest
 from kroute.pipeline.fetch import Call, FetchFailed, Reply
+from kroute.pipeline.filters import canonical_name
 from kroute.pipeline.steps import Chain, run_request_async
-from kroute.rules.middlewares.forward_auth import ForwardAuth, canonical, forward_auth
+from kroute.rules.middlewares.forward_auth import ForwardAuth, forward_auth
+from kroute.transport.base import ForwardRequest, ForwardResponse, Target
 from tests.test_middlewares_e2e import middleware, using
 
 pytestmark = pytest.mark.anyio
@@ -140,8 +144,8 @@ def test_what_kroute_lacks_fails_closed(name: str) -> None:
 
 
 def test_go_canonical_names() -> None:
-    assert canonical(b"x-auth-USER") == "X-Auth-User"
-    assert canonical(b"bad name") == "bad name"
+    assert canonical_name("x-auth-USER") == "X-Auth-User"
+    assert canonical_name("bad name") == "bad name"
 
 
 @given(st.lists(st.tuples(st.binary(min_size=1, max_size=20), st.binary(max_size=20)),
@@ -153,3 +157,54 @@ def test_any_answer_is_a_decision(headers: list[tuple[bytes, bytes]], status: in
                 authResponseHeaders=["X-A"])  # fmt: skip
     answer = auth.decide(request(), Reply(status, tuple(headers), b"body"))
     assert (answer is None) == (200 <= status < 300)
+
+
+async def test_logs_and_explain_never_show_the_addresss_query() -> None:
+    """The address may carry a token in its query: the label (explain) and the reasons (logs,
+    request events) show scheme://host:port/path only."""
+    auth = forward_auth({"address": "http://auth.local/check?token=s3cret"}, "spec.forwardAuth")
+    assert isinstance(auth, ForwardAuth)
+
+    async def down(call: Call) -> Reply:
+        assert call.target == "/check?token=s3cret"  # (the call itself is as configured)
+        raise FetchFailed("connection refused")
+
+    failed = await run_request_async(Chain((auth,)), request(), down)
+    denied = auth.decide(request(), Reply(403, (), b""))
+    assert failed is not None
+    assert denied is not None
+    for shown in (auth.label, failed.reason, denied.reason):
+        assert "s3cret" not in shown
+        assert "http://auth.local:80/check" in shown
+
+
+class Recorder:
+    """A transport that answers 204 and keeps the targets it was asked for."""
+
+    def __init__(self) -> None:
+        self.targets: list[Target] = []
+
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse:
+        self.targets.append(target)
+        return ForwardResponse(204, b"No Content", [], _empty())
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""
+
+
+async def test_the_tls_context_is_made_once() -> None:
+    """Making an SSLContext reads the CA store (tens of milliseconds on the loop): a Router's
+    calls share one."""
+    fetches, recorder = Fetches(), Recorder()
+    call = Call("auth.local", 443, True, "GET", "/", (), 1.0, 100)
+    for _ in range(3):
+        assert (await fetches.fetch(recorder, call)).status == 204
+    first = recorder.targets[0].tls
+    assert first is not None
+    assert all(t.tls is first for t in recorder.targets)
+    assert recorder.targets[0].server_name == "auth.local"

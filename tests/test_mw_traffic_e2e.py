@@ -227,6 +227,17 @@ async def test_forward_auth_allows_with_the_copied_headers(
     assert sent["x-forwarded-for"].split(",")[-1].strip() == "127.0.0.1"
 
 
+async def test_forward_auth_calls_reuse_a_connection(
+    auth: tuple[FrontClient, Backend, AuthService],
+) -> None:
+    """Every front's calls go through one long-lived transport (FastGateway's Router has none
+    of its own: it used to make one, and a connection, per call)."""
+    client, _, service_ = auth
+    for _ in range(3):
+        assert (await client.request("allow.local", "/foobar/echo"))[0] == 200
+    assert len({asked.client_port for asked in service_.seen}) == 1
+
+
 async def test_forward_auth_denial_is_returned_to_the_client(
     auth: tuple[FrontClient, Backend, AuthService],
 ) -> None:
@@ -293,3 +304,36 @@ async def test_the_breaker_recovers(breakers: tuple[FrontClient, Backend]) -> No
         statuses.append((await client.request("recover.local", "/echo"))[0])
     assert set(statuses) <= {200, 503}
     assert backend.hits["/echo"] == 1
+
+
+class ManualClock:
+    """The Router's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_breaker_runs_on_the_routers_clock_and_outlives_a_rebuild(
+    every_front: str,
+) -> None:
+    """Open for an hour of the Router's clock: a rebuild (an unrelated object changed) keeps
+    the route's breaker open; an hour and a second later it recovers, whatever time it is."""
+    clock = ManualClock()
+    async with echo_gateway(breaker_routes(), every_front, clock=clock) as (client, backend,
+                                                                            router):  # fmt: skip
+        assert (await client.request("open.local", "/bad-status"))[0] == 502
+        assert (await client.request("open.local", "/echo"))[0] == 503
+        source = router.sources[0]
+        assert isinstance(source, MemorySource)
+        rebuilds = router.statistics().rebuilds
+        source.apply(middleware("unrelated", {"addPrefix": {"prefix": "/x"}}))
+        assert router.statistics().rebuilds == rebuilds + 1
+        assert (await client.request("open.local", "/echo"))[0] == 503  # (still open)
+        clock.now += 3600.0  # recovering: none let through at its start
+        assert (await client.request("open.local", "/echo"))[0] == 503
+        clock.now += 10.0  # recovered (recoveryDuration 10s)
+        assert (await client.request("open.local", "/echo"))[0] == 200
+        assert backend.hits.get("/echo") == 1

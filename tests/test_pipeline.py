@@ -6,16 +6,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import kroute
-from kroute.pipeline import Answer, Chain, Filters, HeaderEdits, UpstreamRequest, run_request
+from kroute.pipeline import (
+    Answer,
+    Chain,
+    Filters,
+    HeaderEdits,
+    UpstreamRequest,
+    run_request,
+    run_response,
+)
 from kroute.pipeline.paths import replace_prefix, wire_path
+from kroute.rules.preview import preview
 from kroute.rules.request import normalize_path, path_stems
-from kroute.testing import Routing
+from kroute.testing import Routing, request_from_url
 from tests.builders import gateway, httproute, ingress, ingressroute, to
+from tests.test_pipeline_failures_e2e import Recording
 
 
 @pytest.mark.parametrize(("matched", "path", "replacement", "expected"), [
@@ -223,3 +234,30 @@ def test_explain_shows_what_the_backend_receives_and_which_step_did_what() -> No
     moved = kroute.explain(table, kroute.RequestHead.build("GET", "shop.test", "/old/x?q=1"))
     assert moved.to_json()["redirect"] == {"status": 301, "location": "http://shop.test/new/x?q=1"}
     assert "redirects: 301 to http://shop.test/new/x?q=1" in moved.text()
+
+
+def test_a_raising_response_step_is_a_500_in_run_response_and_explain() -> None:
+    """`run_response` fails the response closed (the 500 to answer, the step named) and
+    explain shows it, instead of raising into the caller."""
+    step = Recording("f", raises="response")
+    request = UpstreamRequest("GET", "/", None, [], "/")
+    answer = run_response(Chain((step,)), 200, [], request)
+    assert answer is not None
+    assert (answer.status, answer.step) == (500, "Recording (f)")
+    route = kroute.compile_objects(ROUTING).table.routes[0]
+    shown = preview(attrs.evolve(route, chain=Chain((step,))), request_from_url("shop.test/x"))
+    assert shown.status == (500, "Recording (f) raised an exception")
+
+
+WRITING_STEPS = ["Answer", "AsyncStep", "Awaited", "Call", "Chain", "Fetch", "FetchFailed",
+                 "Reply", "Step", "UpstreamRequest", "run_end", "run_outcome", "run_request",
+                 "run_request_async", "run_response"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WRITING_STEPS)
+def test_what_users_writing_steps_need_is_public(name: str) -> None:
+    """What docs/pipeline.md names for users' own steps (a step that waits and calls out, the
+    runners) is exported by kroute.pipeline and kroute, the same object."""
+    assert name in kroute.pipeline.__all__
+    assert name in kroute.__all__
+    assert getattr(kroute, name) is getattr(kroute.pipeline, name)

@@ -1,12 +1,15 @@
 """The request pipeline: what a route does to a request after the match (docs/pipeline.md).
 
 Pure values and functions: no I/O library is imported here (import-linter holds it). Fronts
-run a route's `Chain` through `run_request` / `run_request_async`, `run_response` and
-`run_body` (response bodies, `kroute.pipeline.body`).
+run a route's `Chain` through `run_request` / `run_request_async`, `run_response`,
+`run_body` (response bodies, `kroute.pipeline.body`), `run_outcome` and `run_end`. A step that
+waits is an `Awaited` (its HTTP calls: a `Call` given to the front's `Fetch`, a `Reply` or
+`FetchFailed` back).
 """
 
 from kroute.pipeline.body import BodyFilter, Replace, run_body
 from kroute.pipeline.cors import CORS
+from kroute.pipeline.fetch import Call, Fetch, FetchFailed, Reply
 from kroute.pipeline.filters import (
     Function,
     HeaderEdits,
@@ -23,6 +26,7 @@ from kroute.pipeline.steps import (
     EMPTY,
     Answer,
     AsyncStep,
+    Awaited,
     Chain,
     Step,
     UpstreamRequest,
@@ -38,8 +42,12 @@ __all__ = [
     "EMPTY",
     "Answer",
     "AsyncStep",
+    "Awaited",
     "BodyFilter",
+    "Call",
     "Chain",
+    "Fetch",
+    "FetchFailed",
     "Filters",
     "Function",
     "HeaderEdits",
@@ -47,6 +55,7 @@ __all__ = [
     "MirrorCopy",
     "Refuse",
     "Replace",
+    "Reply",
     "RequestHeaderModifier",
     "ResponseHeaderModifier",
     "Share",

@@ -62,6 +62,15 @@ def header_name(name: str, field: str) -> bytes:
     return name.encode("ascii")
 
 
+def canonical_name(name: str) -> str:
+    """Go's `http.CanonicalHeaderKey`: `x-auth-user` -> `X-Auth-User` (what Traefik matches
+    forwardAuth's `authResponseHeadersRegex` against, and names access log fields with); a
+    name that is not a token stays as it is."""
+    if not TOKEN.fullmatch(name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
 def header_value(value: str, field: str) -> bytes:
     """A header value without CR, LF or NUL (RFC 9110 section 5.5), as bytes."""
     if _BAD_VALUE.search(value):

@@ -340,8 +340,9 @@ def _run(step: Step, request: UpstreamRequest) -> Answer | None:
 
 
 def _failed(step: Step) -> Answer:
-    """A step raised (a user's filter has a bug, its auth service is down): the request fails
-    closed with 500, and the exception goes to the log, not to the client."""
+    """A step raised (a user's filter has a bug, its auth service is down): the request (or
+    its response, `run_response`) fails closed with 500, and the exception goes to the log,
+    not to the client."""
     _log.exception("%s failed; the request is answered 500", step.label)
     return Answer(500, f"{step.label} raised an exception", step=step.label,
                   body=b"500 Internal Server Error\n")  # fmt: skip
@@ -349,11 +350,18 @@ def _failed(step: Step) -> Answer:
 
 def run_response(
     chain: Chain, status: int, headers: list[Header], request: UpstreamRequest
-) -> None:
+) -> Answer | None:
     """Run the response steps on a response head's end-to-end headers, in place; `request` is
-    the one the request steps ran on (its `notes`)."""
+    the one the request steps ran on (its `notes`). None when they ran; the 500 to answer
+    instead when one raised: the response fails closed, never sent without a step's edits
+    (a security header, a removed internal one). Every front answers that 500 in place of the
+    response and drops the backend's connection (its body is not read)."""
     for step in chain.response:
-        step.response(status, headers, request)
+        try:
+            step.response(status, headers, request)
+        except Exception:
+            return _failed(step)
+    return None
 
 
 def run_end(chain: Chain, request: UpstreamRequest) -> None:
@@ -370,6 +378,10 @@ def run_end(chain: Chain, request: UpstreamRequest) -> None:
 def run_outcome(chain: Chain, request: UpstreamRequest, status: int, seconds: float) -> None:
     """Tell the steps that want it (`Chain.outcome`) how the request ended: every front calls
     this once per request whose chain has such steps, when the response head (or the gateway's
-    own answer) is decided; `seconds` since the request was routed."""
+    own answer) is decided; `seconds` since the request was routed. A step that raises is
+    logged, as in `run_end`: the outcome is a report, and the request goes on."""
     for step in chain.outcome:
-        step.outcome(request, status, seconds)
+        try:
+            step.outcome(request, status, seconds)
+        except Exception:
+            _log.exception("%s failed on the outcome of a request", step.label)

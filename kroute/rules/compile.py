@@ -9,7 +9,7 @@ and notes instead of stopping at the first problem.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -37,12 +37,15 @@ class CompileCache:
     object they name), so after one change a rebuild compiles that object and re-indexes the
     table instead of compiling every object again (docs/benchmarks.md: an Ingress change with
     10,000 objects loaded).
-    Entries not used by a compile are dropped after it.
+    Entries not used by a compile are dropped after it; so is the state kept across
+    rebuilds (`keep`).
     """
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, int], tuple[Obj, Any, Any]] = {}
         self._used: dict[tuple[str, int], tuple[Obj, Any, Any]] = {}
+        self._kept: dict[Hashable, Any] = {}
+        self._kept_used: dict[Hashable, Any] = {}
         self.hits = 0
         self.misses = 0
 
@@ -58,8 +61,20 @@ class CompileCache:
         result: T = entry[2]
         return result
 
+    def keep(self, key: Hashable, make: Callable[[], T]) -> T:
+        """State that outlives a rebuild (a route's circuit breaker, `breaker.per_route`):
+        what `key` (a value: the route, the step, its settings) was given at the last compile,
+        else `make()`; like the compiled objects, kept only while each compile asks for it."""
+        found = self._kept.get(key)
+        if found is None:
+            found = make()
+        self._kept_used[key] = found
+        result: T = found
+        return result
+
     def finish(self) -> None:
         self._entries, self._used = self._used, {}
+        self._kept, self._kept_used = self._kept_used, {}
 
 
 def _uncached(kind: str, obj: Obj, context: Any, compute: Callable[[], T]) -> T:
@@ -193,8 +208,9 @@ def compile_objects(
             out.reject(item, exc, ref)
     services = _compile_traefik_services(by_kind, out, allow_cross_namespace, cached)
     table = _compile_middlewares(by_kind, out, allow_cross_namespace, cached, filters)
+    keep = cache.keep if cache is not None else None
     routes = table.resolve(services.resolve(out.routes))
-    out.routes, retried = retry.apply(breaker.per_route(routes))
+    out.routes, retried = retry.apply(breaker.per_route(routes, keep))
     out.notes.extend(retried)
     if cache is not None:
         cache.finish()

@@ -129,7 +129,11 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
         changes.extend(f"{step.label}: copies {c.method} {c.target}"
                        for c in request.mirrors[copied:])  # fmt: skip
     response: list[Header] = []
-    run_response(chain, 200, response, request)
+    failed = run_response(chain, 200, response, request)
+    if failed is not None:
+        changes.append(f"{failed.step}: answers {failed.status} ({failed.reason})")
+        return Preview(status=(failed.status, failed.reason), changes=tuple(changes),
+                       not_run=tuple(not_run))  # fmt: skip
     return Preview(upstream=request, response_headers=tuple(response), changes=tuple(changes),
                    not_run=tuple(not_run))  # fmt: skip
 

@@ -31,6 +31,7 @@ import attrs
 
 from kroute.errors import ConfigError
 from kroute.gateway.events import RequestEvent
+from kroute.pipeline.filters import canonical_name
 
 __all__ = ["FIELDS", "HeaderModes", "LogFilters", "LogFormat", "common_line", "json_line"]
 
@@ -147,11 +148,6 @@ def _rfc3339(started: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
 
 
-def _canonical(name: str) -> str:
-    """ "x-request-id" -> "X-Request-Id" (Go's canonical header form, Traefik's field names)."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
-
-
 def json_line(event: RequestEvent, headers: HeaderModes = HeaderModes()) -> str:
     """`event` as one JSON object on one line (no newline), Traefik's field names."""
     host, port = _split_host(event.host)
@@ -194,7 +190,7 @@ def json_line(event: RequestEvent, headers: HeaderModes = HeaderModes()) -> str:
             mode = headers.mode(name)
             if mode != "drop":
                 value = "REDACTED" if mode == "redact" else raw_value.decode("latin-1")
-                line[f"request_{_canonical(name)}"] = value
+                line[f"request_{canonical_name(name)}"] = value
     return json.dumps(line, ensure_ascii=True, separators=(",", ":"))
 
 

@@ -154,7 +154,10 @@ class Relay:
         if chain is not None and upstream and (chain.response or chain.body):
             drop = RESPONSE_HEADERS.drop
             fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
-            run_response(chain, status, fields, upstream)
+            failed = run_response(chain, status, fields, upstream)
+            if failed is not None:  # (fails closed: the response is not sent unedited)
+                self.response_failed(failed, status)
+                return
             if chain.body and not self.no_body and self.body_steps(conn, status, fields):
                 return  # (replaced: see `replaced`)
             lines = render_headers(fields)
@@ -193,6 +196,21 @@ class Relay:
             keep_alive = bool(conn.parser.should_keep_alive())
             conn.parser = httptools.HttpResponseParser(conn)
             self.response_done(keep_alive)
+
+    def response_failed(self, answer: Answer, status: int) -> None:
+        """A response step raised (`run_response`): the endpoint's response (`status`) is
+        dropped with its connection (its body unread) and `answer` (500) goes out instead."""
+        conn = self.conn
+        assert conn is not None
+        assert self.pool is not None
+        assert self.key is not None
+        conn.exchange = None
+        self.outbox.close(conn.transport)
+        self.conn = None
+        self.pool.end(self.key, Outcome.HTTP_5XX if status >= 500 else Outcome.SUCCESS,
+                      now=self.router.clock())  # fmt: skip
+        self.ended = True
+        self.answer_error(Answered(answer.status, answer.reason, answer.headers, answer.body))
 
     def response_done(self, keep_alive: bool | None = None) -> None:
         """The response ended (`keep_alive`: as its head said, when the parser no longer

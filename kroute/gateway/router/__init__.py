@@ -41,7 +41,7 @@ import attrs
 
 from kroute.errors import Answered, InvalidObject, KrouteError
 from kroute.gateway.events import RequestEvent, RequestRecord
-from kroute.gateway.fetch import fetch
+from kroute.gateway.fetch import Fetches
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router.backends import Backends
 from kroute.gateway.router.decisions import Affinity, Decider, Decision, status_error
@@ -158,6 +158,7 @@ class Router:
         self.observers = Observers()
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
+        self._fetches = Fetches()
         self._backends = Backends(
             self.sources, balancer=balancer, health=health,
             allow_external_name=allow_external_name, clock=clock, prober=self.prober,
@@ -185,16 +186,19 @@ class Router:
     async def run(self) -> None:
         """Run the sources and the active health probes until cancelled; rebuild the table
         soon after routing objects change (a burst of events: one rebuild)."""
-        async with anyio.create_task_group() as group:
-            for source in self.sources:
-                group.start_soon(source.run)
-            group.start_soon(self.prober.run)
-            group.start_soon(self.mirrors.run, self._send_mirror, lambda: self.transport)
-            while True:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                await anyio.sleep(0)  # the rest of a burst of events is read first
-                self.refresh()
+        try:
+            async with anyio.create_task_group() as group:
+                for source in self.sources:
+                    group.start_soon(source.run)
+                group.start_soon(self.prober.run)
+                group.start_soon(self.mirrors.run, self._send_mirror, lambda: self.transport)
+                while True:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    await anyio.sleep(0)  # the rest of a burst of events is read first
+                    self.refresh()
+        finally:
+            await self.aclose()
 
     @property
     def table(self) -> RouteTable:
@@ -441,29 +445,42 @@ class Router:
                 if chain.outcome:
                     run_outcome(chain, upstream, exc.status_hint, time.perf_counter() - started)
                 raise
+            failed = None
+            if chain.response:
+                failed = run_response(chain, response.status, response.headers, upstream)
+                if failed is not None:  # (fails closed: the response is not sent unedited)
+                    await response.aclose()
+            if chain.outcome:
+                status = response.status if failed is None else failed.status
+                run_outcome(chain, upstream, status, time.perf_counter() - started)
+            if failed is not None:
+                raise Answered(failed.status, failed.reason, failed.headers, failed.body)
+            if (
+                chain.body
+                and response.status != 101
+                and not bodiless(request.method, response.status)
+            ):
+                made = run_body(chain, response.status, response.headers, upstream)
+                if made is not None:
+                    response = await with_body(response, made, self.error_page)
+            if chain.ends:
+                response = until_end(response, lambda: run_end(chain, upstream))
         except BaseException:
             run_end(chain, upstream)  # (answered, failed or cancelled: the request is over)
             raise
-        if chain.outcome:
-            run_outcome(chain, upstream, response.status, time.perf_counter() - started)
-        if chain.response:
-            run_response(chain, response.status, response.headers, upstream)
-        if chain.body and response.status != 101 and not bodiless(request.method, response.status):
-            made = run_body(chain, response.status, response.headers, upstream)
-            if made is not None:
-                try:
-                    response = await with_body(response, made, self.error_page)
-                except BaseException:
-                    run_end(chain, upstream)
-                    raise
-        if chain.ends:
-            response = until_end(response, lambda: run_end(chain, upstream))
         return decision, response
 
     async def fetch(self, call: Call) -> Reply:
-        """An HTTP call a step makes (forwardAuth's), through the Router's transport
-        (`kroute.gateway.fetch`); every front's steps call out through this."""
-        return await fetch(self.transport, call)
+        """An HTTP call a step makes (forwardAuth's), through the Router's transport, or one
+        the Router keeps for them when it has none (`kroute.gateway.fetch.Fetches`); every
+        front's steps call out through this."""
+        return await self._fetches.fetch(self.transport, call)
+
+    async def aclose(self) -> None:
+        """Close what the Router made for itself (the transport of its steps' calls, when it
+        has none of its own; `run` does this when it ends). The Router's `transport` is the
+        caller's to close."""
+        await self._fetches.aclose()
 
     async def error_page(self, page: Replace) -> tuple[Headers, bytes]:
         """The headers and body of the error page `page` asks for (the errors Middleware),

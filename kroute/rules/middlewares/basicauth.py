@@ -35,11 +35,10 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, Obj, ObjectRef, as_list, as_map, as_str
+from kroute.objects import FieldError, Obj, ObjectRef, as_flag, as_list, as_map, as_str
 from kroute.pipeline.filters import header_name, header_value
 from kroute.pipeline.steps import Answer, Step, UpstreamRequest
 from kroute.rules.middlewares import htpasswd
-from kroute.rules.middlewares.headers import _flag
 from kroute.rules.middlewares.paths import options_of
 
 Secrets = Mapping[tuple[str, str], Obj]
@@ -118,11 +117,14 @@ def basic_auth(spec: Any, field: str, ref: ObjectRef, secrets: Secrets) -> Step:
     if name:
         lines += _secret_lines(secrets.get((ref.namespace, name)), ref.namespace, name,
                                f"{field}.secret")  # fmt: skip
+    header = as_str(options.get("headerField"), f"{field}.headerField")
     users: dict[str, str] = {}
     for where, line in lines:
         user, colon, stored = line.strip().partition(":")
         if not colon or ":" in stored or not user:
             raise FieldError(where, "not an htpasswd line (name:hash)")
+        if header:  # (the name goes to the backend in that header: nothing may split it)
+            header_value(user, f"{where}: user {user[:40]!r}")
         if not htpasswd.valid(stored):
             raise FieldError(
                 where,
@@ -134,12 +136,11 @@ def basic_auth(spec: Any, field: str, ref: ObjectRef, secrets: Secrets) -> Step:
         raise FieldError(field, "no users: name a Secret in `secret`")
     realm = as_str(options.get("realm"), f"{field}.realm") or DEFAULT_REALM
     header_value(realm, f"{field}.realm")
-    header = as_str(options.get("headerField"), f"{field}.headerField")
     strongest = max(users.values(), key=lambda h: (htpasswd.kind(h) == "bcrypt", h[4:6]))
     return BasicAuth(
         field, users=users, realm=realm, dummy=htpasswd.dummy(strongest),
         header_field=header_name(header, f"{field}.headerField") if header else None,
-        remove_header=_flag(options, "removeHeader", field),
+        remove_header=as_flag(options, "removeHeader", field),
     )  # fmt: skip
 
 

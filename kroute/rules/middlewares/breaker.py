@@ -16,17 +16,18 @@ status the gateway answered when the backend failed: 502 and 504 are the network
 oxy counts them). Fronts report it through the pipeline's outcome hook (`Step.outcome`, run by
 `run_outcome`); only requests the breaker let through are counted. Differences from Traefik:
 the latency is measured to the response head (Traefik: until the handler returns, body
-included); the quantiles come from a histogram with 5 % wide buckets; the state starts afresh
-when the routes are rebuilt (Traefik rebuilds its handlers on a configuration change too). Each
-route has its own breaker (`per_route`), as each Traefik router has its own middleware.
+included); the quantiles come from a histogram with 5 % wide buckets; a route keeps its
+breaker's state over a rebuild while the route and the settings are unchanged (`per_route`;
+Traefik starts afresh on every configuration change, so a busy cluster's unrelated changes
+would reset every breaker). Each route has its own breaker (`per_route`), as each Traefik
+router has its own middleware. Time is the front's clock (`UpstreamRequest.clock`).
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import attrs
@@ -169,6 +170,8 @@ class Breaker:
 @attrs.frozen
 class CircuitBreaker(Step):
     on_response = False
+    #: The breaker depends on earlier requests: explain does not run it.
+    offline = False
     settings: Settings = attrs.field(kw_only=True)
     #: The route's own state (`per_route` gives each route one); not part of the value.
     breaker: Breaker = attrs.field(kw_only=True, eq=False)
@@ -179,7 +182,7 @@ class CircuitBreaker(Step):
         return frozenset()
 
     def request(self, request: UpstreamRequest) -> Answer | None:
-        if self.breaker.allows(time.monotonic()):
+        if self.breaker.allows(_now(request)):
             request.notes[self.field] = True  # counted when its outcome is known
             return None
         # (no body: the front writes the status and its reason phrase, as Traefik's fallback)
@@ -187,7 +190,14 @@ class CircuitBreaker(Step):
 
     def outcome(self, request: UpstreamRequest, status: int, seconds: float) -> None:
         if request.notes.get(self.field):
-            self.breaker.outcome(status, seconds, time.monotonic())
+            self.breaker.outcome(status, seconds, _now(request))
+
+
+def _now(request: UpstreamRequest) -> float:
+    """The front's clock (the Router's, `UpstreamRequest.clock`), as rateLimit reads it."""
+    if request.clock is None:
+        raise RuntimeError("circuitBreaker needs the front's clock (UpstreamRequest.clock)")
+    return request.clock()
 
 
 def circuit_breaker(spec: Any, field: str) -> Step:
@@ -210,26 +220,42 @@ def circuit_breaker(spec: Any, field: str) -> Step:
     return CircuitBreaker(field, settings=settings, breaker=Breaker(settings))
 
 
-def per_route(routes: Sequence[Route]) -> list[Route]:
+#: Where a breaker is kept across rebuilds (`CompileCache.keep`), None for a fresh one each time.
+Keep = Callable[[Hashable, Callable[[], Breaker]], Breaker] | None
+
+
+def per_route(routes: Sequence[Route], keep: Keep = None) -> list[Route]:
     """The routes, each CircuitBreaker step given a state of its own (alternatives of one rule,
-    which share their chain, share it)."""
+    which share their chain, share it). With `keep` (`CompileCache.keep`: state kept while
+    each compile asks for it) a route gets the breaker it had at the last rebuild, state and
+    all, when its name (each backend's chain apart), the step's field and its settings are
+    unchanged."""
     done: dict[int, Chain] = {}
     kept: list[Chain] = []  # (the ids stay valid while the chains are alive)
 
-    def own(chain: Chain) -> Chain:
+    def breaker(step: CircuitBreaker, route: str) -> Breaker:
+        def make() -> Breaker:
+            return Breaker(step.settings)
+
+        return make() if keep is None else keep(("breaker", route, step.field, step.settings),
+                                                  make)  # fmt: skip
+
+    def own(chain: Chain, route: str) -> Chain:
         if not any(isinstance(s, CircuitBreaker) for s in chain.steps):
             return chain
         found = done.get(id(chain))
         if found is None:
             kept.append(chain)
             found = done[id(chain)] = Chain(tuple(
-                attrs.evolve(s, breaker=Breaker(s.settings)) if isinstance(s, CircuitBreaker)
+                attrs.evolve(s, breaker=breaker(s, route)) if isinstance(s, CircuitBreaker)
                 else s for s in chain.steps))  # fmt: skip
         return found
 
     out = []
     for route in routes:
-        chain, backends = own(route.chain), tuple(own(c) for c in route.backend_chains)
+        chain = own(route.chain, route.name)
+        backends = tuple(own(c, f"{route.name} backend {i}")
+                         for i, c in enumerate(route.backend_chains))  # fmt: skip
         if chain is not route.chain or any(
             a is not b for a, b in zip(backends, route.backend_chains, strict=True)
         ):

@@ -16,6 +16,7 @@ metrics as values (`Metrics`), so deciding is pure.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -165,7 +166,7 @@ class _Parser:
     def value(self) -> Number | Function:
         position, text, kind = self.take()
         if kind == "num":
-            return Number(float(text))
+            return Number(_finite(text, position))
         if kind != "name":
             raise ValueError(f"a number or a function expected at {position}, found {text!r}")
         if text not in FUNCTIONS:
@@ -179,8 +180,29 @@ class _Parser:
             at, number, kind = self.take()
             if kind != "num":
                 raise ValueError(f"a number expected at {at}, found {number!r}")
-            args.append(float(number))
+            args.append(_argument(text, _finite(number, at), at))
         self.take(")")
         if len(args) != FUNCTIONS[text]:
             raise ValueError(f"{text} takes {FUNCTIONS[text]} arguments, given {len(args)}")
         return Function(text, tuple(args))
+
+
+def _finite(text: str, position: int) -> float:
+    """A number's value; ValueError for one too large for a float (a thousand digits)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number at {position} is out of range")
+    return value
+
+
+def _argument(function: str, value: float, position: int) -> float:
+    """An argument checked once, at compile time, so that evaluating never fails: statuses
+    bounds of ResponseCodeRatio are whole numbers from 0 to 600 (Traefik's documentation
+    divides by `0, 600`: every status), LatencyAtQuantileMS's percentile is 0 to 100."""
+    if function == "ResponseCodeRatio" and not (value == int(value) and 0 <= value <= 600):
+        raise ValueError(f"ResponseCodeRatio takes whole status bounds from 0 to 600, found "
+                         f"{value:g} at {position}")  # fmt: skip
+    if function == "LatencyAtQuantileMS" and not 0 <= value <= 100:
+        raise ValueError(f"LatencyAtQuantileMS takes a percentile from 0 to 100, found "
+                         f"{value:g} at {position}")  # fmt: skip
+    return value

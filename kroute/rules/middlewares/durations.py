@@ -22,7 +22,7 @@ _LONGEST = 10 * 365 * 86400.0
 def duration(value: Any, field: str) -> float:
     """Seconds; FieldError naming `field` when `value` is not a duration Traefik reads."""
     if isinstance(value, int) and not isinstance(value, bool):
-        seconds = float(value)
+        seconds = float(value) if abs(value) <= _LONGEST else _LONGEST + 1  # (no OverflowError)
     elif isinstance(value, str) and value.isascii() and value.isdigit():  # (not "¹")
         seconds = float(int(value)) if len(value) < 12 else _LONGEST + 1
     elif isinstance(value, str) and len(value) <= 64 and _GO.fullmatch(value):

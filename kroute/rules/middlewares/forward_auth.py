@@ -21,9 +21,10 @@ it has them: those are the values the front kept, which kroute only takes from t
   request is never let through.
 
 `decide` and `call` are pure: the I/O is the front's `fetch` (`kroute.pipeline.fetch`).
+Logs and explain show the address without its query (`Address.shown`: it may carry a token).
 Not yet: `tls` (a client certificate or CA for the auth service), `forwardBody` /
-`maxBodySize` and `headerField` (kroute has no access log to put a user name in): they fail
-closed.
+`maxBodySize` and `headerField` (the header whose value Traefik's access log shows as the user
+name: kroute's access log, `kroute.gateway.access`, does not take it yet): they fail closed.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from urllib.parse import urljoin, urlsplit
 
 import attrs
 
-from kroute.objects import FieldError, as_list, req_str
+from kroute.objects import FieldError, as_flag, as_list, req_str
 from kroute.pipeline.cors import TOKEN
 from kroute.pipeline.fetch import Call, Fetch, FetchFailed, Reply
-from kroute.pipeline.filters import Refuse
+from kroute.pipeline.filters import Refuse, canonical_name
 from kroute.pipeline.steps import Answer, Awaited, Header, Step, UpstreamRequest
 from kroute.rules.middlewares.paths import options_of, regex_of
 from kroute.rules.regex import Regex
@@ -53,15 +54,6 @@ _KNOWN = ("address", "trustForwardHeader", "authResponseHeaders", "authResponseH
           "preserveRequestMethod", *_NOT_YET)  # fmt: skip
 
 
-def canonical(name: bytes) -> str:
-    """Go's `http.CanonicalHeaderKey`: `x-auth-user` -> `X-Auth-User` (what Traefik matches
-    `authResponseHeadersRegex` against); a name that is not a token stays as it is."""
-    text = name.decode("latin-1")
-    if not TOKEN.fullmatch(text):
-        return text
-    return "-".join(part[:1].upper() + part[1:].lower() for part in text.split("-"))
-
-
 @attrs.frozen
 class Address:
     """Where the auth service is: `url` as configured, split for the call."""
@@ -72,6 +64,14 @@ class Address:
     https: bool
     target: str
     authority: bytes
+
+    @property
+    def shown(self) -> str:
+        """The address for logs, explain and the admin API: scheme://host:port/path, without
+        the query (which may carry a token)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = self.target.partition("?")[0]
+        return f"{'https' if self.https else 'http'}://{host}:{self.port}{path}"
 
 
 @attrs.frozen
@@ -90,7 +90,7 @@ class ForwardAuth(Awaited):
 
     @property
     def label(self) -> str:
-        return f"ForwardAuth to {self.address.url} ({self.field})"
+        return f"ForwardAuth to {self.address.shown} ({self.field})"
 
     def call(self, request: UpstreamRequest) -> Call:
         """What is sent to the auth service about `request` (see the module)."""
@@ -127,8 +127,12 @@ class ForwardAuth(Awaited):
             request.headers += [(n, v) for n, v in reply.headers if n.lower() == name.lower()]
         if self.response_regex is not None:
             matches = self.response_regex.search
-            request.headers[:] = [f for f in request.headers if not matches(canonical(f[0]))]
-            request.headers += [(n, v) for n, v in reply.headers if matches(canonical(n))]
+            request.headers[:] = [
+                f for f in request.headers if not matches(canonical_name(f[0].decode("latin-1")))
+            ]
+            request.headers += [
+                (n, v) for n, v in reply.headers if matches(canonical_name(n.decode("latin-1")))
+            ]
         if self.cookies:
             cookies = (v for n, v in reply.headers if n.lower() == b"set-cookie")
             kept = tuple(v for v in cookies if _cookie_name(v) in self.cookies)
@@ -141,7 +145,7 @@ class ForwardAuth(Awaited):
         if not self.preserve_location:
             headers = [(n, _absolute(self.address.url, v) if n.lower() == b"location" else v)
                        for n, v in headers]  # fmt: skip
-        return Answer(reply.status, f"the auth service at {self.address.url} answered "
+        return Answer(reply.status, f"the auth service at {self.address.shown} answered "
                       f"{reply.status}", headers=tuple(headers), body=reply.body)  # fmt: skip
 
     async def request_async(self, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
@@ -150,7 +154,7 @@ class ForwardAuth(Awaited):
         try:
             reply = await fetch(self.call(request))
         except FetchFailed as exc:
-            return _refused(f"the auth service at {self.address.url} failed: {exc}")
+            return _refused(f"the auth service at {self.address.shown} failed: {exc}")
         return self.decide(request, reply)
 
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
@@ -195,13 +199,6 @@ def address_of(text: str, field: str) -> Address:
     return Address(text, parts.hostname, port, https, target, parts.netloc.encode("ascii"))
 
 
-def _flag(options: dict[str, Any], name: str, field: str) -> bool:
-    value = options.get(name, False)
-    if not isinstance(value, bool):
-        raise FieldError(f"{field}.{name}", "expected a boolean")
-    return value
-
-
 def _names(options: dict[str, Any], name: str, field: str) -> tuple[str, ...]:
     listed = as_list(options.get(name), f"{field}.{name}")
     out = tuple(req_str(v, f"{field}.{name}[{i}]") for i, v in enumerate(listed))
@@ -224,13 +221,13 @@ def forward_auth(spec: Any, field: str) -> Step:
         regex = regex_of(req_str(text, f"{field}.authResponseHeadersRegex"),
                          f"{field}.authResponseHeadersRegex", strip=False)  # fmt: skip
     return ForwardAuth(
-        field, address=address, trust=_flag(options, "trustForwardHeader", field),
+        field, address=address, trust=as_flag(options, "trustForwardHeader", field),
         response_headers=tuple(n.encode() for n in _names(options, "authResponseHeaders", field)),
         response_regex=regex,
         request_headers=frozenset(n.lower().encode()
                                   for n in _names(options, "authRequestHeaders", field)),
         cookies=frozenset(_names(options, "addAuthCookiesToResponse", field)),
-        preserve_method=_flag(options, "preserveRequestMethod", field),
-        preserve_location=_flag(options, "preserveLocationHeader", field),
+        preserve_method=as_flag(options, "preserveRequestMethod", field),
+        preserve_location=as_flag(options, "preserveLocationHeader", field),
         timeout=TIMEOUT,
     )  # fmt: skip

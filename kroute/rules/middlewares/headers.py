@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, as_int, as_list, as_map, as_str, req_str
+from kroute.objects import FieldError, as_flag, as_int, as_list, as_map, as_str, req_str
 from kroute.pipeline.cors import CORS, TOKEN, OriginPattern, parse_origin
 from kroute.pipeline.filters import (
     HeaderEdits,
@@ -80,13 +80,6 @@ class SecurityHeaders(Step):
         view = UpstreamRequest("", "", None, headers)
         for name, value in fields:
             view.set(name, value)
-
-
-def _flag(options: dict[str, Any], key: str, field: str) -> bool:
-    value = options.get(key, False)
-    if not isinstance(value, bool):
-        raise FieldError(f"{field}.{key}", "expected a boolean")
-    return value
 
 
 def _text(options: dict[str, Any], key: str, field: str) -> str:
@@ -151,12 +144,12 @@ def _cors(options: dict[str, Any], field: str) -> CORS | None:
     methods = _names(options, "accessControlAllowMethods", field, token=True)
     headers = _names(options, "accessControlAllowHeaders", field, token=True)
     expose = _names(options, "accessControlExposeHeaders", field, token=True)
-    _flag(options, "addVaryHeader", field)  # (Vary: Origin is always added)
+    as_flag(options, "addVaryHeader", field)  # (Vary: Origin is always added)
     return CORS(
         field,
         origins=tuple(origins),
         any_origin="*" in listed,
-        credentials=_flag(options, "accessControlAllowCredentials", field),
+        credentials=as_flag(options, "accessControlAllowCredentials", field),
         methods=("*",) if "*" in methods else methods,
         headers=("*",) if "*" in headers else headers,
         expose=("*",) if "*" in expose else expose,
@@ -171,7 +164,7 @@ def _security(options: dict[str, Any], field: str) -> SecurityHeaders | Refuse |
     """unrolled/secure's response headers, as Traefik configures it."""
     if not any(k in options for k in _SECURITY_OPTIONS):
         return None
-    development = _flag(options, "isDevelopment", field)
+    development = as_flag(options, "isDevelopment", field)
     always: list[Header] = []
     secure: list[Header] = []
 
@@ -182,18 +175,18 @@ def _security(options: dict[str, Any], field: str) -> SecurityHeaders | Refuse |
                      high=2**63 - 1)  # fmt: skip
     if seconds and not development:
         sts = f"max-age={seconds}"
-        sts += "; includeSubDomains" if _flag(options, "stsIncludeSubdomains", field) else ""
-        sts += "; preload" if _flag(options, "stsPreload", field) else ""
-        forced = _flag(options, "forceSTSHeader", field)
+        sts += "; includeSubDomains" if as_flag(options, "stsIncludeSubdomains", field) else ""
+        sts += "; preload" if as_flag(options, "stsPreload", field) else ""
+        forced = as_flag(options, "forceSTSHeader", field)
         put(always if forced else secure, b"Strict-Transport-Security", sts, "stsSeconds")
     frame = _text(options, "customFrameOptionsValue", field)
-    frame = frame or ("DENY" if _flag(options, "frameDeny", field) else "")
+    frame = frame or ("DENY" if as_flag(options, "frameDeny", field) else "")
     if frame:
         put(always, b"X-Frame-Options", frame, "customFrameOptionsValue")
-    if _flag(options, "contentTypeNosniff", field):
+    if as_flag(options, "contentTypeNosniff", field):
         always.append((b"X-Content-Type-Options", b"nosniff"))
     xss = _text(options, "customBrowserXSSValue", field)
-    xss = xss or ("1; mode=block" if _flag(options, "browserXssFilter", field) else "")
+    xss = xss or ("1; mode=block" if as_flag(options, "browserXssFilter", field) else "")
     if xss:
         put(always, b"X-XSS-Protection", xss, "customBrowserXSSValue")
     for key, name in (("contentSecurityPolicy", b"Content-Security-Policy"),

@@ -94,7 +94,8 @@ def valid(stored: str) -> bool:
     """Whether `stored` is a well-formed hash of a kind `check` knows."""
     found = kind(stored)
     if found == "bcrypt":
-        return len(stored) == 60 and stored[4:6].isdigit() and stored[6] == "$"
+        cost = stored[4:6]  # (ASCII digits only: "¹" is a digit to str.isdigit)
+        return len(stored) == 60 and cost.isascii() and cost.isdigit() and stored[6] == "$"
     if found == "sha1":
         try:
             return len(base64.b64decode(stored[5:], validate=True)) == 20

@@ -10,7 +10,8 @@ request lasts as long as the upgraded connection.
 
 The counts live in the step (the Middleware's, shared by the routes that name it, kept while
 the Middleware object is unchanged); a source's entry goes when its count is back to 0, so
-memory follows the requests in progress, not the sources ever seen.
+memory follows the requests in progress, not the sources ever seen; a source is kept as its
+digest (`Source.digest`, 16 bytes), not as the value the client sent.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ class InFlight(Step):
     on_end: ClassVar[bool] = True
     amount: int = attrs.field(kw_only=True)
     source: Source = attrs.field(kw_only=True)
-    counts: dict[str, int] = attrs.field(factory=dict, kw_only=True, eq=False, repr=False)
+    counts: dict[bytes, int] = attrs.field(factory=dict, kw_only=True, eq=False, repr=False)
 
     @property
     def touches(self) -> frozenset[bytes]:
         return self.source.touches
 
     def request(self, request: UpstreamRequest) -> Answer | None:
-        key = self.source.key(request)
+        key = self.source.digest(request)
         count = self.counts.get(key, 0)
         if count >= self.amount:
             return Answer(429, f"{count} requests of this source in flight (amount "

@@ -12,10 +12,12 @@ Time comes from the front (`UpstreamRequest.clock`, the Router's monotonic clock
 buckets are pure state a test drives with its own clock.
 
 Memory is bounded however many sources appear: at most `MAX_SOURCES` buckets (65,536, Traefik's
-`maxSources`) are kept, least recently used first out. A source evicted comes back with a full
-bucket, which is also what it would have after idling long enough; a bucket that has refilled
-completely is worth nothing and is the first to go in practice. Traefik evicts by time to live
-instead (about 1/rate seconds idle) within the same bound.
+`maxSources`) are kept, least recently used first out, each under its source's 16-byte digest
+(`Source.digest`), never the value itself (a header value may be tens of KiB). A source
+evicted comes back with a full bucket, which is also what it would have after idling long
+enough; a bucket that has refilled completely is worth nothing and is the first to go in
+practice. Traefik evicts by time to live instead (about 1/rate seconds idle) within the same
+bound.
 
 Differences from Traefik: Traefik holds a request that finds the bucket empty for up to
 1/(2·rate) seconds (at most 0.5 s) when a token will come by then, and forwards it late; kroute
@@ -28,22 +30,18 @@ router, and a new one on every configuration change).
 from __future__ import annotations
 
 import math
-import re
 from collections import OrderedDict
 from typing import Any, ClassVar
 
 import attrs
 
-from kroute.objects import FieldError, as_int
+from kroute.objects import as_int
 from kroute.pipeline.steps import Answer, Step, UpstreamRequest
+from kroute.rules.middlewares.durations import duration
 from kroute.rules.middlewares.paths import options_of
 from kroute.rules.middlewares.sources import Source, source_criterion
 
 MAX_SOURCES = 65_536
-_GO_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+")
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-          "h": 3600.0}  # fmt: skip
 _BODY = b"Too Many Requests"
 #: A token, less what floating-point refills lose (a clock stepping by 1/rate must not come
 #: short of a token by 1e-16).
@@ -58,12 +56,12 @@ class Buckets:
 
     def __init__(self, rate: float, burst: int, limit: int = MAX_SOURCES) -> None:
         self.rate, self.burst, self.limit = rate, burst, limit
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._buckets: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, source: str, now: float) -> float:
+    def take(self, source: bytes, now: float) -> float:
         """Take a token for `source` at `now`: 0.0 when it had one, else the seconds until
         it will have one (nothing is taken then)."""
         buckets = self._buckets
@@ -96,7 +94,7 @@ class RateLimit(Step):
         clock = request.clock
         if clock is None:
             raise RuntimeError("rateLimit needs the front's clock (UpstreamRequest.clock)")
-        wait = self.buckets.take(self.source.key(request), clock())
+        wait = self.buckets.take(self.source.digest(request), clock())
         if not wait:
             return None
         headers = ((b"Retry-After", b"%d" % math.ceil(wait)),
@@ -119,28 +117,14 @@ def go_duration(seconds: float) -> str:
     return f"{minutes}m{text}" if minutes else text
 
 
-def parse_go_duration(value: Any, field: str) -> float:
-    """Traefik's Duration: an integer is seconds (also as a string); otherwise Go's
-    `time.ParseDuration` form ("1m30s", "500ms", "1.5h")."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        if value.isascii() and value.isdigit():
-            return float(value)
-        if value == "0":
-            return 0.0
-        if _GO_DURATION.fullmatch(value):
-            return sum(float(n) * _UNITS[u] for n, u in _GO_PART.findall(value))
-    raise FieldError(field, f"{value!r} is not a duration (seconds, or such as 1s, 500ms, 1m)")
-
-
 def rate_limit(spec: Any, field: str) -> Step:
     options = options_of(spec, field, ("average", "period", "burst", "sourceCriterion"))
     average = as_int(options.get("average"), f"{field}.average", default=0, low=0,
                      high=1 << 62)  # fmt: skip
     period = 1.0
     if options.get("period") is not None:
-        period = parse_go_duration(options["period"], f"{field}.period") or 1.0
+        # (at most ten years, `durations`: the rate is never 0, and 1/rate never overflows)
+        period = duration(options["period"], f"{field}.period") or 1.0
     burst = max(1, as_int(options.get("burst"), f"{field}.burst", default=1, low=0,
                           high=1 << 62))  # fmt: skip
     source = source_criterion(options.get("sourceCriterion"), f"{field}.sourceCriterion")

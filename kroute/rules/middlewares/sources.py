@@ -24,18 +24,31 @@ peer address. Two at once is an error, as in Traefik.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
 from typing import Any
 
 import attrs
 
-from kroute.objects import FieldError, Network, as_int, as_list, as_map, in_networks, req_str
+from kroute.objects import (
+    FieldError,
+    Network,
+    as_flag,
+    as_int,
+    as_list,
+    as_map,
+    in_networks,
+    req_str,
+)
 from kroute.pipeline.filters import header_name
 from kroute.pipeline.steps import UpstreamRequest
-from kroute.rules.middlewares.headers import _flag
 from kroute.rules.middlewares.paths import options_of
 
 _XFF = b"x-forwarded-for"
+#: The key of `Source.digest`, new in each process: nobody outside can choose values that
+#: collide (two sources sharing a bucket).
+_DIGEST_KEY = os.urandom(16)
 
 
 def network(text: str, field: str) -> Network:
@@ -57,9 +70,27 @@ def forwarded_for(request: UpstreamRequest) -> list[str]:
     front's own last entry, the peer, left out)."""
     values = [v for n, v in request.headers if n.lower() == _XFF]
     entries = [e.strip() for v in values for e in v.decode("latin-1").split(",")]
-    if entries and entries[-1] == request.client:
+    if entries and same_ip(entries[-1], request.client):
         entries.pop()
     return entries
+
+
+def same_ip(entry: str, client: str) -> bool:
+    """Whether `entry` is the address `client` (as addresses, not strings: a front may give
+    the peer in another spelling than the one it appended, `::ffff:a00:5` for
+    `::ffff:10.0.0.5`, and a missed match would count the front's own entry as the client's;
+    an IPv4-mapped address is its IPv4 address, as `in_networks` has it)."""
+    if entry == client:
+        return True
+    try:
+        return _plain(ipaddress.ip_address(entry)) == _plain(ipaddress.ip_address(client))
+    except ValueError:
+        return False
+
+
+def _plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> object:
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip if mapped is None else mapped
 
 
 @attrs.frozen
@@ -127,13 +158,20 @@ class Source:
             return host.lower()
         return (self.strategy or IPStrategy()).ip(request)
 
+    def digest(self, request: UpstreamRequest) -> bytes:
+        """The source (`key`) as what rateLimit and inFlightReq keep per source: its keyed
+        16-byte BLAKE2b digest, so a source costs the same whatever its size (a header value
+        may be tens of KiB, and up to 65,536 sources are kept)."""
+        value = self.key(request).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(value, digest_size=16, key=_DIGEST_KEY).digest()
+
 
 def source_criterion(value: Any, field: str) -> Source:
     if value is None:
         return Source()
     options = options_of(value, field, ("ipStrategy", "requestHeaderName", "requestHost"))
     header = options.get("requestHeaderName") or None
-    host = _flag(options, "requestHost", field)
+    host = as_flag(options, "requestHost", field)
     strategy = options.get("ipStrategy")
     chosen = [k for k, v in (("ipStrategy", strategy is not None),
                              ("requestHeaderName", header is not None),
