@@ -1,0 +1,237 @@
+"""Tracing: OpenTelemetry spans for the requests a gateway serves, W3C trace context passed on.
+
+Why a component the application makes: tracing is optional (`pip install kroute[tracing]`,
+the `opentelemetry-api` package), and a gateway that does not trace must not pay for it.
+`opentelemetry` is imported when a `Tracing` is made, never by `import kroute`; a Router
+without one (`Router.tracing` None) costs each request one attribute test on FastGateway.
+
+What it does, the same on every front (FastGateway in `kroute.gateway.fast.traced`,
+HttpServer and the ASGI gateway through `Router.forward` and `kroute.gateway.recording`):
+
+- the request's W3C `traceparent` / `tracestate` (Trace Context, sections 3.2 and 3.3) are
+  continued, or a trace is started when there are none (or they are invalid);
+- one SERVER span per request, from when it is routed until its response ended (or the client
+  went away), with the attributes of `server_attributes`, read from the request's
+  `RequestEvent` (the one source logs and traces share); its status is ERROR on a 5xx;
+- the request the backend receives carries the server span's `traceparent` (and the
+  `tracestate` it continues); the client's own are replaced, never passed on twice;
+- a CLIENT span per attempt at an endpoint (`server.address`, `server.port`,
+  `kroute.attempt`, the response status or `error.type`), ending with the response head;
+- a CLIENT span per HTTP call a route's step makes (forwardAuth's request to its auth
+  service), which carries that span's `traceparent`.
+
+Sampling is the TracerProvider's (the SDK's samplers, e.g. `ParentBased(TraceIdRatioBased(r))`).
+A request that is not sampled gets a non-recording span: no attribute is computed and no child
+span made, but its context (the flag sampled=0) is still passed on, as Trace Context section
+3.2.2.5 asks of a vendor that does not record.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from kroute.pipeline.fetch import Call, Fetch, FetchFailed, Reply
+from kroute.rules.request import normalize_host
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from kroute.gateway.events import RequestEvent
+
+__all__ = ["Trace", "Tracing", "server_attributes"]
+
+Header = tuple[bytes, bytes]
+#: The Trace Context fields (W3C Trace Context, section 3), lowercase.
+TRACE_FIELDS = frozenset({b"traceparent", b"tracestate"})
+_LINE_PREFIXES = (b"traceparent:", b"tracestate:")
+
+
+class Tracing:
+    """Spans for a Router's requests (module docstring), from `provider` (None: the global
+    TracerProvider, `opentelemetry.trace.set_tracer_provider`). Give it to the Router:
+    `Router(sources, tracing=Tracing(provider))`, or set `router.tracing` before serving."""
+
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        try:
+            from opentelemetry import trace
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
+        except ImportError as exc:  # pragma: no cover (the extra is installed for the tests)
+            raise ImportError(
+                "kroute's tracing needs opentelemetry-api: pip install 'kroute[tracing]'"
+            ) from exc
+        self.api = trace
+        provider = provider or trace.get_tracer_provider()
+        self.tracer: Tracer = provider.get_tracer("kroute", importlib.metadata.version("kroute"))
+        self.propagator: TraceContextTextMapPropagator = TraceContextTextMapPropagator()
+
+    def start(self, method: str, headers: Iterable[Header], scheme: str) -> Trace:
+        """The trace of a request that arrived with `headers`: its server span started, as a
+        child of the client's trace context when it sent a valid one."""
+        carrier: dict[str, list[str]] = {}
+        for name, value in headers:
+            lower = name.lower()
+            if lower in TRACE_FIELDS:  # (several tracestate fields are one list, section 3.3)
+                carrier.setdefault(lower.decode(), []).append(value.decode("latin-1"))
+        parent = self.propagator.extract(carrier)  # (none, or invalid: a new trace)
+        span = self.tracer.start_span(method, parent, kind=self.api.SpanKind.SERVER)
+        trace = Trace(self, span, method)
+        if trace.recording:
+            span.set_attributes({"http.request.method": method, "url.scheme": scheme})
+        return trace
+
+
+class Trace:
+    """One request's spans: its server span, the attempt under way, what the backend gets."""
+
+    __slots__ = ("attempt_span", "attempts", "context", "method", "recording", "span", "tracing")
+
+    def __init__(self, tracing: Tracing, span: Span, method: str) -> None:
+        self.tracing = tracing
+        self.span = span
+        self.method = method
+        #: The span records (was sampled): attributes and child spans are made only then.
+        self.recording = span.is_recording()
+        self.context: Context = tracing.api.set_span_in_context(span)
+        self.attempt_span: Span | None = None
+        self.attempts = 0
+
+    def fields(self, context: Context | None = None) -> list[Header]:
+        """The Trace Context fields that pass on `context` (default: the server span's)."""
+        carrier: dict[str, str] = {}
+        self.tracing.propagator.inject(carrier, self.context if context is None else context)
+        return [(name.encode(), value.encode("latin-1")) for name, value in carrier.items()]
+
+    def propagate(self, headers: Iterable[Header], context: Context | None = None) -> list[Header]:
+        """`headers` with the Trace Context fields of `context` in place of any they had."""
+        kept = [(n, v) for n, v in headers if n.lower() not in TRACE_FIELDS]
+        return [*kept, *self.fields(context)]
+
+    def propagate_lines(self, lines: bytes) -> bytes:
+        """`propagate` for header lines as FastGateway renders them (`Name: value\\r\\n`)."""
+        kept = [line for line in lines.split(b"\r\n")[:-1]
+                if not line[:12].lower().startswith(_LINE_PREFIXES)]  # fmt: skip
+        return b"".join(line + b"\r\n" for line in (*kept, *(b"%b: %b" % f for f in self.fields())))
+
+    # -- attempts ------------------------------------------------------------------------------
+
+    def attempt(self, address: str, port: int) -> None:
+        """An attempt at the endpoint `address`:`port` begins (a span when recording)."""
+        if not self.recording:
+            return
+        self.attempt_ended(error="given up")  # (a try still open: it is not waited for)
+        self.attempts += 1
+        self.attempt_span = self.tracing.tracer.start_span(
+            self.method, self.context, kind=self.tracing.api.SpanKind.CLIENT,
+            attributes={"http.request.method": self.method, "server.address": address,
+                        "server.port": port, "kroute.attempt": self.attempts},
+        )  # fmt: skip
+
+    def attempt_ended(self, status: int = 0, error: BaseException | str | None = None) -> None:
+        """The attempt under way got a response head with `status`, or failed with `error`."""
+        span = self.attempt_span
+        if span is None:
+            return
+        self.attempt_span = None
+        if status:
+            span.set_attribute("http.response.status_code", status)
+        if error is not None:
+            kind = error if isinstance(error, str) else type(error).__name__
+            span.set_attribute("error.type", kind)
+            self.failed(span, str(error))
+        elif status >= 500:  # (a client span's error: any 4xx or 5xx; 4xx is the client's)
+            span.set_attribute("error.type", str(status))
+            self.failed(span, "")
+        span.end()
+
+    def failed(self, span: Span, description: str) -> None:
+        status = self.tracing.api.Status(self.tracing.api.StatusCode.ERROR, description or None)
+        span.set_status(status)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def end(self, event: RequestEvent) -> None:
+        """The request ended as `event` says: the server span gets its attributes and ends."""
+        if not self.recording:
+            return
+        if self.attempt_span is not None:  # (the client went away, or the request timed out)
+            self.attempt_ended(event.origin_status, None if event.origin_status else event.outcome)
+        span = self.span
+        span.set_attributes(server_attributes(event))
+        if event.route:
+            span.update_name(f"{event.method} {event.route}")
+        if event.status >= 500:  # (a server span's error: 5xx only, 4xx are the client's)
+            self.failed(span, event.reason)
+        span.end()
+
+    # -- calls the steps make ------------------------------------------------------------------
+
+    def fetcher(self, fetch: Fetch) -> Fetch:
+        """`fetch`, each call a CLIENT span (when recording) whose context the call carries."""
+
+        async def traced(call: Call) -> Reply:
+            if not self.recording:
+                return await fetch(attrs.evolve(call, headers=tuple(self.propagate(call.headers))))
+            return await self.call(call, fetch)
+
+        return traced
+
+    async def call(self, call: Call, fetch: Callable[[Call], Awaitable[Reply]]) -> Reply:
+        api = self.tracing.api
+        span = self.tracing.tracer.start_span(
+            call.method, self.context, kind=api.SpanKind.CLIENT,
+            attributes={"http.request.method": call.method, "server.address": call.host,
+                        "server.port": call.port, "url.path": call.target.partition("?")[0],
+                        "kroute.call": "step"},
+        )  # fmt: skip
+        headers = self.propagate(call.headers, api.set_span_in_context(span))
+        try:
+            reply = await fetch(attrs.evolve(call, headers=tuple(headers)))
+            span.set_attribute("http.response.status_code", reply.status)
+        except FetchFailed as exc:
+            span.set_attribute("error.type", "FetchFailed")
+            self.failed(span, str(exc))
+            raise
+        finally:
+            span.end()
+        return reply
+
+
+def server_attributes(event: RequestEvent) -> dict[str, Any]:
+    """A request's server span attributes: OpenTelemetry's HTTP semantic conventions (`http.*`,
+    `url.*`, `client.*`, `server.*`, `network.*`) and kroute's own (`kroute.*`)."""
+    path, _, query = event.target.partition("?")
+    found: dict[str, Any] = {
+        "url.path": path,
+        "server.address": normalize_host(event.host),
+        "client.address": event.client_ip,
+        "client.port": event.client_port,
+        "network.protocol.version": event.protocol.removeprefix("HTTP/"),
+        "http.response.status_code": event.status,
+        "http.response.body.size": event.bytes_sent,
+        "kroute.entry_point": event.entry_point,
+        "kroute.outcome": event.outcome,
+        "kroute.retries": event.retries,
+    }
+    if query:
+        found["url.query"] = query
+    if event.status >= 500:
+        found["error.type"] = str(event.status)
+    if event.route:
+        found["kroute.route"] = event.route
+    if event.service:
+        found["kroute.service"] = event.service
+    if event.steps:
+        found["kroute.steps"] = event.steps
+    if event.endpoints:
+        found["kroute.endpoints"] = event.endpoints
+    if event.reason:
+        found["kroute.reason"] = event.reason
+    return found
