@@ -2,9 +2,9 @@
 
     python benchmarks/traced_gateway.py <the example gateway's flags>
 
-Why: `--tracing otlp --tracing-sample-ratio 0` needs the OTLP exporter, which a sampler that
-samples nothing never calls; this runs the example gateway as it is, its `traces.tracing`
-giving the same TracerProvider (`bench_hotpath.unsampled`) without an exporter.
+Why: `--tracing otlp --tracing-sample-ratio 0` needs the OTLP exporter, which nothing sampled
+never calls; this runs the example gateway as it is, its `traces.tracing` giving the same
+Tracing (`sample_ratio=0`, the SDK's TracerProvider: `bench_hotpath.unsampled`) without one.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tracing(args: argparse.Namespace) -> tuple[kroute.Tracing, Any]:
-    provider = unsampled()
-    return kroute.Tracing(provider), provider
+    provider = unsampled("kroute")
+    return kroute.Tracing(provider, sample_ratio=0.0), provider
 
 
 if __name__ == "__main__":

@@ -68,10 +68,11 @@ def provider(sampler: Sampler = ALWAYS_ON) -> tuple[TracerProvider, Spans]:
 Served = tuple[FrontClient, Backend, Router, Spans]
 
 
-async def serve(front: str, sampler: Sampler) -> AsyncIterator[Served]:
+async def serve(front: str, sampler: Sampler, ratio: float | None = None) -> AsyncIterator[Served]:
     traced, spans = provider(sampler)
+    tracing = Tracing(traced, sample_ratio=ratio)
     async with echo_gateway(ROUTES, front, filters=deny(),
-                            tracing=Tracing(traced)) as (client, backend, router):  # fmt: skip
+                            tracing=tracing) as (client, backend, router):  # fmt: skip
         source = router.sources[0]
         assert isinstance(source, MemorySource)
         for obj in services(backend.port):
@@ -85,10 +86,16 @@ async def served(every_front: str) -> AsyncIterator[Served]:
         yield found
 
 
-@pytest.fixture
-async def unsampled(every_front: str) -> AsyncIterator[Served]:
-    async for found in serve(every_front, ALWAYS_OFF):
-        yield found
+@pytest.fixture(params=["by-sdk", "by-kroute"])
+async def unsampled(every_front: str, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """Nothing sampled: by the provider's sampler, or by kroute's (`sample_ratio=0`) before the
+    provider, whose sampler would keep everything."""
+    if request.param == "by-sdk":
+        async for found in serve(every_front, ALWAYS_OFF):
+            yield found
+    else:
+        async for found in serve(every_front, ALWAYS_ON, ratio=0.0):
+            yield found
 
 
 def received(body: bytes, name: str) -> list[str]:
@@ -224,6 +231,28 @@ async def test_unsampled_requests_make_no_spans_but_pass_the_context_on(
     assert spans.memory.get_finished_spans() == ()
 
 
+async def test_kroute_samples_parent_based(every_front: str) -> None:
+    """With `sample_ratio`, a client's trace context decides (sampled: a span, whatever the
+    ratio); without one, the ratio does (0: none)."""
+    async for front, _, _, spans in serve(every_front, ALWAYS_ON, ratio=0.0):
+        assert (await front.request("ok.local", "/echo"))[0] == 200
+        status, _, body = await front.request("ok.local", "/echo",
+                                              headers=[(b"traceparent", TRACEPARENT)])  # fmt: skip
+        assert status == 200
+        (server,) = [s for s in await spans.wait() if s.kind == SpanKind.SERVER]
+        assert f"{server.context.trace_id:032x}" == TRACE_ID
+        assert received(body, "traceparent") == [traceparent(server)]
+    async for front, _, _, spans in serve(every_front, ALWAYS_ON, ratio=1.0):
+        assert (await front.request("ok.local", "/echo"))[0] == 200
+        (server,) = [s for s in await spans.wait() if s.kind == SpanKind.SERVER]
+        assert server.parent is None
+
+
+def test_a_sample_ratio_is_from_0_to_1() -> None:
+    with pytest.raises(ValueError, match="is not from 0 to 1"):
+        Tracing(TracerProvider(), sample_ratio=1.5)
+
+
 async def test_calls_a_step_makes_are_spans_carrying_their_context() -> None:
     traced, spans = provider()
     trace = Tracing(traced).start("GET", [(b"traceparent", TRACEPARENT)], "http")
@@ -242,6 +271,7 @@ async def test_calls_a_step_makes_are_spans_carrying_their_context() -> None:
     answered, failed = spans.memory.get_finished_spans()
     assert calls[0].headers == ((b"traceparent", traceparent(answered).encode()),)
     assert answered.parent is not None
+    assert trace.span is not None
     assert answered.parent.span_id == trace.span.get_span_context().span_id
     assert dict(answered.attributes or {})["server.address"] == "auth.local"
     assert dict(answered.attributes or {})["http.response.status_code"] == 200

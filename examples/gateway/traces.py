@@ -57,8 +57,10 @@ def tracing(args: argparse.Namespace) -> tuple[kroute.Tracing, Any] | None:
             "missing): pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
         ) from None
     resources = importlib.import_module("opentelemetry.sdk.resources")
-    sampler = sampling.ParentBased(sampling.TraceIdRatioBased(args.tracing_sample_ratio))
     resource = resources.Resource.create({"service.name": "kroute"})  # (OTEL_SERVICE_NAME wins)
-    provider = sdk.TracerProvider(sampler=sampler, resource=resource)
+    # kroute samples (parent-based, the ratio for requests without a trace context), so what
+    # is not sampled costs no span; the provider keeps what kroute sampled (ParentBased(ALWAYS_ON)).
+    provider = sdk.TracerProvider(sampler=sampling.ParentBased(sampling.ALWAYS_ON),
+                                  resource=resource)  # fmt: skip
     provider.add_span_processor(export.BatchSpanProcessor(exporter.OTLPSpanExporter()))
-    return kroute.Tracing(provider), provider
+    return kroute.Tracing(provider, sample_ratio=args.tracing_sample_ratio), provider

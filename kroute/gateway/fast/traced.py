@@ -1,11 +1,12 @@
-"""TracedExchange: an `exchange.Exchange` with its trace (`kroute.gateway.tracing`).
+"""Traced exchanges: an `exchange.Exchange` with its trace (`kroute.gateway.tracing`).
 
-Why a subclass: FastGateway's hot path must not pay for tracing it does not do. The client
-connection makes a TracedExchange only when the Router traces (one attribute test per request);
-an untraced exchange runs no tracing code at all. Here the exchange's own steps are extended:
-the trace starts with the exchange, the request sent carries its context, each attempt is a
-span that ends with its response head or its failure, and the server span ends with the
-exchange, its attributes read from the exchange's `RequestEvent` (`record.exchange_event`).
+Why subclasses: FastGateway's hot path must not pay for tracing it does not do. The client
+connection asks `exchange_for` for its exchanges only when the Router traces (one attribute
+test per request otherwise); an untraced exchange runs no tracing code at all. A request whose
+trace does not record gets a `Propagating` exchange, which only passes the trace context on; a
+recording one a `TracedExchange`, whose attempts are spans that end with their response head or
+failure, and whose server span ends with the exchange, its attributes read from the exchange's
+`RequestEvent` (`record.exchange_event`).
 """
 
 from __future__ import annotations
@@ -14,30 +15,41 @@ from kroute.errors import UpstreamError
 from kroute.gateway.fast.exchange import Exchange
 from kroute.gateway.fast.ports import ClientSide, Key, Message
 from kroute.gateway.fast.record import exchange_event
-from kroute.gateway.tracing import Trace
+from kroute.gateway.tracing import Trace, Tracing
 from kroute.pipeline.fetch import Fetch
 from kroute.transport.http1 import interim
 
 
-class TracedExchange(Exchange):
-    """An exchange whose request is traced (module docstring)."""
+def exchange_for(client: ClientSide, message: Message, tracing: Tracing) -> Exchange:
+    """The exchange of `message`, its trace started."""
+    trace = tracing.start(message.method_text, zip(message.names, message.values, strict=True),
+                          client.gateway.scheme)  # fmt: skip
+    if trace.recording:
+        return TracedExchange(client, message, trace)
+    return Propagating(client, message, trace)
+
+
+class Propagating(Exchange):
+    """An exchange whose request carries its trace context on, nothing recorded."""
 
     __slots__ = ("trace",)
 
-    def __init__(self, client: ClientSide, message: Message) -> None:
+    def __init__(self, client: ClientSide, message: Message, trace: Trace) -> None:
         super().__init__(client, message)
-        tracing = self.router.tracing
-        assert tracing is not None
-        self.trace: Trace = tracing.start(
-            message.method_text, zip(message.names, message.values, strict=True),
-            self.gateway.scheme,
-        )  # fmt: skip
+        self.trace = trace
 
     def send(self, url: bytes, lines: bytes) -> None:
-        super().send(url, self.trace.propagate_lines(lines))
+        # (lines a route's steps made may hold a Trace Context field: checked then)
+        super().send(url, self.trace.propagate_lines(lines, check=self.chain is not None))
 
     def fetcher(self) -> Fetch:
         return self.trace.fetcher(self.router.fetch)
+
+
+class TracedExchange(Propagating):
+    """An exchange whose trace records: attempt spans, the server span's end."""
+
+    __slots__ = ()
 
     def attempt(self, key: Key, backoff: float = 0.0, waited: bool = False) -> None:
         if not waited:
@@ -57,11 +69,11 @@ class TracedExchange(Exchange):
         super().response_head()
 
     def finish(self, status: int, *, keep: bool) -> None:
-        if not self.finished and self.trace.recording:
+        if not self.finished:
             self.trace.end(exchange_event(self, status))
         super().finish(status, keep=keep)
 
     def abandon(self) -> None:
-        if not self.finished and self.trace.recording:
+        if not self.finished:
             self.trace.end(exchange_event(self, 0, aborted=True))
         super().abandon()
