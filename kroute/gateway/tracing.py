@@ -76,7 +76,7 @@ class Tracing:
         rng: random.Random | None = None,
     ) -> None:
         try:
-            from opentelemetry import trace
+            from opentelemetry import context, trace
             from opentelemetry.trace.propagation.tracecontext import (
                 TraceContextTextMapPropagator,
             )
@@ -92,6 +92,8 @@ class Tracing:
         self.propagator: TraceContextTextMapPropagator = TraceContextTextMapPropagator()
         self.sample_ratio = sample_ratio
         self.rng = rng or random.Random()
+        #: The parent of a request without a trace context: none (not the caller's current span).
+        self.root: Context = context.Context()
 
     def start(self, method: str, headers: Iterable[Header], scheme: str) -> Trace:
         """The trace of a request that arrived with `headers`: its server span started, as a
@@ -103,17 +105,22 @@ class Tracing:
             if lower in TRACE_FIELDS:  # (several tracestate fields are one list, section 3.3)
                 carrier = carrier or {}
                 carrier.setdefault(lower.decode(), []).append(value.decode("latin-1"))
-        parent = self.propagator.extract(carrier or {})  # (none, or invalid: a new trace)
         ratio = self.sample_ratio
-        if ratio is not None:
-            context = self.api.get_current_span(parent).get_span_context()
-            if context.is_valid:
-                if not context.trace_flags.sampled:  # (section 3.2.2.5: this hop's own id)
-                    return Trace(self, None, method, context.trace_id, context.trace_flags,
-                                 context.trace_state.to_header(), bool(carrier))  # fmt: skip
-            elif self.rng.random() >= ratio:
-                return Trace(self, None, method, 0, 0, "", bool(carrier))
-        span = self.tracer.start_span(method, parent, kind=self.api.SpanKind.SERVER)
+        if carrier is None:
+            if ratio is not None and self.rng.random() >= ratio:  # (the fast way: no span)
+                return Trace(self, None, method, 0, 0, "", False)
+            parent = None  # (a new trace: the provider's sampler decides)
+        else:
+            parent = self.propagator.extract(carrier)  # (invalid: a new trace)
+            if ratio is not None:
+                context = self.api.get_current_span(parent).get_span_context()
+                if context.is_valid:
+                    if not context.trace_flags.sampled:  # (section 3.2.2.5: own span id)
+                        return Trace(self, None, method, context.trace_id, context.trace_flags,
+                                     context.trace_state.to_header(), True)  # fmt: skip
+                elif self.rng.random() >= ratio:
+                    return Trace(self, None, method, 0, 0, "", True)
+        span = self.tracer.start_span(method, parent or self.root, kind=self.api.SpanKind.SERVER)
         context = span.get_span_context()
         trace = Trace(self, span, method, context.trace_id, context.trace_flags,
                       context.trace_state.to_header(), bool(carrier), context.span_id)  # fmt: skip
@@ -133,7 +140,7 @@ class Trace:
 
     __slots__ = (
         "attempt_span", "attempts", "inbound", "lines", "method", "recording", "span",
-        "tracing", "values",
+        "tracing",
     )  # fmt: skip
 
     def __init__(
@@ -148,16 +155,20 @@ class Trace:
         #: The client sent Trace Context fields (to be replaced, not passed on).
         self.inbound = inbound
         rng = tracing.rng
-        values = [(b"traceparent", traceparent(
-            trace_id or rng.getrandbits(128) or 1, span_id or rng.getrandbits(64) or 1, flags,
-        ))]  # fmt: skip
+        parent = traceparent(trace_id or rng.getrandbits(128) or 1,
+                             span_id or rng.getrandbits(64) or 1, flags)  # fmt: skip
+        #: The Trace Context fields the backend gets, as header lines.
+        self.lines = b"traceparent: %b\r\n" % parent
         if state:
-            values.append((b"tracestate", state.encode("latin-1")))
-        #: The Trace Context fields the backend gets, and as header lines.
-        self.values = values
-        self.lines = b"".join(b"%b: %b\r\n" % field for field in values)
+            self.lines += b"tracestate: %b\r\n" % state.encode("latin-1")
         self.attempt_span: Span | None = None
         self.attempts = 0
+
+    @property
+    def values(self) -> list[Header]:
+        """The Trace Context fields the backend gets."""
+        lines = self.lines.split(b"\r\n")[:-1]
+        return [(name, value) for name, _, value in (line.partition(b": ") for line in lines)]
 
     @property
     def context(self) -> Context:

@@ -24,19 +24,16 @@ def exchange_for(client: ClientSide, message: Message, tracing: Tracing) -> Exch
     """The exchange of `message`, its trace started."""
     trace = tracing.start(message.method_text, zip(message.names, message.values, strict=True),
                           client.gateway.scheme)  # fmt: skip
-    if trace.recording:
-        return TracedExchange(client, message, trace)
-    return Propagating(client, message, trace)
+    exchange = TracedExchange(client, message) if trace.recording else Propagating(client, message)
+    exchange.trace = trace
+    return exchange
 
 
 class Propagating(Exchange):
     """An exchange whose request carries its trace context on, nothing recorded."""
 
     __slots__ = ("trace",)
-
-    def __init__(self, client: ClientSide, message: Message, trace: Trace) -> None:
-        super().__init__(client, message)
-        self.trace = trace
+    trace: Trace  # (set by `exchange_for`, as it is made)
 
     def send(self, url: bytes, lines: bytes) -> None:
         # (lines a route's steps made may hold a Trace Context field: checked then)
