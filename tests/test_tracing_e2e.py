@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kroute.gateway.router import Router
-from kroute.gateway.tracing import Tracing
+from kroute.gateway.tracing import Trace, Tracing
 from kroute.pipeline.fetch import Call, FetchFailed, Reply
 from kroute.transport.conformance import Backend
 from kroute.watch.sources import MemorySource
@@ -271,7 +271,7 @@ async def test_calls_a_step_makes_are_spans_carrying_their_context() -> None:
     answered, failed = spans.memory.get_finished_spans()
     assert calls[0].headers == ((b"traceparent", traceparent(answered).encode()),)
     assert answered.parent is not None
-    assert trace.span is not None
+    assert isinstance(trace, Trace)
     assert answered.parent.span_id == trace.span.get_span_context().span_id
     assert dict(answered.attributes or {})["server.address"] == "auth.local"
     assert dict(answered.attributes or {})["http.response.status_code"] == 200

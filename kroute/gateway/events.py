@@ -39,7 +39,7 @@ from kroute.errors import (
 
 if TYPE_CHECKING:
     from kroute.gateway.router.decisions import Decision
-    from kroute.gateway.tracing import Trace
+    from kroute.gateway.tracing import Propagation
 
 __all__ = ["CLIENT_GONE", "Outcome", "RequestEvent", "RequestRecord", "outcome_of_error"]
 
@@ -151,7 +151,7 @@ class RequestRecord:
         self.bytes_sent = 0
         self.complete = False  # the response body was sent to its end
         self.error: KrouteError | None = None
-        self.trace: Trace | None = None  # (the Router traces: `kroute.gateway.tracing`)
+        self.trace: Propagation | None = None  # (the Router traces: `kroute.gateway.tracing`)
 
     def attempt(self, address: str, port: int) -> None:
         """An attempt at an endpoint begins."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import random
+from binascii import hexlify
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,12 @@ from kroute.rules.request import normalize_host
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.trace import Span, SpanContext, Tracer, TracerProvider
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from kroute.gateway.events import RequestEvent
 
-__all__ = ["Trace", "Tracing", "server_attributes"]
+__all__ = ["Propagation", "Trace", "Tracing", "server_attributes"]
 
 Header = tuple[bytes, bytes]
 #: The Trace Context fields (W3C Trace Context, section 3), lowercase.
@@ -95,87 +96,86 @@ class Tracing:
         #: The parent of a request without a trace context: none (not the caller's current span).
         self.root: Context = context.Context()
 
-    def start(self, method: str, headers: Iterable[Header], scheme: str) -> Trace:
-        """The trace of a request that arrived with `headers`: its server span started, as a
-        child of the client's trace context when it sent a valid one (or, not sampled by
-        kroute, no span: the trace context alone)."""
+    def start(
+        self, method: str, headers: Iterable[Header], scheme: str,
+        names: Iterable[bytes] | None = None,
+    ) -> Propagation:  # fmt: skip
+        """The trace of a request that arrived with `headers` (`names`: their names, to look
+        for Trace Context fields without going through them): its server span started, as a
+        child of the client's trace context when it sent a valid one; or, not sampled by kroute,
+        no span: the trace context alone."""
         carrier: dict[str, list[str]] | None = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower in TRACE_FIELDS:  # (several tracestate fields are one list, section 3.3)
-                carrier = carrier or {}
-                carrier.setdefault(lower.decode(), []).append(value.decode("latin-1"))
+        if names is None or not TRACE_FIELDS.isdisjoint(map(bytes.lower, names)):
+            for name, value in headers:
+                lower = name.lower()
+                if lower in TRACE_FIELDS:  # (several tracestate fields are one list, 3.3)
+                    carrier = carrier or {}
+                    carrier.setdefault(lower.decode(), []).append(value.decode("latin-1"))
         ratio = self.sample_ratio
         if carrier is None:
             if ratio is not None and self.rng.random() >= ratio:  # (the fast way: no span)
-                return Trace(self, None, method, 0, 0, "", False)
+                return self.unsampled(None, inbound=False)
             parent = None  # (a new trace: the provider's sampler decides)
         else:
             parent = self.propagator.extract(carrier)  # (invalid: a new trace)
             if ratio is not None:
                 context = self.api.get_current_span(parent).get_span_context()
                 if context.is_valid:
-                    if not context.trace_flags.sampled:  # (section 3.2.2.5: own span id)
-                        return Trace(self, None, method, context.trace_id, context.trace_flags,
-                                     context.trace_state.to_header(), True)  # fmt: skip
+                    if not context.trace_flags.sampled:
+                        return self.unsampled(context)
                 elif self.rng.random() >= ratio:
-                    return Trace(self, None, method, 0, 0, "", True)
+                    return self.unsampled(None, inbound=True)
         span = self.tracer.start_span(method, parent or self.root, kind=self.api.SpanKind.SERVER)
         context = span.get_span_context()
-        trace = Trace(self, span, method, context.trace_id, context.trace_flags,
-                      context.trace_state.to_header(), bool(carrier), context.span_id)  # fmt: skip
+        lines = fields(context.trace_id, context.span_id, context.trace_flags,
+                       context.trace_state.to_header())  # fmt: skip
+        trace = Trace(self, lines, bool(carrier), span, method)
         if trace.recording:
             span.set_attributes({"http.request.method": method, "url.scheme": scheme})
         return trace
 
+    def unsampled(self, parent: SpanContext | None, *, inbound: bool = True) -> Propagation:
+        """A request kroute does not sample: its context passed on, this hop's own span id
+        (section 3.2.2.5) in `parent`'s trace, or a new trace (None)."""
+        if parent is None:
+            ids = hexlify(self.rng.randbytes(24))
+            return Propagation(self, b"traceparent: 00-%b-%b-00\r\n" % (ids[:32], ids[32:]),
+                               inbound)  # fmt: skip
+        own = self.rng.getrandbits(64) or 1
+        state = parent.trace_state.to_header()
+        return Propagation(self, fields(parent.trace_id, own, parent.trace_flags, state), True)
 
-def traceparent(trace_id: int, span_id: int, flags: int) -> bytes:
-    """A `traceparent` value, version 00 (W3C Trace Context, section 3.2.2)."""
-    return b"00-%032x-%016x-%02x" % (trace_id, span_id, flags)
+
+def fields(trace_id: int, span_id: int, flags: int, state: str) -> bytes:
+    """The Trace Context header lines of a span context (W3C Trace Context, section 3.2.2:
+    `traceparent` version 00; section 3.3: `tracestate` when there is one)."""
+    lines = b"traceparent: 00-%032x-%016x-%02x\r\n" % (trace_id, span_id, flags)
+    if state:
+        lines += b"tracestate: %b\r\n" % state.encode("latin-1")
+    return lines
 
 
-class Trace:
-    """One request's spans: its server span (None: not sampled by kroute), the attempt under
-    way, and the trace context the backend gets."""
+class Propagation:
+    """A request's trace context, passed on to the backend; nothing recorded (what a request
+    that is not sampled gets). `Trace` adds the spans of one that is."""
 
-    __slots__ = (
-        "attempt_span", "attempts", "inbound", "lines", "method", "recording", "span",
-        "tracing",
-    )  # fmt: skip
+    __slots__ = ("inbound", "lines", "tracing")
+    #: The request's spans record (it was sampled): attributes and child spans only then.
+    recording = False
 
-    def __init__(
-        self, tracing: Tracing, span: Span | None, method: str, trace_id: int, flags: int,
-        state: str, inbound: bool, span_id: int = 0,
-    ) -> None:  # fmt: skip
+    def __init__(self, tracing: Tracing, lines: bytes, inbound: bool) -> None:
         self.tracing = tracing
-        self.span = span
-        self.method = method
-        #: The span records (was sampled): attributes and child spans are made only then.
-        self.recording = span is not None and span.is_recording()
+        #: The Trace Context fields the backend gets, as header lines (`fields`). (A random
+        #: draw of ids is all zero, which section 3.2.2 calls invalid, once in 2**64.)
+        self.lines = lines
         #: The client sent Trace Context fields (to be replaced, not passed on).
         self.inbound = inbound
-        rng = tracing.rng
-        parent = traceparent(trace_id or rng.getrandbits(128) or 1,
-                             span_id or rng.getrandbits(64) or 1, flags)  # fmt: skip
-        #: The Trace Context fields the backend gets, as header lines.
-        self.lines = b"traceparent: %b\r\n" % parent
-        if state:
-            self.lines += b"tracestate: %b\r\n" % state.encode("latin-1")
-        self.attempt_span: Span | None = None
-        self.attempts = 0
 
     @property
     def values(self) -> list[Header]:
         """The Trace Context fields the backend gets."""
         lines = self.lines.split(b"\r\n")[:-1]
         return [(name, value) for name, _, value in (line.partition(b": ") for line in lines)]
-
-    @property
-    def context(self) -> Context:
-        """The server span as the parent of others (recording traces only)."""
-        assert self.span is not None
-        context: Context = self.tracing.api.set_span_in_context(self.span)
-        return context
 
     def propagate(
         self, headers: Iterable[Header], values: list[Header] | None = None
@@ -192,6 +192,45 @@ class Trace:
             lines = b"".join(line + b"\r\n" for line in lines.split(b"\r\n")[:-1]
                              if not line[:12].lower().startswith(_LINE_PREFIXES))  # fmt: skip
         return lines + self.lines
+
+    def fetcher(self, fetch: Fetch) -> Fetch:
+        """`fetch`, each call carrying the trace context (`Trace`: a span each)."""
+
+        async def propagated(call: Call) -> Reply:
+            return await fetch(attrs.evolve(call, headers=tuple(self.propagate(call.headers))))
+
+        return propagated
+
+    def attempt(self, address: str, port: int) -> None:
+        """An attempt at the endpoint `address`:`port` begins (`Trace`: a span)."""
+
+    def attempt_ended(self, status: int = 0, error: BaseException | str | None = None) -> None:
+        """The attempt under way got a response head with `status`, or failed with `error`."""
+
+    def end(self, event: RequestEvent) -> None:
+        """The request ended as `event` says (`Trace`: the server span ends)."""
+
+
+class Trace(Propagation):
+    """A request with its server span: the attempt under way, calls the steps make."""
+
+    __slots__ = ("attempt_span", "attempts", "method", "recording", "span")
+
+    def __init__(
+        self, tracing: Tracing, lines: bytes, inbound: bool, span: Span, method: str
+    ) -> None:
+        super().__init__(tracing, lines, inbound)
+        self.span = span
+        self.method = method
+        self.recording = span.is_recording()
+        self.attempt_span: Span | None = None
+        self.attempts = 0
+
+    @property
+    def context(self) -> Context:
+        """The server span as the parent of others."""
+        context: Context = self.tracing.api.set_span_in_context(self.span)
+        return context
 
     # -- attempts ------------------------------------------------------------------------------
 
@@ -233,7 +272,7 @@ class Trace:
     def end(self, event: RequestEvent) -> None:
         """The request ended as `event` says: the server span gets its attributes and ends."""
         span = self.span
-        if not self.recording or span is None:
+        if not self.recording:
             return
         if self.attempt_span is not None:  # (the client went away, or the request timed out)
             self.attempt_ended(event.origin_status, None if event.origin_status else event.outcome)
@@ -248,10 +287,10 @@ class Trace:
 
     def fetcher(self, fetch: Fetch) -> Fetch:
         """`fetch`, each call a CLIENT span (when recording) whose context the call carries."""
+        if not self.recording:
+            return super().fetcher(fetch)
 
         async def traced(call: Call) -> Reply:
-            if not self.recording:
-                return await fetch(attrs.evolve(call, headers=tuple(self.propagate(call.headers))))
             return await self.call(call, fetch)
 
         return traced
@@ -265,10 +304,9 @@ class Trace:
                         "kroute.call": "step"},
         )  # fmt: skip
         own = span.get_span_context()
-        values = [(b"traceparent", traceparent(own.trace_id, own.span_id, own.trace_flags))]
-        if own.trace_state:
-            values.append((b"tracestate", own.trace_state.to_header().encode("latin-1")))
-        headers = self.propagate(call.headers, values)
+        carried = Propagation(self.tracing, fields(own.trace_id, own.span_id, own.trace_flags,
+                                                   own.trace_state.to_header()), False)  # fmt: skip
+        headers = self.propagate(call.headers, carried.values)
         try:
             reply = await fetch(attrs.evolve(call, headers=tuple(headers)))
             span.set_attribute("http.response.status_code", reply.status)

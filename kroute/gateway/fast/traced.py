@@ -15,7 +15,7 @@ from kroute.errors import UpstreamError
 from kroute.gateway.fast.exchange import Exchange
 from kroute.gateway.fast.ports import ClientSide, Key, Message
 from kroute.gateway.fast.record import exchange_event
-from kroute.gateway.tracing import Trace, Tracing
+from kroute.gateway.tracing import Propagation, Tracing
 from kroute.pipeline.fetch import Fetch
 from kroute.transport.http1 import interim
 
@@ -23,7 +23,7 @@ from kroute.transport.http1 import interim
 def exchange_for(client: ClientSide, message: Message, tracing: Tracing) -> Exchange:
     """The exchange of `message`, its trace started."""
     trace = tracing.start(message.method_text, zip(message.names, message.values, strict=True),
-                          client.gateway.scheme)  # fmt: skip
+                          client.gateway.scheme, message.names)  # fmt: skip
     exchange = TracedExchange(client, message) if trace.recording else Propagating(client, message)
     exchange.trace = trace
     return exchange
@@ -33,7 +33,7 @@ class Propagating(Exchange):
     """An exchange whose request carries its trace context on, nothing recorded."""
 
     __slots__ = ("trace",)
-    trace: Trace  # (set by `exchange_for`, as it is made)
+    trace: Propagation  # (set by `exchange_for`, as it is made)
 
     def send(self, url: bytes, lines: bytes) -> None:
         # (lines a route's steps made may hold a Trace Context field: checked then)
