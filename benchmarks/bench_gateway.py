@@ -243,9 +243,8 @@ def throughput() -> None:
     print("| --- | --- | --- | --- | --- |")
     paired_table(steps)
     print(
-        "FastGateway with tracing installed and not sampled (the SDK's TracerProvider, "
-        "ParentBased(TraceIdRatioBased(0))) next to tracing off, back to back "
-        f"({PAIRED_ROUNDS} pairs):\n"
+        "FastGateway with tracing installed and not sampled (kroute.Tracing(TracerProvider(), "
+        f"sample_ratio=0)) next to tracing off, back to back ({PAIRED_ROUNDS} pairs):\n"
     )
     print("| connections | tracing off req/s | not sampled req/s | p99 ms off / not sampled "
           "| not sampled / off |")  # fmt: skip
