@@ -6,6 +6,7 @@ to the first request routed to the new endpoint with 10,000 objects loaded.
     python benchmarks/bench_gateway.py --middlewares-only   (an IngressRoute with stripPrefix,
                                                              headers and ipAllowList, next to
                                                              the same one without)
+    python benchmarks/bench_gateway.py --tracing-only (tracing installed, not sampled, next to off)
 
 Throughput (needs wrk and nginx from Debian's packages; skipped, saying so, without them):
 every proxy runs on core 0, one process, one worker; the backend (nginx, one worker, a 2-byte
@@ -14,7 +15,9 @@ keep-alive), the example gateway (examples/gateway/) on FastGateway and on the a
 the ASGI gateway (examples/asgi_embedding/) under uvicorn, hypercorn and granian where
 installed; 20 and 100 connections. nginx keeps running beside each of them (idle while the
 other is measured), and every run of a proxy follows an nginx run with as many connections:
-each ratio is that pair's, and FastGateway's is the median of PAIRED_ROUNDS pairs.
+each ratio is that pair's, and FastGateway's is the median of PAIRED_ROUNDS pairs. The same
+example gateway with tracing installed and never sampled (traced_gateway.py) runs beside
+FastGateway, their runs paired the same way.
 
 Change to routing: the example gateway's Router with FastGateway in this process, watching the
 API emulator (tests/apiserver.py) that holds 2,000 Ingresses, 4,000 Services and 4,000
@@ -38,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,7 @@ from tests.pods import Client, Pod, endpoint_slice, service
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 5
 BACKEND, NGINX_PROXY, GATEWAY, ADMIN = 18180, 18181, 18182, 18183
+TRACED_GATEWAY, TRACED_ADMIN = 18184, 18185
 PROBE_HOST = "bench.local"
 #: Rounds of (nginx, FastGateway) runs back to back: the machine's speed drifts by tens of
 #: percent over a minute here, so each ratio compares two runs seconds apart.
@@ -237,80 +241,115 @@ def throughput() -> None:
     manifests(workdir, BACKEND)
     env = {**os.environ, "KROUTE_MANIFESTS": str(workdir), "PYTHONPATH": str(ROOT)}
     commands = proxies(workdir)
-    # The pairs of routes alone (FastGateway, no nginx pairs):
-    steps_only, middlewares_only = "--steps-only" in sys.argv, "--middlewares-only" in sys.argv
-    if steps_only or middlewares_only:
+    # The pairs alone (FastGateway, no nginx pairs): one of these flags, or all of them.
+    only = [flag for flag in ONLY if flag in sys.argv]
+    if only:
         commands = {FAST: commands[FAST]}
     rows: list[tuple[str, int, Run, float]] = []  # proxy, connections, median run, vs nginx
     steps: list[tuple[int, Run, Run, float]] = []
     middlewares: list[tuple[int, Run, Run, float]] = []
+    traced: list[tuple[int, Run, Run, float]] = []
     with running_nginx(BACKEND), running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
         for name, command in commands.items():
             with on_core0(command, GATEWAY, env=env):
                 wrk(GATEWAY, 20)  # warm-up: connections to the backend are open
                 rounds = PAIRED_ROUNDS if name == FAST else 1
-                for connections in () if steps_only or middlewares_only else (20, 100):
+                for connections in () if only else (20, 100):
                     pairs = [(wrk(NGINX_PROXY, connections), wrk(GATEWAY, connections))
                              for _ in range(rounds)]  # fmt: skip
                     if name == FAST:
                         rows.append((NGINX, connections, _median_run([n for n, _ in pairs]), 1.0))
                     ratio = statistics.median(abs(g[0]) / abs(n[0]) for n, g in pairs)
                     rows.append((name, connections, _median_run([g for _, g in pairs]), ratio))
-                if name == FAST and not middlewares_only:
+                if name != FAST:
+                    continue
+                if not only or "--steps-only" in only:
                     steps = route_pairs(PROBE_HOST, STEPS_HOST)
-                if name == FAST and not steps_only:
+                if not only or "--middlewares-only" in only:
                     middlewares = route_pairs(PLAIN_ROUTE_HOST, MIDDLEWARES_HOST)
-    print(f"Throughput on one core (wrk, {SECONDS} s per row; each proxy run right after an nginx "
-          f"run, the ratio is the pair's; FastGateway and nginx: median of {PAIRED_ROUNDS} "
-          "such pairs):\n")  # fmt: skip
-    print("| proxy | connections | requests/s | p50 ms | p99 ms | vs nginx |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, connections, (rps, p50, p99), ratio in rows:
-        flag = " (errors!)" if rps < 0 else ""
-        print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
-              f"| {ratio:.2f}x |")  # fmt: skip
-    print()
+                if not only or "--tracing-only" in only:
+                    with on_core0(traced_command(workdir), TRACED_GATEWAY, env=env):
+                        wrk(TRACED_GATEWAY, 20)
+                        traced = paired(lambda c: wrk(GATEWAY, c),
+                                        lambda c: wrk(TRACED_GATEWAY, c))  # fmt: skip
+    if rows:
+        print(f"Throughput on one core (wrk, {SECONDS} s per row; each proxy run right after an "
+              f"nginx run, the ratio is the pair's; FastGateway and nginx: median of "
+              f"{PAIRED_ROUNDS} such pairs):\n")  # fmt: skip
+        print("| proxy | connections | requests/s | p50 ms | p99 ms | vs nginx |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name, connections, (rps, p50, p99), ratio in rows:
+            flag = " (errors!)" if rps < 0 else ""
+            print(f"| {name}{flag} | {connections} | {abs(rps):,.0f} | {p50:.2f} | {p99:.2f} "
+                  f"| {ratio:.2f}x |")  # fmt: skip
+        print()
     _pairs_table(
         "FastGateway, a route with steps (a request header set and the path prefix /api "
         "replaced) next to a route without, same path",
-        "steps",
+        ("without steps", "with steps"),
         steps,
     )
     _pairs_table(
         "FastGateway, an IngressRoute with the Middlewares stripPrefix, headers "
         "(a request and a response header) and ipAllowList next to the same "
         "IngressRoute without, same path",
-        "middlewares",
+        ("without middlewares", "with middlewares"),
         middlewares,
+    )
+    _pairs_table(
+        "FastGateway with tracing installed and not sampled (kroute.Tracing(TracerProvider(), "
+        "sample_ratio=0)) next to tracing off",
+        ("tracing off", "not sampled"),
+        traced,
     )
 
 
-def _pairs_table(title: str, what: str, pairs: list[tuple[int, Run, Run, float]]) -> None:
+#: The flags that run only some pairs of FastGateway runs.
+ONLY = ("--steps-only", "--middlewares-only", "--tracing-only")
+
+
+def _pairs_table(
+    title: str, what: tuple[str, str], pairs: list[tuple[int, Run, Run, float]]
+) -> None:
     if not pairs:
         return
+    first, second = what
     print(f"{title}, back to back ({PAIRED_ROUNDS} pairs):\n")
-    print(f"| connections | without {what} req/s | with {what} req/s | p99 ms without / with "
-          "| with / without |")  # fmt: skip
+    print(f"| connections | {first} req/s | {second} req/s | p99 ms {first} / {second} "
+          f"| {second} / {first} |")  # fmt: skip
     print("| --- | --- | --- | --- | --- |")
-    for connections, plain, stepped, ratio in pairs:
-        flag = " (errors!)" if plain[0] < 0 or stepped[0] < 0 else ""
-        print(f"| {connections}{flag} | {abs(plain[0]):,.0f} | {abs(stepped[0]):,.0f} "
-              f"| {plain[2]:.2f} / {stepped[2]:.2f} | {ratio:.2f}x |")  # fmt: skip
+    for connections, plain, other, ratio in pairs:
+        flag = " (errors!)" if plain[0] < 0 or other[0] < 0 else ""
+        print(f"| {connections}{flag} | {abs(plain[0]):,.0f} | {abs(other[0]):,.0f} "
+              f"| {plain[2]:.2f} / {other[2]:.2f} | {ratio:.2f}x |")  # fmt: skip
     print()
+
+
+def traced_command(workdir: Path) -> list[str]:
+    """The example gateway with tracing installed, never sampled (traced_gateway.py)."""
+    return [sys.executable, str(ROOT / "benchmarks/traced_gateway.py"), "--manifests",
+            str(workdir), "--listen", f"127.0.0.1:{TRACED_GATEWAY}",
+            "--admin", f"127.0.0.1:{TRACED_ADMIN}", "--advertise", "web=80"]  # fmt: skip
 
 
 def route_pairs(plain: str, host: str) -> list[tuple[int, Run, Run, float]]:
     """FastGateway on the same path of the routes for `plain` and `host` (the same route with
-    steps or Middlewares), back to back (PAIRED_ROUNDS pairs per number of connections):
-    (connections, median run without, with, ratio)."""
+    steps or Middlewares), back to back."""
+    return paired(lambda c: wrk(GATEWAY, c, host=plain, path="/api/ok"),
+                  lambda c: wrk(GATEWAY, c, host=host, path="/api/ok"))  # fmt: skip
+
+
+def paired(first: Callable[[int], Run], second: Callable[[int], Run]) -> list[
+    tuple[int, Run, Run, float]
+]:  # fmt: skip
+    """`first` and `second` run back to back (PAIRED_ROUNDS pairs per number of connections):
+    (connections, median run of first, of second, median ratio second / first)."""
     out = []
     for connections in (20, 100):
-        pairs = [(wrk(GATEWAY, connections, host=plain, path="/api/ok"),
-                  wrk(GATEWAY, connections, host=host, path="/api/ok"))
-                 for _ in range(PAIRED_ROUNDS)]  # fmt: skip
-        ratio = statistics.median(abs(s[0]) / abs(p[0]) for p, s in pairs)
-        out.append((connections, _median_run([p for p, _ in pairs]),
-                    _median_run([s for _, s in pairs]), ratio))  # fmt: skip
+        pairs = [(first(connections), second(connections)) for _ in range(PAIRED_ROUNDS)]
+        ratio = statistics.median(abs(b[0]) / abs(a[0]) for a, b in pairs)
+        out.append((connections, _median_run([a for a, _ in pairs]),
+                    _median_run([b for _, b in pairs]), ratio))  # fmt: skip
     return out
 
 
@@ -424,7 +463,7 @@ async def change_to_routing() -> None:
 def main() -> None:
     if "--change-only" not in sys.argv:
         throughput()
-    if "--steps-only" not in sys.argv and "--middlewares-only" not in sys.argv:
+    if not any(flag in sys.argv for flag in ONLY):
         anyio.run(change_to_routing)
 
 

@@ -90,6 +90,11 @@ ROUTE_REQUESTS = {
     RATELIMIT: _get(RATELIMIT_HOST),
     BASICAUTH: _get(BASICAUTH_HOST, _CREDENTIALS),
 }
+#: The plain request with tracing installed and not sampled, by kroute (`Tracing(provider,
+#: sample_ratio=0)`: what issue 22 asks to cost within 5% of no tracing) and by the SDK's
+#: sampler (`ParentBased(TraceIdRatioBased(0))`, a span that does not record per request).
+TRACED = "kroute FastGateway, tracing installed, not sampled"
+SDK_UNSAMPLED = "kroute FastGateway, tracing, not sampled by the SDK's sampler"
 #: One round: every connection sends its request, then every endpoint answers.
 Round = Callable[[], Any]
 
@@ -119,15 +124,19 @@ class CountingTransport:
         pass
 
 
-def kroute_round(request: bytes = REQUEST) -> Round:
+def kroute_round(request: bytes = REQUEST, *, tracing: str = "") -> Round:
     """FastGateway's protocols with bench_gateway's routes, every connection sending
-    `request`."""
+    `request` (`tracing`: installed, "kroute" or "sdk" sampling nothing)."""
     workdir = Path(tempfile.mkdtemp())
     manifests(workdir, 18180)
     objects = json.loads((workdir / "objects.json").read_text())
     router = kroute.Router([kroute.MemorySource(objects=objects)])
     with contextlib.suppress(ImportError):  # prometheus-client is an optional extra
         kroute.Metrics(router)
+    if tracing == "kroute":
+        router.tracing = kroute.Tracing(unsampled("kroute"), sample_ratio=0.0)
+    elif tracing == "sdk":
+        router.tracing = kroute.Tracing(unsampled("sdk"))
     gateway = FastGateway(router, max_idle=CONNECTIONS)
     loop = asyncio.get_running_loop()
     key = ("127.0.0.1", 18180)
@@ -152,6 +161,18 @@ def kroute_round(request: bytes = REQUEST) -> Round:
         await asyncio.sleep(0)
 
     return one_round
+
+
+def unsampled(by: str) -> Any:
+    """The SDK's TracerProvider (no exporter: nothing is exported): as the example gateway's
+    `--tracing-sample-ratio 0` makes it for kroute's sampling ("kroute"), or sampling nothing
+    itself, `ParentBased(TraceIdRatioBased(0))` ("sdk")."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    if by == "kroute":
+        return TracerProvider()
+    return TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
 
 
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
@@ -233,6 +254,8 @@ ROUNDS: dict[str, Callable[[], Round]] = {
     MINIMAL: minimal_round,
     STEPS: lambda: kroute_round(STEPS_REQUEST),
     **{name: functools.partial(kroute_round, request) for name, request in ROUTE_REQUESTS.items()},
+    TRACED: lambda: kroute_round(tracing="kroute"),
+    SDK_UNSAMPLED: lambda: kroute_round(tracing="sdk"),
 }
 
 
@@ -301,7 +324,7 @@ def main() -> None:
     best = timed(rounds=1500, repeats=7)
     print("| proxy | µs per request | vs baseline | vs kroute without steps |")
     print("| --- | --- | --- | --- |")
-    for name in (MINIMAL, KROUTE, STEPS):
+    for name in (MINIMAL, KROUTE, STEPS, TRACED, SDK_UNSAMPLED):
         print(f"| {name} | {best[name]:.2f} | {best[name] / best[MINIMAL]:.2f}x "
               f"| {best[name] / best[KROUTE]:.2f}x |")  # fmt: skip
     print()
@@ -311,12 +334,12 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         print("Instructions: skipped (needs valgrind)\n")
         return
-    counted = {name: instructions(name) for name in (MINIMAL, KROUTE, STEPS)}
+    counted = {name: instructions(name) for name in (MINIMAL, KROUTE, STEPS, TRACED, SDK_UNSAMPLED)}
     print(
         "| proxy | instructions per request (callgrind) | vs baseline | vs kroute without steps |"
     )
     print("| --- | --- | --- | --- |")
-    for name in (MINIMAL, KROUTE, STEPS):
+    for name in (MINIMAL, KROUTE, STEPS, TRACED, SDK_UNSAMPLED):
         print(f"| {name} | {counted[name]:,.0f} | {counted[name] / counted[MINIMAL]:.2f}x "
               f"| {counted[name] / counted[KROUTE]:.2f}x |")  # fmt: skip
     print()

@@ -39,6 +39,7 @@ from kroute.gateway.metrics import Metrics
 from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router import Decision, EventSink, Observer, Observers, Router, RouterStatistics
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
+from kroute.gateway.tracing import Tracing
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
@@ -264,6 +265,7 @@ __all__ = [
     "Timeouts",
     "TlsCertificates",
     "TlsContexts",
+    "Tracing",
     "Transport",
     "TrustedProxies",
     "UpstreamClosed",

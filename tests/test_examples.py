@@ -260,6 +260,41 @@ def test_gateway_cli_status_flags(
     assert gateway.pod_namespace(in_cluster=True) == "default"
 
 
+def test_gateway_cli_tracing_flags(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+        import traces
+    finally:
+        sys.path.pop(0)
+    assert traces.tracing(gateway.parse_args(["--manifests", "."])) is None
+    with pytest.raises(SystemExit):
+        gateway.parse_args(["--manifests", ".", "--tracing", "otlp", "--tracing-sample-ratio", "2"])
+    assert "not a ratio from 0 to 1" in capsys.readouterr().err
+    args = gateway.parse_args(["--manifests", ".", "--tracing", "otlp",
+                               "--tracing-sample-ratio", "0.25"])  # fmt: skip
+    monkeypatch.setattr(traces, "EXPORTER", "opentelemetry.exporter.none")
+    with pytest.raises(SystemExit, match="pip install opentelemetry-sdk opentelemetry-exporter"):
+        traces.tracing(args)  # (a clear error when the exporter is not installed)
+    # With an exporter (the SDK's in-memory one standing in for OTLP's):
+    monkeypatch.setattr(traces, "EXPORTER", __name__)
+    made = traces.tracing(args)
+    assert made is not None
+    tracing, provider = made
+    assert isinstance(tracing, kroute.Tracing)
+    assert tracing.sample_ratio == 0.25  # (kroute samples; the provider keeps what it sampled)
+    assert "ParentBased{root:AlwaysOnSampler," in provider.sampler.get_description()
+    provider.shutdown()
+
+
+def OTLPSpanExporter() -> Any:  # (stands in for the OTLP exporter's class, above)
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    return InMemorySpanExporter()
+
+
 def deploy_objects() -> list[dict[str, Any]]:
     return [
         obj

@@ -7,6 +7,7 @@
         [--publish-address ADDR ...] [--publish-service NAMESPACE/NAME] [--controller-name NAME]
         [--leader-elect [--leader-elect-namespace NS] [--identity ID] [--leader-elect-* SECONDS]]
         [--log-format text|json] [--access-log [PATH|-]] [...]   (logs.py: every log flag)
+        [--tracing otlp [--tracing-sample-ratio RATIO]]             (traces.py)
 
 Watches every routing family (from manifest files, or from a cluster through a kubeconfig or
 the pod's service account): Ingresses and IngressClasses; the Gateway API's GatewayClasses,
@@ -26,7 +27,7 @@ and --publish-service, Gateway API conditions; with --leader-elect only the repl
 Lease writes, and every replica routes. SIGTERM or Ctrl-C stops accepting and lets requests in
 flight finish.
 Control-plane logs go to standard error; --access-log writes Traefik's access log lines
-(logs.py).
+(logs.py); --tracing otlp sends OpenTelemetry spans to a collector (traces.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from typing import Any, NamedTuple
 import anyio
 import anyio.abc
 import logs
+import traces
 from sniffio import current_async_library
 
 import kroute
@@ -102,6 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
     add_status_arguments(parser)
     logs.add_arguments(parser)
+    traces.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.manifests and (args.publish_address or args.publish_service or args.leader_elect):
         parser.error("status is written to a cluster: with --manifests, `python -m kroute status "
@@ -262,7 +265,11 @@ async def serve(
     metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
     admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics, tls=tls))
     access = logs.access_log(args)
+    traced = traces.tracing(args)
     with contextlib.ExitStack() as stack:
+        if traced is not None:
+            router.tracing, provider = traced
+            stack.callback(provider.shutdown)
         if access is not None:
             stack.enter_context(access)
             router.observers.append(access)

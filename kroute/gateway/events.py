@@ -39,6 +39,7 @@ from kroute.errors import (
 
 if TYPE_CHECKING:
     from kroute.gateway.router.decisions import Decision
+    from kroute.gateway.tracing import Propagation
 
 __all__ = ["CLIENT_GONE", "Outcome", "RequestEvent", "RequestRecord", "outcome_of_error"]
 
@@ -129,7 +130,7 @@ class RequestRecord:
     __slots__ = (
         "bytes_sent", "client_ip", "client_port", "complete", "decision", "endpoints",
         "entry_point", "error", "headers", "host", "method", "origin_at", "origin_status",
-        "protocol", "started", "target", "tls", "wall",
+        "protocol", "started", "target", "tls", "trace", "wall",
     )  # fmt: skip
 
     def __init__(
@@ -150,11 +151,22 @@ class RequestRecord:
         self.bytes_sent = 0
         self.complete = False  # the response body was sent to its end
         self.error: KrouteError | None = None
+        self.trace: Propagation | None = None  # (the Router traces: `kroute.gateway.tracing`)
 
     def attempt(self, address: str, port: int) -> None:
         """An attempt at an endpoint begins."""
         self.endpoints.append(f"{address}:{port}")
         self.origin_at = time.perf_counter()
+        if self.trace is not None:
+            self.trace.attempt(address, port)
+
+    def attempted(self, outcome: KrouteError | int) -> None:
+        """The attempt under way got a response head (its status) or failed."""
+        if self.trace is not None:
+            if isinstance(outcome, int):
+                self.trace.attempt_ended(outcome)
+            else:
+                self.trace.attempt_ended(error=outcome)
 
     def event(self, status: int, *, aborted: bool = False) -> RequestEvent:
         """The event of the request, answered with `status` (`aborted`: the client went away

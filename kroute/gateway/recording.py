@@ -23,20 +23,25 @@ def record_for(
     scheme: str, version: str, client: str, client_port: int, headers: Sequence[Header],
     tls: tuple[str, str] | None = None,
 ) -> RequestRecord | None:  # fmt: skip
-    """A record of the request, or None when no observer wants events."""
-    if not router.observers.listening:
+    """A record of the request, or None when no observer wants events and the Router does not
+    trace (with tracing, its trace started from the client's Trace Context fields)."""
+    tracing = router.tracing
+    if not router.observers.listening and tracing is None:
         return None
     point = router.entry_point(entry_point, tls=scheme == "https").name
-    return RequestRecord(method, host, target, protocol=f"HTTP/{version}", client_ip=client,
-                         client_port=client_port, entry_point=point, headers=headers,
-                         tls=tls)  # fmt: skip
+    record = RequestRecord(method, host, target, protocol=f"HTTP/{version}", client_ip=client,
+                           client_port=client_port, entry_point=point, headers=headers,
+                           tls=tls)  # fmt: skip
+    if tracing is not None:
+        record.trace = tracing.start(method, headers, scheme)
+    return record
 
 
 def failed(router: Router, record: RequestRecord, error: KrouteError, sent: int) -> None:
     """The request is answered by `error` (a body of `sent` bytes)."""
     record.error = error
     record.bytes_sent = sent
-    router.emit(record.event(error.status_hint))
+    _end(router, record, error.status_hint)
 
 
 def relayed(
@@ -62,9 +67,20 @@ def ended(router: Router, record: RequestRecord, status: int) -> None:
     """The response with `status` ended: to its end (`record.complete`), else the client went
     away (or the front gave up writing to it)."""
     if record.complete:
-        router.emit(record.event(status))
+        _end(router, record, status)
     else:
-        router.emit(record.event(status if record.bytes_sent else CLIENT_GONE, aborted=True))
+        _end(router, record, status if record.bytes_sent else CLIENT_GONE, aborted=True)
+
+
+def _end(router: Router, record: RequestRecord, status: int, *, aborted: bool = False) -> None:
+    """The event of the request to the observers, and to its trace when that records (no
+    event is made when neither wants it)."""
+    trace = record.trace
+    if router.observers.listening or (trace is not None and trace.recording):
+        event = record.event(status, aborted=aborted)
+        router.emit(event)
+        if trace is not None:
+            trace.end(event)
 
 
 class _Counted:

@@ -17,6 +17,7 @@ import httptools
 
 from kroute.gateway.fast.exchange import Exchange
 from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Gateway, Headers, Message
+from kroute.gateway.fast.traced import exchange_for
 from kroute.gateway.handler import origin_form
 from kroute.pipeline.steps import Chain, UpstreamRequest, run_request
 from kroute.rules.request import normalize_path
@@ -285,7 +286,11 @@ class Client(asyncio.Protocol):
         if self.exchange is not None or not self.messages or self.closing:
             return
         message = self.messages[0]
-        exchange = Exchange(self, message)
+        tracing = self.gateway.router.tracing  # (the one test tracing costs when off)
+        if tracing is None:
+            exchange = Exchange(self, message)
+        else:
+            exchange = exchange_for(self, message, tracing)
         message.exchange = exchange
         self.exchange = exchange
         exchange.start()

@@ -25,6 +25,7 @@ from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Key
 from kroute.gateway.fast.relay import Relay
 from kroute.gateway.router import outcome_of, status_error
 from kroute.pipeline.body import RequestTooLarge
+from kroute.pipeline.fetch import Fetch
 from kroute.pipeline.steps import Answer, Chain, UpstreamRequest, run_request, run_request_async
 from kroute.rules.request import RequestHead
 from kroute.transport.proxy import render_headers, replay_safe
@@ -65,11 +66,15 @@ class Exchange(Relay):
 
     async def wait_steps(self, chain: Chain, request: UpstreamRequest) -> None:
         """A chain with a step that waits (a user's async check), run off the callbacks."""
-        answer = await run_request_async(chain, request, self.router.fetch)
+        answer = await run_request_async(chain, request, self.fetcher())
         if not self.finished:
             self.stepped(answer, request)
         else:
             self.ended_steps()  # (the client went away meanwhile: `abandon` was too early)
+
+    def fetcher(self) -> Fetch:
+        """How the steps call out (forwardAuth): the Router's fetch (traced: `traced`)."""
+        return self.router.fetch
 
     def stepped(self, answer: Answer | None, request: UpstreamRequest) -> None:
         """The request steps have run: answer as they say, or send what they made."""

@@ -35,6 +35,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -97,6 +98,9 @@ ROUTING_KINDS = frozenset({
     kinds.TRAEFIK_SERVICE, kinds.SECRET,  # (basicAuth Middlewares read their users from Secrets)
 })  # fmt: skip
 
+if TYPE_CHECKING:
+    from kroute.gateway.tracing import Tracing
+
 _log = logging.getLogger(__name__)
 
 
@@ -132,6 +136,7 @@ class Router:
         sticky_cookie: str | None = None,
         filters: Filters = NO_FILTERS,
         entry_points: Sequence[EntryPoint] = DEFAULT_ENTRY_POINTS,
+        tracing: Tracing | None = None,
     ) -> None:
         self.sources = list(sources)
         #: Where the gateway serves; each has its own table (see the module docstring).
@@ -156,6 +161,9 @@ class Router:
         self.sticky_cookie = sticky_cookie
         #: Told of requests and rebuilds (`observers`): Metrics, access logs, users' sinks.
         self.observers = Observers()
+        #: OpenTelemetry spans and W3C trace context for every front (`kroute.gateway.tracing`);
+        #: None: no tracing, nothing imported or paid.
+        self.tracing = tracing
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
         self._fetches = Fetches()
@@ -411,11 +419,17 @@ class Router:
 
         Raises a KrouteError whose `status_hint` says how to answer: NoRoute (404),
         InvalidBackend (500), NoHealthyEndpoint (503), UpstreamError (502, 504), Answered.
-        `record` (a front's, when observers want events) learns the decision and attempts.
+        `record` (a front's, when observers want events or the Router traces) learns the
+        decision and attempts; the request passes its trace's context on (`kroute.gateway.
+        tracing`).
         """
         decision = self.route(head, entry_point=entry_point)
+        trace = None
         if record is not None:
             record.decision = decision
+            trace = record.trace
+            if trace is not None:
+                request = attrs.evolve(request, headers=trace.propagate(request.headers))
         chain = decision.chain
         if chain is None:
             return await self._send(decision, request, record)
@@ -426,7 +440,8 @@ class Router:
             clock=self.clock,
         )  # fmt: skip
         try:
-            answer = await run_request_async(chain, upstream, self.fetch)
+            fetch = self.fetch if trace is None else trace.fetcher(self.fetch)
+            answer = await run_request_async(chain, upstream, fetch)
             if answer is not None:
                 self.observe(decision, answer.status, started)
                 if chain.outcome:

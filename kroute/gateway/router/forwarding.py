@@ -128,6 +128,8 @@ async def _attempts(
         key = (target.host, target.port)
         open_keys.discard(key)
         pool.end(key, outcome_of(outcome), now=clock())
+        if record is not None:
+            record.attempted(outcome)
 
     policy = first.route.policy if first.route is not None else None
     try:
