@@ -234,6 +234,15 @@ async def test_statuses_written_kept_and_withdrawn_with_the_rbac_of_examples_dep
     api.apply(site)
     await until(lambda: api.get(kinds.INGRESS, ns, "site"), lambda o: not lb(o))
 
+    # the Gateway goes to another class: kroute's conditions go back to the CRD's Pending, its
+    # listeners' entries and addresses go (nobody else wrote there meanwhile)
+    api.apply(gateway_obj(ns, "gw", cls="someone-else"))
+    gw = await until(lambda: api.get(kinds.GATEWAY, ns, "gw"),
+                     lambda o: "listeners" not in o.get("status", {}))  # fmt: skip
+    assert conditions(gw["status"]) == {"Accepted": ("Unknown", "Pending"),
+                                        "Programmed": ("Unknown", "Pending")}  # fmt: skip
+    assert "addresses" not in gw["status"]
+
 
 async def test_addresses_of_the_published_service_followed(
     api: Kube, fresh: Callable[[], str], start: Start

@@ -37,7 +37,7 @@ import anyio
 import attrs
 
 from kroute.gateway.router import Router
-from kroute.objects import Obj
+from kroute.objects import Obj, ObjectRef
 from kroute.status import (
     CONTROLLER_NAME,
     Desired,
@@ -215,11 +215,15 @@ class StatusWriter:
         )
         now = self.clock()
         todo = []
+        served: dict[tuple[str, str], StatusUpdate] = {}
         for want in desired_statuses(objects, settings, compiled=compiled):
             update = update_for(want, settings, now=now)
             self._withdrawals.note(want)
+            if update is not None and want.ref.kind == "Gateway" and want.status is not None:
+                served[(want.ref.namespace, want.ref.name)] = update
             if update is not None and update.changed and self._withdrawals.allows(want):
                 todo.append((want, update))
+        todo += self._withdrawals.gateways(served, objects)
         failures = 0
         limiter = anyio.CapacityLimiter(self.concurrency)
 
@@ -298,11 +302,13 @@ class _Withdrawals:
     those where the addresses came back since: another writer publishes the same ones there (a
     second kroute installation on the same nodes serving another class, say). Taking them again
     would fight it write for write, for ever; kroute leaves such an Ingress alone, says so once,
-    and takes it up again when it serves it."""
+    and takes it up again when it serves it. The Gateways it stopped serving: `gateways`."""
 
     def __init__(self) -> None:
         self.taken: set[tuple[str, str]] = set()
         self.contested: set[tuple[str, str]] = set()
+        #: The Gateways kroute served in the last round, with their status as of then.
+        self.last: dict[tuple[str, str], StatusUpdate] = {}
 
     def note(self, want: Desired) -> None:
         """Every object planned: one kroute serves (again) is nobody else's to fight over."""
@@ -329,6 +335,51 @@ class _Withdrawals:
     def wrote(self, want: Desired) -> None:
         if want.ref.kind == "Ingress" and want.status is None:
             self.taken.add((want.ref.namespace, want.ref.name))
+
+    def gateways(
+        self, served: dict[tuple[str, str], StatusUpdate], objects: Iterable[Obj]
+    ) -> list[tuple[Desired, StatusUpdate]]:
+        """The Gateways kroute served in the last round and no longer does (their class
+        changed, or its controller), each with the update that takes kroute's parts away
+        (its conditions, listeners and addresses), if the status is still what kroute made
+        of it: once another controller wrote there, it is that controller's. `served`: this
+        round's Gateways, with the status each has or is given now."""
+        gone = self.last.keys() - served.keys()
+        out = []
+        for obj in objects:
+            meta = obj.get("metadata")
+            if obj.get("kind") != "Gateway" or not isinstance(meta, dict):
+                continue
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            if key not in gone or obj.get("status") != dict(self.last[key].status):
+                continue
+            version = meta.get("resourceVersion")
+            update = attrs.evolve(self.last[key], status=_without_kroute(obj["status"]),
+                                  changed=True, resource_version=str(version))  # fmt: skip
+            out.append((Desired(obj, ObjectRef("Gateway", *key), None), update))
+        self.last = served
+        return out
+
+
+#: A Gateway's conditions as its CRD defaults them: what a Gateway no controller took up says.
+UNCLAIMED = [
+    {"type": kind, "status": "Unknown", "reason": "Pending", "message": "Waiting for controller",
+     "lastTransitionTime": "1970-01-01T00:00:00Z"} for kind in ("Accepted", "Programmed")
+]  # fmt: skip
+
+
+def _without_kroute(status: Any) -> dict[str, Any]:
+    """A Gateway's status without what kroute wrote there: its `Accepted` and `Programmed`
+    conditions back to the CRD's defaults (Pending: waiting for a controller), the listeners'
+    entries and the addresses gone; conditions of other types stay."""
+    out = dict(status) if isinstance(status, dict) else {}
+    out.pop("listeners", None)
+    out.pop("addresses", None)
+    conditions = out.get("conditions")
+    others = [c for c in conditions if isinstance(c, dict) and c.get("type") not in (
+        "Accepted", "Programmed")] if isinstance(conditions, list) else []  # fmt: skip
+    out["conditions"] = [*UNCLAIMED, *others]
+    return out
 
 
 class _Pending:
