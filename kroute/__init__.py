@@ -126,6 +126,8 @@ from kroute.watch.wire import Status, WatchDecoder, WatchEvent, WatchProtocolErr
 if TYPE_CHECKING:
     from kroute.client.httpx_transport import KrouteTransport
     from kroute.gateway.status_writer import StatusWriter, WriterStatistics
+    from kroute.tls.alpn.certificate import ValidationCertificate, validation_certificate
+    from kroute.tls.alpn.challenges import AlpnChallenges
     from kroute.tls.certs import (
         Certificate,
         CertificateSet,
@@ -153,6 +155,7 @@ __all__ = [
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
+    "AlpnChallenges",
     "Answer",
     "Answered",
     "ApiClient",
@@ -274,6 +277,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamRequest",
     "UpstreamTimeout",
+    "ValidationCertificate",
     "WatchDecoder",
     "WatchEvent",
     "WatchProtocolError",
@@ -309,6 +313,7 @@ __all__ = [
     "send_with_retries",
     "set_host",
     "strip_hop_by_hop",
+    "validation_certificate",
     "withdraw_status",
 ]
 
@@ -334,6 +339,10 @@ _LAZY = {
     **dict.fromkeys(
         ["CertificateProvider", "HandshakeListener", "TlsCertificates", "TlsContexts"],
         "kroute.tls.contexts",
+    ),
+    "AlpnChallenges": "kroute.tls.alpn.challenges",
+    **dict.fromkeys(
+        ["ValidationCertificate", "validation_certificate"], "kroute.tls.alpn.certificate"
     ),
     "KrouteTransport": "kroute.client.httpx_transport",
     "KubernetesSource": "kroute.watch.kube",
