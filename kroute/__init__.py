@@ -134,12 +134,8 @@ if TYPE_CHECKING:
         certificate_from_secret,
         certificates_from_objects,
     )
-    from kroute.tls.contexts import (
-        CertificateProvider,
-        HandshakeListener,
-        TlsCertificates,
-        TlsContexts,
-    )
+    from kroute.tls.contexts import CertificateProvider, TlsCertificates, TlsContexts
+    from kroute.tls.listener import HandshakeListener
     from kroute.transport.httpcore_transport import HttpcoreTransport
     from kroute.watch.api import ApiClient, ApiError, Conflict, NotFound
     from kroute.watch.kube import KubernetesSource
@@ -337,9 +333,9 @@ _LAZY = {
         "kroute.tls.certs",
     ),
     **dict.fromkeys(
-        ["CertificateProvider", "HandshakeListener", "TlsCertificates", "TlsContexts"],
-        "kroute.tls.contexts",
+        ["CertificateProvider", "TlsCertificates", "TlsContexts"], "kroute.tls.contexts"
     ),
+    "HandshakeListener": "kroute.tls.listener",
     "AlpnChallenges": "kroute.tls.alpn.challenges",
     **dict.fromkeys(
         ["ValidationCertificate", "validation_certificate"], "kroute.tls.alpn.certificate"

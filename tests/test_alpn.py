@@ -7,14 +7,21 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ssl
+from collections.abc import AsyncIterator, Sequence
 
+import anyio
+import anyio.abc
+import anyio.to_thread
 import pytest
+from anyio.streams.tls import TLSAttribute, TLSStream
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kroute.gateway.router import Router
+from kroute.streams import Wrapping
 from kroute.tls.alpn.certificate import ACME_IDENTIFIER, validation_certificate
 from kroute.tls.alpn.challenges import ACME_TLS_1, REFUSED, checked_domain
 from kroute.tls.alpn.hello import (
@@ -24,7 +31,10 @@ from kroute.tls.alpn.hello import (
     Malformed,
     parse_client_hello,
 )
-from kroute.tls.contexts import TlsContexts
+from kroute.tls.contexts import TlsCertificates, TlsContexts
+from kroute.watch.sources import MemorySource
+from tests.pods import endpoint_slice, service, start_front, start_pods
+from tests.test_tls import CA, secret, tls_ingress
 
 NOW = datetime.datetime(2026, 12, 6, tzinfo=datetime.UTC)
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -217,3 +227,177 @@ def test_what_each_hello_gets() -> None:
     challenges.remove("a.test")  # nothing pending: nothing happens
     assert not challenges
     assert changes == [("a.test",), ()]
+
+
+# -- over real connections, on both fronts ----------------------------------------------------
+
+
+@pytest.fixture
+async def served(front: str) -> AsyncIterator[tuple[int, TlsContexts]]:
+    """www.test (its normal certificate from a Secret) served on `front` with the responder."""
+    async with anyio.create_task_group() as group:
+        _, pod_port = await start_pods(group, "www", ["127.0.0.111"])
+        source = MemorySource(objects=[
+            tls_ingress("www", "www.test", "www-tls"), secret("www-tls", "www.test"),
+            service("www"), endpoint_slice("www", pod_port, [("127.0.0.111", "ready")]),
+        ])  # fmt: skip
+        router = Router([source])
+        contexts = TlsContexts()
+        TlsCertificates([source], contexts)
+        port = await start_front(group, router, front, tls=contexts.server,
+                                 challenges=contexts.challenges)  # fmt: skip
+        yield port, contexts
+        if router.transport is not None:
+            await router.transport.aclose()
+        group.cancel_scope.cancel()
+
+
+def client_context(alpn: list[str], *, verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if verify:
+        CA.configure_trust(context)
+    else:  # what a validator does: the certificate is self-signed, its contents are checked
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+class FirstWriteSplit(Wrapping):
+    """A stream whose first write (the ClientHello) arrives in two parts: the server has read
+    the first when the second is sent."""
+
+    split = True
+
+    async def send(self, item: bytes) -> None:
+        if self.split:
+            self.split = False
+            await self.stream.send(item[:7])
+            await anyio.wait_all_tasks_blocked()
+            item = item[7:]
+        await self.stream.send(item)
+
+
+async def handshake(
+    port: int, server_name: str, alpn: list[str], *, verify: bool = False, split: bool = False
+) -> TLSStream:
+    tcp: anyio.abc.ByteStream = await anyio.connect_tcp("127.0.0.1", port)
+    try:
+        with anyio.fail_after(5):
+            return await TLSStream.wrap(
+                FirstWriteSplit(tcp) if split else tcp, hostname=server_name,
+                ssl_context=client_context(alpn, verify=verify), standard_compatible=False,
+            )  # fmt: skip
+    except BaseException:
+        await tcp.aclose()
+        raise
+
+
+async def get(stream: TLSStream) -> bytes:
+    """One request's answer, or what arrives before the server closes."""
+    await stream.send(b"GET /x HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    with anyio.fail_after(5):
+        try:
+            while True:
+                data += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            return data
+
+
+def peer_der(stream: TLSStream) -> bytes:
+    der = stream.extra(TLSAttribute.ssl_object).getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+async def validates(port: int, *, split: bool = False) -> None:
+    """A validator for www.test gets the validation certificate, acme-tls/1, and no HTTP."""
+    validator = await handshake(port, "www.test", [ACME_TLS_1], split=split)
+    assert validator.extra(TLSAttribute.alpn_protocol) == ACME_TLS_1
+    check_validation_certificate(peer_der(validator), "www.test", KEY_AUTHORIZATION)
+    assert await get(validator) == b""  # closed after the handshake
+    await validator.aclose()
+
+
+async def browses(port: int, alpn: Sequence[str] = ("http/1.1",), *, split: bool = False) -> None:
+    """A client of www.test gets the normal (CA-issued) certificate and its request served."""
+    browser = await handshake(port, "www.test", list(alpn), verify=True, split=split)
+    assert browser.extra(TLSAttribute.alpn_protocol) == ("http/1.1" if alpn else None)
+    answer = await get(browser)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b'"target": "/x"' in answer  # served by the pod
+    await browser.aclose()
+
+
+@pytest.mark.anyio
+async def test_validators_get_the_validation_certificate_and_browsers_the_normal_one(
+    served: tuple[int, TlsContexts],
+) -> None:
+    port, contexts = served
+    await browses(port)  # before: as always
+    contexts.challenges.add("www.test", KEY_AUTHORIZATION)
+    for split in (False, True):
+        await validates(port, split=split)
+        for alpn in (["h2", "http/1.1"], ["http/1.1"], []):  # browsers, curl, others
+            await browses(port, alpn, split=split)
+
+
+@pytest.mark.anyio
+async def test_a_challenge_added_on_another_thread_is_answered_when_add_returns(
+    served: tuple[int, TlsContexts],
+) -> None:
+    """ACME issuance runs off the event loop: add() there returns once the fronts answer."""
+    port, contexts = served
+    for _ in range(3):
+        await anyio.to_thread.run_sync(contexts.challenges.add, "www.test", KEY_AUTHORIZATION)
+        await validates(port)
+        await anyio.to_thread.run_sync(contexts.challenges.remove, "www.test")
+
+
+@pytest.mark.anyio
+async def test_acme_tls_1_without_a_challenge_for_the_name_gets_no_certificate(
+    served: tuple[int, TlsContexts],
+) -> None:
+    port, contexts = served
+    contexts.challenges.add("other.test", KEY_AUTHORIZATION)
+    with pytest.raises(ssl.SSLError, match="no application protocol"):
+        await handshake(port, "www.test", [ACME_TLS_1])
+
+
+@pytest.mark.anyio
+async def test_remove_ends_the_challenge(served: tuple[int, TlsContexts]) -> None:
+    """After remove() the name is served as before any challenge: a validator gets neither the
+    validation certificate nor acme-tls/1 (the ssl module then negotiates no protocol)."""
+    port, contexts = served
+    challenges = contexts.challenges
+    for _ in range(2):  # FastGateway switches to peeking and back, twice
+        challenges.add("www.test", KEY_AUTHORIZATION)
+        await validates(port)
+        challenges.remove("www.test")
+        after = await handshake(port, "www.test", [ACME_TLS_1], verify=True)
+        assert after.extra(TLSAttribute.alpn_protocol) is None
+        cert = x509.load_der_x509_certificate(peer_der(after))
+        with pytest.raises(x509.ExtensionNotFound):
+            cert.extensions.get_extension_for_oid(ACME_IDENTIFIER)
+        await after.aclose()
+        await browses(port)
+
+
+@pytest.mark.anyio
+async def test_garbage_and_half_client_hellos_do_not_stall_a_challenge(
+    served: tuple[int, TlsContexts],
+) -> None:
+    port, contexts = served
+    contexts.challenges.add("www.test", KEY_AUTHORIZATION)
+    hello = client_hello("www.test", [ACME_TLS_1])
+    floods = []
+    for i in range(30):
+        flood = await anyio.connect_tcp("127.0.0.1", port)
+        await flood.send([b"GET / HTTP/1.1\r\n", hello[: 3 + i], b"\x16\x03\x01\xff\xff"][i % 3])
+        floods.append(flood)  # left hanging
+    await validates(port)
+    await browses(port)
+    for flood in floods:
+        await flood.aclose()

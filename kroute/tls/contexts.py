@@ -22,9 +22,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import anyio
-import anyio.abc
-from anyio.streams.tls import TLSListener
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kroute.tls.alpn.certificate import validation_certificate
@@ -149,19 +146,6 @@ def _load(context: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
         context.load_cert_chain(chain, key)
-
-
-class HandshakeListener(TLSListener):
-    """anyio's TLSListener, for HttpServer, with failed handshakes logged at debug level: scanners
-    and clients that give up are routine at a gateway, and each would be an error with a
-    traceback otherwise."""
-
-    @staticmethod
-    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
-        await anyio.aclose_forcefully(stream)
-        if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
-            raise exc
-        _log.debug("TLS handshake failed: %r", exc)
 
 
 class CertificateProvider(Protocol):
