@@ -5,6 +5,7 @@ validation certificate, everyone else the normal one, at the same name, at the s
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kroute.gateway.fast import FastGateway
 from kroute.gateway.router import Router
 from kroute.streams import Wrapping
 from kroute.tls.alpn.certificate import ACME_IDENTIFIER, validation_certificate
@@ -401,3 +403,22 @@ async def test_garbage_and_half_client_hellos_do_not_stall_a_challenge(
     await browses(port)
     for flood in floods:
         await flood.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("pending", [False, True])
+@pytest.mark.anyio
+async def test_fast_gateway_shuts_down_with_the_responder(pending: bool) -> None:
+    """Shutdown closes what is listening, asyncio's server or the peeking accept loop."""
+    contexts = TlsContexts()
+    gateway = FastGateway(Router([MemorySource()]), scheme="https")
+    async with anyio.create_task_group() as group:
+        serving = functools.partial(gateway.serve, tls=contexts.server,
+                                    challenges=contexts.challenges)  # fmt: skip
+        port = await group.start(serving, "127.0.0.1", 0)
+        if pending:
+            contexts.challenges.add("www.test", KEY_AUTHORIZATION)
+        await gateway.shutdown(grace=1)
+    with pytest.raises(OSError, match="connection attempts failed"):  # refused
+        await anyio.connect_tcp("127.0.0.1", port)
+    contexts.challenges.remove("www.test")  # nobody listens to the registry any more

@@ -186,7 +186,10 @@ class ChallengeAcceptor:
             _log.debug("TLS handshake failed: %r", exc)
 
     def close(self) -> None:
-        """Stop accepting (connections already served are the gateway's to close)."""
+        """Stop accepting (connections already served are the gateway's to close); again:
+        nothing (FastGateway's shutdown closes, then serve's end)."""
+        if self.closed:
+            return
         self.closed = True
         self.challenges.unsubscribe(self._changed)
         for task in list(self.tasks):
