@@ -156,16 +156,23 @@ def _client_hello(body: bytes) -> ClientHello:
     seen: set[int] = set()
     server_name: str | None = None
     alpn: tuple[bytes, ...] = ()
-    while not extensions.done():
-        kind = extensions.uint(2)
-        content = extensions.vector(2)
+    # The extensions are walked by offset: a dozen or more per ClientHello, two of them read.
+    data, at, end = body, extensions.at, extensions.end
+    while at < end:
+        if end - at < 4:
+            raise _Bad("a truncated extension header")
+        kind, size = data[at] << 8 | data[at + 1], data[at + 2] << 8 | data[at + 3]
+        at += 4
+        if size > end - at:
+            raise _Bad("a length runs past its container")
         if kind in seen:  # RFC 8446 section 4.2: at most one of each type
             raise _Bad(f"extension {kind} twice")
         seen.add(kind)
         if kind == _SERVER_NAME:
-            server_name = _server_name(content)
+            server_name = _server_name(_Reader(data, at, at + size))
         elif kind == _ALPN:
-            alpn = _protocols(content)
+            alpn = _protocols(_Reader(data, at, at + size))
+        at += size
     return ClientHello(server_name, alpn)
 
 
