@@ -332,8 +332,10 @@ async def start_front(
     where = (point.host or "0.0.0.0", point.port)
     if args.front == "fast" or (args.front == "auto" and current_async_library() == "asyncio"):
         fast = kroute.FastGateway(router, scheme=scheme, hsts=args.hsts, entry_point=point.name)
-        server = tls.server if tls is not None else None
-        return fast, await group.start(functools.partial(fast.serve, tls=server), *where)
+        serve = fast.serve
+        if tls is not None:  # HTTPS, and TLS-ALPN-01 answered (no cost while none is pending)
+            serve = functools.partial(fast.serve, tls=tls.server, challenges=tls.challenges)
+        return fast, await group.start(serve, *where)
     handler = kroute.GatewayHandler(router, hsts=args.hsts, entry_point=point.name)
     http = kroute.HttpServer(handler, scheme=scheme)
     return http, await listen(group, http, where, tls)
@@ -357,8 +359,10 @@ async def listen(
     tcp = await anyio.create_tcp_listener(local_host=where[0], local_port=where[1])
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
-        listener = kroute.HandshakeListener(tcp, tls.server, standard_compatible=False,
-                                            handshake_timeout=10)  # fmt: skip
+        listener = kroute.HandshakeListener(
+            tcp, tls.server, standard_compatible=False, handshake_timeout=10,
+            challenges=tls.challenges,
+        )  # fmt: skip
     await group.start(server.serve, listener)
     return int(tcp.extra(anyio.abc.SocketAttribute.local_port))
 
