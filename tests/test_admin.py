@@ -142,8 +142,9 @@ async def test_traffic_and_health_transitions_are_served_for_the_dashboard(setup
     assert "connect failure" in transition["reason"]
     assert transition["ago"] >= 0
     assert [e["transitions"] for e in pool["endpoints"]].count([]) == 2
-    # One Traffic per Router, however many admin apps: the Router's own is reused.
-    assert AdminHandler(router).traffic is AdminHandler(router).traffic
+    # One count per request, however many admin apps and Metrics read it.
+    assert AdminHandler(router).traffic.counts is AdminHandler(router).traffic.counts  # type: ignore[union-attr]
+    assert len(router.observers.forwarding) == 1
     status, script = await admin.request("localhost", "/dashboard.js")
     assert status == 200
     assert b'panel("api/traffic"' in script
@@ -153,7 +154,7 @@ async def test_the_charts_can_be_turned_off() -> None:
     router = Router([MemorySource()])
     handler = AdminHandler(router, traffic=False)
     assert handler.traffic is None
-    assert not router.observers.forwarding  # nothing paid per request
+    assert not router.observers.forwarding  # nothing counted per request
     async with anyio.create_task_group() as group:
         admin = Client(await listen(group, HttpServer(handler)))
         assert (await admin.request("localhost", "/api/traffic"))[0] == 404
@@ -210,10 +211,10 @@ def test_durations_fall_in_prometheus_buckets_and_counts_survive_rebuilds() -> N
     metrics = Metrics(router)
     decision = router.route(RequestHead.build("GET", "www.test", "/"))
     for seconds in (0.0005, 0.001, 0.003, 0.003, 20.0):
-        metrics.forwarded(decision, 200, seconds)
+        metrics.counts.forwarded(decision, 200, seconds)
     source.apply(ingress("api", [("api.test", [("/", "Prefix", "www")])]))  # a rebuild
     decision = router.route(RequestHead.build("GET", "www.test", "/"))
-    metrics.forwarded(decision, 200, 0.2)
+    metrics.counts.forwarded(decision, 200, 0.2)
     text = metrics.render()[0].decode()
     labels = 'route="Ingress default/www spec.rules[0].http.paths[0]",service="default/www:80"'
     # Buckets are cumulative, `le` inclusive (0.001 lands in le="0.001").

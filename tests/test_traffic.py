@@ -1,16 +1,19 @@
-"""Traffic, the dashboard's rolling window: what it counts, how it slides, and that its memory
-stays bounded whatever routes appear (time is a fake clock)."""
+"""Traffic, the dashboard's rolling window over the Router's RequestCounts: what it shows, how it
+slides, and that its memory stays bounded whatever routes appear (time is a fake clock)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import anyio
 import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kroute.gateway.metrics import DURATION_BUCKETS
+from kroute.gateway.admin import AdminHandler
+from kroute.gateway.counts import DURATION_BUCKETS, RequestCounts
+from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.traffic import OTHER, Traffic, quantile
 from kroute.rules.request import RequestHead
@@ -38,7 +41,7 @@ class FakeDecision:
     backend: str | None
 
 
-#: Decisions by route and service, kept alive as a Router's routes are (Traffic finds a
+#: Decisions by route and service, kept alive as a Router's routes are (RequestCounts finds a
 #: decision's series by the identities of its route and backend).
 _DECISIONS: dict[tuple[str, str], Any] = {}
 
@@ -48,6 +51,11 @@ def decision(route: str, service: str = "default/www:80") -> Any:
     return _DECISIONS.setdefault((route, service), cast(Any, made))
 
 
+def traffic_of(clock: Clock, **settings: Any) -> tuple[RequestCounts, Traffic]:
+    counts = RequestCounts()
+    return counts, Traffic(counts, clock=clock, **settings)
+
+
 def rows(traffic: Traffic, kind: str) -> dict[str, dict[str, Any]]:
     key = "routes" if kind == "route" else "services"
     return {row[kind]: row for row in traffic.to_json(traffic.clock())[key]}
@@ -55,15 +63,16 @@ def rows(traffic: Traffic, kind: str) -> dict[str, dict[str, Any]]:
 
 def test_rate_errors_and_latency_per_route_and_per_service() -> None:
     clock = Clock()
-    traffic = Traffic(bucket_seconds=10, buckets=6, clock=clock)
+    counts, traffic = traffic_of(clock, bucket_seconds=10, buckets=6)
     a, b = decision("a"), decision("b", "default/api:80")
     for _ in range(20):
-        traffic.forwarded(a, 200, 0.004)
-    traffic.forwarded(a, 503, 0.5)  # a 5xx: an error
-    traffic.forwarded(a, 404, 0.001)  # a 4xx is the client's: not an error
-    traffic.forwarded(b, 200, 0.02)
+        counts.forwarded(a, 200, 0.004)
+    counts.forwarded(a, 503, 0.5)  # a 5xx: an error
+    counts.forwarded(a, 404, 0.001)  # a 4xx is the client's: not an error
+    counts.forwarded(b, 200, 0.02)
+    traffic.sample(clock.now)  # (as `run` does at the end of each bucket)
     clock.now += 10  # the next bucket
-    traffic.forwarded(b, 200, 0.02)
+    counts.forwarded(b, 200, 0.02)
     clock.now += 5  # half of it has run
     routes = rows(traffic, "route")
     assert set(routes) == {"a", "b"}
@@ -73,42 +82,77 @@ def test_rate_errors_and_latency_per_route_and_per_service() -> None:
     assert routes["a"]["error_rate"] == [0, 0, 0, 0, 0.1, 0]
     assert routes["a"]["latency_ms"][-2] == pytest.approx((20 * 4 + 500 + 1) / 22, abs=1e-3)
     assert routes["a"]["latency_ms"][-1] is None  # nothing in the bucket under way
+    assert routes["a"]["p95_ms"][-2] == pytest.approx(quantile_ms([0.004] * 20 + [0.5, 0.001]))
     assert routes["b"]["rate"][-1] == 0.2  # one request in the 5 s the bucket has run
     assert routes["a"]["last_minute_rate"] == 0.4  # 22 requests in the 55 s the buckets cover
     assert routes["a"]["last_minute_error_rate"] == round(1 / 55, 3)
     services = rows(traffic, "service")
     assert services["default/www:80"]["requests"] == 22
     assert services["default/api:80"]["requests"] == 2
+    assert services["default/api:80"]["latency_ms"][-2:] == [20.0, 20.0]
     assert len(services["default/api:80"]["p95_ms"]) == 6
 
 
+def quantile_ms(durations: list[float]) -> float:
+    counts = RequestCounts()
+    for seconds in durations:
+        counts.forwarded(decision("q"), 200, seconds)
+    (histogram,) = counts.durations.values()
+    found = quantile(histogram.buckets, 0.95)
+    assert found is not None
+    return round(found * 1000, 3)
+
+
+def test_what_was_counted_between_two_samples_lands_in_the_later_bucket() -> None:
+    clock = Clock()
+    counts, traffic = traffic_of(clock, bucket_seconds=10, buckets=3)
+    counts.forwarded(decision("a"), 200, 0.01)
+    clock.now += 25  # no sample in between (no `run`): counted now, 5 s into a bucket
+    assert rows(traffic, "route")["a"]["rate"] == [0, 0, 0.2]
+
+
 def test_requests_that_matched_no_route_have_their_own_row() -> None:
-    traffic = Traffic(clock=Clock())
-    traffic.forwarded(decision("", ""), 404, 0.0001)
+    counts, traffic = traffic_of(Clock())
+    counts.forwarded(decision("", ""), 404, 0.0001)
     assert rows(traffic, "route")[""]["requests"] == 1
     assert rows(traffic, "service")[""]["requests"] == 1
 
 
 def test_the_window_slides_and_old_buckets_leave_it() -> None:
     clock = Clock()
-    traffic = Traffic(bucket_seconds=10, buckets=3, clock=clock)
-    traffic.forwarded(decision("a"), 200, 0.01)
+    counts, traffic = traffic_of(clock, bucket_seconds=10, buckets=3)
+    counts.forwarded(decision("a"), 200, 0.01)
+    traffic.sample(clock.now)
     clock.now += 20
     assert rows(traffic, "route")["a"]["rate"] == [0.1, 0, 0]
     clock.now += 10  # the first bucket is out of the window: so is the route
     assert rows(traffic, "route") == {}
-    traffic.forwarded(decision("a"), 200, 0.01)
+    counts.forwarded(decision("a"), 200, 0.01)
     assert rows(traffic, "route")["a"]["requests"] == 1
 
 
-def test_counts_survive_rebuilds_of_the_table() -> None:
-    source = MemorySource(objects=[ingress("www", [("www.test", [("/", "Prefix", "www")])]),
-                                   service("www"),
-                                   endpoint_slice("www", 80, [("127.0.0.41", "ready")])])  # fmt: skip
-    router = Router([source])
+@pytest.mark.anyio
+async def test_run_samples_at_the_end_of_each_bucket() -> None:
     clock = Clock()
-    traffic = Traffic(clock=clock)
-    router.observers.append(traffic)
+    counts, traffic = traffic_of(clock, bucket_seconds=0.05, buckets=4)
+    counts.forwarded(decision("a"), 200, 0.01)
+    async with anyio.create_task_group() as group:
+        group.start_soon(traffic.run)
+        while not traffic._series:  # the first sample, at the end of the bucket
+            await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
+    assert rows(traffic, "route")["a"]["requests"] == 1
+
+
+def test_counts_are_shared_with_metrics_and_survive_rebuilds_of_the_table() -> None:
+    www = ingress("www", [("www.test", [("/", "Prefix", "www")])])
+    source = MemorySource(objects=[www, service("www"), endpoint_slice("www", 80, [])])
+    router = Router([source])
+    metrics = Metrics(router)
+    traffic = AdminHandler(router).traffic
+    assert traffic is not None
+    assert traffic.counts is metrics.counts  # one count per request for both
+    assert len(router.observers.forwarding) == 1
     router.observe(router.route(RequestHead.build("GET", "www.test", "/")), 200, 0.0)
     source.apply(ingress("api", [("api.test", [("/", "Prefix", "www")])]))  # a rebuild
     router.observe(router.route(RequestHead.build("GET", "www.test", "/")), 502, 0.0)
@@ -119,13 +163,14 @@ def test_counts_survive_rebuilds_of_the_table() -> None:
 
 def test_series_are_bounded_idle_ones_make_room_and_the_rest_is_counted_as_other() -> None:
     clock = Clock()
-    traffic = Traffic(bucket_seconds=10, buckets=3, max_series=2, clock=clock)
+    counts, traffic = traffic_of(clock, bucket_seconds=10, buckets=3, max_series=2)
     for name in ("a", "b", "c", "d"):
-        traffic.forwarded(decision(name), 200, 0.01)
+        counts.forwarded(decision(name), 200, 0.01)
+        traffic.sample(clock.now)
     assert {r: v["requests"] for r, v in rows(traffic, "route").items()} == {
         "a": 1, "b": 1, OTHER: 2}  # fmt: skip
     clock.now += 30  # a and b are idle for a whole window
-    traffic.forwarded(decision("e"), 200, 0.01)
+    counts.forwarded(decision("e"), 200, 0.01)
     assert set(rows(traffic, "route")) == {"e"}
 
 
@@ -140,7 +185,7 @@ def test_quantile_interpolates_inside_its_bucket() -> None:
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="bucket_seconds"):
-        Traffic(bucket_seconds=0)
+        Traffic(RequestCounts(), bucket_seconds=0)
 
 
 #: (seconds since the last, route, status, duration) of requests.
@@ -155,11 +200,12 @@ def test_the_window_counts_what_happened_in_it_within_bounded_memory(
     happened: list[tuple[float, str, int, float]],
 ) -> None:
     clock = Clock()
-    traffic = Traffic(bucket_seconds=10, buckets=4, max_series=5, clock=clock)
+    counts, traffic = traffic_of(clock, bucket_seconds=10, buckets=4, max_series=5)
     seen = []
     for advance, route, status, seconds in happened:
         clock.now += advance
-        traffic.forwarded(decision(route), status, seconds)
+        counts.forwarded(decision(route), status, seconds)
+        traffic.sample(clock.now)
         seen.append((clock.now, status))
         assert len(traffic._series) <= 6  # max_series, and OTHER
         assert all(len(ring) <= 4 for ring in traffic._series.values())

@@ -16,8 +16,8 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
 - `GET /api/certificates`: with TLS, each certificate (source Secret, subject, names,
   not-after) and what was wrong with the others;
 - `GET /api/traffic`: the last minutes of traffic per route and per Service (request rate,
-  5xx rate, latency) in time buckets, from the `Traffic` observer the handler adds to the
-  Router (`traffic=False`: none, and a 404 here);
+  5xx rate, latency) in time buckets, from the handler's `Traffic` (`traffic=False`: none,
+  and a 404 here);
 - `GET /metrics`: Prometheus text (501 when prometheus-client is not installed);
 - `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above (its script
   is `GET /dashboard.js`: no external asset).
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kroute.errors import InvalidObject
+from kroute.gateway.counts import RequestCounts
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
@@ -128,9 +129,10 @@ def sources_json(router: Router) -> dict[str, Any]:
 class AdminHandler:
     """Serves the admin endpoints of `router` (see the module docstring).
 
-    `traffic`: the dashboard's charts, a `Traffic` observer of the Router (by default the
-    Router's own if it has one, else one made and added here: its cost per request is paid
-    only where an admin app runs), or False for none.
+    `traffic`: the dashboard's charts, a `Traffic` (by default one made here, on the Router's
+    `RequestCounts`: a Router without Metrics gets them added, and counting is paid per
+    request only where an admin app or Metrics runs), or False for none. Its `run()` is the
+    task that samples the counts every 10 s (the example gateway runs it).
     """
 
     def __init__(
@@ -147,10 +149,7 @@ class AdminHandler:
         self.tls = tls
         self.clock = clock
         if traffic is True:
-            owned = (o for o in router.observers if isinstance(o, Traffic))
-            traffic = next(owned, None) or Traffic(clock=clock)
-        if traffic and traffic not in router.observers:
-            router.observers.append(traffic)
+            traffic = Traffic(RequestCounts.of(router), clock=clock)
         self.traffic: Traffic | None = traffic or None
 
     async def __call__(self, request: IncomingRequest) -> OutgoingResponse:

@@ -1,45 +1,43 @@
 """Traffic: request rate, 5xx errors and latency per route and per Service over the last
 minutes, for the dashboard's charts (`GET /api/traffic`).
 
-Why not from Metrics: Prometheus counters are totals since the start, which a Prometheus server
-turns into rates over time; the dashboard has to show the last minutes by itself, with no
-server and no prometheus-client. So this observer keeps a rolling window of time buckets (10 s
-each, 90 of them: 15 minutes by default) per (route, Service): in each, the requests, the 5xx
-answers, the total seconds and a histogram of durations (Metrics' buckets), from which a read
-adds up routes and Services and estimates percentiles as Prometheus' histogram_quantile does.
+Why from the Router's `RequestCounts`: counting is what a request pays for, on FastGateway's
+hot path, and Metrics counts the same things. So Traffic adds nothing per request: it takes the
+difference of the shared counts between two moments (`sample`), every `bucket_seconds` (10 s:
+`run`, a task) and when read, into a rolling window of time buckets (90: 15 minutes by default)
+per (route, Service). A bucket holds requests, 5xx answers, total seconds and the duration
+histogram's counts, from which a read adds up routes and Services and estimates percentiles as
+Prometheus' histogram_quantile does. Without `run`, what happened between two reads lands in the
+bucket of the second (the dashboard reads every 2 s while it is open).
 
-Cheap on the hot path: `forwarded` finds the current bucket by the identities of the decision's
-route and backend (as Metrics does), and increments four numbers; the rest (a new bucket every
-10 s, the labels) happens once per bucket. The AdminHandler adds one to the Router's observers,
-so a gateway without an admin app pays nothing. Memory is bounded whatever the traffic: at most
-`buckets` per series and `max_series` series (routes and Services come from configuration,
-not requests; once full, series idle for the whole window make room, and new pairs are counted
-under `OTHER`).
+Memory is bounded whatever the traffic: at most `buckets` per series (only buckets that saw
+requests are kept) and `max_series` series; once full, series idle for the whole window make
+room, and new pairs are counted under `OTHER`.
 
-Time: a clock is passed in (`time.monotonic` by default) and reads take `now`.
+Time is passed in (`sample(now)`, `to_json(now)`); `run` reads the clock given.
 """
 
 from __future__ import annotations
 
-import bisect
 import collections
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kroute.gateway.metrics import DURATION_BUCKETS
+import anyio
 
-if TYPE_CHECKING:
-    from kroute.gateway.router import Decision
+from kroute.gateway.counts import DURATION_BUCKETS, RequestCounts
 
 __all__ = ["OTHER", "Traffic", "quantile"]
 
 #: The series counting (route, Service) pairs that came once `max_series` were full.
 OTHER = "(other)"
 
+Labels = tuple[str, str]
+
 
 class _Bucket:
-    """One time bucket of one series."""
+    """One time bucket of one series (or a sum of them)."""
 
     __slots__ = ("durations", "errors", "requests", "seconds", "tick")
 
@@ -51,7 +49,6 @@ class _Bucket:
         self.durations = [0] * (len(DURATION_BUCKETS) + 1)
 
     def add(self, other: _Bucket) -> None:
-        """Count `other`'s requests in this one (a read adding series up)."""
         self.requests += other.requests
         self.errors += other.errors
         self.seconds += other.seconds
@@ -59,57 +56,70 @@ class _Bucket:
 
 
 class Traffic:
-    """A Router observer keeping the last minutes of traffic per route and Service (module
-    docstring); `to_json(now)` is the `/api/traffic` answer."""
+    """The last minutes of `counts` per route and Service (module docstring); `to_json(now)`
+    is the `/api/traffic` answer."""
 
     def __init__(
         self,
+        counts: RequestCounts,
         *,
         bucket_seconds: float = 10.0,
         buckets: int = 90,
-        max_series: int = 1000,
+        max_series: int = 500,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if bucket_seconds <= 0 or buckets < 1 or max_series < 1:
             raise ValueError("Traffic needs bucket_seconds > 0, buckets >= 1, max_series >= 1")
+        self.counts = counts
         self.bucket_seconds = bucket_seconds
         self.buckets = buckets
         self.max_series = max_series
         self.clock = clock
-        #: The buckets of each series, oldest first, by (route name, Service).
-        self._series: dict[tuple[str, str], collections.deque[_Bucket]] = {}
-        #: The bucket being filled, by the identities of (route, backend) (cleared on rebuilds:
-        #: identities of dropped routes may be reused).
-        self._current: dict[tuple[int, int], _Bucket] = {}
+        #: The buckets of each series that saw requests, oldest first, by (route, Service).
+        self._series: dict[Labels, collections.deque[_Bucket]] = {}
+        #: The counts as of the last sample: requests by (route, Service, status), and the
+        #: durations' (buckets, total) by (route, Service).
+        self._seen: dict[tuple[str, str, str], int] = {}
+        self._seen_durations: dict[Labels, tuple[list[int], float]] = {}
 
-    def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
-        tick = int(self.clock() // self.bucket_seconds)
-        key = (id(decision.route), id(decision.backend))
-        bucket = self._current.get(key)
-        if bucket is None or bucket.tick != tick:
-            bucket = self._start(key, decision, tick)
-        bucket.requests += 1
-        if status >= 500:
-            bucket.errors += 1
-        bucket.seconds += seconds
-        bucket.durations[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+    async def run(self) -> None:
+        """Sample at the end of every bucket, until cancelled."""
+        while True:
+            now = self.clock()
+            await anyio.sleep(self.bucket_seconds - now % self.bucket_seconds + 0.001)
+            self.sample(self.clock())
 
-    def rebuilt(self, seconds: float) -> None:
-        self._current.clear()
+    def sample(self, now: float) -> None:
+        """Put what was counted since the last sample in the bucket of `now`."""
+        tick = int(now // self.bucket_seconds)
+        new: dict[Labels, _Bucket] = {}
+        for (route, service, code), series in self.counts.series.items():
+            before = self._seen.get((route, service, code), 0)
+            if series.count == before:
+                continue
+            self._seen[(route, service, code)] = series.count
+            bucket = new.get((route, service))
+            if bucket is None:
+                bucket = new[(route, service)] = _Bucket(tick)
+            bucket.requests += series.count - before
+            if int(code) >= 500:
+                bucket.errors += series.count - before
+        for labels, bucket in new.items():
+            durations = self.counts.durations[labels]
+            seen, total = self._seen_durations.get(labels, (None, 0.0))
+            counted = list(durations.buckets)
+            bucket.durations = counted if seen is None else [
+                a - b for a, b in zip(counted, seen, strict=True)]  # fmt: skip
+            bucket.seconds = durations.total - total
+            self._seen_durations[labels] = (counted, durations.total)
+            ring = self._ring(labels, tick)
+            if ring and ring[-1].tick == tick:
+                ring[-1].add(bucket)
+            else:
+                ring.append(bucket)
 
-    def _start(self, key: tuple[int, int], decision: Decision, tick: int) -> _Bucket:
-        """The bucket of `tick` for the decision's series, made (once per series and bucket)."""
-        route = decision.route.name if decision.route is not None else ""
-        service = str(decision.backend) if decision.backend is not None else ""
-        ring = self._ring((route, service), tick)
-        if not ring or ring[-1].tick != tick:  # (a clock going back keeps the newest bucket)
-            ring.append(_Bucket(tick))
-        if len(self._current) >= 2 * self.max_series:  # identities of routes rebuilt away
-            self._current.clear()
-        bucket = self._current[key] = ring[-1]
-        return bucket
-
-    def _ring(self, labels: tuple[str, str], tick: int) -> collections.deque[_Bucket]:
+    def _ring(self, labels: Labels, tick: int) -> collections.deque[_Bucket]:
+        """The buckets of `labels`' series (made, or OTHER's when `max_series` are full)."""
         ring = self._series.get(labels)
         if ring is not None:
             return ring
@@ -119,19 +129,16 @@ class Traffic:
                 del self._series[idle]
             if len(self._series) >= self.max_series:
                 labels = (OTHER, OTHER)
-                ring = self._series.get(labels)
-                if ring is not None:
-                    return ring
-        ring = self._series[labels] = collections.deque(maxlen=self.buckets)
-        return ring
+        return self._series.setdefault(labels, collections.deque(maxlen=self.buckets))
 
     # -- reading ------------------------------------------------------------------------
 
     def to_json(self, now: float) -> dict[str, Any]:
-        """The window ending at `now`, oldest bucket first, per route and per Service: requests
-        per second, 5xx per second, mean and 95th percentile latency in ms (None in buckets
-        without requests), the window's totals, and the rates over the last minute. The bucket
-        under way is rated over the time it has run (a second at least)."""
+        """The window ending at `now` (sampled first), oldest bucket first, per route and per
+        Service: requests per second, 5xx per second, mean and 95th percentile latency in ms
+        (None in buckets without requests), the window's totals, and the rates over the last
+        minute. The bucket under way is rated over the time it has run (a second at least)."""
+        self.sample(now)
         tick = int(now // self.bucket_seconds)
         first = tick - self.buckets + 1
         elapsed = max(now - tick * self.bucket_seconds, 1.0)
