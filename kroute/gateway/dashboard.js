@@ -58,7 +58,7 @@ function chart(values, unit, cls, latest) {
   };
   values.forEach((v, i) => {
     if (v == null) { flush(); return; }
-    const x = values.length > 1 ? (i * width) / (values.length - 1) : width;
+    const x = 3 + (values.length > 1 ? (i * (width - 6)) / (values.length - 1) : width - 6);
     run.push(`${x.toFixed(1)},${(height - 2 - (v / top) * (height - 4)).toFixed(1)}`);
   });
   flush();
