@@ -32,6 +32,7 @@ from kroute.errors import (
 from kroute.gateway.access import AccessLog, AccessLogStatistics, HeaderModes, LogFilters, LogFormat
 from kroute.gateway.admin import AdminHandler
 from kroute.gateway.asgi import AsgiGateway
+from kroute.gateway.counts import RequestCounts
 from kroute.gateway.events import RequestEvent
 from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
@@ -40,6 +41,7 @@ from kroute.gateway.mirror import Mirrors, MirrorStatistics
 from kroute.gateway.router import Decision, EventSink, Observer, Observers, Router, RouterStatistics
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
 from kroute.gateway.tracing import Tracing
+from kroute.gateway.traffic import Traffic
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
@@ -237,6 +239,7 @@ __all__ = [
     "Redirected",
     "Refuse",
     "Reply",
+    "RequestCounts",
     "RequestEvent",
     "RequestHead",
     "RetryBudget",
@@ -265,6 +268,7 @@ __all__ = [
     "TlsCertificates",
     "TlsContexts",
     "Tracing",
+    "Traffic",
     "Transport",
     "TrustedProxies",
     "UpstreamClosed",

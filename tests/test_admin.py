@@ -119,6 +119,49 @@ async def test_routes_and_services_show_state_and_reasons(setup: Any) -> None:
     assert pool["in_rotation"] == 2
 
 
+async def test_traffic_and_health_transitions_are_served_for_the_dashboard(setup: Any) -> None:
+    gateway, admin, _, router = setup
+    for _ in range(6):  # 127.0.0.43 refuses, and is ejected (one gateway failure, here)
+        assert (await gateway.request("www.test", "/"))[0] == 200
+    assert (await gateway.request("nobody.test", "/"))[0] == 404
+    traffic = await admin.json("localhost", "/api/traffic")
+    assert (traffic["bucket_seconds"], traffic["buckets"]) == (10.0, 90)
+    routes = {row["route"]: row for row in traffic["routes"]}
+    www = routes["Ingress default/www spec.rules[0].http.paths[0]"]
+    assert (www["requests"], www["errors"]) == (6, 0)
+    assert len(www["rate"]) == len(www["p95_ms"]) == 90
+    assert www["rate"][-1] > 0
+    assert www["p95_ms"][-1] is not None
+    assert routes[""]["requests"] == 1  # the 404
+    (service,) = [row for row in traffic["services"] if row["service"]]
+    assert (service["service"], service["requests"]) == ("default/www:80", 6)
+    (pool,) = (await admin.json("localhost", "/api/services"))["services"]
+    (dead,) = [e for e in pool["endpoints"] if e["endpoint"].startswith("127.0.0.43:")]
+    (transition,) = dead["transitions"]
+    assert transition["state"] == "ejected"
+    assert "connect failure" in transition["reason"]
+    assert transition["ago"] >= 0
+    assert [e["transitions"] for e in pool["endpoints"]].count([]) == 2
+    # One count per request, however many admin apps and Metrics read it.
+    assert AdminHandler(router).traffic.counts is AdminHandler(router).traffic.counts  # type: ignore[union-attr]
+    assert len(router.observers.forwarding) == 1
+    status, script = await admin.request("localhost", "/dashboard.js")
+    assert status == 200
+    assert b'panel("api/traffic"' in script
+
+
+async def test_the_charts_can_be_turned_off() -> None:
+    router = Router([MemorySource()])
+    handler = AdminHandler(router, traffic=False)
+    assert handler.traffic is None
+    assert not router.observers.forwarding  # nothing counted per request
+    async with anyio.create_task_group() as group:
+        admin = Client(await listen(group, HttpServer(handler)))
+        assert (await admin.request("localhost", "/api/traffic"))[0] == 404
+        await admin.aclose()
+        group.cancel_scope.cancel()
+
+
 def states_port(states: dict[str, Any]) -> str:
     return next(iter(states)).rsplit(":", 1)[1]
 
@@ -168,10 +211,10 @@ def test_durations_fall_in_prometheus_buckets_and_counts_survive_rebuilds() -> N
     metrics = Metrics(router)
     decision = router.route(RequestHead.build("GET", "www.test", "/"))
     for seconds in (0.0005, 0.001, 0.003, 0.003, 20.0):
-        metrics.forwarded(decision, 200, seconds)
+        metrics.counts.forwarded(decision, 200, seconds)
     source.apply(ingress("api", [("api.test", [("/", "Prefix", "www")])]))  # a rebuild
     decision = router.route(RequestHead.build("GET", "www.test", "/"))
-    metrics.forwarded(decision, 200, 0.2)
+    metrics.counts.forwarded(decision, 200, 0.2)
     text = metrics.render()[0].decode()
     labels = 'route="Ingress default/www spec.rules[0].http.paths[0]",service="default/www:80"'
     # Buckets are cumulative, `le` inclusive (0.001 lands in le="0.001").

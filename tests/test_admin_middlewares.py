@@ -65,4 +65,5 @@ async def test_middlewares_are_listed_with_their_routes_and_errors() -> None:
 def test_the_dashboard_shows_the_middlewares() -> None:
     page = (resources.files("kroute.gateway") / "dashboard.html").read_text()
     assert 'id="middlewares"' in page
-    assert '"api/middlewares"' in page
+    script = (resources.files("kroute.gateway") / "dashboard.js").read_text()
+    assert 'panel("api/middlewares"' in script  # (what it renders: tests/test_dashboard_browser.py)

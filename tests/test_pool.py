@@ -146,6 +146,30 @@ def test_state_survives_updates_of_the_endpoint_set() -> None:
     assert picked(pool, now=3.0, count=40) == {"10.0.0.0", "10.0.0.9"}
 
 
+def test_transitions_are_kept_with_their_time_and_reason_in_a_bounded_ring() -> None:
+    pool = pool_of(2, active=ActiveHealth(rise=1, fall=1))
+    web1 = ("10.0.0.1", 8080)
+    fail(pool, "10.0.0.1", 5, Outcome.HTTP_5XX, now=1.0)  # ejected
+    picked(pool, now=31.0)  # readmitted: the ejection time is over
+    pool.probed(web1, False, "HTTP 503", now=40.0)
+    pool.probed(web1, False, "HTTP 503", now=41.0)  # no change of rotation: no transition
+    pool.probed(web1, True, "HTTP 200", now=42.0)
+    (row,) = [e for e in pool.statistics(now=50.0).endpoints if e.endpoint == "10.0.0.1:8080"]
+    assert row.transitions == (
+        (1.0, "ejected", "ejected for 30s after 5 consecutive 5xx"),
+        (31.0, "up", "ejection time over"),
+        (40.0, "unhealthy", "probe failed 1 time(s): HTTP 503"),
+        (42.0, "up", "probe passed 1 time(s): HTTP 200"),
+    )
+    for second in range(100, 130):  # a flapping endpoint keeps only its latest transitions
+        pool.probed(web1, second % 2 == 0, "flap", now=float(second))
+    (row,) = [e for e in pool.statistics(now=200.0).endpoints if e.endpoint == "10.0.0.1:8080"]
+    assert len(row.transitions) == 10
+    assert row.transitions[-1][0] == 129.0
+    assert all(e.transitions == () for e in pool.statistics(now=200.0).endpoints
+               if e.endpoint != "10.0.0.1:8080")  # fmt: skip
+
+
 def test_retries_exclude_the_endpoint_that_failed() -> None:
     pool = pool_of(3)
     for _ in range(20):

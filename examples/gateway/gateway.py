@@ -263,7 +263,7 @@ async def serve(
     api = kroute.ApiClient(cluster) if cluster is not None else None
     writer = make_writer(args, router, api) if api is not None else None
     metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
-    admin = kroute.HttpServer(kroute.AdminHandler(router, metrics=metrics, tls=tls))
+    admin = kroute.AdminHandler(router, metrics=metrics, tls=tls)
     access = logs.access_log(args)
     traced = traces.tracing(args)
     with contextlib.ExitStack() as stack:
@@ -284,7 +284,7 @@ async def run(
     args: argparse.Namespace,
     router: kroute.Router,
     tls: kroute.TlsCertificates | None,
-    admin: kroute.HttpServer,
+    handler: kroute.AdminHandler,
     status: tuple[kroute.ApiClient | None, kroute.StatusWriter | None],
     stop: anyio.Event | None,
     ports: dict[str, int] | None,
@@ -293,6 +293,9 @@ async def run(
     api, writer = status  # (on a cluster: the API client and what writes status through it)
     async with anyio.create_task_group() as group:
         group.start_soon(router.run)
+        if handler.traffic is not None:
+            group.start_soon(handler.traffic.run)  # the dashboard's charts, every 10 s
+        admin = kroute.HttpServer(handler)
         if writer is not None:
             group.start_soon(write_status, writer)
         if args.gc_freeze:

@@ -15,8 +15,12 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
 - `GET /api/sources`: per kind: synced, objects, lists, re-lists, reconnects, last error;
 - `GET /api/certificates`: with TLS, each certificate (source Secret, subject, names,
   not-after) and what was wrong with the others;
+- `GET /api/traffic`: the last minutes of traffic per route and per Service (request rate,
+  5xx rate, latency) in time buckets, from the handler's `Traffic` (`traffic=False`: none,
+  and a 404 here);
 - `GET /metrics`: Prometheus text (501 when prometheus-client is not installed);
-- `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above.
+- `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above (its script
+  is `GET /dashboard.js`: no external asset).
 """
 
 from __future__ import annotations
@@ -29,15 +33,21 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kroute.errors import InvalidObject
+from kroute.gateway.counts import RequestCounts
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
+from kroute.gateway.traffic import Traffic
 
 if TYPE_CHECKING:
     from kroute.tls.contexts import TlsCertificates
 
 JSON = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
 TEXT = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Cache-Control", b"no-store")]
+#: The dashboard's files (package data), by path, with their content types.
+PAGES = {"/": ("dashboard.html", b"text/html; charset=utf-8"),
+         "/dashboard": ("dashboard.html", b"text/html; charset=utf-8"),
+         "/dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8")}  # fmt: skip
 
 
 def routes_json(router: Router) -> dict[str, Any]:
@@ -84,6 +94,10 @@ def services_json(router: Router, *, now: float) -> dict[str, Any]:
             row["recent_failures"] = [
                 {"ago": round(now - at, 3), "what": what} for at, what in endpoint.recent_failures
             ]
+            row["transitions"] = [
+                {"ago": round(now - at, 3), "state": state, "reason": reason}
+                for at, state, reason in endpoint.transitions
+            ]
             endpoints.append(row)
         services.append({
             "service": pool.name, "in_rotation": pool.in_rotation, "panic": pool.panic,
@@ -113,7 +127,13 @@ def sources_json(router: Router) -> dict[str, Any]:
 
 
 class AdminHandler:
-    """Serves the admin endpoints of `router` (see the module docstring)."""
+    """Serves the admin endpoints of `router` (see the module docstring).
+
+    `traffic`: the dashboard's charts, a `Traffic` (by default one made here, on the Router's
+    `RequestCounts`: a Router without Metrics gets them added, and counting is paid per
+    request only where an admin app or Metrics runs), or False for none. Its `run()` is the
+    task that samples the counts every 10 s (the example gateway runs it).
+    """
 
     def __init__(
         self,
@@ -122,11 +142,15 @@ class AdminHandler:
         metrics: Metrics | None = None,
         tls: TlsCertificates | None = None,
         clock: Any = time.monotonic,
+        traffic: Traffic | bool = True,
     ) -> None:
         self.router = router
         self.metrics = metrics
         self.tls = tls
         self.clock = clock
+        if traffic is True:
+            traffic = Traffic(RequestCounts.of(router), clock=clock)
+        self.traffic: Traffic | None = traffic or None
 
     async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
         if request.method not in ("GET", "HEAD"):
@@ -153,9 +177,12 @@ class AdminHandler:
                                         b"'kroute[metrics]' and pass Metrics)\n")  # fmt: skip
             body, content_type = self.metrics.render()
             return OutgoingResponse(200, [(b"Content-Type", content_type.encode())], body)
-        if path in ("/", "/dashboard"):
-            page = resources.files("kroute.gateway").joinpath("dashboard.html").read_bytes()
-            return OutgoingResponse(200, [(b"Content-Type", b"text/html; charset=utf-8")], page)
+        if path == "/api/traffic" and self.traffic is not None:
+            return self._json(self.traffic.to_json(self.traffic.clock()))
+        if path in PAGES:
+            name, page_type = PAGES[path]
+            page = resources.files("kroute.gateway").joinpath(name).read_bytes()
+            return OutgoingResponse(200, [(b"Content-Type", page_type)], page)
         return OutgoingResponse(404, TEXT, f"404: no admin endpoint {path}\n".encode())
 
     @staticmethod

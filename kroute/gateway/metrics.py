@@ -14,30 +14,24 @@ Read from the Router's state at scrape time (nothing to keep in step):
   `kroute_watch_reconnects_total{kind}`, `kroute_watch_relists_total{kind}`;
 - with TLS, `kroute_tls_cert_not_after{secret, subject}`: each certificate's expiry.
 
-Route and service labels come from configuration, not from requests: a client cannot grow the
-label sets (unmatched requests count under route="" service="").
-
-Per-request counts are plain numbers on objects found by identity (`_Series`), turned into
-metric families when Prometheus scrapes: prometheus-client's own labelled children take a
-lock and about ten Python calls per update, on FastGateway's hot path (docs/benchmarks.md).
+Requests are counted by the Router's `RequestCounts` (shared with the dashboard's `Traffic`:
+one call per request for both), turned into metric families when Prometheus scrapes.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kroute.errors import ConfigError
-from kroute.gateway.router import Decision, Router
+from kroute.gateway.counts import DURATION_BUCKETS, RequestCounts
+from kroute.gateway.router import Router
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from kroute.tls.contexts import TlsCertificates
 
-#: Request durations: 1 ms to 10 s, as a proxy's latencies spread.
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REBUILD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
@@ -63,40 +57,15 @@ class Metrics:
             "kroute_table_rebuild_duration_seconds", "Route table rebuilds.",
             buckets=REBUILD_BUCKETS, registry=self.registry,
         )  # fmt: skip
-        #: Series by (route, backend, status) identity; cleared when routes change (the series
-        #: themselves are kept by their labels, so counts never go back).
-        self._by_identity: dict[tuple[int, int, int], _Series] = {}
-        self._series: dict[tuple[str, str, str], _Series] = {}
-        self._durations: dict[tuple[str, str], _Durations] = {}
-        self.registry.register(_RequestCollector(self))
+        #: The requests counted (the Router's, shared with the dashboard's charts).
+        self.counts = RequestCounts.of(router)
+        self.registry.register(_RequestCollector(self.counts))
         self.registry.register(_StateCollector(router, tls))
-        router.observers.append(self)
+        router.observers.append(self)  # (for `rebuilt`)
         self._router = router
-
-    def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
-        key = (id(decision.route), id(decision.backend), status)
-        series = self._by_identity.get(key)
-        if series is None:  # labels are made once per route, service and status
-            series = self._by_identity[key] = self._labelled(decision, status)
-        series.count += 1
-        durations = series.durations
-        durations.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-        durations.total += seconds
-
-    def _labelled(self, decision: Decision, status: int) -> _Series:
-        route = decision.route.name if decision.route is not None else ""
-        service = str(decision.backend) if decision.backend is not None else ""
-        series = self._series.get((route, service, str(status)))
-        if series is None:
-            durations = self._durations.get((route, service))
-            if durations is None:
-                durations = self._durations[(route, service)] = _Durations()
-            series = self._series[(route, service, str(status))] = _Series(durations)
-        return series
 
     def rebuilt(self, seconds: float) -> None:
         self.rebuild_duration.observe(seconds)
-        self._by_identity.clear()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
@@ -104,31 +73,11 @@ class Metrics:
         return self._client.generate_latest(self.registry), self._client.CONTENT_TYPE_LATEST
 
 
-class _Durations:
-    """A duration histogram's counts: one per bucket of DURATION_BUCKETS, and one above."""
-
-    __slots__ = ("buckets", "total")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self.total = 0.0
-
-
-class _Series:
-    """Requests answered with one route, service and status (and their route's durations)."""
-
-    __slots__ = ("count", "durations")
-
-    def __init__(self, durations: _Durations) -> None:
-        self.count = 0
-        self.durations = durations
-
-
 class _RequestCollector:
-    """`kroute_requests_total` and `kroute_request_duration_seconds`, from `Metrics`' counts."""
+    """`kroute_requests_total` and `kroute_request_duration_seconds`, from the counts."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    def __init__(self, counts: RequestCounts) -> None:
+        self.counts = counts
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -137,13 +86,13 @@ class _RequestCollector:
             "kroute_requests", "Forwarded requests by route, service and status code.",
             labels=["route", "service", "code"],
         )  # fmt: skip
-        for labelled, series in self.metrics._series.items():
+        for labelled, series in self.counts.series.items():
             requests.add_metric(list(labelled), series.count)
         yield requests
         duration = HistogramMetricFamily("kroute_request_duration_seconds",
                                          "From routing to the response head.",
                                          labels=["route", "service"])  # fmt: skip
-        for labels, durations in self.metrics._durations.items():
+        for labels, durations in self.counts.durations.items():
             cumulative, buckets = 0, []
             bounds = [str(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
             for bound, count in zip(bounds, durations.buckets, strict=True):

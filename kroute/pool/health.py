@@ -111,10 +111,22 @@ class EndpointHealth:
     recent_failures: collections.deque[tuple[float, str]] = attrs.field(
         factory=lambda: collections.deque(maxlen=10)
     )
+    #: The last times it left or rejoined the rotation: (when, state after, reason), for the
+    #: dashboard (a bounded ring: a flapping endpoint keeps only its latest).
+    transitions: collections.deque[tuple[float, str, str]] = attrs.field(
+        factory=lambda: collections.deque(maxlen=10)
+    )
 
     @property
     def in_rotation(self) -> bool:
         return self.probed_healthy and self.ejected_until is None
+
+    @property
+    def state(self) -> str:
+        """As the admin API says it: up, ejected (passive health) or unhealthy (probes)."""
+        if self.ejected_until is not None:
+            return "ejected"
+        return "up" if self.probed_healthy else "unhealthy"
 
     def _set(self, reason: str, now: float) -> None:
         self.reason = reason

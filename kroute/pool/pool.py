@@ -57,6 +57,8 @@ class EndpointStatistics:
     ejections: int
     last_probe: str
     recent_failures: tuple[tuple[float, str], ...]
+    #: Leaving or rejoining the rotation, oldest first: (when, state after, reason).
+    transitions: tuple[tuple[float, str, str], ...] = ()
 
 
 @attrs.frozen
@@ -274,9 +276,11 @@ class Pool:
             self._transition(key, member)
 
     def _transition(self, key: EndpointKey, member: _Member) -> None:
-        """Log an endpoint leaving or rejoining the rotation, with the reason (health
-        transitions are what an operator looks for when a backend misbehaves)."""
+        """Log an endpoint leaving or rejoining the rotation, with the reason, and keep it
+        among the endpoint's recent transitions (health transitions are what an operator looks
+        for when a backend misbehaves). Every caller has just set the reason and its time."""
         health = member.health
+        health.transitions.append((health.since, health.state, health.reason))
         level = logging.INFO if health.in_rotation else logging.WARNING
         state = "back in rotation" if health.in_rotation else "out of rotation"
         _log.log(level, "%s: endpoint %s:%d %s: %s", self.name, key[0], key[1], state,
@@ -289,22 +293,17 @@ class Pool:
         rows = []
         for member in self._members.values():
             health = member.health
-            if health.ejected_until is not None:
-                state = "ejected"
-            elif not health.probed_healthy:
-                state = "unhealthy"
-            else:
-                state = "up"
             rows.append(
                 EndpointStatistics(
                     endpoint=str(member.endpoint),
-                    state=state,
+                    state=health.state,
                     reason=health.reason,
                     since=health.since,
                     in_flight=member.in_flight,
                     ejections=health.ejections,
                     last_probe=health.last_probe,
                     recent_failures=tuple(health.recent_failures),
+                    transitions=tuple(health.transitions),
                 )
             )
         return PoolStatistics(

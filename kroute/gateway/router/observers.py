@@ -34,7 +34,13 @@ class EventSink(Protocol):
     def requested(self, event: RequestEvent) -> None: ...
 
 
-Watcher: TypeAlias = "Observer | EventSink"
+class RebuildObserver(Protocol):
+    """Told of every table rebuild only (Metrics: the requests are counted by RequestCounts)."""
+
+    def rebuilt(self, seconds: float) -> None: ...
+
+
+Watcher: TypeAlias = "Observer | EventSink | RebuildObserver"
 
 
 class Observers(MutableSequence[Watcher]):
@@ -43,7 +49,7 @@ class Observers(MutableSequence[Watcher]):
     def __init__(self) -> None:
         self._all: list[Watcher] = []
         self.forwarding: tuple[Observer, ...] = ()
-        self.rebuilding: tuple[Observer, ...] = ()
+        self.rebuilding: tuple[RebuildObserver, ...] = ()
         self.listening: tuple[EventSink, ...] = ()
 
     def _sort(self) -> None:
@@ -51,7 +57,7 @@ class Observers(MutableSequence[Watcher]):
             return tuple(o for o in self._all if callable(getattr(o, name, None)))
 
         self.forwarding = cast("tuple[Observer, ...]", having("forwarded"))
-        self.rebuilding = cast("tuple[Observer, ...]", having("rebuilt"))
+        self.rebuilding = cast("tuple[RebuildObserver, ...]", having("rebuilt"))
         self.listening = cast("tuple[EventSink, ...]", having("requested"))
 
     @overload
