@@ -43,11 +43,13 @@ from kroute.gateway.tracing import Tracing
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
+    WAIT,
     Answer,
     AsyncStep,
     Awaited,
     Call,
     Chain,
+    Deferring,
     Fetch,
     FetchFailed,
     Filters,
@@ -56,6 +58,7 @@ from kroute.pipeline import (
     Reply,
     Step,
     UpstreamRequest,
+    Waiting,
     run_end,
     run_outcome,
     run_request,
@@ -148,6 +151,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
+    "WAIT",
     "AccessLog",
     "AccessLogStatistics",
     "ActiveHealth",
@@ -176,6 +180,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Decision",
+    "Deferring",
     "Delta",
     "Endpoint",
     "EndpointStatistics",
@@ -274,6 +279,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamRequest",
     "UpstreamTimeout",
+    "Waiting",
     "WatchDecoder",
     "WatchEvent",
     "WatchProtocolError",
