@@ -147,9 +147,10 @@ class Relay:
             return
         chain, patch = self.chain, None
         if chain is not None and chain.patches is not None and not chain.body:
+            patch = chain.patches.get(self.gateway.scheme)
+        if patch is not None:
             # The response steps are one patch (`kroute.pipeline.patch`): the fields it drops
             # are left out as hop-by-hop ones are, by a header plan of its own; its lines added.
-            patch = chain.patches[self.gateway.scheme]
             found = self.gateway.patched.get(id(patch))
             plans = found[1] if found is not None and found[0] is patch else self.patched(patch)
             lines, values = plans.lines(conn.names, conn.values)
