@@ -45,11 +45,13 @@ from kroute.gateway.traffic import Traffic
 from kroute.manifests import load_paths, load_text
 from kroute.objects import BackendRef, Manifest, ObjectRef
 from kroute.pipeline import (
+    WAIT,
     Answer,
     AsyncStep,
     Awaited,
     Call,
     Chain,
+    Deferring,
     Fetch,
     FetchFailed,
     Filters,
@@ -58,6 +60,7 @@ from kroute.pipeline import (
     Reply,
     Step,
     UpstreamRequest,
+    Waiting,
     run_end,
     run_outcome,
     run_request,
@@ -148,6 +151,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
+    "WAIT",
     "AccessLog",
     "AccessLogStatistics",
     "ActiveHealth",
@@ -177,6 +181,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Decision",
+    "Deferring",
     "Delta",
     "Endpoint",
     "EndpointStatistics",
@@ -278,6 +283,7 @@ __all__ = [
     "UpstreamRequest",
     "UpstreamTimeout",
     "ValidationCertificate",
+    "Waiting",
     "WatchDecoder",
     "WatchEvent",
     "WatchProtocolError",

@@ -74,10 +74,10 @@ def test_sha1_and_bcrypt() -> None:
         assert htpasswd.check(b"s3cret", prefix + BCRYPTED[4:])
 
 
-def test_bcrypt_matches_are_remembered_and_mismatches_never(
+def test_bcrypt_verdicts_are_remembered_per_user_hash_and_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    verified = htpasswd.Verified(limit=2)
+    verified = htpasswd.Verified(limit=2, failures=2)
     calls: list[bytes] = []
     real = htpasswd.check
 
@@ -86,14 +86,35 @@ def test_bcrypt_matches_are_remembered_and_mismatches_never(
         return real(password, stored)
 
     monkeypatch.setattr(htpasswd, "check", counted)
-    assert [verified.check(b"s3creT", BCRYPTED) for _ in range(2)] == [False, False]
-    assert [verified.check(b"s3cret", BCRYPTED) for _ in range(3)] == [True, True, True]
-    assert calls == [b"s3creT", b"s3creT", b"s3cret"]  # a match paid bcrypt once
+    assert [verified.check("u", b"s3creT", BCRYPTED) for _ in range(2)] == [False, False]
+    assert [verified.check("u", b"s3cret", BCRYPTED) for _ in range(3)] == [True, True, True]
+    assert calls == [b"s3creT", b"s3cret"]  # each verdict paid bcrypt once
+    # Another user name is another entry: two unknown users checked against one dummy hash
+    # both pay bcrypt on their first try (no enumeration by timing).
+    assert not verified.check("v", b"s3creT", BCRYPTED)
+    assert calls[-1] == b"s3creT"
+    assert len(calls) == 3
     other = "$2b$04$" + BCRYPTED[7:29] + "." * 31  # (the same password under another hash)
-    assert not verified.check(b"s3cret", other)  # remembered per hash, not per password
-    assert verified.check(b"s3cret", "$2y$" + BCRYPTED[4:])
-    assert verified.check(b"s3cret", "$2a$" + BCRYPTED[4:])  # a third match: starts again
+    assert not verified.check("u", b"s3cret", other)  # remembered per hash, not per password
+    assert verified.check("u", b"s3cret", "$2y$" + BCRYPTED[4:])
+    assert verified.check("u", b"s3cret", "$2a$" + BCRYPTED[4:])  # a third match: starts again
     assert len(calls) == 6
+    assert verified.check("u", b"s3cret", "$2a$" + BCRYPTED[4:])  # (kept after the restart)
+    assert len(calls) == 6
+
+
+def test_wrong_passwords_never_push_out_the_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures are kept apart, bounded on their own: a flood of wrong passwords leaves the
+    right ones remembered."""
+    verified = htpasswd.Verified(limit=4, failures=3)
+    monkeypatch.setattr(htpasswd, "check", lambda password, stored: password == b"right")
+    assert verified.check("u", b"right", BCRYPTED)
+    for i in range(50):
+        assert not verified.check("u", b"wrong %d" % i, BCRYPTED)
+    monkeypatch.setattr(htpasswd, "check", lambda password, stored: pytest.fail("not kept"))
+    assert verified.check("u", b"right", BCRYPTED)
+    assert verified.known("u", b"wrong 49", BCRYPTED)[0] is False
+    assert verified.known("u", b"wrong 0", BCRYPTED)[0] is None  # (bounded: forgotten)
 
 
 def test_plain_text_never_matches_and_is_refused_at_compile() -> None:

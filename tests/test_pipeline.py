@@ -249,9 +249,9 @@ def test_a_raising_response_step_is_a_500_in_run_response_and_explain() -> None:
     assert shown.status == (500, "Recording (f) raised an exception")
 
 
-WRITING_STEPS = ["Answer", "AsyncStep", "Awaited", "Call", "Chain", "Fetch", "FetchFailed",
-                 "Reply", "Step", "UpstreamRequest", "run_end", "run_outcome", "run_request",
-                 "run_request_async", "run_response"]  # fmt: skip
+WRITING_STEPS = ["Answer", "AsyncStep", "Awaited", "Call", "Chain", "Deferring", "Fetch",
+                 "FetchFailed", "Reply", "Step", "UpstreamRequest", "WAIT", "Waiting", "run_end",
+                 "run_outcome", "run_request", "run_request_async", "run_response"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", WRITING_STEPS)

@@ -4,7 +4,8 @@ Pure values and functions: no I/O library is imported here (import-linter holds 
 run a route's `Chain` through `run_request` / `run_request_async`, `run_response`,
 `run_body` (response bodies, `kroute.pipeline.body`), `run_outcome` and `run_end`. A step that
 waits is an `Awaited` (its HTTP calls: a `Call` given to the front's `Fetch`, a `Reply` or
-`FetchFailed` back).
+`FetchFailed` back); one that waits only for some requests is a `Deferring`, whose `request`
+says `WAIT` for those (`run_request` then gives a `Waiting`).
 """
 
 from kroute.pipeline.body import BodyFilter, Replace, run_body
@@ -24,12 +25,15 @@ from kroute.pipeline.filters import (
 from kroute.pipeline.registry import Filters
 from kroute.pipeline.steps import (
     EMPTY,
+    WAIT,
     Answer,
     AsyncStep,
     Awaited,
     Chain,
+    Deferring,
     Step,
     UpstreamRequest,
+    Waiting,
     run_end,
     run_outcome,
     run_request,
@@ -40,12 +44,14 @@ from kroute.pipeline.steps import (
 __all__ = [
     "CORS",
     "EMPTY",
+    "WAIT",
     "Answer",
     "AsyncStep",
     "Awaited",
     "BodyFilter",
     "Call",
     "Chain",
+    "Deferring",
     "Fetch",
     "FetchFailed",
     "Filters",
@@ -62,6 +68,7 @@ __all__ = [
     "Step",
     "URLRewrite",
     "UpstreamRequest",
+    "Waiting",
     "run_body",
     "run_end",
     "run_outcome",

@@ -14,6 +14,7 @@ import attrs
 
 from kroute.objects import BackendRef, FieldError
 from kroute.pipeline.cors import TOKEN
+from kroute.pipeline.patch import Edit, fold
 from kroute.pipeline.paths import replace_prefix, wire_path
 from kroute.pipeline.steps import Answer, Header, Step, UpstreamRequest
 
@@ -98,7 +99,18 @@ class ResponseHeaderModifier(Step):
     on_response = True
     edits: HeaderEdits = attrs.field(kw_only=True)
 
+    def response_edits(self, scheme: str) -> tuple[Edit, ...] | None:
+        """Sets and removals are the same on every response (`kroute.pipeline.patch`); an
+        `add` joins the response's own value, so a step with one edits each response."""
+        if self.edits.add:
+            return None
+        return (*self.edits.set, *((name, None) for name in self.edits.remove))
+
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
+        edits = self.response_edits(request.scheme)
+        if edits is not None:
+            fold(edits).apply(headers)
+            return
         view = UpstreamRequest("", "", None, headers)  # the same edits, on the response's fields
         self.edits.apply(view)
 

@@ -18,94 +18,23 @@ Headers are `(name, value)` byte pairs as they travel, names compared case-insen
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
+
+from kroute.pipeline.patch import Edit, ResponsePatch, fold
+from kroute.pipeline.request import Answer as Answer
+from kroute.pipeline.request import Header as Header
+from kroute.pipeline.request import Offload as Offload
+from kroute.pipeline.request import UpstreamRequest as UpstreamRequest
 
 if TYPE_CHECKING:
     from kroute.objects import BackendRef
     from kroute.pipeline.body import BodyFilter, Replace
     from kroute.pipeline.fetch import Fetch
-    from kroute.pipeline.filters import MirrorCopy
 
-Header = tuple[bytes, bytes]
 _log = logging.getLogger(__name__)
-
-
-@attrs.define
-class UpstreamRequest:
-    """The request as the backend will receive it; request steps change it in place.
-
-    `path` is the path as it will be sent (percent-encodings as received), `query` the query
-    without `?` (None when the target had none), `headers` the end-to-end fields including
-    Host. `routed` is the path as routing saw it (normalised), which rewrites start from
-    (`kroute.pipeline.paths`). `scheme` and `client` say how the request arrived. `mirrors`
-    are the copies RequestMirror steps made, which the front hands to `Router.mirror`. `notes` is
-    what a request step leaves for its response step, under the step's field: response steps
-    see the response head and this request, not the request as it arrived (CORS keeps the
-    allowed Origin there). `clock` is the front's monotonic clock (seconds; the Router's), for
-    steps that count time (rateLimit); None offline (`kroute.rules.preview`), where steps that
-    keep state across requests are not run (`Step.offline`).
-    """
-
-    method: str
-    path: str
-    query: str | None
-    headers: list[Header]
-    routed: str = ""
-    scheme: str = "http"
-    client: str = ""
-    notes: dict[str, Any] = attrs.field(factory=dict)
-    mirrors: tuple[MirrorCopy, ...] = attrs.field(default=(), kw_only=True)  # (no allocation)
-    clock: Callable[[], float] | None = attrs.field(default=None, kw_only=True, eq=False)
-
-    @classmethod
-    def from_target(
-        cls, method: str, target: str, headers: list[Header], *, routed: str,
-        scheme: str = "http", client: str = "", clock: Callable[[], float] | None = None,
-    ) -> UpstreamRequest:  # fmt: skip
-        """The request to forward, from the target as received (origin-form)."""
-        path, mark, query = target.partition("?")
-        return cls(method, path, query if mark else None, headers, routed, scheme, client,
-                   clock=clock)  # fmt: skip
-
-    @property
-    def target(self) -> str:
-        return self.path if self.query is None else f"{self.path}?{self.query}"
-
-    def get(self, name: bytes) -> bytes | None:
-        """The first value of header `name` (any case), or None."""
-        name = name.lower()
-        return next((v for n, v in self.headers if n.lower() == name), None)
-
-    def set(self, name: bytes, value: bytes) -> None:
-        """Replace every field `name` by one (RFC 9110 section 5.3), in the first one's place."""
-        lower, size = name.lower(), len(name)  # (the length first: most names differ in it)
-        places = [i for i, (n, _) in enumerate(self.headers)
-                  if len(n) == size and n.lower() == lower]  # fmt: skip
-        if not places:
-            self.headers.append((name, value))
-            return
-        self.headers[places[0]] = (name, value)
-        for i in reversed(places[1:]):
-            del self.headers[i]
-
-    def remove(self, name: bytes) -> None:
-        lower = name.lower()
-        self.headers[:] = [f for f in self.headers if f[0].lower() != lower]
-
-
-@attrs.frozen
-class Answer:
-    """A response a step gives instead of forwarding; `reason` is for explain and logs, the
-    client sees `body` (never internals)."""
-
-    status: int
-    reason: str
-    headers: tuple[Header, ...] = ()
-    body: bytes = b""
-    step: str = ""  # the step that answered, for explain
 
 
 @attrs.frozen
@@ -159,7 +88,26 @@ class Step:
         them (FastGateway does: it keeps their lines rendered per connection)."""
         return None
 
+    @property
+    def by_client(self) -> bool:
+        """The step lets a request through or answers it from the client's address alone
+        (`UpstreamRequest.client`) and changes nothing: `admit` decides, and a front that
+        remembers what a chain's other steps make of a path (`Chain.declarative`) asks it per
+        request without building the request (`run_gates`). ipAllowList on the peer's
+        address is one."""
+        return False
+
+    def admit(self, client: str) -> Answer | None:
+        """What `request` answers for any request from `client` (only for `by_client`)."""
+        raise NotImplementedError
+
     def request(self, request: UpstreamRequest) -> Answer | None:
+        return None
+
+    def response_edits(self, scheme: str) -> tuple[Edit, ...] | None:
+        """What `response` does, as the same edits on every response to a request that
+        arrived over `scheme` ((name, value) sets, (name, None) removes), in order; None when
+        they depend on the response or the request (`kroute.pipeline.patch`)."""
         return None
 
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
@@ -191,6 +139,29 @@ class Awaited(Step):
 
     async def request_async(self, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
         raise NotImplementedError
+
+
+@attrs.frozen
+class Deferring(Awaited):
+    """A request step that decides most requests at once and waits only for some: its
+    `request` returns `WAIT` for a request it cannot decide without blocking (only when the
+    request has an `offload`; without one it decides by itself, blocking, as offline), and
+    `request_async` is awaited in its place for that request. A chain of such steps does not
+    wait (`Chain.waits`), so a front runs it inline and starts a task only for the requests
+    that need one (`run_request`'s `Waiting`). basicAuth is one: a bcrypt check takes tens of
+    milliseconds, a credential it remembers none."""
+
+
+@attrs.frozen
+class Waiting(Answer):
+    """What `run_request` returns when a `Deferring` step said `WAIT`: not an answer to give.
+    The steps before index `at` ran; `run_request_async(..., waiting=at)` goes on from it."""
+
+    at: int = attrs.field(default=0, kw_only=True)
+
+
+#: What a `Deferring` step's `request` returns for a request it awaits (`request_async`).
+WAIT = Answer(0, "the step waits for this request", step="(waiting)")
 
 
 @attrs.frozen
@@ -263,14 +234,47 @@ class Chain:
 
     @waits.default
     def _waits(self) -> bool:
-        return any(isinstance(s, Awaited) for s in self.request)
+        return any(isinstance(s, Awaited) and not isinstance(s, Deferring) for s in self.request)
 
-    #: Every request step is declarative (`Step.declarative`) and none runs on responses.
+    #: The request steps that decide from the client's address alone (`Step.by_client`).
+    gates: tuple[Step, ...] = attrs.field(init=False, eq=False)
+
+    @gates.default
+    def _gates(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.request if s.by_client)
+
+    #: The response steps as one patch per scheme ("http", "https"), when each makes the same
+    #: edits on every response (`Step.response_edits`, `kroute.pipeline.patch`); else None.
+    patches: Mapping[str, ResponsePatch] | None = attrs.field(init=False, eq=False)
+
+    @patches.default
+    def _patches(self) -> Mapping[str, ResponsePatch] | None:
+        if not self.response:
+            return None
+        patches = {}
+        for scheme in ("http", "https"):
+            edits = [step.response_edits(scheme) for step in self.response]
+            if any(e is None for e in edits):
+                return None
+            patches[scheme] = fold(edit for made in edits for edit in made or ())
+        return patches
+
+    #: What the chain does to a request depends only on its path, the fields the steps name
+    #: and the client's address, and what it does to a response only on the scheme: every
+    #: request step is declarative (`Step.declarative`) or decides by the client
+    #: (`Step.by_client`, `gates`), the response steps are a patch (`patches`), and no step
+    #: sees bodies, outcomes or ends. A front may then remember per path what the request
+    #: steps but the gates make of a request (`plan_request`), ask the gates per request
+    #: (`run_gates`) and patch response heads (FastGateway does, `Client.planned`).
     declarative: bool = attrs.field(init=False)
 
     @declarative.default
     def _declarative(self) -> bool:
-        return not self.response and not self.body and all(s.declarative for s in self.request)
+        return (
+            not self.body and not self.outcome and not self.ends
+            and (not self.response or self.patches is not None)
+            and all(s.declarative or s.by_client for s in self.request)
+        )  # fmt: skip
 
     #: The request header names the request and body steps read or change, None for any
     #: (`Step.touches`).
@@ -298,32 +302,73 @@ EMPTY = Chain()
 
 def run_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
     """Run the request steps of a chain that does not wait (`Chain.waits` false); the first
-    answer stops it. (A plain loop: driving `run_request_async`'s coroutine instead cost a
-    microsecond per request on FastGateway's hot path.)"""
+    answer stops it. When a `Deferring` step waits for this request (which it does only when
+    the request has an `offload`), a `Waiting` says where: the front goes on with
+    `run_request_async(..., waiting=answer.at)`. (A plain loop: driving `run_request_async`'s
+    coroutine instead cost a microsecond per request on FastGateway's hot path.)"""
     if chain.waits:
         raise RuntimeError("a chain with a step that waits runs with run_request_async")
-    for step in chain.request:
+    for at, step in enumerate(chain.request):
         answer = _run(step, request)
+        if answer is not None:
+            return Waiting(0, WAIT.reason, at=at) if answer is WAIT else answer
+    return None
+
+
+async def run_request_async(
+    chain: Chain, request: UpstreamRequest, fetch: Fetch | None = None, *,
+    waiting: int | None = None,
+) -> Answer | None:  # fmt: skip
+    """Run the request steps in order, awaiting those that wait (`fetch`: how they make HTTP
+    calls, `kroute.pipeline.fetch`); the first answer stops it. `waiting`: `run_request` ran
+    the steps before that index and the `Deferring` step there said `WAIT`, so it is awaited
+    and the rest run."""
+    steps = chain.request
+    for at in range(waiting or 0, len(steps)):
+        step = steps[at]
+        if not isinstance(step, Awaited):
+            answer = _run(step, request)
+        elif isinstance(step, Deferring) and at != waiting:
+            answer = _run(step, request)
+            if answer is WAIT:
+                answer = await _awaited(step, request, fetch)
+        else:
+            answer = await _awaited(step, request, fetch)
         if answer is not None:
             return answer
     return None
 
 
-async def run_request_async(
-    chain: Chain, request: UpstreamRequest, fetch: Fetch | None = None
-) -> Answer | None:
-    """Run the request steps in order, awaiting those that wait (`fetch`: how they make HTTP
-    calls, `kroute.pipeline.fetch`); the first answer stops it."""
+async def _awaited(step: Awaited, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
+    try:
+        return await step.request_async(request, fetch)
+    except Exception:
+        return _failed(step)
+
+
+def plan_request(chain: Chain, request: UpstreamRequest) -> Answer | None:
+    """`run_request` without the chain's gates (`Chain.gates`): what a front remembers per
+    path for a declarative chain (`Chain.declarative`), asking the gates per request
+    (`run_gates`). The gates change nothing and no declarative step reads the client, so the
+    chain's answer is this one, else the first gate's, else this request."""
     for step in chain.request:
-        if isinstance(step, Awaited):
-            try:
-                answer = await step.request_async(request, fetch)
-            except Exception:
-                return _failed(step)
-        else:
+        if not step.by_client:
             answer = _run(step, request)
+            if answer is not None:
+                return answer
+    return None
+
+
+def run_gates(chain: Chain, client: str) -> Answer | None:
+    """The answer of the first of the chain's gates (`Chain.gates`) that refuses a request
+    from `client`, or None; labelled, and failing closed, as `run_request` does."""
+    for step in chain.gates:
+        try:
+            answer = step.admit(client)
+        except Exception:
+            return _failed(step)
         if answer is not None:
-            return answer
+            return answer if answer.step else attrs.evolve(answer, step=step.label)
     return None
 
 
@@ -355,7 +400,14 @@ def run_response(
     the one the request steps ran on (its `notes`). None when they ran; the 500 to answer
     instead when one raised: the response fails closed, never sent without a step's edits
     (a security header, a removed internal one). Every front answers that 500 in place of the
-    response and drops the backend's connection (its body is not read)."""
+    response and drops the backend's connection (its body is not read). A chain whose response
+    steps are one patch (`Chain.patches`) applies the patch."""
+    patches = chain.patches
+    if patches is not None:
+        patch = patches.get(request.scheme)
+        if patch is not None:
+            patch.apply(headers)
+            return None
     for step in chain.response:
         try:
             step.response(status, headers, request)

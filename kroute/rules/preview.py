@@ -21,7 +21,14 @@ from collections.abc import Sequence
 import attrs
 
 from kroute.objects import BackendRef
-from kroute.pipeline.steps import Awaited, Chain, UpstreamRequest, run_request, run_response
+from kroute.pipeline.steps import (
+    Awaited,
+    Chain,
+    Deferring,
+    UpstreamRequest,
+    run_request,
+    run_response,
+)
 from kroute.rules.request import RequestHead
 from kroute.rules.route import Route
 
@@ -111,7 +118,7 @@ def preview(route: Route | None, head: RequestHead, backend: BackendRef | None =
     changes: list[str] = []
     not_run: list[str] = []
     for step in chain.request:
-        if isinstance(step, Awaited) or not step.offline:
+        if (isinstance(step, Awaited) and not isinstance(step, Deferring)) or not step.offline:
             not_run.append(step.label)
             continue
         before = (request.target, list(request.headers))

@@ -19,12 +19,13 @@ from kroute.gateway.fast.exchange import Exchange
 from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Gateway, Headers, Message
 from kroute.gateway.fast.traced import exchange_for
 from kroute.gateway.handler import origin_form
-from kroute.pipeline.steps import Chain, UpstreamRequest, run_request
+from kroute.pipeline.steps import Chain, UpstreamRequest, plan_request
 from kroute.rules.request import normalize_path
 from kroute.transport.http1 import error_page, host_problem
 from kroute.transport.proxy import (
     FORWARDING,
     HOP_BY_HOP,
+    HOP_FIELDS,
     HeaderSplit,
     Hop,
     forwarding_headers,
@@ -337,12 +338,17 @@ class Client(asyncio.Protocol):
 
     def planned(self, message: Message, chain: Chain) -> tuple[bytes, bytes] | None:
         """(target, header lines) to send for a declarative chain (`Chain.declarative`: the
-        steps' result depends only on the path and the fields they name) when the message
-        carries none of those fields, from what the steps made of the same path before
-        (`FastGateway.plans`; the first time they run, through `run_request`, on the path alone);
-        None otherwise, and the steps run on the request."""
+        steps' result depends only on the path, the fields they name and the client's
+        address) when the message carries none of those fields, from what the steps but the
+        gates made of the same path before (`FastGateway.plans`; the first time they run,
+        through `plan_request`, on the path alone); None otherwise, and the steps run on the
+        request. The caller asks the gates (`run_gates`); the response steps are a patch
+        (`Relay.response_head`)."""
         touched = chain.touches
-        if (not chain.declarative or touched is None or not FORWARDING.isdisjoint(touched)
+        # (This hop's forwarding lines hold the fields of HOP_FIELDS, and of the others only
+        # those the message carries: a chain naming none of those, X-Forwarded-Prefix set by
+        # stripPrefix for one, is planned when the message does not carry the fields it names.)
+        if (not chain.declarative or touched is None or not HOP_FIELDS.isdisjoint(touched)
                 or any(n.lower() in touched for n in message.names)):  # fmt: skip
             return None
         path, mark, query = message.url_text.partition("?")
@@ -350,7 +356,7 @@ class Client(asyncio.Protocol):
         found = plans.get((id(chain), path))
         if found is None or found[0] is not chain:
             request = UpstreamRequest(message.method_text, path, None, [], _routed(path))
-            if run_request(chain, request) is not None:
+            if plan_request(chain, request) is not None:
                 return None  # (a declarative step never answers; the generic path says why)
             if len(plans) >= PLANS_KEPT:
                 plans.clear()
@@ -393,6 +399,7 @@ class Client(asyncio.Protocol):
         request = UpstreamRequest.from_target(
             message.method_text, message.url_text, fields, routed=_routed(message.url_text),
             scheme=self.gateway.scheme, client=self.peer, clock=self.gateway.router.clock,
+            offload=self.gateway.router.workers.run,
         )  # fmt: skip
         return request, rest
 

@@ -26,7 +26,15 @@ from kroute.gateway.fast.relay import Relay
 from kroute.gateway.router import outcome_of, status_error
 from kroute.pipeline.body import RequestTooLarge
 from kroute.pipeline.fetch import Fetch
-from kroute.pipeline.steps import Answer, Chain, UpstreamRequest, run_request, run_request_async
+from kroute.pipeline.steps import (
+    Answer,
+    Chain,
+    UpstreamRequest,
+    Waiting,
+    run_gates,
+    run_request,
+    run_request_async,
+)
 from kroute.rules.request import RequestHead
 from kroute.transport.proxy import render_headers, replay_safe
 
@@ -55,18 +63,30 @@ class Exchange(Relay):
         self.chain = chain
         planned = client.planned(message, chain)
         if planned is not None:
+            if chain.gates:  # (asked per request: they decide by the client, `run_gates`)
+                answer = run_gates(chain, client.peer)
+                if answer is not None:
+                    self.stepped(answer, None)
+                    return
             self.send(*planned)
             return
         request, self.rest_lines = client.upstream_request(message, chain)
         self.upstream = request
         if chain.waits:
             self.loop.create_task(self.wait_steps(chain, request))
+            return
+        answer = run_request(chain, request)
+        if type(answer) is Waiting:  # (a step waits for this request: basicAuth's bcrypt)
+            self.loop.create_task(self.wait_steps(chain, request, answer.at))
         else:
-            self.stepped(run_request(chain, request), request)
+            self.stepped(answer, request)
 
-    async def wait_steps(self, chain: Chain, request: UpstreamRequest) -> None:
-        """A chain with a step that waits (a user's async check), run off the callbacks."""
-        answer = await run_request_async(chain, request, self.fetcher())
+    async def wait_steps(
+        self, chain: Chain, request: UpstreamRequest, waiting: int | None = None
+    ) -> None:
+        """A chain with a step that waits (a user's async check; `waiting`: the `Deferring`
+        step `run_request` stopped at), run off the callbacks."""
+        answer = await run_request_async(chain, request, self.fetcher(), waiting=waiting)
         if not self.finished:
             self.stepped(answer, request)
         else:
@@ -76,11 +96,12 @@ class Exchange(Relay):
         """How the steps call out (forwardAuth): the Router's fetch (traced: `traced`)."""
         return self.router.fetch
 
-    def stepped(self, answer: Answer | None, request: UpstreamRequest) -> None:
-        """The request steps have run: answer as they say, or send what they made."""
+    def stepped(self, answer: Answer | None, request: UpstreamRequest | None) -> None:
+        """The request steps have run: answer as they say, or send what they made (`request`:
+        None when a planned chain's gate answered)."""
         if answer is not None:
             self.answer_error(Answered(answer.status, answer.reason, answer.headers, answer.body))
-        else:
+        elif request is not None:
             if request.mirrors:  # (tested here too: the hot path skips the call)
                 message = self.message
                 self.router.mirror(request, body=message.has_body or message.upgrade is not None)

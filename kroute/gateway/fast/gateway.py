@@ -18,6 +18,7 @@ from kroute.gateway.fast.ports import Connection, EndpointSide, Key
 from kroute.gateway.fast.relay import RESPONSE_HEADERS
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
+from kroute.pipeline.patch import ResponsePatch
 from kroute.pipeline.steps import Chain
 from kroute.tls.alpn.challenges import AlpnChallenges
 from kroute.transport.base import Timeouts
@@ -74,6 +75,8 @@ class FastGateway:
         #: (`Client.planned`).
         self.plans: dict[tuple[int, str], tuple[Chain, bytes, bytes]] = {}
         self.response_headers = HeaderPlans(RESPONSE_HEADERS)
+        #: Header plans of responses a route's steps patch, by id(patch) (`Relay.patched`).
+        self.patched: dict[int, tuple[ResponsePatch, HeaderPlans]] = {}
         self.draining = False
         self._server: asyncio.Server | ChallengeAcceptor | None = None
         self._stopped: asyncio.Event | None = None

@@ -21,6 +21,7 @@ from kroute.errors import UpstreamError
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
 from kroute.pipeline.body import BodyFilter
+from kroute.pipeline.patch import ResponsePatch
 from kroute.pipeline.steps import Chain, UpstreamRequest
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
@@ -132,6 +133,7 @@ class Gateway(Protocol):
     request_headers: HeaderPlans
     plans: dict[tuple[int, str], tuple[Chain, bytes, bytes]]
     response_headers: HeaderPlans
+    patched: dict[int, tuple[ResponsePatch, HeaderPlans]]
     draining: bool
 
 
@@ -142,6 +144,7 @@ class ClientSide(Protocol):
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    peer: str
     parser: httptools.HttpRequestParser
 
     def pause(self) -> None: ...

@@ -22,6 +22,7 @@ from kroute.gateway.fast.ports import ClientSide, EndpointSide, Headers, Key, Me
 from kroute.gateway.fast.record import exchange_event
 from kroute.gateway.router import Decision
 from kroute.pipeline.body import BodyFilter, BodyTooLarge, Replace, run_body
+from kroute.pipeline.patch import ResponsePatch
 from kroute.pipeline.steps import (
     Answer,
     Chain,
@@ -33,6 +34,7 @@ from kroute.pipeline.steps import (
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pool
 from kroute.rules.policy import RoutePolicy
+from kroute.transport.header_plans import HeaderPlans
 from kroute.transport.http1 import bodiless, interim, status_line
 from kroute.transport.proxy import (
     HOP_BY_HOP,
@@ -50,6 +52,10 @@ RESPONSE_HEADERS = HeaderSplit(
     drop=HOP_BY_HOP | {b"content-length"},
     read=frozenset({b"content-length", b"transfer-encoding", b"connection"}),
 )
+
+#: How many response patches' header plans FastGateway keeps (`Relay.patched`; then it starts
+#: again, empty).
+PATCHES_KEPT = 256
 
 
 class Relay:
@@ -139,7 +145,18 @@ class Relay:
             return
         if self.retry.codes and self.again_on_status(conn, status):
             return
-        lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
+        chain, patch = self.chain, None
+        if chain is not None and chain.patches is not None and not chain.body:
+            patch = chain.patches.get(self.gateway.scheme)
+        if patch is not None:
+            # The response steps are one patch (`kroute.pipeline.patch`): the fields it drops
+            # are left out as hop-by-hop ones are, by a header plan of its own; its lines added.
+            found = self.gateway.patched.get(id(patch))
+            plans = found[1] if found is not None and found[0] is patch else self.patched(patch)
+            lines, values = plans.lines(conn.names, conn.values)
+            lines += patch.lines
+        else:
+            lines, values = self.gateway.response_headers.lines(conn.names, conn.values)
         lengths = values.get(b"content-length")
         chunked = b"transfer-encoding" in values
         if lengths is not None and (chunked or len(lengths) > 1):
@@ -150,8 +167,8 @@ class Relay:
         if status == 101:
             return  # the head goes out with the upgrade (see `upgraded`)
         self.no_body = bodiless(self.message.method, status)
-        chain, upstream, fields = self.chain, self.upstream, None
-        if chain is not None and upstream and (chain.response or chain.body):
+        upstream, fields = self.upstream, None
+        if chain is not None and upstream and patch is None and (chain.response or chain.body):
             drop = RESPONSE_HEADERS.drop
             fields = [(n, v) for n, v in conn.fields() if n.lower() not in drop]
             failed = run_response(chain, status, fields, upstream)
@@ -196,6 +213,17 @@ class Relay:
             keep_alive = bool(conn.parser.should_keep_alive())
             conn.parser = httptools.HttpResponseParser(conn)
             self.response_done(keep_alive)
+
+    def patched(self, patch: ResponsePatch) -> HeaderPlans:
+        """The header plans of responses that `patch` edits (`FastGateway.patched`): the
+        names it drops or sets are dropped with the hop-by-hop ones."""
+        patched = self.gateway.patched
+        if len(patched) >= PATCHES_KEPT:
+            patched.clear()
+        split = HeaderSplit(drop=RESPONSE_HEADERS.drop | patch.drop, read=RESPONSE_HEADERS.read)
+        plans = HeaderPlans(split)
+        patched[id(patch)] = (patch, plans)
+        return plans
 
     def response_failed(self, answer: Answer, status: int) -> None:
         """A response step raised (`run_response`): the endpoint's response (`status`) is

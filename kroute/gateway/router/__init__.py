@@ -55,6 +55,7 @@ from kroute.gateway.router.forwarding import (
     with_body,
 )
 from kroute.gateway.router.observers import EventSink, Observer, Observers
+from kroute.gateway.workers import Workers
 from kroute.objects import BackendRef
 from kroute.pipeline.body import Replace, RequestTooLarge, run_body
 from kroute.pipeline.fetch import Call, FetchFailed, Reply
@@ -167,6 +168,8 @@ class Router:
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
         self._fetches = Fetches()
+        #: Worker threads for steps' blocking work (`UpstreamRequest.offload`: bcrypt), bounded.
+        self.workers = Workers()
         self._backends = Backends(
             self.sources, balancer=balancer, health=health,
             allow_external_name=allow_external_name, clock=clock, prober=self.prober,
@@ -437,7 +440,7 @@ class Router:
         upstream = UpstreamRequest.from_target(
             request.method, request.target, list(request.headers), routed=head.path,
             scheme=head.scheme, client="" if head.client_ip is None else str(head.client_ip),
-            clock=self.clock,
+            clock=self.clock, offload=self.workers.run,
         )  # fmt: skip
         try:
             fetch = self.fetch if trace is None else trace.fetcher(self.fetch)

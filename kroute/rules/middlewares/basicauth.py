@@ -21,14 +21,16 @@ another scheme, bad base64, no colon, an unknown user, a wrong password) is answ
 `WWW-Authenticate: Basic realm="<realm>"` (realm `traefik` by default) and never forwarded. An
 unknown user is checked against a hash of the same kind and cost as a real one, so the answer
 takes as long either way (no user enumeration by timing); hashes are compared in constant time.
-A bcrypt match is remembered (`htpasswd.Verified`), so a client that keeps sending its right
-password pays bcrypt once, not per request; a wrong one pays it every time.
+A bcrypt verdict is remembered (`htpasswd.Verified`), so a client that keeps sending the same
+credentials pays bcrypt once, not per request; a new password pays it, in a worker thread
+(`BasicAuth`), so that the event loop never stalls on it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -36,8 +38,9 @@ from typing import Any
 import attrs
 
 from kroute.objects import FieldError, Obj, ObjectRef, as_flag, as_list, as_map, as_str
+from kroute.pipeline.fetch import Fetch
 from kroute.pipeline.filters import header_name, header_value
-from kroute.pipeline.steps import Answer, Step, UpstreamRequest
+from kroute.pipeline.steps import WAIT, Answer, Deferring, Step, UpstreamRequest
 from kroute.rules.middlewares import htpasswd
 from kroute.rules.middlewares.paths import options_of
 
@@ -48,14 +51,20 @@ _BODY = b"401 Unauthorized\n"
 
 
 @attrs.frozen
-class BasicAuth(Step):
+class BasicAuth(Deferring):
+    """The check, on every front: credentials whose verdict costs nothing now (a bcrypt one
+    remembered, another kind of hash) are decided at once; a bcrypt check that must run goes to
+    a worker thread through the front's `offload` (`WAIT`, then `request_async`), so the event
+    loop serves other requests meanwhile, and at most `Router.offload`'s threads are busy with
+    bcrypt however many wrong passwords arrive. Offline (no offload) it runs inline."""
+
     users: Mapping[str, str] = attrs.field(kw_only=True, repr=False)  # name -> hash
     realm: str = attrs.field(default=DEFAULT_REALM, kw_only=True)
     header_field: bytes | None = attrs.field(default=None, kw_only=True)
     remove_header: bool = attrs.field(default=False, kw_only=True)
     #: Checked when the user does not exist (`htpasswd.dummy`).
     dummy: str = attrs.field(default="", kw_only=True, repr=False)
-    #: Matches remembered (`htpasswd.Verified`): state, not configuration.
+    #: Verdicts remembered (`htpasswd.Verified`): state, not configuration.
     verified: htpasswd.Verified = attrs.field(
         factory=htpasswd.Verified, kw_only=True, repr=False, eq=False
     )
@@ -66,13 +75,41 @@ class BasicAuth(Step):
         return frozenset({b"authorization", *extra})
 
     def request(self, request: UpstreamRequest) -> Answer | None:
+        found = self._credentials(request)
+        if found is None:
+            return self._refuse("no Basic credentials")
+        user, password, hashed, exists = found
+        matched, _ = self.verified.known(user, password, hashed)
+        if matched is None:
+            if request.offload is not None:
+                return WAIT  # (bcrypt, in a worker thread: `request_async`)
+            matched = self.verified.check(user, password, hashed)
+        return self._decided(request, user, exists and matched)
+
+    async def request_async(self, request: UpstreamRequest, fetch: Fetch | None) -> Answer | None:
+        found = self._credentials(request)
+        if found is None or request.offload is None:
+            return self.request(request)
+        user, password, hashed, exists = found
+        matched, seen = self.verified.known(user, password, hashed)
+        if matched is None:
+            check = functools.partial(htpasswd.check, password, hashed)
+            matched = bool(await request.offload(check))
+            self.verified.remember(seen, matched)
+        return self._decided(request, user, exists and matched)
+
+    def _credentials(self, request: UpstreamRequest) -> tuple[str, bytes, str, bool] | None:
+        """(user, password, the hash to check it against, whether the user exists), or None
+        without Basic credentials. An unknown user is checked against the dummy hash."""
         credentials = basic_credentials(request.get(b"authorization"))
         if credentials is None:
-            return self._refuse("no Basic credentials")
+            return None
         user, password = credentials
         stored = self.users.get(user)
-        matched = self.verified.check(password, self.dummy if stored is None else stored)
-        if stored is None or not matched:
+        return user, password, self.dummy if stored is None else stored, stored is not None
+
+    def _decided(self, request: UpstreamRequest, user: str, matched: bool) -> Answer | None:
+        if not matched:
             return self._refuse("wrong user name or password")
         if self.header_field is not None:
             request.set(self.header_field, user.encode("latin-1"))

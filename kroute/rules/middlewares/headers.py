@@ -41,6 +41,7 @@ from kroute.pipeline.filters import (
     header_name,
     header_value,
 )
+from kroute.pipeline.patch import Edit, fold
 from kroute.pipeline.steps import Header, Step, UpstreamRequest
 from kroute.rules.regex import compile_regex
 
@@ -75,11 +76,13 @@ class SecurityHeaders(Step):
     always: tuple[Header, ...] = attrs.field(default=(), kw_only=True)
     secure: tuple[Header, ...] = attrs.field(default=(), kw_only=True)
 
+    def response_edits(self, scheme: str) -> tuple[Edit, ...]:
+        """The same on every response (`kroute.pipeline.patch`): a response's fields of these
+        names are replaced."""
+        return (*self.always, *(self.secure if scheme == "https" else ()))
+
     def response(self, status: int, headers: list[Header], request: UpstreamRequest) -> None:
-        fields = (*self.always, *(self.secure if request.scheme == "https" else ()))
-        view = UpstreamRequest("", "", None, headers)
-        for name, value in fields:
-            view.set(name, value)
+        fold(self.response_edits(request.scheme)).apply(headers)
 
 
 def _text(options: dict[str, Any], key: str, field: str) -> str:

@@ -59,35 +59,68 @@ def check(password: bytes, stored: str) -> bool:
 
 
 class Verified:
-    """Credentials that matched their bcrypt hash, remembered (bounded): bcrypt costs tens of
-    milliseconds by design (about 60 ms at cost 10 here) and a front's event loop waits for it,
-    so a client sending its right password with every request would stall the gateway each
-    time. Only matches are kept, under an HMAC of hash and password with a key made per
-    process (no password or fast hash of one is stored); a wrong password, or an unknown user
-    (checked against the dummy hash), pays bcrypt every time. Past `limit` entries the memory
-    starts again empty."""
+    """bcrypt verdicts remembered (bounded), so that bcrypt, tens of milliseconds by design
+    (about 60 ms at cost 10 here), runs once per credential rather than per request: a client
+    sends its password with every request. What is kept is a keyed MAC of user name, hash and
+    password under a key made per process (no password, nor a fast hash of one, is stored).
 
-    __slots__ = ("_key", "_matched", "limit")
+    - Matches, at most `limit`: only a right password can add one.
+    - Failures, at most `failures` and apart from the matches, so that a flood of wrong
+      passwords (each new one pays bcrypt, off the event loop: `BasicAuth`) cannot push the
+      matches out. A client repeating the same wrong credentials (a stale password in a
+      script) pays bcrypt once. The user name is in the key, so two unknown users (both
+      checked against the same dummy hash) are not one entry: the first try of any (user,
+      password) pays bcrypt, whether the user exists or not (no user enumeration by timing).
 
-    def __init__(self, limit: int = 4096) -> None:
+    Past its bound a memory starts again empty. Other kinds of hash take microseconds and are
+    computed every time."""
+
+    __slots__ = ("_failed", "_key", "_matched", "failures", "limit")
+
+    def __init__(self, limit: int = 4096, failures: int = 1024) -> None:
         self.limit = limit
+        self.failures = failures
         self._key = os.urandom(32)
         self._matched: set[bytes] = set()
+        self._failed: set[bytes] = set()
 
-    def check(self, password: bytes, stored: str) -> bool:
-        """`check(password, stored)`, remembered when it matched a bcrypt hash."""
+    def key(self, user: str, password: bytes, stored: str) -> bytes:
+        """What the verdict on (user, password, stored) is remembered under: keyed BLAKE2b
+        (a MAC in one call, cheaper per request than HMAC-SHA256), the name and hash
+        length-prefixed so that no two triples run together."""
+        name = user.encode("utf-8", "surrogatepass")
+        text = b"%d:%b%d:%b%b" % (len(name), name, len(stored), stored.encode("ascii", "replace"),
+                                 password)  # fmt: skip
+        return hashlib.blake2b(text, key=self._key, digest_size=32).digest()
+
+    def known(self, user: str, password: bytes, stored: str) -> tuple[bool | None, bytes]:
+        """(the verdict if it costs nothing now, else None; the key to `remember` it under):
+        a hash other than bcrypt is checked at once, a bcrypt verdict is looked up."""
         if kind(stored) != "bcrypt":
-            return check(password, stored)  # (microseconds: nothing to remember)
-        seen = hmac.new(self._key, stored.encode("ascii", "replace") + b"\0" + password,
-                        hashlib.sha256).digest()  # fmt: skip
+            return check(password, stored), b""  # (microseconds: nothing to remember)
+        seen = self.key(user, password, stored)
         if seen in self._matched:
-            return True
-        if not check(password, stored):
-            return False
-        if len(self._matched) >= self.limit:
-            self._matched.clear()
-        self._matched.add(seen)
-        return True
+            return True, seen
+        if seen in self._failed:
+            return False, seen
+        return None, seen
+
+    def remember(self, seen: bytes, matched: bool) -> None:
+        """The verdict `check` gave for the credentials `key` made `seen`."""
+        kept, bound = (self._matched, self.limit) if matched else (self._failed, self.failures)
+        if len(kept) >= bound:
+            kept.clear()
+        kept.add(seen)
+
+    def check(self, user: str, password: bytes, stored: str) -> bool:
+        """`check(password, stored)`, bcrypt verdicts remembered (blocking: offline, or in a
+        worker thread)."""
+        verdict, seen = self.known(user, password, stored)
+        if verdict is not None:
+            return verdict
+        matched = check(password, stored)
+        self.remember(seen, matched)
+        return matched
 
 
 def valid(stored: str) -> bool:

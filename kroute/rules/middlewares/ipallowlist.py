@@ -27,34 +27,55 @@ REMEMBERED = 4096
 
 @attrs.frozen
 class IPAllowList(Step):
+    """Without an ipStrategy that reads X-Forwarded-For, the answer depends on the peer's
+    address alone (`by_client`): a front that plans a chain asks `admit` per request without
+    running the other steps (`kroute.pipeline.steps.run_gates`)."""
+
     allowed: tuple[Network, ...] = attrs.field(kw_only=True)
     strategy: IPStrategy = attrs.field(kw_only=True)
     status: int = attrs.field(default=403, kw_only=True)
-    #: Whether each client address seen lately is allowed: parsing an address and testing the
-    #: ranges costs more than the rest of the step, and a client sends many requests (bounded
-    #: by REMEMBERED, whatever the number of clients).
-    _seen: dict[str, bool] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    #: The answer for each address seen lately (the peer's, or the one the strategy found):
+    #: parsing an address and testing the ranges costs more than the rest of the step, and a
+    #: client sends many requests (bounded by REMEMBERED, whatever the number of clients).
+    _seen: dict[str, Answer | None] = attrs.field(factory=dict, init=False, eq=False,
+                                                  repr=False)  # fmt: skip
 
     @property
     def touches(self) -> frozenset[bytes]:
         return frozenset({b"x-forwarded-for"} if self.strategy.reads_forwarded else ())
 
+    @property
+    def by_client(self) -> bool:
+        return not self.strategy.reads_forwarded
+
     def request(self, request: UpstreamRequest) -> Answer | None:
-        ip = self.strategy.ip(request)
-        if ip:
-            allowed = self._seen.get(ip)
-            if allowed is None:
-                if len(self._seen) >= REMEMBERED:
-                    self._seen.clear()
-                allowed = self._seen[ip] = in_networks(ip, self.allowed)
-            if allowed:
-                return None
+        if not self.strategy.reads_forwarded:
+            return self.admit(request.client)
+        found = self.strategy.ip(request)
         try:
-            reason = HTTPStatus(self.status).phrase
-        except ValueError:
-            reason = "Forbidden"
-        return Answer(self.status, f"client IP {ip or '(none found)'} is not in sourceRange",
-                      body=reason.encode())  # fmt: skip
+            return self._seen[found]
+        except KeyError:
+            return self._remember(found, found)
+
+    def admit(self, client: str) -> Answer | None:
+        try:
+            return self._seen[client]
+        except KeyError:
+            return self._remember(client, self.strategy.subnet(client))
+
+    def _remember(self, key: str, ip: str) -> Answer | None:
+        answer = None
+        if not ip or not in_networks(ip, self.allowed):
+            try:
+                reason = HTTPStatus(self.status).phrase
+            except ValueError:
+                reason = "Forbidden"
+            answer = Answer(self.status, f"client IP {ip or '(none found)'} is not in "
+                            "sourceRange", body=reason.encode(), step=self.label)  # fmt: skip
+        if len(self._seen) >= REMEMBERED:
+            self._seen.clear()
+        self._seen[key] = answer
+        return answer
 
 
 def ip_allow_list(spec: Any, field: str) -> Step:

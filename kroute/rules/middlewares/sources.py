@@ -115,6 +115,10 @@ class IPStrategy:
                           if e and not in_networks(e, self.excluded)), "")  # fmt: skip
         else:
             found = request.client
+        return self.subnet(found)
+
+    def subnet(self, found: str) -> str:
+        """`found`, or with `ipv6Subnet` the network an IPv6 address is in."""
         if self.ipv6_subnet is not None and ":" in found:
             try:
                 net = ipaddress.ip_network(f"{found}/{self.ipv6_subnet}", strict=False)
