@@ -121,6 +121,21 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection", "Upgrade"])
+def test_a_header_edit_cannot_set_framing_or_connection_fields(name: str) -> None:
+    """Every front frames the message itself; a step's Content-Length would be a second one."""
+    edit = {"set": [{"name": name, "value": "1"}]}
+    result = kroute.compile_objects([gateway(), httproute("r", [{"filters": [
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {}},
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": edit},
+    ], "backendRefs": [to("a")]}])])  # fmt: skip
+    (error,) = result.errors
+    assert str(error).startswith("HTTPRoute default/r: spec.rules[0].filters[1]"
+                                 ".requestHeaderModifier.set[0].name: ")  # fmt: skip
+    assert "the gateway writes it itself" in str(error)
+    assert not result.table.routes
+
+
 def test_defaults_that_change_nothing_are_not_refused() -> None:
     assert not refused_fields(
         ingressroute("ir", [{"match": "Host(`a`)", "syntax": "v3",

@@ -16,12 +16,14 @@ from kroute.objects import BackendRef, FieldError
 from kroute.pipeline.cors import TOKEN
 from kroute.pipeline.patch import Edit, fold
 from kroute.pipeline.paths import replace_prefix, wire_path
+from kroute.pipeline.request import HOP_BY_HOP
 from kroute.pipeline.steps import Answer, Header, Step, UpstreamRequest
 
 #: What a header value must not contain (CR, LF, NUL); a name is a token (HTTPHeaderName).
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 #: What a client sees when a route fails closed: no object names, no reasons (those are in
 #: explain, the admin API and the logs).
+_NOT_EDITABLE = HOP_BY_HOP | {b"content-length"}
 REFUSED_BODY = b"500 Internal Server Error: this route cannot be served as configured\n"
 
 
@@ -61,6 +63,18 @@ def header_name(name: str, field: str) -> bytes:
     if not TOKEN.fullmatch(name):
         raise FieldError(field, f"{name!r} is not a valid header name")
     return name.encode("ascii")
+
+
+def edited_name(name: str, field: str) -> bytes:
+    """A header name a step sets or adds: a token that neither frames the message
+    (Content-Length, Transfer-Encoding: RFC 9112 section 6) nor belongs to one connection
+    (RFC 9110 section 7.6.1). Every front writes those itself, so a step's copy would frame the
+    message twice; Traefik, on Go's net/http, drops such a setting without a word."""
+    encoded = header_name(name, field)
+    if encoded.lower() in _NOT_EDITABLE:
+        raise FieldError(field, f"{name} frames the message or belongs to one connection: the "
+                         "gateway writes it itself, a step cannot set it")  # fmt: skip
+    return encoded
 
 
 def canonical_name(name: str) -> str:

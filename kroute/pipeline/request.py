@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from kroute.pipeline.filters import MirrorCopy
 
 Header = tuple[bytes, bytes]
+#: Fields that belong to one connection (RFC 9110 section 7.6.1): never passed on, and never
+#: set by a step (`kroute.pipeline.filters.edited_name`).
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})  # fmt: skip
 #: Runs a blocking function off the event loop and gives its result (`UpstreamRequest.offload`).
 Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
 

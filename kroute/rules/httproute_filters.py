@@ -36,6 +36,7 @@ from kroute.pipeline.filters import (
     ResponseHeaderModifier,
     Share,
     URLRewrite,
+    edited_name,
     header_name,
     header_value,
 )
@@ -138,7 +139,7 @@ def _edits(value: Any, field: str) -> HeaderEdits:
             item = as_map(raw, f"{field}.{key}[{i}]")
             name = req_str(item.get("name"), f"{field}.{key}[{i}].name")
             value = as_str(item.get("value"), f"{field}.{key}[{i}].value") or ""
-            out.append((header_name(name, f"{field}.{key}[{i}].name"),
+            out.append((edited_name(name, f"{field}.{key}[{i}].name"),
                         header_value(value, f"{field}.{key}[{i}].value")))  # fmt: skip
         return tuple(out)
 

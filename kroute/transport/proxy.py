@@ -35,13 +35,10 @@ from kroute.errors import (
     UpstreamTimeout,
 )
 from kroute.objects import in_networks
+from kroute.pipeline.request import HOP_BY_HOP as HOP_BY_HOP  # (the fronts read it here)
 
 Headers = list[tuple[bytes, bytes]]
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
-    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-})  # fmt: skip
 #: What the next hop is told of this one (`forwarding_headers`): set anew for each request,
 #: extending a trusted proxy's values.
 HOP_FIELDS = frozenset({

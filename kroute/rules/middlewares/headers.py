@@ -38,6 +38,7 @@ from kroute.pipeline.filters import (
     Refuse,
     RequestHeaderModifier,
     ResponseHeaderModifier,
+    edited_name,
     header_name,
     header_value,
 )
@@ -110,7 +111,7 @@ def _custom(value: Any, field: str, *, request: bool) -> HeaderEdits | None:
                 raise FieldError(where, "the Host of a request cannot be removed")
             removed.append(encoded)
         else:
-            set_.append((encoded, header_value(text, where)))
+            set_.append((edited_name(str(name), where), header_value(text, where)))
     return HeaderEdits(set=tuple(set_), remove=tuple(removed))
 
 
