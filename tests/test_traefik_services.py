@@ -92,7 +92,8 @@ FAILING = [
     traefik_service("loop-a", {"weighted": {"services": [ts("loop-b")]}}),
     traefik_service("loop-b", {"weighted": {"services": [ts("loop-a")]}}),
     traefik_service("sticky", {"weighted": {"services": [{"name": "a", "port": 80}],
-                                            "sticky": {"cookie": {"name": "lb"}}}}),
+                                            "sticky": {"cookie": {"name": "lb"}},
+                                            "healthCheck": {}}}),
     traefik_service("two", {"weighted": {"services": []}, "mirroring": {"name": "a"}}),
     traefik_service("by-answer", {"failover": {"service": {"name": "a", "port": 80},
                                                "fallback": {"name": "b", "port": 80},
@@ -106,8 +107,9 @@ FAILING = [
     route_to("answer.test", ts("by-answer")),
     route_to("mirror.test", ts("mirror-ts")),
     route_to("p2c.test", {"name": "a", "port": 80, "strategy": "p2c"}),
-    route_to("host.test", {"name": "a", "port": 80, "passHostHeader": False}),
-    route_to("cookie.test", {"name": "a", "port": 80, "sticky": {"cookie": {"name": "c"}}}),
+    traefik_service("plain", {"weighted": {"services": [{"name": "a", "port": 80}]}}),
+    route_to("host.test", ts("plain", passHostHeader=False)),
+    route_to("cookie.test", ts("plain", sticky={"cookie": {"name": "c"}})),
     route_to("tls.test", {"name": "a", "port": 80, "serversTransport": "mytransport"}),
     route_to("check.test", {"name": "a", "port": 80, "healthCheck": {"path": "/health"}}),
 ]  # fmt: skip
@@ -121,8 +123,7 @@ def test_what_cannot_map_fails_closed_with_the_reason() -> None:
         "loop": ("spec.routes[0].services[0]", "answers 500: TraefikService cycle: "
                  "default/loop-a > default/loop-b > default/loop-a"),
         "sticky": ("spec.routes[0].services[0]", "answers 500: TraefikService default/sticky "
-                   "(spec.weighted.sticky): sticky is not supported by kroute: kroute's sticky "
-                   "cookie is the gateway's (Router(sticky_cookie=...)), not a TraefikService's"),
+                   "(spec.weighted.healthCheck): healthCheck is not supported by kroute"),
         "two": ("spec.routes[0].services[0]", "answers 500: TraefikService default/two is "
                 "invalid: spec: a TraefikService is exactly one of weighted, mirroring, "
                 "failover; found weighted, mirroring"),
@@ -138,11 +139,11 @@ def test_what_cannot_map_fails_closed_with_the_reason() -> None:
                 "balances a Service's endpoints as the gateway is configured "
                 "(Router(balancer=...)), not per route: only wrr (RoundRobin) is accepted"),
         "host": ("spec.routes[0].services[0].passHostHeader", "answers 500: passHostHeader "
-                 "False: kroute cannot send the endpoint's address as Host (the route's steps "
-                 "run before the endpoint is chosen)"),
+                 "False: it applies to a Kubernetes Service: set it on the TraefikService's "
+                 "own services"),
         "cookie": ("spec.routes[0].services[0].sticky", "answers 500: sticky {'cookie': "
-                   "{'name': 'c'}}: kroute's sticky cookie is the gateway's "
-                   "(Router(sticky_cookie=...)), not a route's"),
+                   "{'name': 'c'}}: it applies to a Kubernetes Service: set it on the "
+                   "TraefikService's own services (or weighted.sticky)"),
         "tls": ("spec.routes[0].services[0].serversTransport", "answers 500: serversTransport "
                 "'mytransport': serversTransport is not supported by kroute yet"),
         "check": ("spec.routes[0].services[0].healthCheck", "answers 500: healthCheck {'path': "

@@ -7,8 +7,10 @@ reference by what it stands for, in kroute's own terms (Traefik v3 docs, "Traefi
 - `weighted` (`services` with `weight`s, nested TraefikServices): its Services become backends
   of the route, weighted by their share of the whole tree (a Service with weight 1 of 3 in a
   service with weight 2 of 4 of the route gets 1/3 x 2/4), so the route's one weighted split
-  gives each the traffic Traefik's nested round robins would; `sticky` fails closed (kroute's
-  sticky cookie is the gateway's);
+  gives each the traffic Traefik's nested round robins would; `sticky.cookie` keeps a client on
+  the child it was sent to: each backend under a sticky weighted service carries that cookie
+  and its child's value (`BackendRef.stuck`, Traefik's value: `traefik_hash` of the child's
+  name), and the route's choice honours it (`kroute.gateway.router.decisions`);
 - `mirroring` (a main service, `mirrors` with `percent`): the main service's backends, each with
   a RequestMirror step per mirror (`kroute.gateway.mirror`: fire and forget, a share of the
   requests), run when that backend is chosen. kroute never copies a request that has a body
@@ -32,11 +34,21 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import BackendRef, FieldError, Obj, ObjectRef, as_int, as_list, as_map
+from kroute.objects import (
+    BackendRef,
+    FieldError,
+    Obj,
+    ObjectRef,
+    StickyCookie,
+    as_int,
+    as_list,
+    as_map,
+    traefik_hash,
+)
 from kroute.pipeline.filters import Mirror, Refuse, Share
 from kroute.pipeline.steps import EMPTY, Chain, Step
 from kroute.rules.route import Route
-from kroute.rules.traefik_backends import KIND, Reference, ServiceRef, reference
+from kroute.rules.traefik_backends import KIND, Reference, ServiceRef, reference, sticky_cookie
 
 #: Largest weight a resolved backend gets (shares are exact fractions, scaled to integers).
 MAX_WEIGHT = 1_000_000
@@ -53,6 +65,8 @@ class Compiled:
     steps: tuple[Step, ...] = ()
     refused: tuple[Refuse, ...] = ()
     error: FieldError | None = attrs.field(default=None, eq=False)
+    #: A weighted service's sticky cookie (`weighted.sticky.cookie`).
+    sticky: StickyCookie | None = None
 
 
 def compile_traefik_service(obj: Obj, ref: ObjectRef, cross_namespace: bool) -> Compiled:
@@ -74,11 +88,11 @@ def _weighted(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) 
     items = as_list(spec.get("services"), f"{field}.services")
     references = tuple(reference(v, f"{field}.services[{i}]", ref.namespace, cross)
                        for i, v in enumerate(items))  # fmt: skip
-    refused = tuple(Refuse(f"{field}.{k}", reason=f"{k} is not supported by kroute: "
-                           + ("kroute's sticky cookie is the gateway's (Router(sticky_cookie="
-                              "...)), not a TraefikService's" if k == "sticky" else "unknown"))
-                    for k, v in spec.items() if k != "services" and v is not None)  # fmt: skip
-    return Compiled(ref, "weighted", references, refused=refused)
+    refused = tuple(Refuse(f"{field}.{k}", reason=f"{k} is not supported by kroute")
+                    for k, v in spec.items() if k not in ("services", "sticky")
+                    and v is not None)  # fmt: skip
+    sticky = sticky_cookie(spec.get("sticky"), f"{field}.sticky", _name(ref).replace("/", "-"))
+    return Compiled(ref, "weighted", references, refused=refused, sticky=sticky)
 
 
 def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) -> Compiled:
@@ -134,6 +148,13 @@ def _name(ref: ObjectRef) -> str:
     return f"{ref.namespace}/{ref.name}"
 
 
+def _child(backend: BackendRef) -> str:
+    """A weighted service's child as Traefik names it (`namespace-name-port` for a Service,
+    `namespace-name` for a TraefikService): what its sticky value hashes."""
+    port = "" if backend.port is None else f"-{backend.port}"
+    return f"{backend.namespace}-{backend.name}{port}"
+
+
 class TraefikServices:
     """Every compiled TraefikService, by namespace and name."""
 
@@ -169,9 +190,13 @@ class TraefikServices:
                 nested, more_refused = self.expand(attrs.evolve(item.backend, field=ref.field),
                                                    (*trail, found.ref))  # fmt: skip
                 refused += more_refused
-                out += [(b, share * s, steps + more) for b, s, more in nested]
+                leaves = [(b, share * s, steps + more) for b, s, more in nested]
             else:
-                out.append((item.backend, share, steps))
+                leaves = [(item.backend, share, steps)]
+            if found.sticky is not None:  # (this child's value, before those further in)
+                value = ((found.sticky, traefik_hash(_child(item.backend))),)
+                leaves = [(attrs.evolve(b, stuck=value + b.stuck), s, t) for b, s, t in leaves]
+            out += leaves
         return out, refused
 
     def resolve(self, routes: Sequence[Route]) -> list[Route]:

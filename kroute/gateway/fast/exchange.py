@@ -28,7 +28,7 @@ from kroute.pipeline.body import RequestTooLarge
 from kroute.pipeline.fetch import Fetch
 from kroute.pipeline.steps import Answer, Chain, UpstreamRequest, run_request, run_request_async
 from kroute.rules.request import RequestHead
-from kroute.transport.proxy import render_headers, replay_safe
+from kroute.transport.proxy import host_line, render_headers, replay_safe
 
 
 class Exchange(Relay):
@@ -103,6 +103,9 @@ class Exchange(Relay):
             if length > chain.request_limit:
                 self.answer_error(RequestTooLarge(chain.request_limit))  # (before sending)
                 return
+        backend = decision.backend
+        if backend is not None and not backend.pass_host_header:  # (passHostHeader: false)
+            lines = host_line(lines, *decision.pick.endpoint.key)
         framing = b""
         if message.upgrade is not None:
             framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % message.upgrade
@@ -123,6 +126,16 @@ class Exchange(Relay):
                 self.timer(policy.request, None)
         self.retry.budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
+
+    def again_at(self, key: Key) -> None:
+        """Try again at `key`, after the retry policy's backoff; the request head names the
+        endpoint as Host when the backend asks for that (passHostHeader: false)."""
+        decision = self.decision
+        backend = None if decision is None else decision.backend
+        if backend is not None and not backend.pass_host_header:
+            line, _, rest = self.head.partition(b"\r\n")
+            self.head = b"%b\r\n%b\r\n" % (line, host_line(rest[:-2], *key))
+        self.attempt(key, self.retry.wait(len(self.tried)))
 
     def request_head(self) -> RequestHead:
         """The request as routing sees it (built only when the Router has no answer yet)."""
@@ -294,7 +307,7 @@ class Exchange(Relay):
             pick = self.pool.pick(now=self.router.clock(), rng=self.router.rng,
                                   exclude=self.tried)  # fmt: skip
             if pick is not None:
-                self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
+                self.again_at(pick.endpoint.key)
                 return
         self.answer_error(error)
 
@@ -356,5 +369,5 @@ class Exchange(Relay):
         self.conn = None
         self.outbox.close(conn.transport)
         self.pool.end(self.key, outcome_of(status), now=clock())
-        self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
+        self.again_at(pick.endpoint.key)
         return True

@@ -171,9 +171,8 @@ class Relay:
         self.keep_client = self.client_stays()
         if not self.keep_client:
             framing += b"Connection: close\r\n"
-        if self.router.sticky_cookie is not None and self.decision is not None:
-            cookie = self.router.sticky_header(self.decision, self.key)
-            if cookie is not None:
+        if self.router.sets_cookies and self.decision is not None:
+            for cookie in self.router.sticky_headers(self.decision, self.key):
                 framing += b"%b: %b\r\n" % cookie
         self.head_sent = True
         if self.chain is not None and self.chain.outcome:

@@ -159,6 +159,10 @@ class Router:
         #: name of the cookie that brings a client back to the endpoint that answered it.
         self.hash_on = hash_on
         self.sticky_cookie = sticky_cookie
+        #: Whether a response may set sticky cookies: the gateway's, or a route's (Traefik's
+        #: `sticky.cookie`, `Route.sticky`), as of the last rebuild. What fronts test before
+        #: asking `sticky_headers`.
+        self.sets_cookies = sticky_cookie is not None
         #: Told of requests and rebuilds (`observers`): Metrics, access logs, users' sinks.
         self.observers = Observers()
         #: OpenTelemetry spans and W3C trace context for every front (`kroute.gateway.tracing`);
@@ -303,6 +307,9 @@ class Router:
             if str(error) not in known:
                 _log.warning("fails closed: %s", error)
         self._decider.forget()
+        self.sets_cookies = self.sticky_cookie is not None or any(
+            route.sticky for route in result.table.routes
+        )
         self._retries = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
@@ -380,6 +387,22 @@ class Router:
         """The Set-Cookie header for the endpoint that answered (`key`, else the decision's
         pick), when sticky cookies are on (`Affinity.set_cookie`)."""
         return self._decider.affinity.set_cookie(decision, key)
+
+    def sticky_headers(
+        self, decision: Decision, key: tuple[str, int] | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """The Set-Cookie fields of the response from endpoint `key` (else the decision's
+        pick): the gateway's sticky cookie (`sticky_header`) and the route's Traefik sticky
+        cookies (`Decision.sticky`)."""
+        out = []
+        cookie = self._decider.affinity.set_cookie(decision, key)
+        if cookie is not None:
+            out.append(cookie)
+        if decision.sticky is not None:
+            if key is None and decision.pick is not None:
+                key = decision.pick.endpoint.key
+            out += decision.sticky.headers(key)
+        return out
 
     def retry_for(self, route: Route | None) -> RetryPolicy:
         """The retry policy of a route: the Router's, with what the route's own policy

@@ -8,7 +8,8 @@ on asyncio timers, with the same `RetryPolicy` and `outcome_of`).
 - `send`: the tries on the decision's pool (`send_with_retries`: safe retries on other
   endpoints), within the route's request timeout (HTTPRoute `timeouts.request`: 504 when it runs
   out before a response head), each try bounded by `timeouts.backendRequest`; the observer is
-  told how the request was answered.
+  told how the request was answered. A backend with Traefik's `passHostHeader: false` gets
+  the address of the endpoint of each try as Host (`EndpointHost`).
 - `send_copy`: a RequestMirror copy to one endpoint of its backend's pool, no retry.
 - `until_end`: a response that says when it is over (steps told of the request's end,
   `kroute.pipeline.run_end`: inFlightReq).
@@ -49,6 +50,7 @@ from kroute.pipeline.steps import Answer
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pick, Pool
 from kroute.transport.base import ForwardRequest, ForwardResponse, Headers, Target, Transport
+from kroute.transport.proxy import set_host
 from kroute.transport.retry import send_with_retries
 from kroute.transport.retry_policy import RetryPolicy
 
@@ -132,6 +134,8 @@ async def _attempts(
             record.attempted(outcome)
 
     policy = first.route.policy if first.route is not None else None
+    if first.backend is not None and not first.backend.pass_host_header:
+        transport = EndpointHost(transport)
     try:
         response, target = await send_with_retries(
             transport, request, pick, policy=retry, now=clock, report=report,
@@ -142,6 +146,22 @@ async def _attempts(
             pool.abandon(key)
         raise
     return attrs.evolve(first, pick=picks[(target.host, target.port)]), response
+
+
+@attrs.frozen
+class EndpointHost:
+    """A transport that sends the endpoint's address (`10.0.0.5:8080`, `[fd00::5]:8080`) as
+    Host, whatever the client or the route's steps set: Traefik's `passHostHeader: false`
+    (its proxy sets the request's Host to the server URL's host)."""
+
+    transport: Transport
+
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse:
+        headers = set_host(request.headers, str(target))
+        return await self.transport.send(target, attrs.evolve(request, headers=headers))
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
 
 async def send_copy(
