@@ -133,8 +133,8 @@ def test_what_cannot_map_fails_closed_with_the_reason() -> None:
                    "(spec.failover.errors.status): failing over on the main service's answer is "
                    "not supported by kroute (only while it has no usable endpoint)"),
         "mirror": ("spec.routes[0].services[0]", "answers 500: TraefikService default/mirror-ts "
-                   "(spec.mirroring.mirrors[0]): a mirror to a TraefikService is not supported "
-                   "by kroute: name a Service"),
+                   "(spec.mirroring.mirrors[0]): mirror target: TraefikService cycle: "
+                   "default/mirror-ts > default/loop-a > default/loop-b > default/loop-a"),
         "p2c": ("spec.routes[0].services[0].strategy", "answers 500: strategy 'p2c': kroute "
                 "balances a Service's endpoints as the gateway is configured "
                 "(Router(balancer=...)), not per route: only wrr (RoundRobin) is accepted"),
@@ -210,6 +210,9 @@ async def _served(main: Backend, other: Backend, front: str) -> AsyncIterator[Se
         route_to("down.local", ts("down")),
         route_to("up.local", ts("up")),
         route_to("missing.local", ts("nowhere")),
+        traefik_service("shadow-split", {"mirroring": {"name": "web", "port": 80, "mirrors": [
+            ts("split", percent=100)]}}),
+        route_to("mirror-ts.local", ts("shadow-split")),
     ]  # fmt: skip
     async with anyio.create_task_group() as group:
         router = Router([MemorySource(objects=objects)], rng=random.Random(7))
@@ -245,6 +248,44 @@ async def test_mirroring_copies_to_the_mirror(served: Served) -> None:
             await anyio.sleep(0.005)
     assert main.hits == {"/echo": 1}
     assert other.hits == {"/echo": 1}
+
+
+@pytest.mark.anyio
+async def test_a_traefik_service_mirror_spreads_copies_over_its_services(served: Served) -> None:
+    front, main, other, router = served
+    for _ in range(6):
+        assert await get(front, "mirror-ts.local") == 200
+    with anyio.fail_after(5):
+        while router.mirrors.mirrored < 6:
+            await anyio.sleep(0.005)
+    # 6 requests to web (main), 6 copies over split's web and other.
+    assert main.hits["/echo"] + other.hits["/echo"] == 12
+    assert main.hits["/echo"] > 6
+    assert other.hits["/echo"] > 0
+
+
+def test_a_traefik_service_mirror_target_is_resolved_to_its_services() -> None:
+    result = kroute.compile_objects([
+        traefik_service("split", {"weighted": {"services": [
+            {"name": "a", "port": 80, "weight": 1}, {"name": "b", "port": 80, "weight": 3}]}}),
+        traefik_service("shadow", {"mirroring": {"name": "web", "port": 80, "mirrors": [
+            ts("split", percent=10)]}}),
+        traefik_service("shadow-bad", {"mirroring": {"name": "web", "port": 80, "mirrors": [
+            ts("nowhere", percent=10)]}}),
+        route_to("m.test", ts("shadow")),
+        route_to("bad.test", ts("shadow-bad")),
+    ])  # fmt: skip
+    assert [(e.field, e.reason) for e in result.refused] == [
+        ("spec.routes[0].services[0]", "answers 500: TraefikService default/shadow-bad "
+         "(spec.mirroring.mirrors[0]): mirror target: default/shadow-bad > TraefikService "
+         "default/nowhere does not exist"),
+    ]  # fmt: skip
+    route = next(r for r in result.table.routes if r.source.name == "m")
+    (mirror,) = route.backend_chains[0].steps
+    assert isinstance(mirror, Mirror)
+    assert mirror.label.startswith("RequestMirror to TraefikService default/split (10%, ")
+    assert [(b.name, b.weight) for b in mirror.backends] == [("a", 1), ("b", 3)]
+    assert [mirror.target(d).name for d in (0.0, 0.24, 0.25, 0.99)] == ["a", "a", "b", "b"]
 
 
 @pytest.mark.anyio

@@ -15,7 +15,8 @@ reference by what it stands for, in kroute's own terms (Traefik v3 docs, "Traefi
   a RequestMirror step per mirror (`kroute.gateway.mirror`: fire and forget, a share of the
   requests), run when that backend is chosen. kroute never copies a request that has a body
   (counted as skipped): `maxBodySize` and `mirrorBody` are accepted and documented, never more
-  than what kroute copies. A mirror naming a TraefikService fails closed;
+  than what kroute copies. A mirror naming a TraefikService spreads its copies over the
+  Services that one comes to, by their shares (`Mirror.spread`);
 - `failover` (`service`, `fallback`: Services): one backend whose `fallback` takes the requests
   while the main Service has no usable endpoint (none ready, or every one out of rotation by
   its health checks: docs/pools.md); `errors.status` (retry on the fallback after an answer)
@@ -108,10 +109,7 @@ def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool)
         percent = as_int(as_map(value, where).get("percent"), f"{where}.percent", default=0,
                          low=0, high=100)  # fmt: skip
         refused += mirror.refused
-        if isinstance(mirror.backend, ServiceRef):
-            refused.append(Refuse(where, reason=f"a mirror to a {KIND} is not supported by "
-                                  "kroute: name a Service"))  # fmt: skip
-        elif mirror.backend.error is not None:
+        if mirror.backend.error is not None and not isinstance(mirror.backend, ServiceRef):
             refused.append(Refuse(where, reason=mirror.backend.error))
         elif mirror.steps:
             refused.append(Refuse(f"{where}.middlewares", reason="a mirror's middlewares are "
@@ -184,8 +182,10 @@ class TraefikServices:
             if total == 0 or item.backend.weight == 0:
                 continue
             share = Fraction(item.backend.weight, total)
+            mirrors = [self._mirror(s, ref.field, (*trail, found.ref), refused)
+                       for s in found.steps]  # fmt: skip
             steps = tuple(attrs.evolve(s, field=f"{ref.field}: {KIND} {where} ({s.field})")
-                          for s in (*item.steps, *found.steps))  # fmt: skip
+                          for s in (*item.steps, *mirrors))  # fmt: skip
             if isinstance(item.backend, ServiceRef):
                 nested, more_refused = self.expand(attrs.evolve(item.backend, field=ref.field),
                                                    (*trail, found.ref))  # fmt: skip
@@ -198,6 +198,28 @@ class TraefikServices:
                 leaves = [(attrs.evolve(b, stuck=value + b.stuck), s, t) for b, s, t in leaves]
             out += leaves
         return out, refused
+
+    def _mirror(self, step: Step, field: str, trail: tuple[ObjectRef, ...],
+                refused: list[Refuse]) -> Step:  # fmt: skip
+        """`step`, a mirror to a TraefikService resolved: its copies spread over the Services
+        the TraefikService comes to, by their shares (Traefik's mirror target balances them);
+        what cannot be (middlewares or mirrors of its own, a missing service) added to
+        `refused`, the mirror left unresolved (it copies nothing)."""
+        if not isinstance(step, Mirror) or not isinstance(step.backend, ServiceRef):
+            return step
+        found, why = self.expand(attrs.evolve(step.backend, field=field), trail)
+        within = f"{KIND} {_name(trail[-1])} ({step.field}): mirror target: "
+        refused += [attrs.evolve(r, reason=within + r.reason) for r in why]
+        if any(steps for _, _, steps in found):
+            refused.append(Refuse(field, reason=f"{within}its services' middlewares and "
+                                  "mirrors are not supported by kroute"))  # fmt: skip
+            return step
+        if why or not found:
+            return step
+        weights = _integers([share for _, share, _ in found])
+        spread = tuple(attrs.evolve(b, weight=w, stuck=())
+                       for (b, _, _), w in zip(found, weights, strict=True) if w)  # fmt: skip
+        return attrs.evolve(step, backend=attrs.evolve(step.backend, error=None), spread=spread)
 
     def resolve(self, routes: Sequence[Route]) -> list[Route]:
         """The routes with every ServiceRef replaced by its backends (alternatives of one rule

@@ -547,9 +547,10 @@ class Router:
             self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random)
 
     async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
-        found = self._backends.get(copy.step.backend)
+        backend = copy.step.target(self.rng.random())
+        found = self._backends.get(backend)
         pool = None if found is None else found.pool
-        await send_copy(transport, copy, pool, clock=self.clock, rng=self.rng)
+        await send_copy(transport, copy, backend, pool, clock=self.clock, rng=self.rng)
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest

@@ -44,6 +44,7 @@ from kroute.errors import (
 )
 from kroute.gateway.events import RequestRecord
 from kroute.gateway.router.decisions import Decision, status_error
+from kroute.objects import BackendRef
 from kroute.pipeline.body import BodyFilter, Replace, RequestTooLarge
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.steps import Answer
@@ -167,16 +168,17 @@ class EndpointHost:
 async def send_copy(
     transport: Transport,
     copy: MirrorCopy,
+    backend: BackendRef,
     pool: Pool | None,
     *,
     clock: Callable[[], float],
     rng: random.Random,
 ) -> None:
-    """One copy to one endpoint of `pool` (its backend's; None: none kept), no retry; the
+    """One copy to one endpoint of `pool` (`backend`'s; None: none kept), no retry; the
     response is read and discarded, and the attempt reported to the pool's passive health."""
     pick = None if pool is None else pool.pick(now=clock(), rng=rng)
     if pool is None or pick is None:
-        raise NoHealthyEndpoint(f"{copy.step.backend} has no usable endpoint")
+        raise NoHealthyEndpoint(f"{backend} has no usable endpoint")
     key = pick.endpoint.key
     pool.begin(key)
     try:
