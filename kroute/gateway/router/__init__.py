@@ -525,15 +525,17 @@ class Router:
         from an endpoint of its backend through `fetch`; every front answers with it. No page
         (no endpoint, a failed call): the status's reason phrase, as Traefik answers then."""
         backend = page.backend
-        pick = self._decider.endpoint(None, backend, ()).pick  # (its pool: `Step.backends`)
+        found = self._decider.endpoint(None, backend, ())  # (its pool: `Step.backends`)
+        pick = found.pick
         try:
-            if pick is None:
-                raise FetchFailed(f"{backend} has no usable endpoint")
+            if pick is None:  # (the Service missing, or none of its endpoints usable)
+                raise FetchFailed(found.reason)
             call = Call(pick.endpoint.address, pick.endpoint.port, False, "GET", page.target,
                         page.headers, page.timeout, page.limit)  # fmt: skip
             reply = await self.fetch(call)
         except FetchFailed as exc:
-            _log.warning("%s: no error page from %s: %s", page.step, backend, exc)
+            _log.warning("%s: no error page from %s: %s; the status's reason phrase answers",
+                         page.step, backend, exc)  # fmt: skip
             text = REASONS.get(page.status, "Error").encode()
             return [(b"Content-Type", b"text/plain; charset=utf-8")], text
         drop = (b"content-length", b"transfer-encoding")
