@@ -176,6 +176,8 @@ class MirrorCopy:
     method: str
     target: str
     headers: tuple[Header, ...]
+    #: The request's body, when the step copies bodies (`Mirror.body_limit`) and it had one.
+    body: bytes = b""
 
 
 @attrs.frozen
@@ -192,6 +194,9 @@ class Mirror(Step):
     #: Backends a copy is spread over by their weights (a TraefikService mirror target, its
     #: Services by their share); empty: every copy goes to `backend`.
     spread: tuple[BackendRef, ...] = attrs.field(default=(), kw_only=True)
+    #: The largest request body a copy carries (Traefik's mirroring `maxBodySize`); a request
+    #: with a larger body, or any body when 0 (HTTPRoute's RequestMirror), is not copied.
+    body_limit: int = attrs.field(default=0, kw_only=True)
 
     @property
     def backends(self) -> tuple[BackendRef, ...]:

@@ -13,9 +13,10 @@ reference by what it stands for, in kroute's own terms (Traefik v3 docs, "Traefi
   name), and the route's choice honours it (`kroute.gateway.router.decisions`);
 - `mirroring` (a main service, `mirrors` with `percent`): the main service's backends, each with
   a RequestMirror step per mirror (`kroute.gateway.mirror`: fire and forget, a share of the
-  requests), run when that backend is chosen. kroute never copies a request that has a body
-  (counted as skipped): `maxBodySize` and `mirrorBody` are accepted and documented, never more
-  than what kroute copies. A mirror naming a TraefikService spreads its copies over the
+  requests), run when that backend is chosen. A request's body is copied up to `maxBodySize`
+  bytes (a larger one: the request is not copied, as Traefik; -1, Traefik's unlimited, is
+  `MIRROR_BODY_CAP`), none with `mirrorBody: false` (such a request is not copied). A mirror
+  naming a TraefikService spreads its copies over the
   Services that one comes to, by their shares (`Mirror.spread`);
 - `failover` (`service`, `fallback`: Services): one backend whose `fallback` takes the requests
   while the main Service has no usable endpoint (none ready, or every one out of rotation by
@@ -51,6 +52,9 @@ from kroute.pipeline.steps import EMPTY, Chain, Step
 from kroute.rules.route import Route
 from kroute.rules.traefik_backends import KIND, Reference, ServiceRef, reference, sticky_cookie
 
+#: The largest request body a mirror copies when `maxBodySize` is Traefik's -1 ("unlimited"):
+#: a copy keeps the body in memory until it is sent, so kroute bounds it.
+MIRROR_BODY_CAP = 1 << 20
 #: Largest weight a resolved backend gets (shares are exact fractions, scaled to integers).
 MAX_WEIGHT = 1_000_000
 
@@ -97,8 +101,14 @@ def _weighted(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) 
 
 
 def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) -> Compiled:
-    # `maxBodySize` and `mirrorBody` only say which bodies are copied: kroute copies none.
-    as_int(spec.get("maxBodySize"), f"{field}.maxBodySize", default=-1, low=-1, high=2**63 - 1)
+    # Which bodies are copied: up to maxBodySize (-1, Traefik's "unlimited": MIRROR_BODY_CAP),
+    # none with mirrorBody false.
+    limit = as_int(spec.get("maxBodySize"), f"{field}.maxBodySize", default=-1, low=-1,
+                   high=2**63 - 1)  # fmt: skip
+    copies_body = spec.get("mirrorBody", True)
+    if not isinstance(copies_body, bool):
+        raise FieldError(f"{field}.mirrorBody", "expected a boolean")
+    limit = (MIRROR_BODY_CAP if limit < 0 else limit) if copies_body else 0
     main = reference(spec, field, ref.namespace, cross, frozenset({"mirrors", "maxBodySize",
                                                                    "mirrorBody"}))  # fmt: skip
     steps: list[Step] = []
@@ -115,7 +125,8 @@ def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool)
             refused.append(Refuse(f"{where}.middlewares", reason="a mirror's middlewares are "
                                   "not supported by kroute"))  # fmt: skip
         else:
-            steps.append(Mirror(where, backend=mirror.backend, share=Share(percent, 100)))
+            steps.append(Mirror(where, backend=mirror.backend, share=Share(percent, 100),
+                                body_limit=limit))  # fmt: skip
     return Compiled(ref, "mirroring", (main,), tuple(steps), tuple(refused))
 
 

@@ -83,7 +83,10 @@ class Exchange(Relay):
         else:
             if request.mirrors:  # (tested here too: the hot path skips the call)
                 message = self.message
-                self.router.mirror(request, body=message.has_body or message.upgrade is not None)
+                waiting = self.router.mirror(request, body=message.has_body,
+                                             upgrade=message.upgrade is not None)  # fmt: skip
+                if waiting:  # (copies of the body: each piece given to the tee as it goes)
+                    self.tee = self.router.mirrors.tee(waiting)
             lines = render_headers(request.headers)
             if self.rest_lines is not None:  # the fields the steps do not name (`upstream_request`)
                 lines = self.rest_lines + lines
@@ -215,6 +218,8 @@ class Exchange(Relay):
             self.client.resume()
         if message.complete and message.chunked:
             self.outbox.write(conn.transport, b"0\r\n\r\n")
+        if message.complete and self.tee is not None:
+            self.teed()
 
     # -- the request body, as it arrives ---------------------------------------------------
 
@@ -262,6 +267,8 @@ class Exchange(Relay):
 
     def write_body(self, chunk: bytes) -> None:
         assert self.conn is not None
+        if self.tee is not None:
+            self.tee.add(chunk)
         if self.message.chunked:
             self.outbox.write(self.conn.transport, b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
@@ -270,6 +277,14 @@ class Exchange(Relay):
     def request_done(self) -> None:
         if self.conn is not None and not self.finished and self.message.chunked:
             self.outbox.write(self.conn.transport, b"0\r\n\r\n")
+        if self.conn is not None and self.tee is not None:
+            self.teed()
+
+    def teed(self) -> None:
+        """The whole request body went out: the mirror copies waiting for it get it."""
+        tee, self.tee = self.tee, None
+        if tee is not None and not self.finished:
+            tee.done()
 
     # -- failures before (or after) the response head --------------------------------------
 

@@ -470,8 +470,15 @@ class Router:
                 if chain.outcome:
                     run_outcome(chain, upstream, answer.status, time.perf_counter() - started)
                 raise Answered(answer.status, answer.reason, answer.headers, answer.body)
-            self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
+            waiting = self.mirror(upstream, body=request.body != b"",
+                                  upgrade=request.upgrade is not None)  # fmt: skip
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
+            if waiting:  # (copies of the body: kept as it goes through, `kroute.gateway.mirror`)
+                if isinstance(request.body, bytes):
+                    self.mirrors.completed(waiting, request.body)
+                else:
+                    tee = self.mirrors.tee(waiting)
+                    request = attrs.evolve(request, body=tee.passing(request.body))
             limit = chain.request_limit
             if limit is not None and not isinstance(request.body, bytes):
                 if request.content_length is not None and request.content_length > limit:
@@ -541,12 +548,18 @@ class Router:
         drop = (b"content-length", b"transfer-encoding")
         return [(n, v) for n, v in reply.headers if n.lower() not in drop], reply.body
 
-    def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
-        """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the
-        request has a body, so it is not copied). Every front calls this once the request steps
-        have let the request through; `run()` sends the copies."""
-        if request.mirrors:
-            self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random)
+    def mirror(
+        self, request: UpstreamRequest, *, body: bool, upgrade: bool = False
+    ) -> list[MirrorCopy]:
+        """Queue the copies `request`'s RequestMirror steps made, without waiting; those that
+        copy its `body` are returned, for the front to pass the body through
+        `self.mirrors.tee(...)` as it streams (`kroute.gateway.mirror`). An `upgrade` is never
+        copied. Every front calls this once the request steps have let the request through;
+        `run()` sends the copies."""
+        if not request.mirrors:
+            return []
+        return self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random,
+                                  upgrade=upgrade)  # fmt: skip
 
     async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
         backend = copy.step.target(self.rng.random())

@@ -183,8 +183,11 @@ async def send_copy(
     pool.begin(key)
     try:
         target = Target(pick.endpoint.address, pick.endpoint.port)
+        headers = list(copy.headers)
+        if not backend.pass_host_header:
+            headers = set_host(headers, str(target))
         response = await transport.send(target, ForwardRequest(
-            copy.method, copy.target, list(copy.headers)))  # fmt: skip
+            copy.method, copy.target, headers, copy.body))  # fmt: skip
         async for _ in response.body:
             pass
     except UpstreamError as exc:
