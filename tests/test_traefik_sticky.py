@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import socket
 from collections.abc import AsyncIterator
 
 import anyio
@@ -147,6 +148,12 @@ async def served(every_front: str) -> AsyncIterator[Served]:
 async def _served(one: Backend, two: Backend, front: str) -> AsyncIterator[Served]:
     second = endpoint_slice("web", two.port, two.address)
     second["metadata"] = {**second["metadata"], "name": "web-2"}
+    with socket.socket() as closed:  # (a port nothing listens on: connections refused)
+        closed.bind(("127.0.0.4", 0))
+        dead = closed.getsockname()[1]
+    flaky = endpoint_slice("flaky", dead, "127.0.0.4")
+    flaky_two = endpoint_slice("flaky", two.port, two.address)
+    flaky_two["metadata"] = {**flaky_two["metadata"], "name": "flaky-2"}
     objects = [
         gateway(), service("web"), service("other"),
         endpoint_slice("web", one.port, one.address), second,
@@ -156,6 +163,8 @@ async def _served(one: Backend, two: Backend, front: str) -> AsyncIterator[Serve
         route_to("plain.local", {"name": "web", "port": 80}),
         route_to("wrr.local", ts("wrr1")),
         route_to("host.local", {"name": "web", "port": 80, "passHostHeader": False}),
+        service("flaky"), flaky, flaky_two,
+        route_to("retry.local", {"name": "flaky", "port": 80, "passHostHeader": False}),
     ]  # fmt: skip
     router = Router([MemorySource(objects=objects)], rng=random.Random(5))
     async with serving(router, front) as client:
@@ -221,3 +230,15 @@ async def test_pass_host_header_false_sends_the_endpoint_address(served: Served)
         assert hosts in ([f"127.0.0.2:{one.port}"], [f"127.0.0.3:{two.port}"])
     status, _, body = await front.request("plain.local", "/echo")
     assert [v for n, v in json.loads(body)["headers"] if n.lower() == "host"] == ["plain.local"]
+
+
+@pytest.mark.anyio
+async def test_a_retry_names_the_endpoint_it_goes_to(served: Served) -> None:
+    front, _, two, router = served
+    for _ in range(4):  # (round robin: the refusing endpoint comes first at least once)
+        status, _, body = await front.request("retry.local", "/echo")
+        assert status == 200
+        hosts = [v for n, v in json.loads(body)["headers"] if n.lower() == "host"]
+        assert hosts == [f"127.0.0.3:{two.port}"]
+    (pool,) = [p for p in router.statistics().pools if p.name.startswith("default/flaky")]
+    assert any(e.endpoint.startswith("127.0.0.4") and e.recent_failures for e in pool.endpoints)
