@@ -6,9 +6,7 @@ example."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,9 +20,8 @@ from kroute.gateway.router import Router
 from kroute.pipeline.filters import Mirror, MirrorCopy
 from kroute.transport import conformance
 from kroute.transport.conformance import Backend
-from kroute.watch.sources import MemorySource
 from tests.builders import gateway
-from tests.fronts import FrontClient, serving
+from tests.fronts import FrontClient, pair_gateway
 from tests.test_gateway_e2e import endpoint_slice, service
 from tests.test_traefik_services import route_to, traefik_service, ts
 
@@ -66,18 +63,13 @@ Served = tuple[FrontClient, Recording, Recording, Router]
 @pytest.fixture
 async def served(every_front: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Served]:
     monkeypatch.setattr(conformance._RequestHead, "on_body", _keeping)
-    main, other = Recording("127.0.0.2"), Recording("127.0.0.3")
-    async with anyio.create_task_group() as group:
-        await group.start(main.serve)
-        await group.start(other.serve)
-        async with _served(main, other, every_front) as out:
-            yield out
-        group.cancel_scope.cancel()
+    async with pair_gateway(Recording("127.0.0.2"), Recording("127.0.0.3"), _objects,
+                            every_front, 3) as out:  # fmt: skip
+        yield out
 
 
-@contextlib.asynccontextmanager
-async def _served(main: Recording, other: Recording, front: str) -> AsyncIterator[Served]:
-    objects = [
+def _objects(main: Recording, other: Recording) -> list[dict[str, Any]]:
+    return [
         gateway(), service("web"), service("other"),
         endpoint_slice("web", main.port, main.address),
         endpoint_slice("other", other.port, other.address),
@@ -86,12 +78,6 @@ async def _served(main: Recording, other: Recording, front: str) -> AsyncIterato
         route_to("small.local", ts("small")),
         route_to("nobody.local", ts("nobody")),
     ]  # fmt: skip
-    async with anyio.create_task_group() as group:
-        router = Router([MemorySource(objects=objects)], rng=random.Random(3))
-        group.start_soon(router.run)
-        async with serving(router, front) as client:
-            yield client, main, other, router
-        group.cancel_scope.cancel()
 
 
 async def _copies(router: Router, count: int) -> None:
@@ -105,14 +91,19 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
+async def _posts(front: FrontClient, size: int, piece: int) -> None:
+    """A POST of `size` bytes with Content-Length, then one of two `piece`s chunked."""
+    status, _, _ = await front.request("small.local", "/echo", method="POST", body=b"x" * size)
+    assert status == 200
+    status, _, _ = await front.request("small.local", "/echo?n=2", method="POST",
+                                       body=_chunks(b"a" * piece, b"b" * piece))  # fmt: skip
+    assert status == 200
+
+
 @pytest.mark.anyio
 async def test_a_body_within_max_body_size_is_mirrored_whole(served: Served) -> None:
     front, main, other, router = served
-    status, _, _ = await front.request("small.local", "/echo", method="POST", body=b"x" * 40)
-    assert status == 200
-    status, _, _ = await front.request("small.local", "/echo?n=2", method="POST",
-                                       body=_chunks(b"a" * 30, b"b" * 30))  # fmt: skip
-    assert status == 200
+    await _posts(front, 40, 30)
     await _copies(router, 2)
     assert other.seen == main.seen  # the same targets, lengths and digests
     assert [(t, n) for t, n, _ in other.seen] == [("/echo", 40), ("/echo?n=2", 60)]
@@ -121,11 +112,7 @@ async def test_a_body_within_max_body_size_is_mirrored_whole(served: Served) -> 
 @pytest.mark.anyio
 async def test_a_larger_body_is_served_and_not_mirrored(served: Served) -> None:
     front, main, other, router = served
-    status, _, _ = await front.request("small.local", "/echo", method="POST", body=b"x" * 65)
-    assert status == 200
-    status, _, _ = await front.request("small.local", "/echo?n=2", method="POST",
-                                       body=_chunks(b"a" * 40, b"b" * 40))  # fmt: skip
-    assert status == 200
+    await _posts(front, 65, 40)
     status, _, _ = await front.request("small.local", "/echo?get=1")
     assert status == 200
     await _copies(router, 1)

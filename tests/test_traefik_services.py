@@ -5,9 +5,7 @@ Traefik v3's documentation examples (the same fields)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +16,8 @@ import kroute
 from kroute.gateway.router import Router
 from kroute.pipeline.filters import Mirror
 from kroute.transport.conformance import Backend
-from kroute.watch.sources import MemorySource
 from tests.builders import gateway, ingressroute
-from tests.fronts import FrontClient, serving
+from tests.fronts import FrontClient, module_pair
 from tests.test_gateway_e2e import endpoint_slice, service
 from tests.test_middlewares_e2e import middleware
 
@@ -181,19 +178,13 @@ Served = tuple[FrontClient, Backend, Backend, Router]
 
 
 @pytest.fixture
-async def served(every_front: str) -> AsyncIterator[Served]:
-    main, other = Backend("127.0.0.2"), Backend("127.0.0.3")
-    async with anyio.create_task_group() as group:
-        await group.start(main.serve)
-        await group.start(other.serve)
-        async with _served(main, other, every_front) as out:
-            yield out
-        group.cancel_scope.cancel()
+async def served(every_front: str, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async with module_pair(request.module, every_front) as out:
+        yield out
 
 
-@contextlib.asynccontextmanager
-async def _served(main: Backend, other: Backend, front: str) -> AsyncIterator[Served]:
-    objects = [
+def pair_objects(main: Backend, other: Backend) -> list[dict[str, Any]]:
+    return [
         gateway(), service("web"), service("other"), service("empty"),
         endpoint_slice("web", main.port, main.address),
         endpoint_slice("other", other.port, other.address),
@@ -214,12 +205,6 @@ async def _served(main: Backend, other: Backend, front: str) -> AsyncIterator[Se
             ts("split", percent=100)]}}),
         route_to("mirror-ts.local", ts("shadow-split")),
     ]  # fmt: skip
-    async with anyio.create_task_group() as group:
-        router = Router([MemorySource(objects=objects)], rng=random.Random(7))
-        group.start_soon(router.run)  # (the mirror workers run there)
-        async with serving(router, front) as client:
-            yield client, main, other, router
-        group.cancel_scope.cancel()
 
 
 async def get(front: FrontClient, host: str) -> int:

@@ -5,26 +5,22 @@ documentation examples (the same fields)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
-import anyio
 import pytest
 
 import kroute
-from kroute.gateway.router import Router
 from kroute.gateway.router.decisions import stick
 from kroute.objects import BackendRef, StickyCookie, traefik_hash
 from kroute.rules.request import RequestHead
 from kroute.transport.conformance import Backend
-from kroute.watch.sources import MemorySource
 from tests.builders import gateway
-from tests.fronts import FrontClient, serving
+from tests.fronts import FrontClient, module_pair
 from tests.test_gateway_e2e import endpoint_slice, service
-from tests.test_traefik_services import route_to, traefik_service, ts
+from tests.test_traefik_services import Served, route_to, traefik_service, ts
 
 # Traefik's "Sticky sessions" examples: on a Service of an IngressRoute, and on a weighted
 # TraefikService (the cookie per child).
@@ -130,22 +126,13 @@ def test_stick_gives_a_sticky_service_share_to_the_child_its_cookie_names() -> N
     assert both == {1, 3}
 
 
-Served = tuple[FrontClient, Backend, Backend, Router]
-
-
 @pytest.fixture
-async def served(every_front: str) -> AsyncIterator[Served]:
-    one, two = Backend("127.0.0.2"), Backend("127.0.0.3")
-    async with anyio.create_task_group() as group:
-        await group.start(one.serve)
-        await group.start(two.serve)
-        async with _served(one, two, every_front) as out:
-            yield out
-        group.cancel_scope.cancel()
+async def served(every_front: str, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async with module_pair(request.module, every_front) as out:
+        yield out
 
 
-@contextlib.asynccontextmanager
-async def _served(one: Backend, two: Backend, front: str) -> AsyncIterator[Served]:
+def pair_objects(one: Backend, two: Backend) -> list[dict[str, Any]]:
     second = endpoint_slice("web", two.port, two.address)
     second["metadata"] = {**second["metadata"], "name": "web-2"}
     with socket.socket() as closed:  # (a port nothing listens on: connections refused)
@@ -154,7 +141,7 @@ async def _served(one: Backend, two: Backend, front: str) -> AsyncIterator[Serve
     flaky = endpoint_slice("flaky", dead, "127.0.0.4")
     flaky_two = endpoint_slice("flaky", two.port, two.address)
     flaky_two["metadata"] = {**flaky_two["metadata"], "name": "flaky-2"}
-    objects = [
+    return [
         gateway(), service("web"), service("other"),
         endpoint_slice("web", one.port, one.address), second,
         endpoint_slice("other", two.port, two.address),
@@ -166,9 +153,6 @@ async def _served(one: Backend, two: Backend, front: str) -> AsyncIterator[Serve
         service("flaky"), flaky, flaky_two,
         route_to("retry.local", {"name": "flaky", "port": 80, "passHostHeader": False}),
     ]  # fmt: skip
-    router = Router([MemorySource(objects=objects)], rng=random.Random(5))
-    async with serving(router, front) as client:
-        yield client, one, two, router
 
 
 def _cookies(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
