@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,6 +59,22 @@ class ObjectRef:
 
 #: Set-Cookie's SameSite values, as Traefik reads them (case-insensitive; else none is sent).
 SAME_SITE = {"none": "None", "lax": "Lax", "strict": "Strict"}
+
+
+#: What a cookie name may not hold (RFC 2616 section 2.2's token), as Traefik sanitizes it.
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^`|~0-9A-Za-z]")
+
+
+def sanitize(name: str) -> str:
+    """A cookie name as Traefik makes it of a configured one: every character a token may not
+    hold (RFC 2616 section 2.2) replaced by `_`."""
+    return _NOT_TOKEN.sub("_", name)
+
+
+def cookie_name(service: str) -> str:
+    """Traefik's default sticky-cookie name for the service called `service`: `_` and five hex
+    digits of the SHA-1 of `_TRAEFIK_BACKEND_` and the name."""
+    return "_" + hashlib.sha1(f"_TRAEFIK_BACKEND_{service}".encode()).hexdigest()[:5]
 
 
 def traefik_hash(name: str) -> str:

@@ -27,8 +27,6 @@ reference; each is applied, accepted because kroute does what it asks anyway, or
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +41,9 @@ from kroute.objects import (
     as_int,
     as_map,
     as_str,
+    cookie_name,
     req_str,
+    sanitize,
 )
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
@@ -145,8 +145,7 @@ def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
                                                    "maxAge", "path", "domain"))  # fmt: skip
     name = as_str(cookie.get("name"), f"{where}.name")
     if name is None:
-        digest = hashlib.sha1(f"_TRAEFIK_BACKEND_{service}".encode()).hexdigest()
-        name = f"_{digest}"[:6]
+        name = cookie_name(service)
     same_site = as_str(cookie.get("sameSite"), f"{where}.sameSite") or ""
     if same_site and same_site.lower() not in SAME_SITE:
         raise FieldError(f"{where}.sameSite", f"{same_site!r} is not none, lax or strict")
@@ -154,7 +153,7 @@ def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
     max_age = as_int(cookie.get("maxAge"), f"{where}.maxAge", default=0, low=-(2**31),
                      high=2**31 - 1)  # fmt: skip
     return StickyCookie(
-        name=_TOKEN.sub("_", name),
+        name=sanitize(name),
         secure=as_flag(cookie, "secure", where),
         http_only=as_flag(cookie, "httpOnly", where),
         same_site=SAME_SITE.get(same_site.lower(), ""),
@@ -162,10 +161,6 @@ def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
         path="/" if path is None else (as_str(path, f"{where}.path") or ""),
         domain=as_str(cookie.get("domain"), f"{where}.domain") or "",
     )
-
-
-#: What a cookie name may not hold (RFC 2616 section 2.2's token), as Traefik sanitizes it.
-_TOKEN = re.compile(r"[^!#$%&'*+\-.^`|~0-9A-Za-z]")
 
 
 def _port(value: Any, field: str) -> int | str:

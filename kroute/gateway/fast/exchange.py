@@ -106,8 +106,7 @@ class Exchange(Relay):
             if length > chain.request_limit:
                 self.answer_error(RequestTooLarge(chain.request_limit))  # (before sending)
                 return
-        backend = decision.backend
-        if backend is not None and not backend.pass_host_header:  # (passHostHeader: false)
+        if decision.endpoint_host:  # (Traefik's passHostHeader: false)
             lines = host_line(lines, *decision.pick.endpoint.key)
         framing = b""
         if message.upgrade is not None:
@@ -134,8 +133,7 @@ class Exchange(Relay):
         """Try again at `key`, after the retry policy's backoff; the request head names the
         endpoint as Host when the backend asks for that (passHostHeader: false)."""
         decision = self.decision
-        backend = None if decision is None else decision.backend
-        if backend is not None and not backend.pass_host_header:
+        if decision is not None and decision.endpoint_host:
             line, _, rest = self.head.partition(b"\r\n")
             self.head = b"%b\r\n%b\r\n" % (line, host_line(rest[:-2], *key))
         self.attempt(key, self.retry.wait(len(self.tried)))

@@ -307,9 +307,7 @@ class Router:
             if str(error) not in known:
                 _log.warning("fails closed: %s", error)
         self._decider.forget()
-        self.sets_cookies = self.sticky_cookie is not None or any(
-            route.sticky for route in result.table.routes
-        )
+        self._options_changed()
         self._retries = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
@@ -327,9 +325,19 @@ class Router:
             elif self._wake is not None:
                 self._wake.set()
             return
-        self._backends.changed(kind, changes)
+        if self._backends.changed(kind, changes):
+            self._decider.forget()  # (kept decisions carry the Services' options)
+            self._options_changed()
         if not self._published and all(s.synced for s in self.sources):
             self.rebuild()
+
+    def _options_changed(self) -> None:
+        """Whether responses may set cookies and decisions read the request's head, after the
+        routes or a Service's Traefik annotations changed."""
+        service_sticky = self._decider.service_sticky = self._backends.sticky()
+        routes = self._result.table.routes
+        self.sets_cookies = (self.sticky_cookie is not None or service_sticky
+                             or any(route.sticky for route in routes))  # fmt: skip
 
     # -- deciding (`decisions`) --------------------------------------------------------
 
@@ -565,7 +573,11 @@ class Router:
         backend = copy.step.target(self.rng.random())
         found = self._backends.get(backend)
         pool = None if found is None else found.pool
-        await send_copy(transport, copy, backend, pool, clock=self.clock, rng=self.rng)
+        host = not backend.pass_host_header or (
+            found is not None and not found.endpoints.options.pass_host_header
+        )
+        await send_copy(transport, copy, backend, pool, endpoint_host=host, clock=self.clock,
+                        rng=self.rng)  # fmt: skip
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest

@@ -52,6 +52,9 @@ class Decision:
     pool: Pool | None = attrs.field(default=None, eq=False, repr=False)
     #: What the request's Traefik sticky cookies said, when its backend has any.
     sticky: Sticky | None = None
+    #: Send the endpoint's address as Host (Traefik's passHostHeader: false, on the route's
+    #: reference or the Service's annotation).
+    endpoint_host: bool = False
     #: The steps the request goes through (the route's, then the backend's), None for none:
     #: what fronts test before running `kroute.pipeline` on the request.
     chain: Chain | None = attrs.field(init=False, eq=False, repr=False)
@@ -122,23 +125,26 @@ class Sticky:
     backend: BackendRef
     sent: tuple[str, ...]
     endpoint: str | None
+    #: The endpoint cookie: the reference's (`BackendRef.sticky`), else the Service's.
+    cookie: StickyCookie | None
 
     @classmethod
-    def read(cls, backend: BackendRef, head: RequestHead) -> Sticky:
+    def read(cls, backend: BackendRef, head: RequestHead, service: StickyCookie | None) -> Sticky:
         sent = tuple(cookie_value(head.headers, c.name) or "" for c, _ in backend.stuck)
+        cookie = backend.sticky or service
         endpoint = None
-        if backend.sticky is not None:
-            endpoint = cookie_value(head.headers, backend.sticky.name) or ""
-        return cls(backend, sent, endpoint)
+        if cookie is not None:
+            endpoint = cookie_value(head.headers, cookie.name) or ""
+        return cls(backend, sent, endpoint, cookie)
 
     def headers(self, key: tuple[str, int] | None) -> list[tuple[bytes, bytes]]:
         """The Set-Cookie fields of the response from endpoint `key`."""
         out = [cookie.header(value) for (cookie, value), sent
                in zip(self.backend.stuck, self.sent, strict=True) if sent != value]  # fmt: skip
-        if self.backend.sticky is not None and key is not None:
+        if self.cookie is not None and key is not None:
             value = sticky_value(key)
             if value != self.endpoint:
-                out.append(self.backend.sticky.header(value))
+                out.append(self.cookie.header(value))
         return out
 
 
@@ -194,6 +200,9 @@ class Decider:
         self.affinity = affinity
         #: Whether decisions depend on the request's headers (then none is kept).
         self.per_request = affinity.hash_on is not None or affinity.sticky_cookie is not None
+        #: Whether a Service's annotations ask for a sticky cookie (the Router keeps it
+        #: current): then a route's decision reads the request's head.
+        self.service_sticky = False
         self._clock = clock
         self._rng = rng
         self._splits: dict[int, WeightedSplit] = {}
@@ -225,9 +234,14 @@ class Decider:
                 return _unavailable(route, direct.backend, direct.found)
             decision = direct.made.get(id(pick))
             if decision is None:
-                decision = direct.decision(self._made(route, direct.backend, direct.pool, pick))
+                decision = direct.decision(self._made(route, direct.backend, direct.pool, pick,
+                                                      direct.host))  # fmt: skip
             return decision
-        if route is not None and head is None and (route.redirect is not None or route.sticky):
+        if (
+            route is not None
+            and head is None
+            and (route.redirect is not None or route.sticky or self.service_sticky)
+        ):
             head = build()
         return self.decide(route, head, ())
 
@@ -269,9 +283,10 @@ class Decider:
         hash_key = cookie = None
         if self.per_request and head is not None:
             hash_key, cookie = self.affinity.keys(head)
+        options = found.endpoints.options
         sticky = None
-        if head is not None and (backend.stuck or backend.sticky is not None):
-            sticky = Sticky.read(backend, head)
+        if head is not None and (backend.stuck or backend.sticky or options.sticky):
+            sticky = Sticky.read(backend, head, options.sticky)
         wanted = (sticky.endpoint if sticky is not None else None) or cookie or None
         pick = found.pool.pick(now=self._clock(), rng=self._rng, exclude=exclude,
                                hash_key=hash_key, sticky=wanted)  # fmt: skip
@@ -279,14 +294,15 @@ class Decider:
             if backend.fallback is not None:  # (a failover service: its fallback's turn)
                 return self.endpoint(route, backend.fallback, exclude, head)
             return _unavailable(route, backend, found)
+        host = not backend.pass_host_header or not options.pass_host_header
         if cookie is not None or sticky is not None:
             return Decision(200, route, backend, pick, cookie=cookie, pool=found.pool,
-                            sticky=sticky)  # fmt: skip
+                            sticky=sticky, endpoint_host=host)  # fmt: skip
         if (route is not None and route.redirect is None and len(route.backends) == 1
                 and backend is route.backends[0] and backend.fallback is None
-                and not route.sticky):  # fmt: skip
+                and not route.sticky and options.sticky is None):  # fmt: skip
             self._direct[id(route)] = _Direct(route, backend, found)
-        return self._made(route, backend, found.pool, pick)
+        return self._made(route, backend, found.pool, pick, host)
 
     def _choose(self, route: Route) -> BackendRef | None:
         if len(route.backends) == 1:
@@ -297,14 +313,17 @@ class Decider:
         index = split.pick(self._rng)
         return None if index is None else route.backends[index]
 
-    def _made(self, route: Route | None, backend: BackendRef, pool: Pool, pick: Pick) -> Decision:
-        """The decision to send to `pick`, made once per (route, backend, pick)."""
+    def _made(self, route: Route | None, backend: BackendRef, pool: Pool, pick: Pick,
+              host: bool = False) -> Decision:  # fmt: skip
+        """The decision to send to `pick`, made once per (route, backend, pick) (forgotten
+        when a Service's options change: `forget`)."""
         key = (id(route), id(backend), id(pick))
         decision = self._decided.get(key)
         if decision is None:
             if len(self._decided) >= DECISIONS_KEPT:
                 self._decided.clear()  # (endpoints come and go between rebuilds)
-            decision = self._decided[key] = Decision(200, route, backend, pick, pool=pool)
+            decision = self._decided[key] = Decision(200, route, backend, pick, pool=pool,
+                                                     endpoint_host=host)  # fmt: skip
         return decision
 
 
@@ -312,13 +331,14 @@ class _Direct:
     """A route whose one backend has a pool (`Decider.decide_target`), with its decisions by
     pick identity: each keeps its pick alive, so the ids stay theirs."""
 
-    __slots__ = ("backend", "found", "made", "pool", "route")
+    __slots__ = ("backend", "found", "host", "made", "pool", "route")
 
     def __init__(self, route: Route, backend: BackendRef, found: Backend) -> None:
         self.route = route
         self.backend = backend
         self.found = found
         self.pool = found.pool
+        self.host = not backend.pass_host_header or not found.endpoints.options.pass_host_header
         self.made: dict[int, Decision] = {}
 
     def decision(self, decision: Decision) -> Decision:

@@ -135,7 +135,7 @@ async def _attempts(
             record.attempted(outcome)
 
     policy = first.route.policy if first.route is not None else None
-    if first.backend is not None and not first.backend.pass_host_header:
+    if first.endpoint_host:
         transport = EndpointHost(transport)
     try:
         response, target = await send_with_retries(
@@ -171,11 +171,13 @@ async def send_copy(
     backend: BackendRef,
     pool: Pool | None,
     *,
+    endpoint_host: bool,
     clock: Callable[[], float],
     rng: random.Random,
 ) -> None:
     """One copy to one endpoint of `pool` (`backend`'s; None: none kept), no retry; the
-    response is read and discarded, and the attempt reported to the pool's passive health."""
+    response is read and discarded, and the attempt reported to the pool's passive health;
+    `endpoint_host`: the endpoint's address is sent as Host (passHostHeader: false)."""
     pick = None if pool is None else pool.pick(now=clock(), rng=rng)
     if pool is None or pick is None:
         raise NoHealthyEndpoint(f"{backend} has no usable endpoint")
@@ -184,7 +186,7 @@ async def send_copy(
     try:
         target = Target(pick.endpoint.address, pick.endpoint.port)
         headers = list(copy.headers)
-        if not backend.pass_host_header:
+        if endpoint_host:
             headers = set_host(headers, str(target))
         response = await transport.send(target, ForwardRequest(
             copy.method, copy.target, headers, copy.body))  # fmt: skip
