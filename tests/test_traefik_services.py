@@ -149,6 +149,21 @@ def test_what_cannot_map_fails_closed_with_the_reason() -> None:
     }  # fmt: skip
 
 
+def test_failover_fields_are_checked() -> None:
+    main, fallback = {"name": "a", "port": 80}, {"name": "b", "port": 80}
+    result = kroute.compile_objects([
+        traefik_service("ok", {"failover": {"service": main, "fallback": fallback,
+                                            "healthCheck": {}}}),
+        traefik_service("typo", {"failover": {"service": main, "fallbak": fallback}}),
+        traefik_service("check", {"failover": {"service": main, "fallback": fallback,
+                                               "healthCheck": {"path": "/"}}}),
+    ])  # fmt: skip
+    assert sorted((e.obj, e.field) for e in result.errors) == [
+        ("TraefikService default/check", "spec.failover.healthCheck.path"),
+        ("TraefikService default/typo", "spec.failover.fallbak"),
+    ]
+
+
 def test_defaults_and_flush_interval_are_accepted() -> None:
     result = kroute.compile_objects([route_to("ok.test", {
         "name": "a", "port": 80, "strategy": "RoundRobin", "passHostHeader": True,

@@ -49,6 +49,7 @@ from kroute.objects import (
 )
 from kroute.pipeline.filters import Mirror, Refuse, Share
 from kroute.pipeline.steps import EMPTY, Chain, Step
+from kroute.rules.middlewares.paths import options_of
 from kroute.rules.route import Route
 from kroute.rules.traefik_backends import KIND, Reference, ServiceRef, reference, sticky_cookie
 
@@ -131,6 +132,10 @@ def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool)
 
 
 def _failover(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) -> Compiled:
+    # `healthCheck: {}` asks Traefik to tell parents of the failover's health; kroute's failover
+    # follows its Services' health whatever it says (it has no fields).
+    options_of(spec, field, ("service", "fallback", "healthCheck", "errors"))
+    options_of(spec.get("healthCheck"), f"{field}.healthCheck", ())
     main = reference(spec.get("service"), f"{field}.service", ref.namespace, cross)
     fallback = reference(spec.get("fallback"), f"{field}.fallback", ref.namespace, cross)
     refused = [*main.refused, *fallback.refused]
@@ -138,7 +143,7 @@ def _failover(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) 
         if isinstance(item.backend, ServiceRef) or item.steps:
             refused.append(Refuse(f"{field}.{name}", reason="kroute's failover takes a Service "
                                   "without middlewares"))  # fmt: skip
-    errors = as_map(spec.get("errors"), f"{field}.errors")
+    errors = options_of(spec.get("errors"), f"{field}.errors", ("status", "maxRequestBodyBytes"))
     if as_list(errors.get("status"), f"{field}.errors.status"):
         refused.append(Refuse(f"{field}.errors.status", reason="failing over on the main "
                               "service's answer is not supported by kroute (only while it has "
