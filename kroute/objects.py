@@ -8,7 +8,9 @@ into an `InvalidObject` naming the object too.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,6 +57,68 @@ class ObjectRef:
         return f"{self.kind} {self.name}"
 
 
+#: Set-Cookie's SameSite values, as Traefik reads them (case-insensitive; else none is sent).
+SAME_SITE = {"none": "None", "lax": "Lax", "strict": "Strict"}
+
+
+#: What a cookie name may not hold (RFC 2616 section 2.2's token), as Traefik sanitizes it.
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^`|~0-9A-Za-z]")
+
+
+def sanitize(name: str) -> str:
+    """A cookie name as Traefik makes it of a configured one: every character a token may not
+    hold (RFC 2616 section 2.2) replaced by `_`."""
+    return _NOT_TOKEN.sub("_", name)
+
+
+def cookie_name(service: str) -> str:
+    """Traefik's default sticky-cookie name for the service called `service`: `_` and five hex
+    digits of the SHA-1 of `_TRAEFIK_BACKEND_` and the name."""
+    return "_" + hashlib.sha1(f"_TRAEFIK_BACKEND_{service}".encode()).hexdigest()[:5]
+
+
+def traefik_hash(name: str) -> str:
+    """Traefik v3's sticky-cookie value for a handler `name`: SHA-256, 16 hex digits."""
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+@attrs.frozen
+class StickyCookie:
+    """A Traefik sticky cookie (`sticky.cookie`): its name and Set-Cookie attributes.
+
+    Traefik v3 writes it with Go's http.SetCookie; `header` writes the same line: Path (default
+    "/"), Domain, Max-Age (positive: that many seconds; negative: expire now, `Max-Age=0`; 0:
+    none, a session cookie), HttpOnly, Secure, SameSite (none unless None, Lax or Strict)."""
+
+    name: str
+    secure: bool = False
+    http_only: bool = False
+    same_site: str = ""
+    max_age: int = 0
+    path: str = "/"
+    domain: str = ""
+
+    def header(self, value: str) -> tuple[bytes, bytes]:
+        """The Set-Cookie field that sets this cookie to `value`."""
+        parts = [f"{self.name}={value}"]
+        if self.path:
+            parts.append(f"Path={self.path}")
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if self.max_age:
+            parts.append(f"Max-Age={max(self.max_age, 0)}")
+        if self.http_only:
+            parts.append("HttpOnly")
+        if self.secure:
+            parts.append("Secure")
+        if self.same_site in SAME_SITE.values():
+            parts.append(f"SameSite={self.same_site}")
+        return b"Set-Cookie", "; ".join(parts).encode("latin-1")
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
 @attrs.frozen
 class BackendRef:
     """Where a route sends traffic: a Service port (by number or name) and a weight.
@@ -63,6 +127,12 @@ class BackendRef:
     gateway answers 500 for the share of traffic that would go to it (HTTPRoute spec,
     BackendRefs). `fallback` is where requests go while this backend has no usable endpoint
     (a Traefik failover service).
+
+    Traefik's service options, where a route gives them: `sticky` keeps a client on one endpoint
+    of the Service (`services[].sticky.cookie`); `stuck` keeps it on this backend among the
+    route's, as sticky weighted TraefikServices do for their children: one (cookie, value) per
+    sticky weighted service on the way from the route, outermost first; `pass_host_header`
+    False sends the endpoint's address as Host (`passHostHeader: false`).
     """
 
     namespace: str
@@ -71,6 +141,9 @@ class BackendRef:
     weight: int = 1
     error: str | None = None
     fallback: BackendRef | None = attrs.field(default=None, kw_only=True)
+    sticky: StickyCookie | None = attrs.field(default=None, kw_only=True)
+    stuck: tuple[tuple[StickyCookie, str], ...] = attrs.field(default=(), kw_only=True)
+    pass_host_header: bool = attrs.field(default=True, kw_only=True)
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"
@@ -87,6 +160,12 @@ class BackendRef:
             out["error"] = self.error
         if self.fallback is not None:
             out["fallback"] = self.fallback.to_json()
+        if self.sticky is not None:
+            out["sticky"] = self.sticky.to_json()
+        if self.stuck:
+            out["sticky_choice"] = [{"cookie": c.name, "value": v} for c, v in self.stuck]
+        if not self.pass_host_header:
+            out["pass_host_header"] = False
         return out
 
 

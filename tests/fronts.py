@@ -4,8 +4,9 @@ gateway through httpx's ASGI transport (what an ASGI server would call)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -102,3 +103,31 @@ async def echo_gateway(
         async with serving(served, front, trusted=trusted) as client:
             yield client, backend, served
         group.cancel_scope.cancel()
+
+
+B = TypeVar("B", bound=Backend)
+
+
+@contextlib.asynccontextmanager
+async def pair_gateway(
+    main: B, other: B, objects: Callable[[B, B], list[dict[str, Any]]], front: str, seed: int
+) -> AsyncIterator[tuple[FrontClient, B, B, Router]]:
+    """Two real backends serving, the Router over `objects(main, other)` running (its
+    mirror workers too, seeded with `seed`) and served by `front`."""
+    async with anyio.create_task_group() as group:
+        await group.start(main.serve)
+        await group.start(other.serve)
+        router = Router([MemorySource(objects=objects(main, other))], rng=random.Random(seed))
+        group.start_soon(router.run)
+        async with serving(router, front) as client:
+            yield client, main, other, router
+        group.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def module_pair(module: Any, front: str) -> AsyncIterator[tuple[FrontClient, Backend,
+                                                                      Backend, Router]]:  # fmt: skip
+    """`pair_gateway` on 127.0.0.2 and 127.0.0.3 over the test module's `pair_objects`."""
+    async with pair_gateway(Backend("127.0.0.2"), Backend("127.0.0.3"), module.pair_objects,
+                            front, 7) as out:  # fmt: skip
+        yield out

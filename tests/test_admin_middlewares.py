@@ -57,7 +57,8 @@ async def test_middlewares_are_listed_with_their_routes_and_errors() -> None:
     assert rows["broken"]["error"] == "spec.stripPrefix.prefixes: expected a list, got string"
     assert rows["broken"]["routes"] == ["IngressRoute default/b spec.routes[0]"]
     assert rows["compressed"]["refused"] == [
-        "spec.passTLSClientCert: the passTLSClientCert middleware is not supported by kroute yet"
+        "spec.passTLSClientCert: the passTLSClientCert middleware is not supported by kroute "
+        "yet: kroute's TLS entry points do not ask clients for certificates"
     ]
     assert rows["unused"]["routes"] == []
 

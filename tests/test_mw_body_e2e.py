@@ -6,6 +6,7 @@ is decompressed and compared with what the backend sent."""
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -233,10 +234,18 @@ async def test_error_pages_from_a_service(gw: Any) -> None:
     assert body == b"<p>page /x.html?u=%2Fnothing%2F~x%3Fa%3D1%26b%3D2 for errorsurl.local</p>"
 
 
-async def test_error_pages_when_the_service_is_gone(gw: Any) -> None:
+async def test_error_pages_when_the_service_is_gone(
+    gw: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     client, _, _ = gw
-    status, _, body = await client.request("errorsdown.local", "/status?code=500")
+    with caplog.at_level(logging.WARNING, logger="kroute.gateway.router"):
+        status, _, body = await client.request("errorsdown.local", "/status?code=500")
+    # Fails closed as Traefik: the backend's answer is not passed on, the status's reason
+    # phrase answers; the log names the Middleware, the Service and why.
     assert (status, body) == (500, b"Internal Server Error")
+    (line,) = [r.getMessage() for r in caplog.records if "no error page" in r.getMessage()]
+    assert "Middleware default/test-errors-down" in line
+    assert "no error page from default/nowhere:80: Service default/nowhere not found" in line
 
 
 async def test_the_body_steps_together(gw: Any) -> None:

@@ -103,7 +103,7 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
              "backendRefs": [to("a")]},
         ]),
         ingressroute("ir", [{"match": "Host(`a`)", "middlewares": [{"name": "auth"}],
-                             "services": [{"name": "a", "port": 80, "sticky": {"cookie": {}}}],
+                             "services": [{"name": "a", "port": 80, "scheme": "https"}],
                              "observability": {"accessLogs": False}}]),
         ingress("ing", [("h", [("/", "Prefix", "a")])],
                 annotations={"traefik.ingress.kubernetes.io/router.middlewares": "x@kubernetescrd"}),
@@ -115,7 +115,7 @@ def test_what_kroute_cannot_apply_is_named_by_object_and_field() -> None:
         "HTTPRoute default/r spec.rules[3].backendRefs[0].filters[0]",
         "HTTPRoute default/r spec.rules[4].filters[1]",
         "IngressRoute default/ir spec.routes[0].middlewares[0]",
-        "IngressRoute default/ir spec.routes[0].services[0].sticky",
+        "IngressRoute default/ir spec.routes[0].services[0].scheme",
         "IngressRoute default/ir spec.routes[0].observability",
         "Ingress default/ing metadata.annotations[traefik.ingress.kubernetes.io/router.middlewares]",
     }  # fmt: skip

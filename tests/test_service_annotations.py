@@ -1,7 +1,8 @@
-"""Traefik's Service annotations (`traefik.ingress.kubernetes.io/service.*`: sticky cookies and
-the like, which Traefik v3 reads from the Service): kroute does not apply them, so a Service
-carrying one gets no traffic (503 with the reason) rather than traffic without them; values
-meaning Traefik's default are accepted. Through every front against a real echo backend."""
+"""Traefik's Service annotations (`traefik.ingress.kubernetes.io/service.*`, which Traefik v3
+reads from the Service): sticky cookies and passHostHeader applied to the Service's traffic
+from any route; the others, and malformed values, leave the Service without traffic (503 with
+the reason) rather than traffic without them; values meaning Traefik's default are accepted.
+Through every front against real echo backends."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ import anyio
 import pytest
 
 from kroute.gateway.router import Router
-from kroute.objects import ObjectRef
+from kroute.objects import ObjectRef, StickyCookie
 from kroute.pool.endpoints import ServiceEndpoints
+from kroute.pool.service_annotations import ServiceOptions
+from kroute.rules.request import RequestHead
 from kroute.transport.conformance import Backend
 from kroute.watch.sources import MemorySource
 from tests.builders import ingress
 from tests.fronts import FrontClient, serving
 from tests.test_gateway_e2e import endpoint_slice, service
 
-STICKY = "traefik.ingress.kubernetes.io/service.sticky.cookie"
+PREFIX = "traefik.ingress.kubernetes.io/service."
+STICKY = f"{PREFIX}sticky.cookie"
 
 
 def annotated(name: str, annotations: dict[str, str]) -> dict[str, Any]:
@@ -39,60 +43,123 @@ STICKY_SERVICE = {
     f"{STICKY}.samesite": "none",
     f"{STICKY}.maxage": "42",
 }
+FOOBAR = StickyCookie("foobar", secure=True, http_only=True, same_site="None", max_age=42)
+
+
+def _endpoints(annotations: dict[str, str]) -> ServiceEndpoints:
+    endpoints = ServiceEndpoints(ObjectRef("Service", "default", "web"), 80)
+    endpoints.set_service(annotated("web", annotations))
+    endpoints.apply_slice(endpoint_slice("web", 8080, "192.0.2.1"))
+    return endpoints
+
+
+@pytest.mark.parametrize(
+    ("annotations", "options"),
+    [
+        (STICKY_SERVICE, ServiceOptions(FOOBAR)),
+        ({STICKY: "1"}, ServiceOptions(StickyCookie("_cf9eb"))),  # (Traefik's default name)
+        ({f"{STICKY}.name": "foobar"}, ServiceOptions()),  # (sticky.cookie not set: off)
+        ({STICKY: "false", f"{PREFIX}passhostheader": "true"}, ServiceOptions()),
+        ({f"{PREFIX}passhostheader": "False"}, ServiceOptions(pass_host_header=False)),
+    ],
+)  # fmt: skip
+def test_applied_annotations_become_the_service_options(
+    annotations: dict[str, str], options: ServiceOptions
+) -> None:
+    endpoints = _endpoints(annotations)
+    assert endpoints.error is None
+    assert len(endpoints.endpoints()) == 1
+    assert endpoints.options == options
 
 
 @pytest.mark.parametrize(
     ("annotations", "error"),
     [
-        (STICKY_SERVICE, f"metadata.annotations[{STICKY}]: 'true': kroute's sticky cookie is "
-                         "the gateway's (Router(sticky_cookie=...)), not a Service's"),
-        ({f"{STICKY}.name": "foobar"}, f"metadata.annotations[{STICKY}.name]: 'foobar': "
-                                       "kroute's sticky cookie is the gateway's"),
-        ({"traefik.ingress.kubernetes.io/service.serversscheme": "https"},
-         "serversscheme]: 'https': not supported by kroute"),
-        ({STICKY: "false", "traefik.ingress.kubernetes.io/service.passhostheader": "true"}, None),
+        ({f"{PREFIX}serversscheme": "https"}, "serversscheme]: 'https': not supported by kroute"),
+        ({STICKY: "yes"}, f"{STICKY}]: 'yes' is not a boolean"),
+        ({STICKY: "true", f"{STICKY}.samesite": "sometimes"},
+         f"{STICKY}.samesite]: 'sometimes' is not none, lax or strict"),
+        ({STICKY: "true", f"{STICKY}.maxage": "soon"}, f"{STICKY}.maxage]: 'soon' is not an "
+                                                       "integer"),
     ],
 )  # fmt: skip
-def test_a_service_with_a_traefik_annotation_has_no_endpoints(
-    annotations: dict[str, str], error: str | None
+def test_other_or_malformed_annotations_leave_the_service_without_endpoints(
+    annotations: dict[str, str], error: str
 ) -> None:
-    endpoints = ServiceEndpoints(ObjectRef("Service", "default", "web"), 80)
-    endpoints.set_service(annotated("web", annotations))
-    endpoints.apply_slice(endpoint_slice("web", 8080, "192.0.2.1"))
-    if error is None:
-        assert endpoints.error is None
-        assert len(endpoints.endpoints()) == 1
-    else:
-        assert endpoints.error is not None
-        assert error in endpoints.error
-        assert endpoints.endpoints() == ()
+    endpoints = _endpoints(annotations)
+    assert endpoints.error is not None
+    assert error in endpoints.error
+    assert endpoints.endpoints() == ()
 
 
 @pytest.fixture
-async def served(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend]]:
-    backend = Backend("127.0.0.2")
+async def served(every_front: str) -> AsyncIterator[tuple[FrontClient, Backend, Backend]]:
+    one, two = Backend("127.0.0.2"), Backend("127.0.0.3")
     async with anyio.create_task_group() as group:
-        await group.start(backend.serve)
+        await group.start(one.serve)
+        await group.start(two.serve)
+        second = endpoint_slice("sticky", two.port, two.address)
+        second["metadata"] = {**second["metadata"], "name": "sticky-2"}
         objects = [
             ingress("web", [("sticky.local", [("/", "Prefix", "sticky")]),
-                            ("plain.local", [("/", "Prefix", "plain")])]),
-            annotated("sticky", STICKY_SERVICE), annotated("plain", {STICKY: "false"}),
-            endpoint_slice("sticky", backend.port, backend.address),
-            endpoint_slice("plain", backend.port, backend.address),
+                            ("host.local", [("/", "Prefix", "host")]),
+                            ("https.local", [("/", "Prefix", "https")])]),
+            annotated("sticky", STICKY_SERVICE),
+            annotated("host", {f"{PREFIX}passhostheader": "false"}),
+            annotated("https", {f"{PREFIX}serversscheme": "https"}),
+            endpoint_slice("sticky", one.port, one.address), second,
+            endpoint_slice("host", one.port, one.address),
+            endpoint_slice("https", one.port, one.address),
         ]  # fmt: skip
         async with serving(Router([MemorySource(objects=objects)]), every_front) as front:
-            yield front, backend
+            yield front, one, two
         group.cancel_scope.cancel()
 
 
 @pytest.mark.anyio
-async def test_the_annotated_service_is_never_forwarded_to(
-    served: tuple[FrontClient, Backend],
+async def test_annotations_apply_to_the_service_of_an_ingress(
+    served: tuple[FrontClient, Backend, Backend],
 ) -> None:
-    front, backend = served
-    status, _, _ = await front.request("sticky.local", "/echo")
-    assert status == 503
-    status, _, body = await front.request("plain.local", "/echo")
+    front, one, two = served
+    status, headers, _ = await front.request("sticky.local", "/echo")
     assert status == 200
-    assert json.loads(body)["target"] == "/echo"
-    assert backend.hits == {"/echo": 1}
+    (cookie,) = [v for n, v in headers if n.lower() == b"set-cookie"]
+    assert cookie.startswith(b"foobar=")
+    assert cookie.endswith(b"; Path=/; Max-Age=42; HttpOnly; Secure; SameSite=None")
+    for _ in range(5):
+        status, headers, _ = await front.request("sticky.local", "/echo",
+                                                 headers=[(b"Cookie", cookie.split(b";")[0])])  # fmt: skip
+        assert status == 200
+        assert not [v for n, v in headers if n.lower() == b"set-cookie"]
+    assert sorted([one.hits.get("/echo", 0), two.hits.get("/echo", 0)]) == [0, 6]
+    status, _, body = await front.request("host.local", "/echo")
+    hosts = [v for n, v in json.loads(body)["headers"] if n.lower() == "host"]
+    assert hosts == [f"127.0.0.2:{one.port}"]
+    status, _, _ = await front.request("https.local", "/echo")
+    assert status == 503  # (not reached otherwise than it asks: no traffic)
+
+
+def test_a_change_of_annotations_reaches_kept_decisions() -> None:
+    source = MemorySource(objects=[
+        ingress("web", [("web.local", [("/", "Prefix", "web")])]),
+        annotated("web", {}), endpoint_slice("web", 8080, "192.0.2.1"),
+    ])  # fmt: skip
+    router = Router([source])
+
+    def decide() -> Any:
+        return router.route_target("GET", "web.local", "/", lambda: RequestHead.build(
+            "GET", "web.local", "/", headers={"Cookie": "foobar=x"}))  # fmt: skip
+
+    assert not decide().endpoint_host
+    assert not decide().endpoint_host  # (kept: FastGateway's direct path)
+    assert not router.sets_cookies
+    source.apply(annotated("web", {f"{PREFIX}passhostheader": "false", **STICKY_SERVICE}))
+    decision = decide()
+    assert decision.endpoint_host
+    assert router.sets_cookies
+    assert decision.sticky is not None
+    assert decision.sticky.endpoint == "x"  # (read from the request: it names no endpoint)
+    assert [n for n, _ in router.sticky_headers(decision)] == [b"Set-Cookie"]
+    source.apply(annotated("web", {}))
+    assert not decide().endpoint_host
+    assert not router.sets_cookies

@@ -5,9 +5,7 @@ Traefik v3's documentation examples (the same fields)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,9 +16,8 @@ import kroute
 from kroute.gateway.router import Router
 from kroute.pipeline.filters import Mirror
 from kroute.transport.conformance import Backend
-from kroute.watch.sources import MemorySource
 from tests.builders import gateway, ingressroute
-from tests.fronts import FrontClient, serving
+from tests.fronts import FrontClient, module_pair
 from tests.test_gateway_e2e import endpoint_slice, service
 from tests.test_middlewares_e2e import middleware
 
@@ -92,7 +89,8 @@ FAILING = [
     traefik_service("loop-a", {"weighted": {"services": [ts("loop-b")]}}),
     traefik_service("loop-b", {"weighted": {"services": [ts("loop-a")]}}),
     traefik_service("sticky", {"weighted": {"services": [{"name": "a", "port": 80}],
-                                            "sticky": {"cookie": {"name": "lb"}}}}),
+                                            "sticky": {"cookie": {"name": "lb"}},
+                                            "healthCheck": {}}}),
     traefik_service("two", {"weighted": {"services": []}, "mirroring": {"name": "a"}}),
     traefik_service("by-answer", {"failover": {"service": {"name": "a", "port": 80},
                                                "fallback": {"name": "b", "port": 80},
@@ -106,8 +104,9 @@ FAILING = [
     route_to("answer.test", ts("by-answer")),
     route_to("mirror.test", ts("mirror-ts")),
     route_to("p2c.test", {"name": "a", "port": 80, "strategy": "p2c"}),
-    route_to("host.test", {"name": "a", "port": 80, "passHostHeader": False}),
-    route_to("cookie.test", {"name": "a", "port": 80, "sticky": {"cookie": {"name": "c"}}}),
+    traefik_service("plain", {"weighted": {"services": [{"name": "a", "port": 80}]}}),
+    route_to("host.test", ts("plain", passHostHeader=False)),
+    route_to("cookie.test", ts("plain", sticky={"cookie": {"name": "c"}})),
     route_to("tls.test", {"name": "a", "port": 80, "serversTransport": "mytransport"}),
     route_to("check.test", {"name": "a", "port": 80, "healthCheck": {"path": "/health"}}),
 ]  # fmt: skip
@@ -121,8 +120,7 @@ def test_what_cannot_map_fails_closed_with_the_reason() -> None:
         "loop": ("spec.routes[0].services[0]", "answers 500: TraefikService cycle: "
                  "default/loop-a > default/loop-b > default/loop-a"),
         "sticky": ("spec.routes[0].services[0]", "answers 500: TraefikService default/sticky "
-                   "(spec.weighted.sticky): sticky is not supported by kroute: kroute's sticky "
-                   "cookie is the gateway's (Router(sticky_cookie=...)), not a TraefikService's"),
+                   "(spec.weighted.healthCheck): healthCheck is not supported by kroute"),
         "two": ("spec.routes[0].services[0]", "answers 500: TraefikService default/two is "
                 "invalid: spec: a TraefikService is exactly one of weighted, mirroring, "
                 "failover; found weighted, mirroring"),
@@ -132,23 +130,38 @@ def test_what_cannot_map_fails_closed_with_the_reason() -> None:
                    "(spec.failover.errors.status): failing over on the main service's answer is "
                    "not supported by kroute (only while it has no usable endpoint)"),
         "mirror": ("spec.routes[0].services[0]", "answers 500: TraefikService default/mirror-ts "
-                   "(spec.mirroring.mirrors[0]): a mirror to a TraefikService is not supported "
-                   "by kroute: name a Service"),
+                   "(spec.mirroring.mirrors[0]): mirror target: TraefikService cycle: "
+                   "default/mirror-ts > default/loop-a > default/loop-b > default/loop-a"),
         "p2c": ("spec.routes[0].services[0].strategy", "answers 500: strategy 'p2c': kroute "
                 "balances a Service's endpoints as the gateway is configured "
                 "(Router(balancer=...)), not per route: only wrr (RoundRobin) is accepted"),
         "host": ("spec.routes[0].services[0].passHostHeader", "answers 500: passHostHeader "
-                 "False: kroute cannot send the endpoint's address as Host (the route's steps "
-                 "run before the endpoint is chosen)"),
+                 "False: it applies to a Kubernetes Service: set it on the TraefikService's "
+                 "own services"),
         "cookie": ("spec.routes[0].services[0].sticky", "answers 500: sticky {'cookie': "
-                   "{'name': 'c'}}: kroute's sticky cookie is the gateway's "
-                   "(Router(sticky_cookie=...)), not a route's"),
+                   "{'name': 'c'}}: it applies to a Kubernetes Service: set it on the "
+                   "TraefikService's own services (or weighted.sticky)"),
         "tls": ("spec.routes[0].services[0].serversTransport", "answers 500: serversTransport "
                 "'mytransport': serversTransport is not supported by kroute yet"),
         "check": ("spec.routes[0].services[0].healthCheck", "answers 500: healthCheck {'path': "
                   "'/health'}: a Service's health checks are set on the Service (kroute.dev/* "
                   "annotations, docs/pools.md)"),
     }  # fmt: skip
+
+
+def test_failover_fields_are_checked() -> None:
+    main, fallback = {"name": "a", "port": 80}, {"name": "b", "port": 80}
+    result = kroute.compile_objects([
+        traefik_service("ok", {"failover": {"service": main, "fallback": fallback,
+                                            "healthCheck": {}}}),
+        traefik_service("typo", {"failover": {"service": main, "fallbak": fallback}}),
+        traefik_service("check", {"failover": {"service": main, "fallback": fallback,
+                                               "healthCheck": {"path": "/"}}}),
+    ])  # fmt: skip
+    assert sorted((e.obj, e.field) for e in result.errors) == [
+        ("TraefikService default/check", "spec.failover.healthCheck.path"),
+        ("TraefikService default/typo", "spec.failover.fallbak"),
+    ]
 
 
 def test_defaults_and_flush_interval_are_accepted() -> None:
@@ -180,19 +193,13 @@ Served = tuple[FrontClient, Backend, Backend, Router]
 
 
 @pytest.fixture
-async def served(every_front: str) -> AsyncIterator[Served]:
-    main, other = Backend("127.0.0.2"), Backend("127.0.0.3")
-    async with anyio.create_task_group() as group:
-        await group.start(main.serve)
-        await group.start(other.serve)
-        async with _served(main, other, every_front) as out:
-            yield out
-        group.cancel_scope.cancel()
+async def served(every_front: str, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    async with module_pair(request.module, every_front) as out:
+        yield out
 
 
-@contextlib.asynccontextmanager
-async def _served(main: Backend, other: Backend, front: str) -> AsyncIterator[Served]:
-    objects = [
+def pair_objects(main: Backend, other: Backend) -> list[dict[str, Any]]:
+    return [
         gateway(), service("web"), service("other"), service("empty"),
         endpoint_slice("web", main.port, main.address),
         endpoint_slice("other", other.port, other.address),
@@ -209,13 +216,10 @@ async def _served(main: Backend, other: Backend, front: str) -> AsyncIterator[Se
         route_to("down.local", ts("down")),
         route_to("up.local", ts("up")),
         route_to("missing.local", ts("nowhere")),
+        traefik_service("shadow-split", {"mirroring": {"name": "web", "port": 80, "mirrors": [
+            ts("split", percent=100)]}}),
+        route_to("mirror-ts.local", ts("shadow-split")),
     ]  # fmt: skip
-    async with anyio.create_task_group() as group:
-        router = Router([MemorySource(objects=objects)], rng=random.Random(7))
-        group.start_soon(router.run)  # (the mirror workers run there)
-        async with serving(router, front) as client:
-            yield client, main, other, router
-        group.cancel_scope.cancel()
 
 
 async def get(front: FrontClient, host: str) -> int:
@@ -244,6 +248,44 @@ async def test_mirroring_copies_to_the_mirror(served: Served) -> None:
             await anyio.sleep(0.005)
     assert main.hits == {"/echo": 1}
     assert other.hits == {"/echo": 1}
+
+
+@pytest.mark.anyio
+async def test_a_traefik_service_mirror_spreads_copies_over_its_services(served: Served) -> None:
+    front, main, other, router = served
+    for _ in range(6):
+        assert await get(front, "mirror-ts.local") == 200
+    with anyio.fail_after(5):
+        while router.mirrors.mirrored < 6:
+            await anyio.sleep(0.005)
+    # 6 requests to web (main), 6 copies over split's web and other.
+    assert main.hits["/echo"] + other.hits["/echo"] == 12
+    assert main.hits["/echo"] > 6
+    assert other.hits["/echo"] > 0
+
+
+def test_a_traefik_service_mirror_target_is_resolved_to_its_services() -> None:
+    result = kroute.compile_objects([
+        traefik_service("split", {"weighted": {"services": [
+            {"name": "a", "port": 80, "weight": 1}, {"name": "b", "port": 80, "weight": 3}]}}),
+        traefik_service("shadow", {"mirroring": {"name": "web", "port": 80, "mirrors": [
+            ts("split", percent=10)]}}),
+        traefik_service("shadow-bad", {"mirroring": {"name": "web", "port": 80, "mirrors": [
+            ts("nowhere", percent=10)]}}),
+        route_to("m.test", ts("shadow")),
+        route_to("bad.test", ts("shadow-bad")),
+    ])  # fmt: skip
+    assert [(e.field, e.reason) for e in result.refused] == [
+        ("spec.routes[0].services[0]", "answers 500: TraefikService default/shadow-bad "
+         "(spec.mirroring.mirrors[0]): mirror target: default/shadow-bad > TraefikService "
+         "default/nowhere does not exist"),
+    ]  # fmt: skip
+    route = next(r for r in result.table.routes if r.source.name == "m")
+    (mirror,) = route.backend_chains[0].steps
+    assert isinstance(mirror, Mirror)
+    assert mirror.label.startswith("RequestMirror to TraefikService default/split (10%, ")
+    assert [(b.name, b.weight) for b in mirror.backends] == [("a", 1), ("b", 3)]
+    assert [mirror.target(d).name for d in (0.0, 0.24, 0.25, 0.99)] == ["a", "a", "b", "b"]
 
 
 @pytest.mark.anyio

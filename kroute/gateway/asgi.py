@@ -113,9 +113,9 @@ class AsgiGateway:
                         "headers": [*error_headers, *extra]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
-        cookie = self.router.sticky_header(decision)
-        if cookie is not None:
-            extra = [*extra, cookie]
+        cookies = self.router.sticky_headers(decision)
+        if cookies:
+            extra = [*extra, *cookies]
         done = False
         try:
             await send({"type": "http.response.start", "status": response.status,

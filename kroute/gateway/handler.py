@@ -151,7 +151,5 @@ class GatewayHandler:
                 recording.ended(self.router, record, 101)
             return OutgoingResponse(101, upgraded, upgraded=response.upgraded)
         headers = strip_hop_by_hop(response.headers)
-        cookie = self.router.sticky_header(decision)
-        if cookie is not None:
-            headers.append(cookie)
+        headers += self.router.sticky_headers(decision)
         return OutgoingResponse(response.status, headers, relayed, close=close)

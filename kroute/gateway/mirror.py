@@ -11,15 +11,19 @@ ignored") ask for fire and forget: a copy never delays or fails the request it c
 - `run` (started by `Router.run`) sends from `concurrency` workers, each copy to one endpoint of
   the mirror backend's pool (the spec: "a single destination endpoint"), without retries; the
   response is read and discarded; a failure is counted and logged at debug level, never raised;
-- a request with a body (or an upgrade) is not copied (counted as skipped): its body streams
-  once, to the request's own backend, and keeping a copy would cost memory nothing bounds.
+- a request with a body is copied only by a step that copies bodies (`Mirror.body_limit`:
+  Traefik's mirroring `maxBodySize`): the front passes the body on as it streams and gives
+  each piece to a `Tee` too, which keeps it up to the largest limit of the copies waiting and
+  queues them once the body is complete (`completed`); a body over a copy's limit is not
+  copied (counted as skipped), nor is any body for an HTTPRoute RequestMirror, nor an upgrade.
+  The queue bounds the body bytes it holds too (`body_bytes`): past it, copies are dropped.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
 import anyio
 import attrs
@@ -44,7 +48,8 @@ class MirrorStatistics:
     dropped: int = 0
     #: Sent but not answered: no usable endpoint, a connection error, a timeout.
     failed: int = 0
-    #: Not copied: the request had a body (or asked for an upgrade).
+    #: Not copied: the request had a body the step does not copy (none, or larger than its
+    #: maxBodySize), or asked for an upgrade.
     skipped: int = 0
     #: Waiting in the queue now.
     queued: int = 0
@@ -53,29 +58,56 @@ class MirrorStatistics:
 class Mirrors:
     """The queue of copies and its workers (see the module docstring)."""
 
-    def __init__(self, *, queue: int = 256, concurrency: int = 8) -> None:
+    def __init__(self, *, queue: int = 256, concurrency: int = 8,
+                 body_bytes: int = 16 << 20) -> None:  # fmt: skip
         self.limit = queue
         self.concurrency = concurrency
+        #: The most request body bytes the queued copies may hold together.
+        self.body_bytes = body_bytes
+        self._held = 0
         self._queue: collections.deque[MirrorCopy] = collections.deque()
         #: Set when a copy is queued; idle workers wait on it (made by `run`, in its loop).
         self._queued: anyio.Event | None = None
         self.mirrored = self.dropped = self.failed = self.skipped = 0
 
-    def offer(self, copies: Iterable[MirrorCopy], *, body: bool, draw: Callable[[], float]
-              ) -> None:  # fmt: skip
-        """Queue the copies whose share takes this request, without waiting."""
+    def offer(self, copies: Iterable[MirrorCopy], *, body: bool, draw: Callable[[], float],
+              upgrade: bool = False) -> list[MirrorCopy]:  # fmt: skip
+        """Queue the copies whose share takes this request, without waiting; those that wait
+        for the request's `body` (to be given to a `tee`) are returned."""
+        waiting = []
         for copy in copies:
             if not copy.step.share.takes(draw()):
                 continue
-            if body:
+            if upgrade or (body and not copy.step.body_limit):
                 self.skipped += 1
-                continue
-            if len(self._queue) >= self.limit:
-                self.dropped += 1
-                continue
-            self._queue.append(copy)
-            if self._queued is not None:
-                self._queued.set()
+            elif body:
+                waiting.append(copy)
+            else:
+                self._put(copy)
+        return waiting
+
+    def _put(self, copy: MirrorCopy) -> None:
+        size = len(copy.body)
+        if len(self._queue) >= self.limit or self._held + size > self.body_bytes:
+            self.dropped += 1
+            return
+        self._held += size
+        self._queue.append(copy)
+        if self._queued is not None:
+            self._queued.set()
+
+    def completed(self, copies: Iterable[MirrorCopy], body: bytes) -> None:
+        """The request's whole `body` for the copies waiting for it: queued with it, unless it
+        is over their limit (skipped)."""
+        for copy in copies:
+            if len(body) > copy.step.body_limit:
+                self.skipped += 1
+            else:
+                self._put(attrs.evolve(copy, body=body))
+
+    def tee(self, copies: list[MirrorCopy]) -> Tee:
+        """A `Tee` for the body the `copies` wait for."""
+        return Tee(self, copies)
 
     async def run(self, send: Send, transport: Callable[[], Transport | None]) -> None:
         """Send queued copies until cancelled, through `transport()` or, when that is None (a
@@ -100,6 +132,7 @@ class Mirrors:
                     self._queued = anyio.Event()
                 await self._queued.wait()
             copy = self._queue.popleft()
+            self._held -= len(copy.body)
             try:
                 await send(copy, transport())
             except Exception as exc:  # never the request's business
@@ -112,3 +145,38 @@ class Mirrors:
     def statistics(self) -> MirrorStatistics:
         return MirrorStatistics(self.mirrored, self.dropped, self.failed, self.skipped,
                                 len(self._queue))  # fmt: skip
+
+
+class Tee:
+    """A request body kept for the copies waiting for it, as the front passes it on: pieces
+    kept up to the largest limit of the copies, `done` at its end (those over it skipped);
+    a body that does not end (the client went away, a 413) queues nothing."""
+
+    __slots__ = ("copies", "limit", "mirrors", "parts", "size")
+
+    def __init__(self, mirrors: Mirrors, copies: list[MirrorCopy]) -> None:
+        self.mirrors = mirrors
+        self.copies = copies
+        self.limit = max(copy.step.body_limit for copy in copies)
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= self.limit:
+            self.parts.append(chunk)
+        elif self.parts:
+            self.parts = []  # (over every copy's limit: nothing to keep)
+
+    def done(self) -> None:
+        if self.size > self.limit:
+            self.mirrors.skipped += len(self.copies)
+        else:
+            self.mirrors.completed(self.copies, b"".join(self.parts))
+
+    async def passing(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """`body` as it streams, each piece kept too; `done` once it has all gone through."""
+        async for chunk in body:
+            self.add(chunk)
+            yield chunk
+        self.done()

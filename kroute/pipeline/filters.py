@@ -202,6 +202,8 @@ class MirrorCopy:
     method: str
     target: str
     headers: tuple[Header, ...]
+    #: The request's body, when the step copies bodies (`Mirror.body_limit`) and it had one.
+    body: bytes = b""
 
 
 @attrs.frozen
@@ -215,10 +217,28 @@ class Mirror(Step):
 
     backend: BackendRef = attrs.field(kw_only=True)
     share: Share = attrs.field(default=Share(), kw_only=True)
+    #: Backends a copy is spread over by their weights (a TraefikService mirror target, its
+    #: Services by their share); empty: every copy goes to `backend`.
+    spread: tuple[BackendRef, ...] = attrs.field(default=(), kw_only=True)
+    #: The largest request body a copy carries (Traefik's mirroring `maxBodySize`); a request
+    #: with a larger body, or any body when 0 (HTTPRoute's RequestMirror), is not copied.
+    body_limit: int = attrs.field(default=0, kw_only=True)
 
     @property
     def backends(self) -> tuple[BackendRef, ...]:
-        return (self.backend,)
+        return self.spread or (self.backend,)
+
+    def target(self, draw: float) -> BackendRef:
+        """Where one copy goes, given a random `draw` uniform in [0, 1) (pure: the Router
+        draws)."""
+        if not self.spread:
+            return self.backend
+        point = draw * sum(b.weight for b in self.spread)
+        for backend in self.spread:
+            if point < backend.weight:
+                return backend
+            point -= backend.weight
+        return self.spread[-1]
 
     @property
     def label(self) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from kroute.objects import FieldError, Obj, ObjectRef, as_list, as_map, as_str, object_ref
-from kroute.pool.service_annotations import refused_annotation
+from kroute.pool.service_annotations import NO_OPTIONS, ServiceOptions, service_options
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -166,6 +166,8 @@ class ServiceEndpoints:
         self.allow_external_name = allow_external_name
         #: Why there are no endpoints, when that is not just "no slice lists any".
         self.error: str | None = f"{service} not found"
+        #: What the Service's Traefik annotations ask (sticky cookie, passHostHeader).
+        self.options: ServiceOptions = NO_OPTIONS
         self.fallback = False
         self._port_name: str | None = None
         self._external: Endpoint | None = None
@@ -184,14 +186,13 @@ class ServiceEndpoints:
         """The Service object changed (None: deleted). May change every endpoint."""
         self._external = None
         self._port_name = None
+        self.options = NO_OPTIONS
         if service is None:
             self.error = f"{self.service} not found"
         else:
             try:
                 name, number = service_port(service, self.port)
-                refused = refused_annotation(service)
-                if refused is not None:
-                    raise FieldError(f"metadata.annotations[{refused[0]}]", refused[1])
+                self.options = service_options(service, number)
                 spec = as_map(service.get("spec"), "spec")
                 if spec.get("type") == "ExternalName":
                     if not self.allow_external_name:

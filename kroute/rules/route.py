@@ -66,6 +66,15 @@ class Route:
     #: Timeouts and retries of this route (HTTPRoute rule `timeouts`, `retry`); None: the
     #: Router's own retries and the transport's timeouts.
     policy: RoutePolicy | None = None
+    #: Whether a backend's choice or its endpoint depends on the request's cookies (Traefik's
+    #: sticky cookies: `BackendRef.stuck`, `BackendRef.sticky`): then decided per request.
+    sticky: bool = attrs.field(init=False, eq=False, repr=False)
+
+    @sticky.default
+    def _sticky(self) -> bool:
+        return any(b.stuck or b.sticky is not None
+                   or (b.fallback is not None and b.fallback.sticky is not None)
+                   for b in self.backends)  # fmt: skip
 
     def chain_for(self, backend: BackendRef | None) -> Chain:
         """The steps a request sent to `backend` goes through."""

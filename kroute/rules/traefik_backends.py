@@ -13,12 +13,12 @@ reference; each is applied, accepted because kroute does what it asks anyway, or
 - `strategy`: `wrr` (the default) and its deprecated name `RoundRobin` mean the gateway's own
   balancing of the Service's endpoints; `p2c`, `hrw`, `leasttime` choose a balancer per route,
   which kroute does per gateway (`Router(balancer=...)`): refused;
-- `passHostHeader: true` (the default) is what kroute does; `false` (Host = the endpoint's
-  address) is refused: kroute's steps run before the endpoint is known;
+- `passHostHeader: false`: the endpoint's address (`10.0.0.5:8080`) is sent as Host, after the
+  route's steps, on every front (`BackendRef.pass_host_header`);
 - `responseForwarding.flushInterval`: accepted, changes nothing: every kroute front writes each
   part of a response body as it arrives (Traefik's `-1`);
-- `sticky`: refused: kroute's sticky cookie is the gateway's (`Router(sticky_cookie=...)`),
-  not a route's or a Service reference's;
+- `sticky.cookie` (name, secure, httpOnly, sameSite, maxAge, path, domain): the client is kept
+  on one endpoint of the Service (`BackendRef.sticky`, `sticky_cookie`);
 - `healthCheck` and `passiveHealthCheck`: empty is accepted; settings are refused: a Service's
   health is set on the Service (`kroute.dev/*` annotations, docs/pools.md);
 - `scheme: http` is the default; `https`, `h2c`, `serversTransport`, `nativeLB: true`,
@@ -32,9 +32,22 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import BackendRef, FieldError, as_int, as_map, as_str, req_str
+from kroute.objects import (
+    SAME_SITE,
+    BackendRef,
+    FieldError,
+    StickyCookie,
+    as_flag,
+    as_int,
+    as_map,
+    as_str,
+    cookie_name,
+    req_str,
+    sanitize,
+)
 from kroute.pipeline.filters import Refuse
 from kroute.pipeline.steps import Step
+from kroute.rules.middlewares.paths import options_of
 from kroute.rules.middlewares.refs import crd_refs
 
 KIND = "TraefikService"
@@ -65,7 +78,6 @@ class Reference:
 
 #: Fields whose value (or absence) means what kroute does anyway.
 _DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "passHostHeader": (None, True),
     "strategy": (None, "wrr", "RoundRobin"),
     "scheme": (None, "http"),
     "nativeLB": (None, False),
@@ -77,17 +89,18 @@ _DEFAULTS: dict[str, tuple[Any, ...]] = {
 _WHY = {
     "strategy": "kroute balances a Service's endpoints as the gateway is configured "
     "(Router(balancer=...)), not per route: only wrr (RoundRobin) is accepted",
-    "passHostHeader": "kroute cannot send the endpoint's address as Host (the route's steps "
-    "run before the endpoint is chosen)",
-    "sticky": "kroute's sticky cookie is the gateway's (Router(sticky_cookie=...)), not a route's",
     "healthCheck": "a Service's health checks are set on the Service (kroute.dev/* "
     "annotations, docs/pools.md)",
     "passiveHealthCheck": "a Service's passive health is set on the Service (kroute.dev/* "
     "annotations, docs/pools.md)",
+    "sticky": "it applies to a Kubernetes Service: set it on the TraefikService's own "
+    "services (or weighted.sticky)",
+    "passHostHeader": "it applies to a Kubernetes Service: set it on the TraefikService's "
+    "own services",
 }
 #: The fields of a reference itself, and those applied to a Service's.
 _REFERENCE = frozenset({"kind", "name", "namespace", "weight", "middlewares"})
-_SERVICE = frozenset({*_REFERENCE, "port", "responseForwarding"})
+_SERVICE = frozenset({*_REFERENCE, "port", "responseForwarding", "sticky", "passHostHeader"})
 
 
 def reference(value: Any, field: str, namespace: str, cross_namespace: bool,
@@ -105,12 +118,49 @@ def reference(value: Any, field: str, namespace: str, cross_namespace: bool,
     backend: BackendRef
     if kind == KIND and error is None:
         backend = ServiceRef(other, name, None, weight, field=field)
+    elif kind == KIND:
+        backend = BackendRef(other, name, None, weight, error)
     else:
-        port = None if kind == KIND else _port(item.get("port"), f"{field}.port")
-        backend = BackendRef(other, name, port, weight, error)
+        port = _port(item.get("port"), f"{field}.port")
+        passed = item.get("passHostHeader", True)
+        if not isinstance(passed, bool):
+            raise FieldError(f"{field}.passHostHeader", "expected a boolean")
+        cookie = sticky_cookie(item.get("sticky"), f"{field}.sticky", f"{other}-{name}-{port}")
+        backend = BackendRef(other, name, port, weight, error, sticky=cookie,
+                             pass_host_header=passed)  # fmt: skip
     steps = crd_refs(item.get("middlewares"), f"{field}.middlewares", namespace, cross_namespace)
     known = (_REFERENCE if kind == KIND else _SERVICE) | extra
     return Reference(backend, steps, _refused(item, field, known))
+
+
+def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
+    """Traefik's `sticky: {cookie: {...}}` at `field` (None without a cookie, as Traefik); the
+    default name is Traefik's: `_` and 5 hex digits of the SHA-1 of the `service`'s name; a
+    given name has the characters a cookie name may not have replaced by `_`, as Traefik does."""
+    options = options_of(value, field, ("cookie",))
+    if options.get("cookie") is None:
+        return None
+    where = f"{field}.cookie"
+    cookie = options_of(options["cookie"], where, ("name", "secure", "httpOnly", "sameSite",
+                                                   "maxAge", "path", "domain"))  # fmt: skip
+    name = as_str(cookie.get("name"), f"{where}.name")
+    if name is None:
+        name = cookie_name(service)
+    same_site = as_str(cookie.get("sameSite"), f"{where}.sameSite") or ""
+    if same_site and same_site.lower() not in SAME_SITE:
+        raise FieldError(f"{where}.sameSite", f"{same_site!r} is not none, lax or strict")
+    path = cookie.get("path", "/")
+    max_age = as_int(cookie.get("maxAge"), f"{where}.maxAge", default=0, low=-(2**31),
+                     high=2**31 - 1)  # fmt: skip
+    return StickyCookie(
+        name=sanitize(name),
+        secure=as_flag(cookie, "secure", where),
+        http_only=as_flag(cookie, "httpOnly", where),
+        same_site=SAME_SITE.get(same_site.lower(), ""),
+        max_age=max_age,
+        path="/" if path is None else (as_str(path, f"{where}.path") or ""),
+        domain=as_str(cookie.get("domain"), f"{where}.domain") or "",
+    )
 
 
 def _port(value: Any, field: str) -> int | str:

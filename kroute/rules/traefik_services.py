@@ -7,13 +7,17 @@ reference by what it stands for, in kroute's own terms (Traefik v3 docs, "Traefi
 - `weighted` (`services` with `weight`s, nested TraefikServices): its Services become backends
   of the route, weighted by their share of the whole tree (a Service with weight 1 of 3 in a
   service with weight 2 of 4 of the route gets 1/3 x 2/4), so the route's one weighted split
-  gives each the traffic Traefik's nested round robins would; `sticky` fails closed (kroute's
-  sticky cookie is the gateway's);
+  gives each the traffic Traefik's nested round robins would; `sticky.cookie` keeps a client on
+  the child it was sent to: each backend under a sticky weighted service carries that cookie
+  and its child's value (`BackendRef.stuck`, Traefik's value: `traefik_hash` of the child's
+  name), and the route's choice honours it (`kroute.gateway.router.decisions`);
 - `mirroring` (a main service, `mirrors` with `percent`): the main service's backends, each with
   a RequestMirror step per mirror (`kroute.gateway.mirror`: fire and forget, a share of the
-  requests), run when that backend is chosen. kroute never copies a request that has a body
-  (counted as skipped): `maxBodySize` and `mirrorBody` are accepted and documented, never more
-  than what kroute copies. A mirror naming a TraefikService fails closed;
+  requests), run when that backend is chosen. A request's body is copied up to `maxBodySize`
+  bytes (a larger one: the request is not copied, as Traefik; -1, Traefik's unlimited, is
+  `MIRROR_BODY_CAP`), none with `mirrorBody: false` (such a request is not copied). A mirror
+  naming a TraefikService spreads its copies over the
+  Services that one comes to, by their shares (`Mirror.spread`);
 - `failover` (`service`, `fallback`: Services): one backend whose `fallback` takes the requests
   while the main Service has no usable endpoint (none ready, or every one out of rotation by
   its health checks: docs/pools.md); `errors.status` (retry on the fallback after an answer)
@@ -32,12 +36,26 @@ from typing import Any
 
 import attrs
 
-from kroute.objects import BackendRef, FieldError, Obj, ObjectRef, as_int, as_list, as_map
+from kroute.objects import (
+    BackendRef,
+    FieldError,
+    Obj,
+    ObjectRef,
+    StickyCookie,
+    as_int,
+    as_list,
+    as_map,
+    traefik_hash,
+)
 from kroute.pipeline.filters import Mirror, Refuse, Share
 from kroute.pipeline.steps import EMPTY, Chain, Step
+from kroute.rules.middlewares.paths import options_of
 from kroute.rules.route import Route
-from kroute.rules.traefik_backends import KIND, Reference, ServiceRef, reference
+from kroute.rules.traefik_backends import KIND, Reference, ServiceRef, reference, sticky_cookie
 
+#: The largest request body a mirror copies when `maxBodySize` is Traefik's -1 ("unlimited"):
+#: a copy keeps the body in memory until it is sent, so kroute bounds it.
+MIRROR_BODY_CAP = 1 << 20
 #: Largest weight a resolved backend gets (shares are exact fractions, scaled to integers).
 MAX_WEIGHT = 1_000_000
 
@@ -53,6 +71,8 @@ class Compiled:
     steps: tuple[Step, ...] = ()
     refused: tuple[Refuse, ...] = ()
     error: FieldError | None = attrs.field(default=None, eq=False)
+    #: A weighted service's sticky cookie (`weighted.sticky.cookie`).
+    sticky: StickyCookie | None = None
 
 
 def compile_traefik_service(obj: Obj, ref: ObjectRef, cross_namespace: bool) -> Compiled:
@@ -74,16 +94,22 @@ def _weighted(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) 
     items = as_list(spec.get("services"), f"{field}.services")
     references = tuple(reference(v, f"{field}.services[{i}]", ref.namespace, cross)
                        for i, v in enumerate(items))  # fmt: skip
-    refused = tuple(Refuse(f"{field}.{k}", reason=f"{k} is not supported by kroute: "
-                           + ("kroute's sticky cookie is the gateway's (Router(sticky_cookie="
-                              "...)), not a TraefikService's" if k == "sticky" else "unknown"))
-                    for k, v in spec.items() if k != "services" and v is not None)  # fmt: skip
-    return Compiled(ref, "weighted", references, refused=refused)
+    refused = tuple(Refuse(f"{field}.{k}", reason=f"{k} is not supported by kroute")
+                    for k, v in spec.items() if k not in ("services", "sticky")
+                    and v is not None)  # fmt: skip
+    sticky = sticky_cookie(spec.get("sticky"), f"{field}.sticky", _name(ref).replace("/", "-"))
+    return Compiled(ref, "weighted", references, refused=refused, sticky=sticky)
 
 
 def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) -> Compiled:
-    # `maxBodySize` and `mirrorBody` only say which bodies are copied: kroute copies none.
-    as_int(spec.get("maxBodySize"), f"{field}.maxBodySize", default=-1, low=-1, high=2**63 - 1)
+    # Which bodies are copied: up to maxBodySize (-1, Traefik's "unlimited": MIRROR_BODY_CAP),
+    # none with mirrorBody false.
+    limit = as_int(spec.get("maxBodySize"), f"{field}.maxBodySize", default=-1, low=-1,
+                   high=2**63 - 1)  # fmt: skip
+    copies_body = spec.get("mirrorBody", True)
+    if not isinstance(copies_body, bool):
+        raise FieldError(f"{field}.mirrorBody", "expected a boolean")
+    limit = (MIRROR_BODY_CAP if limit < 0 else limit) if copies_body else 0
     main = reference(spec, field, ref.namespace, cross, frozenset({"mirrors", "maxBodySize",
                                                                    "mirrorBody"}))  # fmt: skip
     steps: list[Step] = []
@@ -94,20 +120,22 @@ def _mirroring(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool)
         percent = as_int(as_map(value, where).get("percent"), f"{where}.percent", default=0,
                          low=0, high=100)  # fmt: skip
         refused += mirror.refused
-        if isinstance(mirror.backend, ServiceRef):
-            refused.append(Refuse(where, reason=f"a mirror to a {KIND} is not supported by "
-                                  "kroute: name a Service"))  # fmt: skip
-        elif mirror.backend.error is not None:
+        if mirror.backend.error is not None and not isinstance(mirror.backend, ServiceRef):
             refused.append(Refuse(where, reason=mirror.backend.error))
         elif mirror.steps:
             refused.append(Refuse(f"{where}.middlewares", reason="a mirror's middlewares are "
                                   "not supported by kroute"))  # fmt: skip
         else:
-            steps.append(Mirror(where, backend=mirror.backend, share=Share(percent, 100)))
+            steps.append(Mirror(where, backend=mirror.backend, share=Share(percent, 100),
+                                body_limit=limit))  # fmt: skip
     return Compiled(ref, "mirroring", (main,), tuple(steps), tuple(refused))
 
 
 def _failover(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) -> Compiled:
+    # `healthCheck: {}` asks Traefik to tell parents of the failover's health; kroute's failover
+    # follows its Services' health whatever it says (it has no fields).
+    options_of(spec, field, ("service", "fallback", "healthCheck", "errors"))
+    options_of(spec.get("healthCheck"), f"{field}.healthCheck", ())
     main = reference(spec.get("service"), f"{field}.service", ref.namespace, cross)
     fallback = reference(spec.get("fallback"), f"{field}.fallback", ref.namespace, cross)
     refused = [*main.refused, *fallback.refused]
@@ -115,7 +143,7 @@ def _failover(spec: Mapping[str, Any], field: str, ref: ObjectRef, cross: bool) 
         if isinstance(item.backend, ServiceRef) or item.steps:
             refused.append(Refuse(f"{field}.{name}", reason="kroute's failover takes a Service "
                                   "without middlewares"))  # fmt: skip
-    errors = as_map(spec.get("errors"), f"{field}.errors")
+    errors = options_of(spec.get("errors"), f"{field}.errors", ("status", "maxRequestBodyBytes"))
     if as_list(errors.get("status"), f"{field}.errors.status"):
         refused.append(Refuse(f"{field}.errors.status", reason="failing over on the main "
                               "service's answer is not supported by kroute (only while it has "
@@ -132,6 +160,13 @@ Share_ = tuple[BackendRef, Fraction, tuple[Step, ...]]
 
 def _name(ref: ObjectRef) -> str:
     return f"{ref.namespace}/{ref.name}"
+
+
+def _child(backend: BackendRef) -> str:
+    """A weighted service's child as Traefik names it (`namespace-name-port` for a Service,
+    `namespace-name` for a TraefikService): what its sticky value hashes."""
+    port = "" if backend.port is None else f"-{backend.port}"
+    return f"{backend.namespace}-{backend.name}{port}"
 
 
 class TraefikServices:
@@ -163,16 +198,44 @@ class TraefikServices:
             if total == 0 or item.backend.weight == 0:
                 continue
             share = Fraction(item.backend.weight, total)
+            mirrors = [self._mirror(s, ref.field, (*trail, found.ref), refused)
+                       for s in found.steps]  # fmt: skip
             steps = tuple(attrs.evolve(s, field=f"{ref.field}: {KIND} {where} ({s.field})")
-                          for s in (*item.steps, *found.steps))  # fmt: skip
+                          for s in (*item.steps, *mirrors))  # fmt: skip
             if isinstance(item.backend, ServiceRef):
                 nested, more_refused = self.expand(attrs.evolve(item.backend, field=ref.field),
                                                    (*trail, found.ref))  # fmt: skip
                 refused += more_refused
-                out += [(b, share * s, steps + more) for b, s, more in nested]
+                leaves = [(b, share * s, steps + more) for b, s, more in nested]
             else:
-                out.append((item.backend, share, steps))
+                leaves = [(item.backend, share, steps)]
+            if found.sticky is not None:  # (this child's value, before those further in)
+                value = ((found.sticky, traefik_hash(_child(item.backend))),)
+                leaves = [(attrs.evolve(b, stuck=value + b.stuck), s, t) for b, s, t in leaves]
+            out += leaves
         return out, refused
+
+    def _mirror(self, step: Step, field: str, trail: tuple[ObjectRef, ...],
+                refused: list[Refuse]) -> Step:  # fmt: skip
+        """`step`, a mirror to a TraefikService resolved: its copies spread over the Services
+        the TraefikService comes to, by their shares (Traefik's mirror target balances them);
+        what cannot be (middlewares or mirrors of its own, a missing service) added to
+        `refused`, the mirror left unresolved (it copies nothing)."""
+        if not isinstance(step, Mirror) or not isinstance(step.backend, ServiceRef):
+            return step
+        found, why = self.expand(attrs.evolve(step.backend, field=field), trail)
+        within = f"{KIND} {_name(trail[-1])} ({step.field}): mirror target: "
+        refused += [attrs.evolve(r, reason=within + r.reason) for r in why]
+        if any(steps for _, _, steps in found):
+            refused.append(Refuse(field, reason=f"{within}its services' middlewares and "
+                                  "mirrors are not supported by kroute"))  # fmt: skip
+            return step
+        if why or not found:
+            return step
+        weights = _integers([share for _, share, _ in found])
+        spread = tuple(attrs.evolve(b, weight=w, stuck=())
+                       for (b, _, _), w in zip(found, weights, strict=True) if w)  # fmt: skip
+        return attrs.evolve(step, backend=attrs.evolve(step.backend, error=None), spread=spread)
 
     def resolve(self, routes: Sequence[Route]) -> list[Route]:
         """The routes with every ServiceRef replaced by its backends (alternatives of one rule

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -202,6 +203,16 @@ def set_host(headers: Iterable[tuple[bytes, bytes]], host: str | None) -> Header
     if host is None:
         return items
     return [(n, v) for n, v in items if n.lower() != b"host"] + [(b"Host", host.encode())]
+
+
+_HOST_LINE = re.compile(rb"^host:[^\r\n]*\r\n", re.IGNORECASE | re.MULTILINE)
+
+
+def host_line(lines: bytes, address: str, port: int) -> bytes:
+    """Rendered header `lines` with Host set to an endpoint's `address` and `port` (any Host
+    line replaced): `set_host` for FastGateway's lines (Traefik's `passHostHeader: false`)."""
+    host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return _HOST_LINE.sub(b"", lines) + b"Host: %b\r\n" % host.encode("latin-1")
 
 
 #: Reason phrases (RFC 9110 section 15) of the statuses kroute itself answers with.

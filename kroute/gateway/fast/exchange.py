@@ -36,7 +36,7 @@ from kroute.pipeline.steps import (
     run_request_async,
 )
 from kroute.rules.request import RequestHead
-from kroute.transport.proxy import render_headers, replay_safe
+from kroute.transport.proxy import host_line, render_headers, replay_safe
 
 
 class Exchange(Relay):
@@ -104,7 +104,10 @@ class Exchange(Relay):
         elif request is not None:
             if request.mirrors:  # (tested here too: the hot path skips the call)
                 message = self.message
-                self.router.mirror(request, body=message.has_body or message.upgrade is not None)
+                waiting = self.router.mirror(request, body=message.has_body,
+                                             upgrade=message.upgrade is not None)  # fmt: skip
+                if waiting:  # (copies of the body: each piece given to the tee as it goes)
+                    self.tee = self.router.mirrors.tee(waiting)
             lines = render_headers(request.headers)
             if self.rest_lines is not None:  # the fields the steps do not name (`upstream_request`)
                 lines = self.rest_lines + lines
@@ -124,6 +127,8 @@ class Exchange(Relay):
             if length > chain.request_limit:
                 self.answer_error(RequestTooLarge(chain.request_limit))  # (before sending)
                 return
+        if decision.endpoint_host:  # (Traefik's passHostHeader: false)
+            lines = host_line(lines, *decision.pick.endpoint.key)
         framing = b""
         if message.upgrade is not None:
             framing = b"Connection: Upgrade\r\nUpgrade: %b\r\n" % message.upgrade
@@ -144,6 +149,15 @@ class Exchange(Relay):
                 self.timer(policy.request, None)
         self.retry.budget.request(self.router.clock())
         self.attempt(decision.pick.endpoint.key)
+
+    def again_at(self, key: Key) -> None:
+        """Try again at `key`, after the retry policy's backoff; the request head names the
+        endpoint as Host when the backend asks for that (passHostHeader: false)."""
+        decision = self.decision
+        if decision is not None and decision.endpoint_host:
+            line, _, rest = self.head.partition(b"\r\n")
+            self.head = b"%b\r\n%b\r\n" % (line, host_line(rest[:-2], *key))
+        self.attempt(key, self.retry.wait(len(self.tried)))
 
     def request_head(self) -> RequestHead:
         """The request as routing sees it (built only when the Router has no answer yet)."""
@@ -223,6 +237,8 @@ class Exchange(Relay):
             self.client.resume()
         if message.complete and message.chunked:
             self.outbox.write(conn.transport, b"0\r\n\r\n")
+        if message.complete and self.tee is not None:
+            self.teed()
 
     # -- the request body, as it arrives ---------------------------------------------------
 
@@ -270,6 +286,8 @@ class Exchange(Relay):
 
     def write_body(self, chunk: bytes) -> None:
         assert self.conn is not None
+        if self.tee is not None:
+            self.tee.add(chunk)
         if self.message.chunked:
             self.outbox.write(self.conn.transport, b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
@@ -278,6 +296,14 @@ class Exchange(Relay):
     def request_done(self) -> None:
         if self.conn is not None and not self.finished and self.message.chunked:
             self.outbox.write(self.conn.transport, b"0\r\n\r\n")
+        if self.conn is not None and self.tee is not None:
+            self.teed()
+
+    def teed(self) -> None:
+        """The whole request body went out: the mirror copies waiting for it get it."""
+        tee, self.tee = self.tee, None
+        if tee is not None and not self.finished:
+            tee.done()
 
     # -- failures before (or after) the response head --------------------------------------
 
@@ -315,7 +341,7 @@ class Exchange(Relay):
             pick = self.pool.pick(now=self.router.clock(), rng=self.router.rng,
                                   exclude=self.tried)  # fmt: skip
             if pick is not None:
-                self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
+                self.again_at(pick.endpoint.key)
                 return
         self.answer_error(error)
 
@@ -377,5 +403,5 @@ class Exchange(Relay):
         self.conn = None
         self.outbox.close(conn.transport)
         self.pool.end(self.key, outcome_of(status), now=clock())
-        self.attempt(pick.endpoint.key, self.retry.wait(len(self.tried)))
+        self.again_at(pick.endpoint.key)
         return True

@@ -20,6 +20,7 @@ from kroute.errors import Answered, KrouteError, UpstreamError, UpstreamProtocol
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Headers, Key, Message
 from kroute.gateway.fast.record import exchange_event
+from kroute.gateway.mirror import Tee
 from kroute.gateway.router import Decision
 from kroute.pipeline.body import BodyFilter, BodyTooLarge, Replace, run_body
 from kroute.pipeline.patch import ResponsePatch
@@ -65,8 +66,8 @@ class Relay:
         "body", "body_bytes", "chain", "chunked_out", "client", "conn", "decision", "ended",
         "error", "finished", "gateway", "head", "head_sent", "held", "keep_client", "key",
         "loop", "message", "no_body", "outbox", "pending", "piping", "policy", "pool",
-        "rest_lines", "retry", "router", "sent_at", "sent_body", "started", "status", "timers",
-        "tried", "until_close", "upstream", "upstream_activity",
+        "rest_lines", "retry", "router", "sent_at", "sent_body", "started", "status", "tee",
+        "timers", "tried", "until_close", "upstream", "upstream_activity",
     )  # fmt: skip
 
     def __init__(self, client: ClientSide, message: Message) -> None:
@@ -120,6 +121,8 @@ class Relay:
         #: holds while it decides (status, fields, framing lines).
         self.body: BodyFilter | None = None
         self.held: tuple[int, Headers, bytes] | None = None
+        #: The request body kept for mirror copies that carry it (`kroute.gateway.mirror`).
+        self.tee: Tee | None = None
 
     def flush(self) -> None:
         """Write the response bytes gathered for the client (one write per read)."""
@@ -188,9 +191,8 @@ class Relay:
         self.keep_client = self.client_stays()
         if not self.keep_client:
             framing += b"Connection: close\r\n"
-        if self.router.sticky_cookie is not None and self.decision is not None:
-            cookie = self.router.sticky_header(self.decision, self.key)
-            if cookie is not None:
+        if self.router.sets_cookies and self.decision is not None:
+            for cookie in self.router.sticky_headers(self.decision, self.key):
                 framing += b"%b: %b\r\n" % cookie
         self.head_sent = True
         if self.chain is not None and self.chain.outcome:

@@ -160,6 +160,10 @@ class Router:
         #: name of the cookie that brings a client back to the endpoint that answered it.
         self.hash_on = hash_on
         self.sticky_cookie = sticky_cookie
+        #: Whether a response may set sticky cookies: the gateway's, or a route's (Traefik's
+        #: `sticky.cookie`, `Route.sticky`), as of the last rebuild. What fronts test before
+        #: asking `sticky_headers`.
+        self.sets_cookies = sticky_cookie is not None
         #: Told of requests and rebuilds (`observers`): Metrics, access logs, users' sinks.
         self.observers = Observers()
         #: OpenTelemetry spans and W3C trace context for every front (`kroute.gateway.tracing`);
@@ -306,6 +310,7 @@ class Router:
             if str(error) not in known:
                 _log.warning("fails closed: %s", error)
         self._decider.forget()
+        self._options_changed()
         self._retries = {}
         self._published = self._published or all(s.synced for s in self.sources)
         self._rebuilds += 1
@@ -323,9 +328,19 @@ class Router:
             elif self._wake is not None:
                 self._wake.set()
             return
-        self._backends.changed(kind, changes)
+        if self._backends.changed(kind, changes):
+            self._decider.forget()  # (kept decisions carry the Services' options)
+            self._options_changed()
         if not self._published and all(s.synced for s in self.sources):
             self.rebuild()
+
+    def _options_changed(self) -> None:
+        """Whether responses may set cookies and decisions read the request's head, after the
+        routes or a Service's Traefik annotations changed."""
+        service_sticky = self._decider.service_sticky = self._backends.sticky()
+        routes = self._result.table.routes
+        self.sets_cookies = (self.sticky_cookie is not None or service_sticky
+                             or any(route.sticky for route in routes))  # fmt: skip
 
     # -- deciding (`decisions`) --------------------------------------------------------
 
@@ -383,6 +398,22 @@ class Router:
         """The Set-Cookie header for the endpoint that answered (`key`, else the decision's
         pick), when sticky cookies are on (`Affinity.set_cookie`)."""
         return self._decider.affinity.set_cookie(decision, key)
+
+    def sticky_headers(
+        self, decision: Decision, key: tuple[str, int] | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """The Set-Cookie fields of the response from endpoint `key` (else the decision's
+        pick): the gateway's sticky cookie (`sticky_header`) and the route's Traefik sticky
+        cookies (`Decision.sticky`)."""
+        out = []
+        cookie = self._decider.affinity.set_cookie(decision, key)
+        if cookie is not None:
+            out.append(cookie)
+        if decision.sticky is not None:
+            if key is None and decision.pick is not None:
+                key = decision.pick.endpoint.key
+            out += decision.sticky.headers(key)
+        return out
 
     def retry_for(self, route: Route | None) -> RetryPolicy:
         """The retry policy of a route: the Router's, with what the route's own policy
@@ -450,8 +481,15 @@ class Router:
                 if chain.outcome:
                     run_outcome(chain, upstream, answer.status, time.perf_counter() - started)
                 raise Answered(answer.status, answer.reason, answer.headers, answer.body)
-            self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
+            waiting = self.mirror(upstream, body=request.body != b"",
+                                  upgrade=request.upgrade is not None)  # fmt: skip
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
+            if waiting:  # (copies of the body: kept as it goes through, `kroute.gateway.mirror`)
+                if isinstance(request.body, bytes):
+                    self.mirrors.completed(waiting, request.body)
+                else:
+                    tee = self.mirrors.tee(waiting)
+                    request = attrs.evolve(request, body=tee.passing(request.body))
             limit = chain.request_limit
             if limit is not None and not isinstance(request.body, bytes):
                 if request.content_length is not None and request.content_length > limit:
@@ -505,31 +543,44 @@ class Router:
         from an endpoint of its backend through `fetch`; every front answers with it. No page
         (no endpoint, a failed call): the status's reason phrase, as Traefik answers then."""
         backend = page.backend
-        pick = self._decider.endpoint(None, backend, ()).pick  # (its pool: `Step.backends`)
+        found = self._decider.endpoint(None, backend, ())  # (its pool: `Step.backends`)
+        pick = found.pick
         try:
-            if pick is None:
-                raise FetchFailed(f"{backend} has no usable endpoint")
+            if pick is None:  # (the Service missing, or none of its endpoints usable)
+                raise FetchFailed(found.reason)
             call = Call(pick.endpoint.address, pick.endpoint.port, False, "GET", page.target,
                         page.headers, page.timeout, page.limit)  # fmt: skip
             reply = await self.fetch(call)
         except FetchFailed as exc:
-            _log.warning("%s: no error page from %s: %s", page.step, backend, exc)
+            _log.warning("%s: no error page from %s: %s; the status's reason phrase answers",
+                         page.step, backend, exc)  # fmt: skip
             text = REASONS.get(page.status, "Error").encode()
             return [(b"Content-Type", b"text/plain; charset=utf-8")], text
         drop = (b"content-length", b"transfer-encoding")
         return [(n, v) for n, v in reply.headers if n.lower() not in drop], reply.body
 
-    def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
-        """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the
-        request has a body, so it is not copied). Every front calls this once the request steps
-        have let the request through; `run()` sends the copies."""
-        if request.mirrors:
-            self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random)
+    def mirror(
+        self, request: UpstreamRequest, *, body: bool, upgrade: bool = False
+    ) -> list[MirrorCopy]:
+        """Queue the copies `request`'s RequestMirror steps made, without waiting; those that
+        copy its `body` are returned, for the front to pass the body through
+        `self.mirrors.tee(...)` as it streams (`kroute.gateway.mirror`). An `upgrade` is never
+        copied. Every front calls this once the request steps have let the request through;
+        `run()` sends the copies."""
+        if not request.mirrors:
+            return []
+        return self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random,
+                                  upgrade=upgrade)  # fmt: skip
 
     async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
-        found = self._backends.get(copy.step.backend)
+        backend = copy.step.target(self.rng.random())
+        found = self._backends.get(backend)
         pool = None if found is None else found.pool
-        await send_copy(transport, copy, pool, clock=self.clock, rng=self.rng)
+        host = not backend.pass_host_header or (
+            found is not None and not found.endpoints.options.pass_host_header
+        )
+        await send_copy(transport, copy, backend, pool, endpoint_host=host, clock=self.clock,
+                        rng=self.rng)  # fmt: skip
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest

@@ -96,15 +96,19 @@ class Backends:
                 self._add({key})
                 self._by_service.setdefault(key[:2], []).append(self._backends[key])
 
-    def changed(self, kind: kinds.Kind, changes: Sequence[Change]) -> None:
-        """Apply Service and EndpointSlice changes to the pools of their Service."""
+    def changed(self, kind: kinds.Kind, changes: Sequence[Change]) -> bool:
+        """Apply Service and EndpointSlice changes to the pools of their Service; True when a
+        Service's options (its Traefik annotations: `ServiceOptions`) changed."""
         now = self._clock()
+        options = False
         if kind == kinds.SERVICE:
             for change in changes:
                 service = None if change.type == "DELETED" else change.object
                 health = self._health_for(service)
                 for backend in self._by_service.get(change.key, []):
+                    before = backend.endpoints.options
                     backend.pool.apply(backend.endpoints.set_service(service), now=now)
+                    options = options or backend.endpoints.options != before
                     if backend.pool.health != health:
                         # New kroute.dev/* annotations: endpoint health state is kept.
                         self._prober.unwatch(backend.pool)
@@ -124,6 +128,11 @@ class Backends:
                     else:
                         delta = backend.endpoints.apply_slice(change.object)
                     backend.pool.apply(delta, now=now)
+        return options
+
+    def sticky(self) -> bool:
+        """Whether a Service's annotations ask for a sticky cookie."""
+        return any(b.endpoints.options.sticky is not None for b in self._backends.values())
 
     def _add(self, new: set[BackendKey]) -> None:
         if not new:

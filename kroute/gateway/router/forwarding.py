@@ -8,7 +8,8 @@ on asyncio timers, with the same `RetryPolicy` and `outcome_of`).
 - `send`: the tries on the decision's pool (`send_with_retries`: safe retries on other
   endpoints), within the route's request timeout (HTTPRoute `timeouts.request`: 504 when it runs
   out before a response head), each try bounded by `timeouts.backendRequest`; the observer is
-  told how the request was answered.
+  told how the request was answered. A backend with Traefik's `passHostHeader: false` gets
+  the address of the endpoint of each try as Host (`EndpointHost`).
 - `send_copy`: a RequestMirror copy to one endpoint of its backend's pool, no retry.
 - `until_end`: a response that says when it is over (steps told of the request's end,
   `kroute.pipeline.run_end`: inFlightReq).
@@ -42,6 +43,7 @@ from kroute.errors import (
 )
 from kroute.gateway.events import RequestRecord
 from kroute.gateway.router.decisions import Decision, status_error
+from kroute.objects import BackendRef
 from kroute.pipeline.body import BodyFilter, Replace, RequestTooLarge
 from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.steps import Answer
@@ -49,6 +51,7 @@ from kroute.pool.health import Outcome
 from kroute.pool.pool import Pick, Pool
 from kroute.streams import Wrapping
 from kroute.transport.base import ForwardRequest, ForwardResponse, Headers, Target, Transport
+from kroute.transport.proxy import set_host
 from kroute.transport.retry import send_with_retries
 from kroute.transport.retry_policy import RetryPolicy
 
@@ -132,6 +135,8 @@ async def _attempts(
             record.attempted(outcome)
 
     policy = first.route.policy if first.route is not None else None
+    if first.endpoint_host:
+        transport = EndpointHost(transport)
     try:
         response, target = await send_with_retries(
             transport, request, pick, policy=retry, now=clock, report=report,
@@ -144,25 +149,47 @@ async def _attempts(
     return attrs.evolve(first, pick=picks[(target.host, target.port)]), response
 
 
+@attrs.frozen
+class EndpointHost:
+    """A transport that sends the endpoint's address (`10.0.0.5:8080`, `[fd00::5]:8080`) as
+    Host, whatever the client or the route's steps set: Traefik's `passHostHeader: false`
+    (its proxy sets the request's Host to the server URL's host)."""
+
+    transport: Transport
+
+    async def send(self, target: Target, request: ForwardRequest) -> ForwardResponse:
+        headers = set_host(request.headers, str(target))
+        return await self.transport.send(target, attrs.evolve(request, headers=headers))
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 async def send_copy(
     transport: Transport,
     copy: MirrorCopy,
+    backend: BackendRef,
     pool: Pool | None,
     *,
+    endpoint_host: bool,
     clock: Callable[[], float],
     rng: random.Random,
 ) -> None:
-    """One copy to one endpoint of `pool` (its backend's; None: none kept), no retry; the
-    response is read and discarded, and the attempt reported to the pool's passive health."""
+    """One copy to one endpoint of `pool` (`backend`'s; None: none kept), no retry; the
+    response is read and discarded, and the attempt reported to the pool's passive health;
+    `endpoint_host`: the endpoint's address is sent as Host (passHostHeader: false)."""
     pick = None if pool is None else pool.pick(now=clock(), rng=rng)
     if pool is None or pick is None:
-        raise NoHealthyEndpoint(f"{copy.step.backend} has no usable endpoint")
+        raise NoHealthyEndpoint(f"{backend} has no usable endpoint")
     key = pick.endpoint.key
     pool.begin(key)
     try:
         target = Target(pick.endpoint.address, pick.endpoint.port)
+        headers = list(copy.headers)
+        if endpoint_host:
+            headers = set_host(headers, str(target))
         response = await transport.send(target, ForwardRequest(
-            copy.method, copy.target, list(copy.headers)))  # fmt: skip
+            copy.method, copy.target, headers, copy.body))  # fmt: skip
         async for _ in response.body:
             pass
     except UpstreamError as exc:

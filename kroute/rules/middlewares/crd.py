@@ -73,7 +73,15 @@ BUILT: dict[str, Build] = {
     "errors": lambda spec, field, ref, cross: (error_pages(spec, field, ref, cross),),
 }
 #: The rest of Traefik v3's MiddlewareSpec: fail closed, for now.
-NOT_YET = ("digestAuth", "passTLSClientCert", "contentType", "grpcWeb")
+#: The types kroute does not build, with why (the refusal says it).
+NOT_YET = {
+    "digestAuth": "kroute has no digest authentication (RFC 7616): use basicAuth over TLS, or "
+    "forwardAuth",
+    "passTLSClientCert": "kroute's TLS entry points do not ask clients for certificates",
+    "contentType": "kroute does not sniff response bodies for a media type (Go's "
+    "http.DetectContentType): the backend's Content-Type, or none, goes to the client",
+    "grpcWeb": "kroute does not translate gRPC-Web to gRPC (its fronts speak HTTP/1.1)",
+}
 
 
 def compile_middleware(obj: Obj, ref: ObjectRef, allow_cross_namespace: bool,
@@ -101,7 +109,7 @@ def _compile(spec: Mapping[str, Any], types: tuple[str, ...], ref: ObjectRef, cr
     field = f"spec.{kind}"
     if kind in NOT_YET:
         step: Step = Refuse(field, reason=f"the {kind} middleware is not supported by "
-                            "kroute yet")  # fmt: skip
+                            f"kroute yet: {NOT_YET[kind]}")  # fmt: skip
         return Compiled(ref, (step,))
     if kind == "basicAuth":
         return Compiled(ref, (basicauth.basic_auth(spec[kind], field, ref, secrets or {}),))
