@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.acmeca import AcmeCA, acme_ca
 from tests.kubeserver import Kube, KubeServer, kube_server
 
 #: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
@@ -75,3 +76,11 @@ def api(kube: KubeServer) -> Iterator[Kube]:
     client = kube.client()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeCA]:
+    """Let's Encrypt's test CA Pebble (../shared/acme/up.sh) for the whole session, with real
+    validation against 127.0.0.1; a missing ../shared/acme fails the tests that need it."""
+    with acme_ca(tmp_path_factory.mktemp("acme")) as ca:
+        yield ca

@@ -154,8 +154,10 @@ async def start_front(
     hsts: str | None = None,
     entry_point: str | None = None,
     trusted: TrustedProxies = TrustedProxies(),
+    port: int = 0,
 ) -> int:
-    """Serve `router` on 127.0.0.1 with the front named `front` ("anyio" or "fast"); the port.
+    """Serve `router` on 127.0.0.1:`port` (0: a free one) with the front named `front` ("anyio"
+    or "fast"); the port.
     `entry_point` names the Router's entry point served (None: the front's default); `trusted`
     are the proxies whose X-Forwarded-* it passes on.
 
@@ -167,10 +169,10 @@ async def start_front(
     if front == "fast":
         gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme, hsts=hsts,
                               entry_point=entry_point, trusted=trusted)  # fmt: skip
-        return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", 0))
+        return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", port))
     if router.transport is None:
         router.transport = PooledTransport(timeouts=timeouts)
-    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
     port = int(tcp.extra(anyio.abc.SocketAttribute.local_port))
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
