@@ -39,8 +39,9 @@ class AcmeCA:
             return bytes(answer.read())
 
     def orders(self) -> int:
-        """How many orders Pebble has been asked for (its log: one line per new order)."""
-        return self.log.read_text().count("POST /order-plz")
+        """How many orders Pebble has made (its log: one line per order stored; an order it
+        refuses, for a blocked name say, is not stored)."""
+        return self.log.read_text().count("Added order")
 
     def resolver(self, name: str = "pebble", **options: str) -> str:
         """A `--certresolver` value for this CA."""
@@ -79,6 +80,3 @@ def acme_ca(workdir: Path, **env: str) -> Iterator[AcmeCA]:
     finally:
         subprocess.run([SHARED_ACME / "down.sh", state], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-
-
-

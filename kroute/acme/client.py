@@ -28,13 +28,19 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 import attrs
-import requests
-from acme import challenges, crypto_util, errors, messages
-from acme import client as acme_client
-from josepy.jwa import ES256, ES384, RS256, JWASignature
-from josepy.jwk import JWK, JWKEC, JWKRSA
+
+from kroute.errors import ConfigError
+
+try:
+    import requests
+    from acme import challenges, crypto_util, errors, messages
+    from acme import client as acme_client
+except ImportError:  # pragma: no cover (the test environment has the extra)
+    raise ConfigError("ACME certificates need certbot's acme: pip install 'kroute[acme]'") from None
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.jwa import ES256, ES384, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from kroute.acme import tlsalpn
 from kroute.acme.resolvers import HTTP_01, Resolver

@@ -185,7 +185,7 @@ class AcmeCertificates:
         shared = self.store.secrets().get(HTTP01_SECRET)
         tokens = {}
         if shared is not None:
-            for token in (shared.get("data") or {}):
+            for token in shared.get("data") or {}:
                 value = secret_data(shared, token)
                 if value is not None:
                     tokens[token] = value.decode("ascii", "replace")
@@ -195,7 +195,19 @@ class AcmeCertificates:
         if kind in ROUTING_KINDS:
             self._wake.set()
 
-    # -- the admin API ----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Look at every certificate again now (the loop otherwise sleeps until the next one is
+        due or something changes): after a clock change, say, or to retry a failure early."""
+        self._wake.set()
+
+    # -- the admin API and metrics -------------------------------------------------------
+
+    def register(self, registry: Any) -> None:
+        """Export the ACME series (`kroute.acme.metrics`) in a prometheus-client registry
+        (`Metrics.registry`)."""
+        from kroute.acme.metrics import AcmeCollector
+
+        registry.register(AcmeCollector(self))
 
     def to_json(self) -> dict[str, object]:
         """Each certificate the routes ask for: its names, resolver, Secret, what is stored
@@ -395,4 +407,3 @@ def _holds(obj: Obj | None, tokens: Mapping[str, str]) -> bool:
         return not tokens
     data = obj.get("data") or {}
     return set(data) == set(tokens)
-

@@ -50,6 +50,8 @@ LISTENER_OPTION = "kroute.dev/certresolver"
 MANAGED_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_VALUE = "kroute-acme"
 RESOLVER_LABEL = "kroute.dev/acme-resolver"
+#: The label selector of those Secrets (what a replica watches).
+ACME_SELECTOR = f"{MANAGED_LABEL}={MANAGED_VALUE}"
 #: Let's Encrypt's limit of names per certificate (its "Names per Certificate" rate limit).
 MAX_NAMES = 100
 
@@ -128,8 +130,10 @@ def _problem(resolver: str, names: Sequence[str], resolvers: Mapping[str, Resolv
         return "no host name to ask a certificate for"
     wild = [n for n in names if n.startswith("*")]
     if wild:
-        return (f"{', '.join(wild)}: a wildcard certificate needs the DNS-01 challenge, which "
-                f"kroute does not do (resolver {resolver} uses {resolvers[resolver].challenge})")
+        return (
+            f"{', '.join(wild)}: a wildcard certificate needs the DNS-01 challenge, which "
+            f"kroute does not do (resolver {resolver} uses {resolvers[resolver].challenge})"
+        )
     if len(set(names)) > MAX_NAMES:
         return f"{len(set(names))} names: a certificate holds {MAX_NAMES} at most"
     return None

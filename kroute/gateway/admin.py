@@ -15,6 +15,8 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
 - `GET /api/sources`: per kind: synced, objects, lists, re-lists, reconnects, last error;
 - `GET /api/certificates`: with TLS, each certificate (source Secret, subject, names,
   not-after) and what was wrong with the others;
+- `GET /api/acme`: with ACME (`kroute.acme`), each certificate the routes ask for: names,
+  resolver, Secret, what is stored (issuer, validity), when it renews, the last ACME error;
 - `GET /metrics`: Prometheus text (501 when prometheus-client is not installed);
 - `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above.
 """
@@ -34,6 +36,7 @@ from kroute.gateway.router import Router
 from kroute.gateway.server import IncomingRequest, OutgoingResponse
 
 if TYPE_CHECKING:
+    from kroute.acme.manager import AcmeCertificates
     from kroute.tls.contexts import TlsCertificates
 
 JSON = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
@@ -121,11 +124,13 @@ class AdminHandler:
         *,
         metrics: Metrics | None = None,
         tls: TlsCertificates | None = None,
+        acme: AcmeCertificates | None = None,
         clock: Any = time.monotonic,
     ) -> None:
         self.router = router
         self.metrics = metrics
         self.tls = tls
+        self.acme = acme
         self.clock = clock
 
     async def __call__(self, request: IncomingRequest) -> OutgoingResponse:
@@ -147,6 +152,9 @@ class AdminHandler:
             return self._json(sources_json(self.router))
         if path == "/api/certificates":
             return self._json(certificates_json(self.tls))
+        if path == "/api/acme":
+            return self._json({"acme": False} if self.acme is None
+                              else {"acme": True, **self.acme.to_json()})  # fmt: skip
         if path == "/metrics":
             if self.metrics is None:
                 return OutgoingResponse(501, TEXT, b"501: metrics are off (pip install "
