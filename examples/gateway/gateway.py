@@ -369,33 +369,36 @@ async def run(
     task_status: anyio.abc.TaskStatus[Started],
 ) -> None:
     api, writer, acme = status  # (on a cluster: the API client, what writes status through it)
-    async with anyio.create_task_group() as group:
-        group.start_soon(router.run)
-        if writer is not None:
-            group.start_soon(write_status, writer)
-        if acme is not None:
-            group.start_soon(acme.run)
-        if args.gc_freeze:
-            group.start_soon(freeze_when_ready, router)
-        fronts = [await start_front(group, router, args, point, tls)
-                  for point in args.entry_points]  # fmt: skip
-        admin_port = await listen(group, admin, args.admin)
-        bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
-        if ports is not None:
-            ports.update(bound)
-        task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure"),
-                                    writer, acme))  # fmt: skip
-        try:
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(router.run)
+            if writer is not None:
+                group.start_soon(write_status, writer)
+            if acme is not None:
+                group.start_soon(acme.run)
+            if args.gc_freeze:
+                group.start_soon(freeze_when_ready, router)
+            fronts = [await start_front(group, router, args, point, tls)
+                      for point in args.entry_points]  # fmt: skip
+            admin_port = await listen(group, admin, args.admin)
+            bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
+            if ports is not None:
+                ports.update(bound)
+            task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure"),
+                                        writer, acme))  # fmt: skip
             await (stop or anyio.Event()).wait()
             for front, _ in fronts:  # stop accepting, let requests in flight finish
                 await front.shutdown(args.grace)
             await admin.shutdown(0)
             group.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await router.transport.aclose()  # type: ignore[union-attr]
-                if api is not None:
-                    await api.aclose()
+    finally:
+        # Once every task has ended: leader election releases its Lease through `api` as it
+        # stops, so the client is closed after that, never under it (a connection opened on
+        # a closed pool would be left open).
+        with anyio.CancelScope(shield=True):
+            await router.transport.aclose()  # type: ignore[union-attr]
+            if api is not None:
+                await api.aclose()
 
 
 async def start_front(
