@@ -76,12 +76,15 @@ async def replicas(
     stop = anyio.Event()
     b: gateway.Started = await group.start(gateway.serve, gateway.parse_args(
         gateway_args(kubeconfig, *common, "--identity", "replica-b")), stop)  # fmt: skip
-    assert b.acme is not None and b.acme.election is not None
+    assert b.acme is not None
+    assert b.acme.election is not None
     await until(lambda: b.acme.election.is_leader if b.acme and b.acme.election else False, bool)
     a: gateway.Started = await group.start(gateway.serve, gateway.parse_args(gateway_args(
         kubeconfig, *common, "--identity", "replica-a",
         "--listen", f"127.0.0.1:{pebble.http01_port}")), stop)  # fmt: skip
-    assert a.acme is not None and a.tls_port is not None and b.tls_port is not None
+    assert a.acme is not None
+    assert a.tls_port is not None
+    assert b.tls_port is not None
     orders = pebble.orders()
 
     namespace = api.namespace()
@@ -102,12 +105,14 @@ async def replicas(
         assert pebble.orders() == orders + 1
         # A answered the CA; when B ordered, A's own table had no token: the shared Secret
         # gave it. Both serve the certificate over HTTPS.
-        assert a.acme.http01.answered >= 1 and a.acme.http01.own == {}
+        assert a.acme.http01.answered >= 1
+        assert a.acme.http01.own == {}
         root = pebble.root()
         for port in (a.tls_port, b.tls_port):
             status, fingerprint, stream = await https(port, HOST, root)
             await stream.aclose()
-            assert fingerprint == cert_a.fingerprint and status in (404, 503)  # (no backend)
+            assert fingerprint == cert_a.fingerprint
+            assert status in (404, 503)
         # The tokens were withdrawn once validated.
         shared: Any = api.get(kinds.SECRET, "kroute-system", "kroute-acme-http01")
         assert not shared.get("data")
