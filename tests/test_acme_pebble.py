@@ -157,7 +157,19 @@ async def test_an_ingress_gets_a_certificate_and_a_restart_reuses_it(
         await until(acme.to_json, lambda s: s["certificates"][1]["permanent"])  # type: ignore[index]
         admin = Client(started.admin_port)
         report = await admin.json("admin", "/api/acme")
+        _, page = await admin.request("admin", "/")  # (the dashboard shows them: api/acme)
+        _, metrics = await admin.request("admin", "/metrics")
         await admin.aclose()
+        for line in ['kroute_acme_orders_total{resolver="pebble"} 2.0',
+                     'kroute_acme_order_failures_total{resolver="pebble"} 1.0',
+                     'kroute_acme_certificates_issued_total{resolver="pebble"} 1.0']:  # fmt: skip
+            assert line in metrics.decode()
+        (days,) = [line for line in metrics.decode().splitlines()
+                   if line.startswith("kroute_acme_certificate_expiry_days{")]  # fmt: skip
+        (held,) = acme.held().values()  # (Pebble picks a profile when none is asked: 6 or 90 days)
+        left = held.certificate.not_after - datetime.datetime.now(datetime.UTC)
+        assert abs(float(days.rsplit(" ", 1)[1]) - left / datetime.timedelta(days=1)) < 0.01
+        assert b'id="acme-certificates"' in page and b"api/acme" in page
         app, blocked = report["certificates"]
         assert app["names"] == ["app.example.test"]
         assert app["resolver"] == "pebble"

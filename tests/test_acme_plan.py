@@ -163,6 +163,10 @@ def test_the_annotation_routes_on_tls_entry_points_as_traefik_does() -> None:
     assert route.attachment is not None
     assert route.attachment.tls
     assert result.refused == ()  # (the annotation is applied, not refused)
+    both = ingress("b", "b.example.com")
+    both["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.tls"] = "false"
+    (route,) = compile_objects([both]).table.routes
+    assert route.attachment is None  # (served on every entry point, as asked)
 
 
 names = st.lists(st.from_regex(r"[a-z]{1,8}\.example\.com", fullmatch=True), min_size=1,
