@@ -169,7 +169,8 @@ async def test_an_ingress_gets_a_certificate_and_a_restart_reuses_it(
         (held,) = acme.held().values()  # (Pebble picks a profile when none is asked: 6 or 90 days)
         left = held.certificate.not_after - datetime.datetime.now(datetime.UTC)
         assert abs(float(days.rsplit(" ", 1)[1]) - left / datetime.timedelta(days=1)) < 0.01
-        assert b'id="acme-certificates"' in page and b"api/acme" in page
+        assert b'id="acme-certificates"' in page
+        assert b"api/acme" in page
         app, blocked = report["certificates"]
         assert app["names"] == ["app.example.test"]
         assert app["resolver"] == "pebble"
