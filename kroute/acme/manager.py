@@ -182,7 +182,7 @@ class AcmeCertificates:
             held[name] = Held(cert, resolver, leaf.issuer.rfc4514_string(),
                               leaf.not_valid_before_utc)  # fmt: skip
         self._held = held
-        shared = self.store.secrets().get(HTTP01_SECRET)
+        shared = secrets.get(HTTP01_SECRET)
         tokens = {}
         if shared is not None:
             for token in shared.get("data") or {}:
@@ -197,7 +197,7 @@ class AcmeCertificates:
 
     def refresh(self) -> None:
         """Look at every certificate again now (the loop otherwise sleeps until the next one is
-        due or something changes): after a clock change, say, or to retry a failure early."""
+        due or something changes): after the clock it was given jumped, say. Backoffs stand."""
         self._wake.set()
 
     # -- the admin API and metrics -------------------------------------------------------
