@@ -114,7 +114,7 @@ async def replicas(
             assert fingerprint == cert_a.fingerprint
             assert status in (404, 503)
         # The tokens were withdrawn once validated.
-        shared: Any = api.get(kinds.SECRET, "kroute-system", "kroute-acme-http01")
+        shared: Any = api.get(kinds.SECRET, "kroute-system", "kroute-acme-challenges")
         assert not shared.get("data")
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from kroute.acme.http01 import Http01Challenges
 from kroute.acme.plan import LISTENER_OPTION, plan_certificates, secret_name
 from kroute.acme.resolvers import Resolver
+from kroute.acme.responder import CHALLENGES_SECRET, SharedChallenges
 from kroute.acme.schedule import (
     Action,
     Attempts,
@@ -20,6 +21,7 @@ from kroute.acme.schedule import (
     next_step,
     renewal_time,
 )
+from kroute.acme.store import MemoryStore
 from kroute.rules.compile import compile_objects
 
 LE = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -251,3 +253,39 @@ def test_http01_answers_registered_tokens_only() -> None:
         assert challenges.answer(method, target) is None
     challenges.remove("tok-1")
     assert challenges.answer("GET", "/.well-known/acme-challenge/tok-1") is None
+
+
+# -- challenges shared by the leader through the store --------------------------------------------
+
+
+class Registry:
+    """Stands in for the TLS fronts' AlpnChallenges."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, str] = {}
+
+    def add(self, domain: str, key_authorization: str) -> None:
+        self.pending[domain] = key_authorization
+
+    def remove(self, domain: str) -> None:
+        self.pending.pop(domain, None)
+
+
+@pytest.mark.anyio
+async def test_the_leaders_challenges_reach_every_replica_through_the_store() -> None:
+    store = MemoryStore()
+    leader = SharedChallenges(store, Http01Challenges(), Registry())
+    replica_alpn = Registry()
+    replica = SharedChallenges(store, Http01Challenges(), replica_alpn)
+    store.subscribe(lambda: replica.follow(store.secrets()))
+    await leader.present("http-01", "a.example.com", "tok", "tok.thumb")
+    await leader.present("tls-alpn-01", "b.example.com", "", "alpn.thumb")
+    answer = replica.http01.answer("GET", "/.well-known/acme-challenge/tok")
+    assert answer is not None
+    assert answer.body == b"tok.thumb"
+    assert replica_alpn.pending == {"b.example.com": "alpn.thumb"}
+    await leader.cleanup("http-01", "a.example.com", "tok")
+    await leader.cleanup("tls-alpn-01", "b.example.com", "")
+    assert replica.http01.answer("GET", "/.well-known/acme-challenge/tok") is None
+    assert replica_alpn.pending == {}
+    assert store.secrets()[CHALLENGES_SECRET]["data"] == {}

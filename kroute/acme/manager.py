@@ -21,11 +21,12 @@ from __future__ import annotations
 import datetime
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import attrs
 from cryptography import x509
 
@@ -33,17 +34,11 @@ from kroute.acme.client import AcmeClient, AcmeFailure, Polling, failure_of, new
 from kroute.acme.http01 import Http01Challenges
 from kroute.acme.plan import RESOLVER_LABEL, CertificateRequest, Plan, plan_certificates
 from kroute.acme.resolvers import HTTP_01, TLS_ALPN_01, Resolver
+from kroute.acme.responder import AlpnRegistry, SharedChallenges
 from kroute.acme.schedule import Action, Attempts, RenewalPolicy, next_step, renewal_time
-from kroute.acme.store import (
-    HTTP01_SECRET,
-    NAMES_ANNOTATION,
-    Store,
-    account_secret_name,
-    secret,
-    secret_data,
-)
+from kroute.acme.store import NAMES_ANNOTATION, Store, account_secret_name, secret, secret_data
 from kroute.gateway.router import ROUTING_KINDS, Router
-from kroute.objects import FieldError, Obj, labels_of
+from kroute.objects import FieldError, labels_of
 from kroute.tls.certs import Certificate, certificate_from_secret
 from kroute.watch.leader import LeaderElection
 from kroute.watch.sources import stored
@@ -53,16 +48,6 @@ _log = logging.getLogger(__name__)
 MAX_SLEEP = 3600.0
 #: How many orders run at once.
 CONCURRENT_ORDERS = 4
-#: How long an HTTP-01 token waits to be seen back through the watch before being answered.
-SHARE_WAIT = 10.0
-
-
-class AlpnRegistry(Protocol):
-    """The TLS-ALPN-01 responder of the TLS fronts (`kroute.tls.alpn.AlpnChallenges`)."""
-
-    def add(self, domain: str, key_authorization: str) -> None: ...
-
-    def remove(self, domain: str) -> None: ...
 
 
 def utc_now() -> datetime.datetime:
@@ -125,6 +110,8 @@ class AcmeCertificates:
         self.http01 = Http01Challenges()
         if any(r.challenge == HTTP_01 for r in resolvers):
             router.challenges = self.http01
+        #: What this leader answers, shared with every replica through the store.
+        self.challenges = SharedChallenges(store, self.http01, alpn)
         self.statistics = AcmeStatistics()
         #: Per certificate (resolver, names): its failures in a row.
         self.attempts: dict[tuple[str, tuple[str, ...]], Attempts] = {}
@@ -135,7 +122,6 @@ class AcmeCertificates:
         self._ordering: set[str] = set()  # Secret names with an order in flight
         self._listeners: list[Callable[[], None]] = []
         self._wake = anyio.Event()
-        self._share_lock = anyio.Lock()
         self._read()
         store.subscribe(self._stored)
         for source in router.sources:
@@ -182,14 +168,7 @@ class AcmeCertificates:
             held[name] = Held(cert, resolver, leaf.issuer.rfc4514_string(),
                               leaf.not_valid_before_utc)  # fmt: skip
         self._held = held
-        shared = secrets.get(HTTP01_SECRET)
-        tokens = {}
-        if shared is not None:
-            for token in shared.get("data") or {}:
-                value = secret_data(shared, token)
-                if value is not None:
-                    tokens[token] = value.decode("ascii", "replace")
-        self.http01.share(tokens)
+        self.challenges.follow(secrets)
 
     def _routing(self, kind: Any, _: object) -> None:
         if kind in ROUTING_KINDS:
@@ -320,7 +299,7 @@ class AcmeCertificates:
                 try:
                     client = await self._client(resolver)
                     private_key = new_key(resolver.key_type)
-                    chain = await client.order(request.names, private_key, self)
+                    chain = await client.order(request.names, private_key, self.challenges)
                 except AcmeFailure as exc:
                     stats.failures[resolver.name] = stats.failures.get(resolver.name, 0) + 1
                     previous = self.attempts.get(key, Attempts())
@@ -369,41 +348,3 @@ class AcmeCertificates:
         _log.info("ACME %s: account %s", resolver.name, client.account)
         self._clients[resolver.name] = client
         return client
-
-    # -- answering challenges (the client's Responder) ----------------------------------------
-
-    async def present(self, challenge: str, domain: str, token: str, key_auth: str) -> None:
-        if challenge == TLS_ALPN_01:
-            assert self.alpn is not None
-            self.alpn.add(domain, key_auth)
-            return
-        self.http01.add(token, key_auth)
-        await self._share()
-
-    async def cleanup(self, challenge: str, domain: str, token: str) -> None:
-        if challenge == TLS_ALPN_01:
-            assert self.alpn is not None
-            self.alpn.remove(domain)
-            return
-        self.http01.remove(token)
-        await self._share()
-
-    async def _share(self) -> None:
-        """Publish this leader's pending tokens for every replica, and wait (a little) until
-        the store reads them back, so that the CA, told next, finds them everywhere."""
-        async with self._share_lock:
-            own = self.http01.own
-            await self.store.write(secret(
-                self.store.namespace, HTTP01_SECRET, {t: k.encode() for t, k in own.items()},
-                resolver=None,
-            ))  # fmt: skip
-            with anyio.move_on_after(SHARE_WAIT):
-                while not _holds(self.store.secrets().get(HTTP01_SECRET), own):
-                    await anyio.sleep(0.05)
-
-
-def _holds(obj: Obj | None, tokens: Mapping[str, str]) -> bool:
-    if obj is None:
-        return not tokens
-    data = obj.get("data") or {}
-    return set(data) == set(tokens)

@@ -5,8 +5,8 @@ Everything is a Secret object, in every store, so the same code reads it back:
 - a certificate: `kubernetes.io/tls` (`tls.crt`: the full chain, `tls.key`), named by
   `kroute.acme.plan.secret_name`, annotated with its resolver and names;
 - an account key: `Opaque`, `kroute-acme-account-RESOLVER`, `tls.key`;
-- the HTTP-01 tokens the leader is answering: `Opaque`, `kroute-acme-http01` (each data key a
-  token, its value the key authorization), which every replica answers from.
+- the challenges the leader is answering: `Opaque`, `kroute-acme-challenges`
+  (`kroute.acme.responder`), which every replica answers from.
 Each carries the labels `app.kubernetes.io/managed-by: kroute-acme` and `kroute.dev/acme-
 resolver`, so `kubectl get secrets -l app.kubernetes.io/managed-by=kroute-acme` lists them.
 
@@ -33,7 +33,6 @@ from kroute.watch import kinds
 from kroute.watch.api import ApiClient, Conflict
 from kroute.watch.sources import Source
 
-HTTP01_SECRET = "kroute-acme-http01"
 NAMES_ANNOTATION = "kroute.dev/acme-names"
 FIELD_MANAGER = "kroute-acme"
 
