@@ -156,6 +156,11 @@ class AcmeClient:
         self.account = account.uri
         self._client = client
 
+    def close(self) -> None:
+        """Close the connections to the ACME server (requests' pool: left to the garbage
+        collector, its sockets would be finalized in no particular order)."""
+        self._net.session.close()
+
     @property
     def offers_renewal_info(self) -> bool:
         if self._client is None:

@@ -222,6 +222,14 @@ class AcmeCertificates:
             await source.wait_synced()
         await self.store.wait_synced()
         self._read()
+        try:
+            await self._loop()
+        finally:  # (leadership ended, or the gateway stops: a new term connects anew)
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    async def _loop(self) -> None:
         async with anyio.create_task_group() as group:
             limit = anyio.Semaphore(CONCURRENT_ORDERS)
             while True:
