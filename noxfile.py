@@ -59,3 +59,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_hotpath.py", "--callgrind")
     session.run("python", "benchmarks/bench_gateway.py")
     session.run("python", "benchmarks/bench_tls.py")
+    # What the TLS-ALPN-01 responder costs ordinary TLS clients (needs wrk).
+    session.run("python", "benchmarks/bench_alpn.py")

@@ -133,18 +133,16 @@ if TYPE_CHECKING:
     from kroute.acme.store import Store as AcmeStore
     from kroute.client.httpx_transport import KrouteTransport
     from kroute.gateway.status_writer import StatusWriter, WriterStatistics
+    from kroute.tls.alpn.certificate import ValidationCertificate, validation_certificate
+    from kroute.tls.alpn.challenges import AlpnChallenges
     from kroute.tls.certs import (
         Certificate,
         CertificateSet,
         certificate_from_secret,
         certificates_from_objects,
     )
-    from kroute.tls.contexts import (
-        CertificateProvider,
-        HandshakeListener,
-        TlsCertificates,
-        TlsContexts,
-    )
+    from kroute.tls.contexts import CertificateProvider, TlsCertificates, TlsContexts
+    from kroute.tls.listener import HandshakeListener
     from kroute.transport.httpcore_transport import HttpcoreTransport
     from kroute.watch.api import ApiClient, ApiError, Conflict, NotFound
     from kroute.watch.kube import KubernetesSource
@@ -163,6 +161,7 @@ __all__ = [
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
+    "AlpnChallenges",
     "Answer",
     "Answered",
     "ApiClient",
@@ -291,6 +290,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamRequest",
     "UpstreamTimeout",
+    "ValidationCertificate",
     "WatchDecoder",
     "WatchEvent",
     "WatchProtocolError",
@@ -327,6 +327,7 @@ __all__ = [
     "send_with_retries",
     "set_host",
     "strip_hop_by_hop",
+    "validation_certificate",
     "withdraw_status",
 ]
 
@@ -352,8 +353,12 @@ _LAZY = {
         "kroute.tls.certs",
     ),
     **dict.fromkeys(
-        ["CertificateProvider", "HandshakeListener", "TlsCertificates", "TlsContexts"],
-        "kroute.tls.contexts",
+        ["CertificateProvider", "TlsCertificates", "TlsContexts"], "kroute.tls.contexts"
+    ),
+    "HandshakeListener": "kroute.tls.listener",
+    "AlpnChallenges": "kroute.tls.alpn.challenges",
+    **dict.fromkeys(
+        ["ValidationCertificate", "validation_certificate"], "kroute.tls.alpn.certificate"
     ),
     "KrouteTransport": "kroute.client.httpx_transport",
     "KubernetesSource": "kroute.watch.kube",

@@ -31,6 +31,8 @@ class AcmeCA:
     http01_port: int
     tlsalpn01_port: int
     log: Path
+    #: The state file's values, all of them (../shared/acme/README.md).
+    state: dict[str, str] = attrs.field(factory=dict, repr=False)
 
     def root(self) -> bytes:
         """The root that issued certificates chain to (new on every start)."""
@@ -60,7 +62,7 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def acme_ca(workdir: Path, **env: str) -> Iterator[AcmeCA]:
+def pebble_ca(workdir: Path, **env: str) -> Iterator[AcmeCA]:
     """Start Pebble (up.sh, with `env` as its knobs), stop it afterwards."""
     up = SHARED_ACME / "up.sh"
     if not up.exists():
@@ -76,7 +78,7 @@ def acme_ca(workdir: Path, **env: str) -> Iterator[AcmeCA]:
                       for line in state.read_text().splitlines() if line.strip())  # fmt: skip
         yield AcmeCA(values["ACME_DIRECTORY_URL"], values["ACME_CA_CERT"],
                      values["ACME_MANAGEMENT_URL"], http01, tlsalpn01,
-                     Path(values["PEBBLE_LOG"]))  # fmt: skip
+                     Path(values["PEBBLE_LOG"]), values)  # fmt: skip
     finally:
         subprocess.run([SHARED_ACME / "down.sh", state], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

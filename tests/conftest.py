@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.acmeca import AcmeCA, acme_ca
+from tests.acmeca import AcmeCA, pebble_ca
 from tests.kubeserver import Kube, KubeServer, kube_server
 
 #: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
@@ -82,5 +82,12 @@ def api(kube: KubeServer) -> Iterator[Kube]:
 def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeCA]:
     """Let's Encrypt's test CA Pebble (../shared/acme/up.sh) for the whole session, with real
     validation against 127.0.0.1; a missing ../shared/acme fails the tests that need it."""
-    with acme_ca(tmp_path_factory.mktemp("acme")) as ca:
+    with pebble_ca(tmp_path_factory.mktemp("acme")) as ca:
         yield ca
+
+
+@pytest.fixture(scope="session")
+def acme_ca(pebble: AcmeCA) -> dict[str, str]:
+    """The same Pebble as its state file's values (ACME_DIRECTORY_URL, ACME_CA_CERT,
+    ACME_TLSALPN01_PORT, ...: ../shared/acme/README.md)."""
+    return dict(pebble.state)

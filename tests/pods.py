@@ -21,7 +21,8 @@ from kroute.gateway.fast import FastGateway
 from kroute.gateway.handler import GatewayHandler
 from kroute.gateway.router import Router
 from kroute.gateway.server import HttpServer, IncomingRequest, OutgoingResponse
-from kroute.tls.contexts import HandshakeListener
+from kroute.tls.alpn.challenges import AlpnChallenges
+from kroute.tls.listener import HandshakeListener
 from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.http1 import ServerLimits
 from kroute.transport.pooled import PooledTransport
@@ -151,6 +152,7 @@ async def start_front(
     limits: ServerLimits = ServerLimits(),
     timeouts: Timeouts = Timeouts(),
     tls: ssl.SSLContext | None = None,
+    challenges: AlpnChallenges | None = None,
     hsts: str | None = None,
     entry_point: str | None = None,
     trusted: TrustedProxies = TrustedProxies(),
@@ -163,20 +165,23 @@ async def start_front(
 
     The anyio front forwards through the Router's transport (a PooledTransport with
     `timeouts` is set when it has none); FastGateway forwards itself, with `timeouts`. With
-    `tls`, HTTPS (anyio's TLSListener for the anyio front).
+    `tls`, HTTPS (kroute's HandshakeListener for the anyio front), answering the TLS-ALPN-01
+    `challenges` given.
     """
     scheme = "https" if tls is not None else "http"
     if front == "fast":
         gateway = FastGateway(router, limits=limits, timeouts=timeouts, scheme=scheme, hsts=hsts,
                               entry_point=entry_point, trusted=trusted)  # fmt: skip
-        return int(await group.start(functools.partial(gateway.serve, tls=tls), "127.0.0.1", port))
+        serve = functools.partial(gateway.serve, tls=tls, challenges=challenges)
+        return int(await group.start(serve, "127.0.0.1", port))
     if router.transport is None:
         router.transport = PooledTransport(timeouts=timeouts)
     tcp = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
     port = int(tcp.extra(anyio.abc.SocketAttribute.local_port))
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
-        listener = HandshakeListener(tcp, tls, standard_compatible=False, handshake_timeout=5)
+        listener = HandshakeListener(tcp, tls, standard_compatible=False, handshake_timeout=5,
+                                     challenges=challenges)  # fmt: skip
     handler = GatewayHandler(router, hsts=hsts, entry_point=entry_point, trusted=trusted)
     server = HttpServer(handler, limits=limits, scheme=scheme)
     await group.start(server.serve, listener)

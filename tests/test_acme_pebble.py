@@ -295,3 +295,31 @@ async def test_renewal_of_a_short_lived_certificate_drops_no_request(
     assert (status, still) == (200, first)
     await kept.aclose()
     assert acme.statistics.issued["pebble"] == 2
+
+
+# -- TLS-ALPN-01: answered by the TLS front ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_tls_alpn_01_through_the_example_gateways_tls_front(
+    pebble: AcmeCA, tmp_path: Path, group: anyio.abc.TaskGroup, front: str, anyio_backend: str
+) -> None:
+    host = f"alpn-{front}-{anyio_backend}.example.test"
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "app.json").write_text(json.dumps(ingress("alpn", host)))
+    args = gateway.parse_args([
+        "--manifests", str(manifests), "--listen", "127.0.0.1:0", "--front", front,
+        "--tls-listen", f"127.0.0.1:{pebble.tlsalpn01_port}", "--admin", "127.0.0.1:0",
+        "--no-gc-freeze", "--certresolver", pebble.resolver(challenge="tls-alpn-01"),
+    ])  # fmt: skip
+    started: gateway.Started = await group.start(gateway.serve, args, anyio.Event())
+    acme = started.acme
+    assert acme is not None
+    assert started.tls_port == pebble.tlsalpn01_port
+    (cert,) = await until(acme.certificates, bool)
+    assert acme.http01.answered == 0  # (validated over TLS, not HTTP)
+    status, fingerprint, stream = await https(pebble.tlsalpn01_port, host, pebble.root())
+    await stream.aclose()
+    assert fingerprint == cert.fingerprint
+    assert status == 503  # (the route has no Service: the certificate is what is tested)

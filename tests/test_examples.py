@@ -300,6 +300,9 @@ def test_gateway_cli_acme_flags(capsys: pytest.CaptureFixture[str]) -> None:
                                "--certresolver", le, "--acme-namespace", "kroute-system"])  # fmt: skip
     (resolver,) = args.certresolver
     assert (resolver.name, resolver.challenge, resolver.entry_point) == ("le", "http-01", "web")
+    args = gateway.parse_args(["--manifests", ".", "--tls-listen", ":8443", "--certresolver",
+                               le + ",challenge=tls-alpn-01"])  # fmt: skip
+    assert args.certresolver[0].entry_point == "websecure"
     for argv, says in [
         (["--manifests", ".", "--certresolver", le], "add --tls-listen"),
         (["--manifests", ".", "--tls-listen", ":8443", "--certresolver", le + ",entrypoint=nope"],
@@ -307,7 +310,7 @@ def test_gateway_cli_acme_flags(capsys: pytest.CaptureFixture[str]) -> None:
         (["--manifests", ".", "--tls-listen", ":8443", "--certresolver",
           le + ",entrypoint=websecure"], "HTTP-01 is answered over plain HTTP"),
         (["--manifests", ".", "--tls-listen", ":8443", "--certresolver",
-          le + ",challenge=tls-alpn-01"], "not available yet"),
+          le + ",challenge=tls-alpn-01,entrypoint=web"], "TLS-ALPN-01 is answered over TLS"),
         (["--manifests", ".", "--certresolver", "le=http://ca.test/,email=a@b.c"],
          "is not an https:// URL"),
         (["--kubeconfig", "k", "--tls-listen", ":8443", "--certresolver", le,

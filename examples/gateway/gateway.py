@@ -27,9 +27,10 @@ advertising it: --advertise web=80 when a Service maps port 80 to --listen's). O
 writes the status of what it serves (docs/status.md): Ingress addresses from --publish-address
 and --publish-service, Gateway API conditions; with --leader-elect only the replica holding the
 Lease writes, and every replica routes. With --certresolver it obtains certificates from an
-ACME CA (Let's Encrypt) for the routes that name the resolver, answers HTTP-01 challenges on its
-plain entry points, and stores them in Secrets of --acme-namespace (offline: --acme-storage DIR,
-else memory) that every replica serves; with --leader-elect only the leader orders.
+ACME CA (Let's Encrypt) for the routes that name the resolver, answers HTTP-01 challenges (or
+TLS-ALPN-01 ones on its TLS entry points), and stores them in Secrets of --acme-namespace
+(offline: --acme-storage DIR, else memory) that every replica serves; with --leader-elect only
+the leader orders.
 SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
 Control-plane logs go to standard error; --access-log writes Traefik's access log lines
 (logs.py); --tracing otlp sends OpenTelemetry spans to a collector (traces.py).
@@ -164,9 +165,9 @@ def resolver_problem(resolver: kroute.Resolver, points: Sequence[kroute.EntryPoi
     found = [e for e in points if e.name == resolver.entry_point]
     if not found:
         return f"entrypoint={resolver.entry_point} names no entry point"
-    if resolver.challenge == "tls-alpn-01":
-        return "challenge=tls-alpn-01 is not available yet in this gateway: use http-01"
-    if found[0].tls:
+    if resolver.challenge == "tls-alpn-01" and not found[0].tls:
+        return f"TLS-ALPN-01 is answered over TLS: entry point {found[0].name} is plain HTTP"
+    if resolver.challenge == "http-01" and found[0].tls:
         return f"HTTP-01 is answered over plain HTTP: entry point {found[0].name} is TLS"
     return None
 
@@ -326,13 +327,14 @@ async def serve(
     router = kroute.Router([source, *([acme_source] if acme_source else [])],
                            transport=kroute.PooledTransport(), ingress_class=args.ingress_class,
                            entry_points=args.entry_points)  # fmt: skip
+    contexts = kroute.TlsContexts()
     acme = None
-    if store is not None:
-        acme = kroute.AcmeCertificates(router, args.certresolver, store, election=election)
+    if store is not None:  # (its TLS-ALPN-01 challenges answered by the TLS fronts)
+        acme = kroute.AcmeCertificates(router, args.certresolver, store, election=election,
+                                       alpn=contexts.challenges)  # fmt: skip
     tls = None
     if any(e.tls for e in args.entry_points):
-        tls = kroute.TlsCertificates([source], kroute.TlsContexts(),
-                                     ingress_class=args.ingress_class,
+        tls = kroute.TlsCertificates([source], contexts, ingress_class=args.ingress_class,
                                      default_secret=args.default_certificate,
                                      providers=[acme] if acme else [])  # fmt: skip
     writer = make_writer(args, router, api, election) if api is not None else None
@@ -415,8 +417,10 @@ async def start_front(
     where = (point.host or "0.0.0.0", point.port)
     if args.front == "fast" or (args.front == "auto" and current_async_library() == "asyncio"):
         fast = kroute.FastGateway(router, scheme=scheme, hsts=args.hsts, entry_point=point.name)
-        server = tls.server if tls is not None else None
-        return fast, await group.start(functools.partial(fast.serve, tls=server), *where)
+        serve = fast.serve
+        if tls is not None:  # HTTPS, and TLS-ALPN-01 answered (no cost while none is pending)
+            serve = functools.partial(fast.serve, tls=tls.server, challenges=tls.challenges)
+        return fast, await group.start(serve, *where)
     handler = kroute.GatewayHandler(router, hsts=args.hsts, entry_point=point.name)
     http = kroute.HttpServer(handler, scheme=scheme)
     return http, await listen(group, http, where, tls)
@@ -440,8 +444,10 @@ async def listen(
     tcp = await anyio.create_tcp_listener(local_host=where[0], local_port=where[1])
     listener: anyio.abc.Listener[Any] = tcp
     if tls is not None:
-        listener = kroute.HandshakeListener(tcp, tls.server, standard_compatible=False,
-                                            handshake_timeout=10)  # fmt: skip
+        listener = kroute.HandshakeListener(
+            tcp, tls.server, standard_compatible=False, handshake_timeout=10,
+            challenges=tls.challenges,
+        )  # fmt: skip
     await group.start(server.serve, listener)
     return int(tcp.extra(anyio.abc.SocketAttribute.local_port))
 

@@ -55,20 +55,30 @@ class BatchAcceptListener(anyio.abc.Listener[anyio.abc.SocketStream]):
     async def _accept(sock: socket.socket, handler: Handler, group: anyio.abc.TaskGroup) -> None:
         while True:
             await anyio.wait_readable(sock)
-            while True:
-                try:
-                    client, _ = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break  # taken them all
-                except OSError as exc:
-                    if exc.errno in _GONE:
-                        continue
-                    # Out of descriptors or memory: the connections wait in the backlog.
-                    _log.warning("accepting connections failed: %s", exc)
-                    await anyio.sleep(0.1)
-                    break
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            clients, failed = accept_pending(sock)
+            for client in clients:
                 group.start_soon(_serve, client, handler)
+            if failed:
+                await anyio.sleep(0.1)
+
+
+def accept_pending(sock: socket.socket) -> tuple[list[socket.socket], bool]:
+    """Every connection waiting on the non-blocking listening `sock` (TCP_NODELAY set), and
+    whether accepting failed for want of descriptors or memory (logged: wait a little before
+    trying again; the connections wait in the backlog). FastGateway's accepting shares it."""
+    clients: list[socket.socket] = []
+    while True:
+        try:
+            client, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return clients, False  # taken them all
+        except OSError as exc:
+            if exc.errno in _GONE:  # that client gave up before it was taken
+                continue
+            _log.warning("accepting connections failed: %s", exc)
+            return clients, True
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        clients.append(client)
 
 
 async def _serve(client: socket.socket, handler: Handler) -> None:

@@ -1,5 +1,6 @@
-"""TlsContexts: ssl contexts for a CertificateSet, picked by SNI, swapped as certificates change;
-TlsCertificates: keeps a TlsContexts current from sources.
+"""TlsContexts: ssl contexts for a CertificateSet, picked by SNI, swapped as certificates change,
+and the TLS-ALPN-01 challenges pending (`kroute.tls.alpn`); TlsCertificates: keeps a TlsContexts
+current from sources.
 
 One server context is what listeners get (anyio's TLSListener for HttpServer, `ssl=` for
 FastGateway): TLS 1.2 or newer by default, the ssl module's secure default ciphers unless told
@@ -13,6 +14,7 @@ context itself (OpenSSL applies a newly loaded certificate to new connections on
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import ssl
@@ -20,10 +22,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import anyio
-import anyio.abc
-from anyio.streams.tls import TLSListener
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from kroute.tls.alpn.certificate import validation_certificate
+from kroute.tls.alpn.challenges import ACME_TLS_1, AlpnChallenges
 from kroute.tls.certs import Certificate, CertificateSet, certificates_from_objects
 from kroute.watch import kinds
 from kroute.watch.sources import Source
@@ -58,13 +60,26 @@ class TlsContexts:
         self.problems: tuple[str, ...] = ()
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._default: str | None = None
+        #: TLS-ALPN-01 challenges (RFC 8737) the TLS fronts answer: ACME issuance adds and
+        #: removes them; give it to `HandshakeListener` and `FastGateway.serve`.
+        self.challenges = AlpnChallenges(self._validation)
 
-    def _context(self) -> ssl.SSLContext:
+    def _context(self, alpn: Sequence[str] | None = None) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = self.minimum_version
         if self.ciphers is not None:
             context.set_ciphers(self.ciphers)
-        context.set_alpn_protocols(self.alpn)
+        context.set_alpn_protocols(self.alpn if alpn is None else alpn)
+        return context
+
+    def _validation(self, domain: str, key_authorization: str) -> ssl.SSLContext:
+        """The context of one TLS-ALPN-01 challenge: a new key, its validation certificate
+        (RFC 8737 section 3), ALPN acme-tls/1 only."""
+        now = datetime.datetime.now(datetime.UTC)
+        key = ec.generate_private_key(ec.SECP256R1())
+        made = validation_certificate(domain, key_authorization, key=key, now=now)
+        context = self._context([ACME_TLS_1])
+        _load(context, made.chain, made.key)
         return context
 
     def update(self, certificates: CertificateSet) -> None:
@@ -76,7 +91,7 @@ class TlsContexts:
             if context is None:
                 try:
                     context = self._context()
-                    _load(context, cert)
+                    _load(context, cert.chain, cert.key)
                 except (ssl.SSLError, OSError) as exc:
                     problems.append(f"Secret {cert.secret.namespace}/{cert.secret.name}: {exc}")
                     continue
@@ -85,7 +100,7 @@ class TlsContexts:
         if default is None or default.fingerprint not in contexts:
             self._default = None  # unknown names are refused (no-SNI clients: see docs/tls.md)
         elif default.fingerprint != self._default:
-            _load(self.server, default)
+            _load(self.server, default.chain, default.key)
             self._default = default.fingerprint
         _log_changes(self.certificates, certificates, self.problems, problems)
         self._contexts = contexts  # the swap
@@ -121,29 +136,16 @@ def _log_changes(
         _log.warning("TLS: certificate not served: %s", problem)
 
 
-def _load(context: ssl.SSLContext, cert: Certificate) -> None:
+def _load(context: ssl.SSLContext, chain_pem: bytes, key_pem: bytes) -> None:
     """load_cert_chain reads files only: the PEM goes through a private temporary directory."""
     with tempfile.TemporaryDirectory(prefix="kroute-tls-") as directory:
         os.chmod(directory, 0o700)
         chain, key = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
-        for path, data in ((chain, cert.chain), (key, cert.key)):
+        for path, data in ((chain, chain_pem), (key, key_pem)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as file:
                 file.write(data)
         context.load_cert_chain(chain, key)
-
-
-class HandshakeListener(TLSListener):
-    """anyio's TLSListener, for HttpServer, with failed handshakes logged at debug level: scanners
-    and clients that give up are routine at a gateway, and each would be an error with a
-    traceback otherwise."""
-
-    @staticmethod
-    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
-        await anyio.aclose_forcefully(stream)
-        if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
-            raise exc
-        _log.debug("TLS handshake failed: %r", exc)
 
 
 class CertificateProvider(Protocol):

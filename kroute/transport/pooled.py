@@ -46,6 +46,7 @@ from kroute.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from kroute.streams import Prefixed
 from kroute.transport.base import (
     ForwardRequest,
     ForwardResponse,
@@ -328,7 +329,7 @@ class PooledTransport:
         slot.semaphore.release()  # the connection leaves the pool
         stream: anyio.abc.ByteStream = conn.stream
         if rest:
-            stream = _Prefixed(stream, rest)
+            stream = Prefixed(stream, rest)
         empty = _Empty()
         return ForwardResponse(
             parser.get_status_code(), head.reason, head.headers, empty, upgraded=stream
@@ -416,29 +417,6 @@ class _Empty:
 
     async def __anext__(self) -> bytes:
         raise StopAsyncIteration
-
-
-class _Prefixed(anyio.abc.ByteStream):
-    """A stream that first yields bytes already read from it (after a 101)."""
-
-    def __init__(self, inner: anyio.abc.ByteStream, prefix: bytes) -> None:
-        self._inner = inner
-        self._prefix = prefix
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
-            return data
-        return await self._inner.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self._inner.send(item)
-
-    async def send_eof(self) -> None:
-        await self._inner.send_eof()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _readable(stream: anyio.abc.ByteStream) -> bool:

@@ -6,22 +6,27 @@ It is the `ports.Gateway` its client connections (`client.Client`) and their exc
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from typing import Any
 
 from kroute.errors import KrouteError
+from kroute.gateway.fast.accept import ChallengeAcceptor
 from kroute.gateway.fast.client import REQUEST_HEADERS, Client
 from kroute.gateway.fast.ports import Connection, EndpointSide, Key
 from kroute.gateway.fast.relay import RESPONSE_HEADERS
 from kroute.gateway.outbox import Outbox
 from kroute.gateway.router import Router
 from kroute.pipeline.steps import Chain
+from kroute.tls.alpn.challenges import AlpnChallenges
 from kroute.transport.base import Timeouts
 from kroute.transport.header_plans import HeaderPlans
 from kroute.transport.http1 import ServerLimits
 from kroute.transport.idle import IdleConnections
 from kroute.transport.proxy import TrustedProxies
+
+_BACKLOG = 1024
 
 
 class FastGateway:
@@ -70,7 +75,7 @@ class FastGateway:
         self.plans: dict[tuple[int, str], tuple[Chain, bytes, bytes]] = {}
         self.response_headers = HeaderPlans(RESPONSE_HEADERS)
         self.draining = False
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | ChallengeAcceptor | None = None
         self._stopped: asyncio.Event | None = None
 
     async def serve(
@@ -80,25 +85,34 @@ class FastGateway:
         *,
         tls: ssl.SSLContext | None = None,
         handshake_timeout: float = 10.0,
+        challenges: AlpnChallenges | None = None,
         task_status: Any = None,
     ) -> None:
-        """Serve on `host:port`; with `tls` (e.g. `TlsContexts.server`), HTTPS."""
+        """Serve on `host:port`; with `tls` (e.g. `TlsContexts.server`), HTTPS, answering the
+        TLS-ALPN-01 `challenges` given (e.g. `TlsContexts.challenges`; `accept`)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise KrouteError("FastGateway runs on asyncio; on trio use HttpServer") from None
+        factory = functools.partial(Client, self)
         server = await loop.create_server(
-            lambda: Client(self), host, port, backlog=1024, ssl=tls,
+            factory, host, port, backlog=_BACKLOG, ssl=tls,
             ssl_handshake_timeout=handshake_timeout if tls is not None else None,
         )  # fmt: skip
-        self._server = server
+        port = server.sockets[0].getsockname()[1]
+        if tls is not None and challenges is not None:
+            self._server = ChallengeAcceptor(
+                [server], factory, tls, handshake_timeout, challenges, _BACKLOG
+            )
+        else:
+            self._server = server
         self._stopped = asyncio.Event()
         if task_status is not None:
-            task_status.started(server.sockets[0].getsockname()[1])
+            task_status.started(port)
         try:
             await self._stopped.wait()
         finally:
-            server.close()
+            self._server.close()
             for client in list(self.clients):
                 client.transport.abort()
             self.endpoints.close()

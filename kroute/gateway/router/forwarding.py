@@ -29,7 +29,6 @@ from collections.abc import (
     Callable,
     Sequence,
 )
-from typing import Any
 
 import anyio
 import attrs
@@ -48,6 +47,7 @@ from kroute.pipeline.filters import MirrorCopy
 from kroute.pipeline.steps import Answer
 from kroute.pool.health import Outcome
 from kroute.pool.pool import Pick, Pool
+from kroute.streams import Wrapping
 from kroute.transport.base import ForwardRequest, ForwardResponse, Headers, Target, Transport
 from kroute.transport.retry import send_with_retries
 from kroute.transport.retry_policy import RetryPolicy
@@ -269,25 +269,13 @@ def limited(body: AsyncIterable[bytes], limit: int) -> AsyncIterator[bytes]:
     return counted()
 
 
-class _Ending(anyio.abc.ByteStream):
+class _Ending(Wrapping):
     """An upgraded stream that calls `end` when it is closed."""
 
     def __init__(self, stream: anyio.abc.ByteStream, end: Callable[[], None]) -> None:
-        self.stream, self.end = stream, end
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self.stream.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self.stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self.stream.send_eof()
+        super().__init__(stream)
+        self.end = end
 
     async def aclose(self) -> None:
         self.end()
         await self.stream.aclose()
-
-    @property
-    def extra_attributes(self) -> Any:
-        return self.stream.extra_attributes
