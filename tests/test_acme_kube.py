@@ -18,7 +18,8 @@ from kroute.acme.plan import ACME_SELECTOR, MANAGED_LABEL, secret_name
 from kroute.watch import kinds
 from tests.acmeca import AcmeCA
 from tests.kubeserver import Kube, KubeServer
-from tests.test_acme_pebble import https, ingress, until
+from tests.pods import until
+from tests.test_acme_pebble import https, ingress
 from tests.test_gateway_real import gateway_args, gateway_kubeconfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "gateway"))

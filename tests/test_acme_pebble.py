@@ -10,7 +10,7 @@ import hashlib
 import json
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from kroute.watch.sources import MemorySource
 from tests.acmeca import AcmeCA
 from tests.builders import httproute, to
 from tests.fronts import echo_gateway
-from tests.pods import Client, endpoint_slice, service, start_front, start_pods
+from tests.pods import Client, endpoint_slice, service, start_front, start_pods, until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "gateway"))
 import gateway
@@ -48,15 +48,6 @@ def ingress(name: str, host: str, resolver: str = "pebble") -> dict[str, Any]:
             "spec": {"ingressClassName": "kroute", "rules": [{"host": host, "http": {"paths": [
                 {"path": "/", "pathType": "Prefix", "backend": {
                     "service": {"name": "web", "port": {"number": 80}}}}]}}]}}  # fmt: skip
-
-
-async def until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60.0) -> T:
-    value = read()
-    with anyio.fail_after(timeout):
-        while not ok(value):
-            await anyio.sleep(0.1)
-            value = read()
-    return value
 
 
 async def https(

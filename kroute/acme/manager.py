@@ -40,7 +40,7 @@ from kroute.acme.store import NAMES_ANNOTATION, Store, account_secret_name, secr
 from kroute.gateway.router import ROUTING_KINDS, Router
 from kroute.objects import FieldError, labels_of
 from kroute.tls.certs import Certificate, certificate_from_secret
-from kroute.watch.leader import LeaderElection
+from kroute.watch.leader import LeaderElection, while_leading
 from kroute.watch.sources import stored
 
 _log = logging.getLogger(__name__)
@@ -212,10 +212,7 @@ class AcmeCertificates:
 
     async def run(self) -> None:
         """Order and renew while leading (always, without an election), until cancelled."""
-        if self.election is None:
-            await self._lead()
-        else:
-            await self.election.run_as_leader(self._lead)
+        await while_leading(self.election, self._lead)
 
     async def _lead(self) -> None:
         for source in self.router.sources:
