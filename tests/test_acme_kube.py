@@ -95,6 +95,10 @@ async def replicas(
         (cert_a,) = await until(a.acme.certificates, bool)
         (cert_b,) = await until(b.acme.certificates, bool)
         assert cert_a.fingerprint == cert_b.fingerprint
+        # The follower's admin API says the same (its own plan, the stored certificate).
+        follower: Any = a.acme.to_json()
+        assert [c["names"] for c in follower["certificates"]] == [[HOST]]
+        assert follower["certificates"][0]["stored"]["fingerprint"] == cert_a.fingerprint
         # One Secret, kubernetes.io/tls, labelled; one order, by the leader only.
         name = secret_name("pebble", [HOST])
         stored = [s for s in api.list(kinds.SECRET) if s["metadata"]["name"] == name]

@@ -141,8 +141,8 @@ async def test_an_ingress_gets_a_certificate_and_a_restart_reuses_it(
         assert started.tls_port is not None
         await until(acme.certificates, bool)
         status, fingerprint, stream = await https(started.tls_port, "app.example.test", root)
-        assert status == 200
         await stream.aclose()
+        assert status == 200
         # Reported: the certificate (issuer, resolver, expiry), and the name that never
         # validates (Pebble blocks it: rejectedIdentifier), tried once.
         await until(acme.to_json, lambda s: s["certificates"][1]["permanent"])  # type: ignore[index]
@@ -182,9 +182,10 @@ async def test_an_ingress_gets_a_certificate_and_a_restart_reuses_it(
     again: gateway.Started = await group.start(gateway.serve, args, anyio.Event())
     assert again.acme is not None
     assert again.tls_port is not None
+    await until(lambda: again.router.ready, bool)  # (the manifests read again)
     status, served, stream = await https(again.tls_port, "app.example.test", root)
-    assert (status, served) == (200, fingerprint)
     await stream.aclose()
+    assert (status, served) == (200, fingerprint)
     restarted = again.acme
     await until(restarted.to_json, lambda s: s["certificates"][1]["failures"] == 1)  # type: ignore[index]
     assert restarted.statistics.attempts == {"pebble": 1}

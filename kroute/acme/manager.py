@@ -4,10 +4,12 @@ served; every replica serves them, only the leader orders.
 Every replica:
 - serves the certificates the store holds (a `CertificateProvider` for `TlsCertificates`: a
   new or renewed Secret is served from the next handshake on, open connections keep theirs);
-- answers HTTP-01 challenges (`Router.challenges`), its own and those the leader shares
-  through the store, so the CA may reach any replica.
+- answers challenges, its own and those the leader shares through the store
+  (`kroute.acme.responder`), so the CA may reach any replica: HTTP-01 before any route
+  (`Router.challenges`), TLS-ALPN-01 in the TLS fronts' handshake (`alpn`, the registry of
+  `TlsContexts.challenges`).
 
-The leader (`LeaderElection.run_as_leader`, or the only process) runs the loop: once the
+The leader (`while_leading`: the Lease holder, or the only process) runs the loop: once the
 sources have synced (a replica that starts must see the stored certificates before deciding
 that one is missing), plan what the routes ask for (`kroute.acme.plan`), decide per
 certificate (`kroute.acme.schedule.next_step`): order the missing ones and those due for
@@ -26,7 +28,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import attrs
 from cryptography import x509
 
@@ -48,6 +49,8 @@ _log = logging.getLogger(__name__)
 MAX_SLEEP = 3600.0
 #: How many orders run at once.
 CONCURRENT_ORDERS = 4
+#: How long an order waits for its certificate to come back through the store's watch.
+READ_BACK = 10.0
 
 
 def utc_now() -> datetime.datetime:
@@ -115,7 +118,7 @@ class AcmeCertificates:
         self.statistics = AcmeStatistics()
         #: Per certificate (resolver, names): its failures in a row.
         self.attempts: dict[tuple[str, tuple[str, ...]], Attempts] = {}
-        self.plan = Plan()
+        self._last = Plan()  # the last round's plan: its errors are logged once
         self._held: dict[str, Held] = {}  # by Secret name
         self._renew_at: dict[str, datetime.datetime] = {}  # by fingerprint (ARI asked once)
         self._clients: dict[str, AcmeClient] = {}
@@ -191,8 +194,9 @@ class AcmeCertificates:
     def to_json(self) -> dict[str, object]:
         """Each certificate the routes ask for: its names, resolver, Secret, what is stored
         (issuer, validity), when it renews, the last ACME error; and what cannot be asked."""
+        plan = self.planned()  # (a follower's too: planning is cheap and pure)
         out = []
-        for request in self.plan.requests:
+        for request in plan.requests:
             held = self._held.get(request.secret_name)
             attempts = self.attempts.get((request.resolver, request.names), Attempts())
             renew = None if held is None else self._renew_at.get(held.certificate.fingerprint)
@@ -204,9 +208,17 @@ class AcmeCertificates:
         return {
             "resolvers": [r.to_json() for r in self.resolvers.values()],
             "certificates": out,
-            "errors": [str(e) for e in self.plan.errors],
+            "errors": [str(e) for e in plan.errors],
             "leading": self.election is None or self.election.is_leader,
         }
+
+    def planned(self) -> Plan:
+        """What the routes ask for now (`kroute.acme.plan`)."""
+        objects = [obj for kind in ROUTING_KINDS for obj in stored(self.router.sources, kind)]
+        return plan_certificates(
+            objects, self.resolvers, ingress_class=self.router.ingress_class,
+            gateway_class=self.router.gateway_class,
+        )  # fmt: skip
 
     # -- the leader's loop ------------------------------------------------------------------
 
@@ -242,14 +254,10 @@ class AcmeCertificates:
         self, group: anyio.abc.TaskGroup, limit: anyio.Semaphore
     ) -> datetime.datetime | None:
         """One look at everything: start the orders due; the earliest time to look again."""
-        objects = [obj for kind in ROUTING_KINDS for obj in stored(self.router.sources, kind)]
-        plan = plan_certificates(
-            objects, self.resolvers, ingress_class=self.router.ingress_class,
-            gateway_class=self.router.gateway_class,
-        )  # fmt: skip
-        for error in set(plan.errors) - set(self.plan.errors):
+        plan = self.planned()
+        for error in set(plan.errors) - set(self._last.errors):
             _log.warning("ACME: no certificate: %s", error)
-        self.plan = plan
+        self._last = plan
         wanted = {(r.resolver, r.names) for r in plan.requests}
         self.attempts = {k: v for k, v in self.attempts.items() if k in wanted}
         earliest: datetime.datetime | None = None
@@ -325,9 +333,18 @@ class AcmeCertificates:
                 _log.info("ACME %s: stored %s in Secret %s/%s", resolver.name,
                           ", ".join(request.names), self.store.namespace,
                           request.secret_name)  # fmt: skip
+                # Not done until the store reads it back (a watch lags the write): the next
+                # round would find nothing stored and order again.
+                with anyio.move_on_after(READ_BACK):
+                    while not self._holds(request.secret_name, chain.encode()):
+                        await anyio.sleep(0.05)
         finally:
             self._ordering.discard(request.secret_name)
             self._wake.set()
+
+    def _holds(self, name: str, chain: bytes) -> bool:
+        held = self._held.get(name)
+        return held is not None and held.certificate.chain == chain
 
     async def _client(self, resolver: Resolver) -> AcmeClient:
         """The resolver's account, its key read from the store or made and stored (once)."""
