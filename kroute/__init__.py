@@ -10,6 +10,10 @@ cryptography, and the API writing names (`ApiClient`, its errors, `LeaderElectio
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from kroute.acme.http01 import Http01Challenges
+from kroute.acme.plan import ACME_SELECTOR, CertificateRequest, plan_certificates
+from kroute.acme.resolvers import Resolver
+from kroute.acme.schedule import RenewalPolicy
 from kroute.client.service import ServiceClient
 from kroute.errors import (
     Answered,
@@ -129,6 +133,9 @@ from kroute.watch.store import Change, Store
 from kroute.watch.wire import Status, WatchDecoder, WatchEvent, WatchProtocolError
 
 if TYPE_CHECKING:
+    from kroute.acme.manager import AcmeCertificates
+    from kroute.acme.store import DirectoryStore, MemoryStore, SecretStore
+    from kroute.acme.store import Store as AcmeStore
     from kroute.client.httpx_transport import KrouteTransport
     from kroute.gateway.status_writer import StatusWriter, WriterStatistics
     from kroute.tls.alpn.certificate import ValidationCertificate, validation_certificate
@@ -149,11 +156,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ACME_SELECTOR",
     "DEFAULT_ENTRY_POINTS",
     "ROUTING_KINDS",
     "WAIT",
     "AccessLog",
     "AccessLogStatistics",
+    "AcmeCertificates",
+    "AcmeStore",
     "ActiveHealth",
     "ActiveProber",
     "AdminHandler",
@@ -173,6 +183,7 @@ __all__ = [
     "Candidate",
     "Certificate",
     "CertificateProvider",
+    "CertificateRequest",
     "CertificateSet",
     "Chain",
     "Change",
@@ -183,6 +194,7 @@ __all__ = [
     "Decision",
     "Deferring",
     "Delta",
+    "DirectoryStore",
     "Endpoint",
     "EndpointStatistics",
     "EntryPoint",
@@ -202,6 +214,7 @@ __all__ = [
     "HeaderModes",
     "HealthConfig",
     "Hop",
+    "Http01Challenges",
     "HttpServer",
     "HttpcoreTransport",
     "IncomingRequest",
@@ -221,6 +234,7 @@ __all__ = [
     "ManifestError",
     "ManifestSource",
     "MemorySource",
+    "MemoryStore",
     "MemoryTransport",
     "Metrics",
     "MirrorStatistics",
@@ -243,10 +257,12 @@ __all__ = [
     "Redirect",
     "Redirected",
     "Refuse",
+    "RenewalPolicy",
     "Reply",
     "RequestCounts",
     "RequestEvent",
     "RequestHead",
+    "Resolver",
     "RetryBudget",
     "RetryPolicy",
     "RingHash",
@@ -257,6 +273,7 @@ __all__ = [
     "Router",
     "RouterStatistics",
     "RuleSyntaxError",
+    "SecretStore",
     "ServerLimits",
     "ServiceClient",
     "ServiceEndpoints",
@@ -306,6 +323,7 @@ __all__ = [
     "merge_status",
     "normalize_host",
     "normalize_path",
+    "plan_certificates",
     "plan_status",
     "preview",
     "replay_safe",
@@ -338,6 +356,8 @@ def compile_files(
 
 
 _LAZY = {
+    "AcmeCertificates": "kroute.acme.manager",
+    **dict.fromkeys(["DirectoryStore", "MemoryStore", "SecretStore"], "kroute.acme.store"),
     **dict.fromkeys(
         ["Certificate", "CertificateSet", "certificate_from_secret", "certificates_from_objects"],
         "kroute.tls.certs",
@@ -360,6 +380,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "AcmeStore":
+        return importlib.import_module("kroute.acme.store").Store
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'kroute' has no attribute {name!r}")

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-import socket
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.acmeca import AcmeCA, pebble_ca
 from tests.kubeserver import Kube, KubeServer, kube_server
 
 #: Fixtures whose every value runs on its own event loop: (loop, value) pairs.
@@ -83,24 +79,15 @@ def api(kube: KubeServer) -> Iterator[Kube]:
 
 
 @pytest.fixture(scope="session")
-def acme_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Let's Encrypt's test CA Pebble (../shared/acme, its README's recipe) for the session: the
-    values of its state file (ACME_DIRECTORY_URL, ACME_CA_CERT, ACME_TLSALPN01_PORT, ...). It
-    validates for real against 127.0.0.1, every name resolving there. A missing ../shared/acme
-    fails the tests that need it."""
-    acme_dir = Path(__file__).resolve().parent.parent.parent / "shared" / "acme"
-    socks = [socket.socket() for _ in range(2)]  # the ports the responders will serve
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    http01, tlsalpn01 = (str(sock.getsockname()[1]) for sock in socks)
-    for sock in socks:
-        sock.close()
-    state = tmp_path_factory.mktemp("acme") / "acme.env"
-    env = {**os.environ, "ACME_HTTP01_PORT": http01, "ACME_TLSALPN01_PORT": tlsalpn01,
-           "ACME_OWNER_PID": str(os.getpid())}  # fmt: skip
-    subprocess.run([acme_dir / "up.sh", state], env=env, check=True, stdout=subprocess.DEVNULL)
-    try:
-        yield dict(shlex.split(line)[0].split("=", 1)
-                   for line in state.read_text().splitlines() if line.strip())  # fmt: skip
-    finally:
-        subprocess.run([acme_dir / "down.sh", state], check=True)
+def pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeCA]:
+    """Let's Encrypt's test CA Pebble (../shared/acme/up.sh) for the whole session, with real
+    validation against 127.0.0.1; a missing ../shared/acme fails the tests that need it."""
+    with pebble_ca(tmp_path_factory.mktemp("acme")) as ca:
+        yield ca
+
+
+@pytest.fixture(scope="session")
+def acme_ca(pebble: AcmeCA) -> dict[str, str]:
+    """The same Pebble as its state file's values (ACME_DIRECTORY_URL, ACME_CA_CERT,
+    ACME_TLSALPN01_PORT, ...: ../shared/acme/README.md)."""
+    return dict(pebble.state)

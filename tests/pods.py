@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import ssl
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -27,6 +27,8 @@ from kroute.transport.base import ForwardRequest, Target, Timeouts
 from kroute.transport.http1 import ServerLimits
 from kroute.transport.pooled import PooledTransport
 from kroute.transport.proxy import TrustedProxies
+
+T = TypeVar("T")
 
 
 class Pod:
@@ -112,6 +114,16 @@ def endpoint_slice(
         "ports": [{"name": "http", "port": port}],
         "endpoints": [{"addresses": [a], "conditions": conditions[s]} for a, s in endpoints],
     }  # fmt: skip
+
+
+async def until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """`read()` once `ok` says yes (the last value in the failure otherwise)."""
+    value = read()
+    with anyio.fail_after(timeout):
+        while not ok(value):
+            await anyio.sleep(0.05)
+            value = read()
+    return value
 
 
 class Client:

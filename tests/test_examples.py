@@ -289,6 +289,38 @@ def test_gateway_cli_tracing_flags(
     provider.shutdown()
 
 
+def test_gateway_cli_acme_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(EXAMPLES / "gateway"))
+    try:
+        import gateway
+    finally:
+        sys.path.pop(0)
+    le = "le=https://acme-staging-v02.api.letsencrypt.org/directory,email=you@example.com"
+    args = gateway.parse_args(["--kubeconfig", "k", "--tls-listen", "127.0.0.1:8443",
+                               "--certresolver", le, "--acme-namespace", "kroute-system"])  # fmt: skip
+    (resolver,) = args.certresolver
+    assert (resolver.name, resolver.challenge, resolver.entry_point) == ("le", "http-01", "web")
+    args = gateway.parse_args(["--manifests", ".", "--tls-listen", ":8443", "--certresolver",
+                               le + ",challenge=tls-alpn-01"])  # fmt: skip
+    assert args.certresolver[0].entry_point == "websecure"
+    for argv, says in [
+        (["--manifests", ".", "--certresolver", le], "add --tls-listen"),
+        (["--manifests", ".", "--tls-listen", ":8443", "--certresolver", le + ",entrypoint=nope"],
+         "entrypoint=nope names no entry point"),
+        (["--manifests", ".", "--tls-listen", ":8443", "--certresolver",
+          le + ",entrypoint=websecure"], "HTTP-01 is answered over plain HTTP"),
+        (["--manifests", ".", "--tls-listen", ":8443", "--certresolver",
+          le + ",challenge=tls-alpn-01,entrypoint=web"], "TLS-ALPN-01 is answered over TLS"),
+        (["--manifests", ".", "--certresolver", "le=http://ca.test/,email=a@b.c"],
+         "is not an https:// URL"),
+        (["--kubeconfig", "k", "--tls-listen", ":8443", "--certresolver", le,
+          "--acme-storage", "d"], "--acme-storage is for --manifests"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            gateway.parse_args(argv)
+        assert says in capsys.readouterr().err
+
+
 def OTLPSpanExporter() -> Any:  # (stands in for the OTLP exporter's class, above)
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

@@ -30,6 +30,7 @@ from kroute.watch.api import ApiClient
 from kroute.watch.cluster import Cluster
 from kroute.watch.sources import MemorySource
 from tests.kubeserver import Kube, KubeApiError, KubeServer
+from tests.pods import until
 from tests.test_gateway_real import gateway_args, gateway_kubeconfig
 from tests.test_kube_real import ingress, service
 
@@ -85,16 +86,6 @@ def start(kube: KubeServer, tmp_path: Path, group: anyio.abc.TaskGroup) -> Start
         return started.writer
 
     return start_gateway
-
-
-async def until(read: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30.0) -> T:
-    """`read()` once `ok` says yes (the last value in the failure otherwise)."""
-    value = read()
-    with anyio.fail_after(timeout):
-        while not ok(value):
-            await anyio.sleep(0.05)
-            value = read()
-    return value
 
 
 def conditions(entry: dict[str, Any] | None) -> dict[str, tuple[str, str]]:

@@ -6,6 +6,8 @@
         [--entrypoint NAME=HOST:PORT[,tls][,advertised=PORT] ...] [--advertise NAME=PORT ...]
         [--publish-address ADDR ...] [--publish-service NAMESPACE/NAME] [--controller-name NAME]
         [--leader-elect [--leader-elect-namespace NS] [--identity ID] [--leader-elect-* SECONDS]]
+        [--certresolver NAME=DIRECTORY_URL,email=ADDRESS[,challenge=...][,...] ...]
+        [--acme-namespace NS] [--acme-storage DIR]                    (docs/acme.md)
         [--log-format text|json] [--access-log [PATH|-]] [...]   (logs.py: every log flag)
         [--tracing otlp [--tracing-sample-ratio RATIO]]             (traces.py)
 
@@ -24,8 +26,12 @@ points it is attached to (a Gateway listener binds to the entry point listening 
 advertising it: --advertise web=80 when a Service maps port 80 to --listen's). On a cluster it
 writes the status of what it serves (docs/status.md): Ingress addresses from --publish-address
 and --publish-service, Gateway API conditions; with --leader-elect only the replica holding the
-Lease writes, and every replica routes. SIGTERM or Ctrl-C stops accepting and lets requests in
-flight finish.
+Lease writes, and every replica routes. With --certresolver it obtains certificates from an
+ACME CA (Let's Encrypt) for the routes that name the resolver, answers HTTP-01 challenges (or
+TLS-ALPN-01 ones on its TLS entry points), and stores them in Secrets of --acme-namespace
+(offline: --acme-storage DIR, else memory) that every replica serves; with --leader-elect only
+the leader orders.
+SIGTERM or Ctrl-C stops accepting and lets requests in flight finish.
 Control-plane logs go to standard error; --access-log writes Traefik's access log lines
 (logs.py); --tracing otlp sends OpenTelemetry spans to a collector (traces.py).
 """
@@ -103,6 +109,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--front", choices=["auto", "fast", "anyio"], default="auto",
                         help="FastGateway (default on asyncio) or HttpServer")  # fmt: skip
     add_status_arguments(parser)
+    add_acme_arguments(parser)
     logs.add_arguments(parser)
     traces.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -123,7 +130,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if ports.keys() - set(names):
         parser.error(f"--advertise names no entry point: {', '.join(ports.keys() - set(names))}")
     args.entry_points = [advertising(e, ports.get(e.name)) for e in args.entry_points]
+    for resolver in args.certresolver:
+        problem = resolver_problem(resolver, args.entry_points)
+        if problem is not None:
+            parser.error(f"--certresolver {resolver.name}: {problem}")
+    if args.acme_storage and not args.manifests:
+        parser.error("--acme-storage is for --manifests: on a cluster certificates are Secrets "
+                     "(--acme-namespace)")  # fmt: skip
     return args
+
+
+def add_acme_arguments(parser: argparse.ArgumentParser) -> None:
+    acme = parser.add_argument_group("ACME certificates (docs/acme.md)")
+    acme.add_argument("--certresolver", type=certificate_resolver, action="append", default=[],
+                      metavar="NAME=DIRECTORY_URL,email=ADDRESS[,challenge=http-01][,...]",
+                      help="an ACME certificate resolver routes can name (repeatable)")  # fmt: skip
+    acme.add_argument("--acme-namespace", metavar="NS", help="where certificates, the account "
+                      "key and challenges are kept as Secrets (default: the pod's)")  # fmt: skip
+    acme.add_argument("--acme-storage", metavar="DIR", help="with --manifests: keep them in "
+                      "this directory (default: in memory)")  # fmt: skip
+
+
+def certificate_resolver(text: str) -> kroute.Resolver:
+    try:
+        return kroute.Resolver.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def resolver_problem(resolver: kroute.Resolver, points: Sequence[kroute.EntryPoint]) -> str | None:
+    """What is wrong with `resolver` on these entry points (None: nothing)."""
+    if not any(e.tls for e in points):
+        return "certificates are served on an HTTPS entry point: add --tls-listen"
+    found = [e for e in points if e.name == resolver.entry_point]
+    if not found:
+        return f"entrypoint={resolver.entry_point} names no entry point"
+    if resolver.challenge == "tls-alpn-01" and not found[0].tls:
+        return f"TLS-ALPN-01 is answered over TLS: entry point {found[0].name} is plain HTTP"
+    if resolver.challenge == "http-01" and found[0].tls:
+        return f"HTTP-01 is answered over plain HTTP: entry point {found[0].name} is TLS"
+    return None
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,18 +250,39 @@ def make_source(args: argparse.Namespace, cluster: kroute.Cluster | None) -> kro
     return kroute.KubernetesSource(cluster, kinds, missing_recheck=MISSING_RECHECK)
 
 
+def make_election(args: argparse.Namespace, api: kroute.ApiClient) -> kroute.LeaderElection | None:
+    """With --leader-elect: the election whose leader writes status and orders certificates."""
+    if not args.leader_elect:
+        return None
+    return kroute.LeaderElection(
+        api, namespace=args.leader_elect_namespace or pod_namespace(args.in_cluster),
+        identity=args.identity, lease_duration=args.leader_elect_lease_duration,
+        renew_deadline=args.leader_elect_renew_deadline,
+        retry_period=args.leader_elect_retry_period,
+    )  # fmt: skip
+
+
+def make_acme_store(
+    args: argparse.Namespace, cluster: kroute.Cluster | None, api: kroute.ApiClient | None
+) -> tuple[kroute.AcmeStore, kroute.Source | None]:
+    """Where certificates are kept, and on a cluster the source that watches them there."""
+    if cluster is None or api is None:
+        if args.acme_storage:
+            return kroute.DirectoryStore(args.acme_storage), None
+        return kroute.MemoryStore(), None
+    namespace = args.acme_namespace or pod_namespace(args.in_cluster)
+    source = kroute.KubernetesSource(cluster, (kroute.kinds.SECRET,), namespace=namespace,
+                                     label_selector=kroute.ACME_SELECTOR)  # fmt: skip
+    return kroute.SecretStore([source], api, namespace), source
+
+
 def make_writer(
-    args: argparse.Namespace, router: kroute.Router, api: kroute.ApiClient
+    args: argparse.Namespace,
+    router: kroute.Router,
+    api: kroute.ApiClient,
+    election: kroute.LeaderElection | None,
 ) -> kroute.StatusWriter:
     """The status writer of what `router` serves (only while leading, with --leader-elect)."""
-    election = None
-    if args.leader_elect:
-        election = kroute.LeaderElection(
-            api, namespace=args.leader_elect_namespace or pod_namespace(args.in_cluster),
-            identity=args.identity, lease_duration=args.leader_elect_lease_duration,
-            renew_deadline=args.leader_elect_renew_deadline,
-            retry_period=args.leader_elect_retry_period,
-        )  # fmt: skip
     return kroute.StatusWriter(
         router, api, controller_name=args.controller_name,
         addresses=sum(args.publish_address, kroute.PublishedAddresses()),
@@ -239,6 +306,8 @@ class Started(NamedTuple):
     tls_port: int | None
     #: On a cluster: what writes the status of what it serves.
     writer: kroute.StatusWriter | None = None
+    #: With --certresolver: the ACME certificates.
+    acme: kroute.AcmeCertificates | None = None
 
 
 async def serve(
@@ -252,18 +321,27 @@ async def serve(
     fills `ports` with the port each entry point listens on, by name."""
     cluster = make_cluster(args)
     source = make_source(args, cluster)
-    router = kroute.Router([source], transport=kroute.PooledTransport(),
-                           ingress_class=args.ingress_class,
+    api = kroute.ApiClient(cluster) if cluster is not None else None
+    election = make_election(args, api) if api is not None else None
+    store, acme_source = make_acme_store(args, cluster, api) if args.certresolver else (None, None)
+    router = kroute.Router([source, *([acme_source] if acme_source else [])],
+                           transport=kroute.PooledTransport(), ingress_class=args.ingress_class,
                            entry_points=args.entry_points)  # fmt: skip
+    contexts = kroute.TlsContexts()
+    acme = None
+    if store is not None:  # (its TLS-ALPN-01 challenges answered by the TLS fronts)
+        acme = kroute.AcmeCertificates(router, args.certresolver, store, election=election,
+                                       alpn=contexts.challenges)  # fmt: skip
     tls = None
     if any(e.tls for e in args.entry_points):
-        tls = kroute.TlsCertificates([source], kroute.TlsContexts(),
-                                     ingress_class=args.ingress_class,
-                                     default_secret=args.default_certificate)  # fmt: skip
-    api = kroute.ApiClient(cluster) if cluster is not None else None
-    writer = make_writer(args, router, api) if api is not None else None
+        tls = kroute.TlsCertificates([source], contexts, ingress_class=args.ingress_class,
+                                     default_secret=args.default_certificate,
+                                     providers=[acme] if acme else [])  # fmt: skip
+    writer = make_writer(args, router, api, election) if api is not None else None
     metrics = kroute.Metrics(router, tls=tls) if find_spec("prometheus_client") else None
-    admin = kroute.AdminHandler(router, metrics=metrics, tls=tls)
+    if metrics is not None and acme is not None:
+        acme.register(metrics.registry)
+    admin = kroute.AdminHandler(router, metrics=metrics, tls=tls, acme=acme)
     access = logs.access_log(args)
     traced = traces.tracing(args)
     with contextlib.ExitStack() as stack:
@@ -277,7 +355,7 @@ async def serve(
                 access.register(metrics.registry)
             if access.path is not None and threading.current_thread() is threading.main_thread():
                 access.reopen_on_signal(signal.SIGUSR1)  # logrotate
-        await run(args, router, tls, admin, (api, writer), stop, ports, task_status)
+        await run(args, router, tls, admin, (api, writer, acme), stop, ports, task_status)
 
 
 async def run(
@@ -285,40 +363,47 @@ async def run(
     router: kroute.Router,
     tls: kroute.TlsCertificates | None,
     handler: kroute.AdminHandler,
-    status: tuple[kroute.ApiClient | None, kroute.StatusWriter | None],
+    status: tuple[
+        kroute.ApiClient | None, kroute.StatusWriter | None, kroute.AcmeCertificates | None
+    ],
     stop: anyio.Event | None,
     ports: dict[str, int] | None,
     task_status: anyio.abc.TaskStatus[Started],
 ) -> None:
-    api, writer = status  # (on a cluster: the API client and what writes status through it)
-    async with anyio.create_task_group() as group:
-        group.start_soon(router.run)
-        if handler.traffic is not None:
-            group.start_soon(handler.traffic.run)  # the dashboard's charts, every 10 s
-        admin = kroute.HttpServer(handler)
-        if writer is not None:
-            group.start_soon(write_status, writer)
-        if args.gc_freeze:
-            group.start_soon(freeze_when_ready, router)
-        fronts = [await start_front(group, router, args, point, tls)
-                  for point in args.entry_points]  # fmt: skip
-        admin_port = await listen(group, admin, args.admin)
-        bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
-        if ports is not None:
-            ports.update(bound)
-        task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure"),
-                                    writer))  # fmt: skip
-        try:
+    api, writer, acme = status  # (on a cluster: the API client, what writes status through it)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(router.run)
+            if handler.traffic is not None:
+                group.start_soon(handler.traffic.run)  # the dashboard's charts, every 10 s
+            admin = kroute.HttpServer(handler)
+            if writer is not None:
+                group.start_soon(write_status, writer)
+            if acme is not None:
+                group.start_soon(acme.run)
+            if args.gc_freeze:
+                group.start_soon(freeze_when_ready, router)
+            fronts = [await start_front(group, router, args, point, tls)
+                      for point in args.entry_points]  # fmt: skip
+            admin_port = await listen(group, admin, args.admin)
+            bound = {e.name: port for e, (_, port) in zip(args.entry_points, fronts, strict=True)}
+            if ports is not None:
+                ports.update(bound)
+            task_status.started(Started(router, bound["web"], admin_port, bound.get("websecure"),
+                                        writer, acme))  # fmt: skip
             await (stop or anyio.Event()).wait()
             for front, _ in fronts:  # stop accepting, let requests in flight finish
                 await front.shutdown(args.grace)
             await admin.shutdown(0)
             group.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await router.transport.aclose()  # type: ignore[union-attr]
-                if api is not None:
-                    await api.aclose()
+    finally:
+        # Once every task has ended: leader election releases its Lease through `api` as it
+        # stops, so the client is closed after that, never under it (a connection opened on
+        # a closed pool would be left open).
+        with anyio.CancelScope(shield=True):
+            await router.transport.aclose()  # type: ignore[union-attr]
+            if api is not None:
+                await api.aclose()
 
 
 async def start_front(

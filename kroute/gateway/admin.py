@@ -18,6 +18,8 @@ whole configuration and is not meant for the internet, as Traefik's API is not):
 - `GET /api/traffic`: the last minutes of traffic per route and per Service (request rate,
   5xx rate, latency) in time buckets, from the handler's `Traffic` (`traffic=False`: none,
   and a 404 here);
+- `GET /api/acme`: with ACME (`kroute.acme`), each certificate the routes ask for: names,
+  resolver, Secret, what is stored (issuer, validity), when it renews, the last ACME error;
 - `GET /metrics`: Prometheus text (501 when prometheus-client is not installed);
 - `GET /`: a dashboard page in the spirit of Traefik's UI, reading the JSON above (its script
   is `GET /dashboard.js`: no external asset).
@@ -40,6 +42,7 @@ from kroute.gateway.server import IncomingRequest, OutgoingResponse
 from kroute.gateway.traffic import Traffic
 
 if TYPE_CHECKING:
+    from kroute.acme.manager import AcmeCertificates
     from kroute.tls.contexts import TlsCertificates
 
 JSON = [(b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")]
@@ -141,12 +144,14 @@ class AdminHandler:
         *,
         metrics: Metrics | None = None,
         tls: TlsCertificates | None = None,
+        acme: AcmeCertificates | None = None,
         clock: Any = time.monotonic,
         traffic: Traffic | bool = True,
     ) -> None:
         self.router = router
         self.metrics = metrics
         self.tls = tls
+        self.acme = acme
         self.clock = clock
         if traffic is True:
             traffic = Traffic(RequestCounts.of(router), clock=clock)
@@ -171,6 +176,9 @@ class AdminHandler:
             return self._json(sources_json(self.router))
         if path == "/api/certificates":
             return self._json(certificates_json(self.tls))
+        if path == "/api/acme":
+            return self._json({"acme": False} if self.acme is None
+                              else {"acme": True, **self.acme.to_json()})  # fmt: skip
         if path == "/metrics":
             if self.metrics is None:
                 return OutgoingResponse(501, TEXT, b"501: metrics are off (pip install "

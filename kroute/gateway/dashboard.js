@@ -145,6 +145,15 @@ panel("api/certificates", tls => {
     cell(c.not_after), cell(c.subject, "muted")]));
 });
 
+panel("api/acme", acme => {  // each certificate the routes ask an ACME resolver for
+  document.getElementById("acme").hidden = !acme.acme;
+  if (!acme.acme) return;
+  fill("acme-certificates", acme.certificates.map(c => [cell(c.names.join(", ")),
+    cell(c.resolver), cell(c.stored ? c.stored.issuer : "(none yet)", "muted"),
+    cell(c.stored ? c.stored.not_after : ""), cell(c.renew_at || "", "muted"),
+    cell(c.last_error ? `${c.last_error}${c.permanent ? " (not retried)" : ""}` : "", "down")]));
+});
+
 async function refresh() {
   const answers = await Promise.all(PANELS.map(p =>
     fetch(p.url).then(r => (r.ok ? r.json() : null), () => null)));

@@ -51,7 +51,7 @@ from kroute.status import (
 from kroute.watch import kinds
 from kroute.watch.api import ApiClient, ApiError, Conflict, NotFound, Throttled
 from kroute.watch.backoff import Backoff
-from kroute.watch.leader import LeaderElection
+from kroute.watch.leader import LeaderElection, while_leading
 from kroute.watch.sources import stored
 from kroute.watch.store import Change, key_of
 
@@ -178,10 +178,7 @@ class StatusWriter:
 
     async def run(self) -> None:
         """Write status until cancelled (while leading, with an election)."""
-        if self.election is None:
-            await self._serve()
-        else:
-            await self.election.run_as_leader(self._serve)
+        await while_leading(self.election, self._serve)
 
     async def _serve(self) -> None:
         self._pending = _Pending()  # a new term: nothing of ours is on its way

@@ -155,6 +155,9 @@ TLS_ANNOTATION = "traefik.ingress.kubernetes.io/router.tls"
 MIDDLEWARES_ANNOTATION = "traefik.ingress.kubernetes.io/router.middlewares"
 PRIORITY_ANNOTATION = "traefik.ingress.kubernetes.io/router.priority"
 PATHMATCHER_ANNOTATION = "traefik.ingress.kubernetes.io/router.pathmatcher"
+#: The certificate resolver (ACME) of the Ingress's hosts: read by `kroute.acme.plan`; like
+#: Traefik's, it makes the routes TLS-only (a resolver is part of the router's TLS options).
+CERTRESOLVER_ANNOTATION = "traefik.ingress.kubernetes.io/router.tls.certresolver"
 #: What `router.pathmatcher` may say (Traefik's Kubernetes Ingress docs: "Only path-related
 #: matcher name can be specified: `Path`, `PathPrefix`"; default PathPrefix).
 PATH_MATCHERS = ("Path", "PathPrefix")
@@ -167,7 +170,8 @@ _BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
 def _attachment(obj: Obj) -> Attachment | None:
     """Traefik's `router.entrypoints` (comma-separated names: only those entry points) and
     `router.tls` ("true": only entry points that terminate TLS; `spec.tls` alone only names
-    certificates, as in Traefik). None: every entry point."""
+    certificates, as in Traefik; `router.tls.certresolver` implies it, unless `router.tls`
+    says "false"). None: every entry point."""
     annotations = annotations_of(obj)
     field = f"metadata.annotations[{ENTRYPOINTS_ANNOTATION}]"
     listed = as_str(annotations.get(ENTRYPOINTS_ANNOTATION), field)
@@ -180,7 +184,7 @@ def _attachment(obj: Obj) -> Attachment | None:
     flag = as_str(annotations.get(TLS_ANNOTATION), field)
     if flag is not None and flag not in _BOOLS:
         raise FieldError(field, f"{flag!r} is not true or false")
-    tls = flag is not None and _BOOLS[flag]
+    tls = _BOOLS[flag] if flag is not None else CERTRESOLVER_ANNOTATION in annotations
     return Attachment(names, tls=tls) if names is not None or tls else None
 
 
@@ -190,7 +194,7 @@ CONTROLLER_PREFIXES = ("kroute.dev/", "traefik.ingress.kubernetes.io/",
                        "nginx.ingress.kubernetes.io/", "ingress.kubernetes.io/")  # fmt: skip
 APPLIED_ANNOTATIONS = frozenset({SSL_REDIRECT_ANNOTATION, ENTRYPOINTS_ANNOTATION,
                                  TLS_ANNOTATION, MIDDLEWARES_ANNOTATION, PRIORITY_ANNOTATION,
-                                 PATHMATCHER_ANNOTATION})  # fmt: skip
+                                 PATHMATCHER_ANNOTATION, CERTRESOLVER_ANNOTATION})  # fmt: skip
 
 
 def _router_annotations(obj: Obj) -> tuple[int, str | None, Chain]:

@@ -273,18 +273,22 @@ def compile_ingressroute(
     return routes
 
 
+#: The `spec.tls` fields kroute applies.
+_TLS_APPLIED = frozenset({"secretName", "certResolver", "domains"})
+
+
 def _attachment(spec: Mapping[str, Any]) -> tuple[Attachment | None, Chain]:
     """`spec.entryPoints` (none: every entry point, Traefik's default) and `spec.tls` (TLS
     entry points only: "the router is dedicated to HTTPS requests only", Traefik's routers
     page); a Refuse step for each `spec.tls` field kroute does not apply (`secretName` is
-    loaded by `kroute.tls.certs`)."""
+    loaded by `kroute.tls.certs`, `certResolver` and `domains` by `kroute.acme.plan`)."""
     listed = as_list(spec.get("entryPoints"), "spec.entryPoints")
     names = [req_str(n, f"spec.entryPoints[{i}]") for i, n in enumerate(listed)]
     tls = spec.get("tls")
     fields = as_map(tls, "spec.tls")
     refused = tuple(
         Refuse(f"spec.tls.{name}", reason=f"TLS {name} is not supported by kroute yet")
-        for name in sorted(fields) if name != "secretName"
+        for name in sorted(fields) if name not in _TLS_APPLIED
     )  # fmt: skip
     if not names and tls is None:
         return None, Chain(refused)

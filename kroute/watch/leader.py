@@ -256,3 +256,14 @@ class LeaderElection:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+
+async def while_leading(
+    election: LeaderElection | None, work: Callable[[], Awaitable[object]]
+) -> None:
+    """`work()` as `election.run_as_leader` runs it; without an election (one replica), just
+    `work()`: what each piece of leader-only work (status, ACME) starts with."""
+    if election is None:
+        await work()
+    else:
+        await election.run_as_leader(work)

@@ -100,6 +100,7 @@ ROUTING_KINDS = frozenset({
 })  # fmt: skip
 
 if TYPE_CHECKING:
+    from kroute.acme.http01 import Http01Challenges
     from kroute.gateway.tracing import Tracing
 
 _log = logging.getLogger(__name__)
@@ -169,6 +170,9 @@ class Router:
         #: OpenTelemetry spans and W3C trace context for every front (`kroute.gateway.tracing`);
         #: None: no tracing, nothing imported or paid.
         self.tracing = tracing
+        #: ACME HTTP-01 challenges answered before any routing, on every front
+        #: (`kroute.acme`); None: none.
+        self.challenges: Http01Challenges | None = None
         #: RequestMirror copies: the queue and its workers (replace before `run` to resize).
         self.mirrors = Mirrors()
         self._fetches = Fetches()
@@ -359,6 +363,10 @@ class Router:
         """Where `head` goes (no I/O): a route, a backend, an endpoint; or 404, 500, 503; or
         a redirect the route answers with (301, 302, 308, with `location`). Only routes of
         `entry_point` take it (None: the first entry point of the request's scheme)."""
+        if self.challenges is not None:  # ACME HTTP-01, before any route (`kroute.acme`)
+            answered = self.challenges.answer(head.method, head.path)
+            if answered is not None:
+                raise answered
         table = self._served(entry_point, head.scheme == "https")[0]  # (rebuilt if stale)
         return self._decider.decide(table.match(head), head, exclude)
 
@@ -373,6 +381,10 @@ class Router:
         """`route` for a request as it arrived (method, Host header, target) on `entry_point`,
         where `build` makes its `RequestHead`: called only when the answer is not remembered
         (`RouteMemo`). What fronts on the hot path use."""
+        if self.challenges is not None:  # ACME HTTP-01, before any route (`kroute.acme`)
+            answered = self.challenges.answer(method, target)
+            if answered is not None:
+                raise answered
         decider = self._decider
         if decider.per_request:  # the endpoint depends on headers: nothing to remember
             return self.route(build(), entry_point=entry_point)
