@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -28,9 +29,13 @@ from kroute.pipeline.filters import MirrorCopy
 from kroute.transport.base import Transport
 from kroute.transport.pooled import PooledTransport
 
+if TYPE_CHECKING:
+    from kroute.gateway.tracing import Propagation
+
 _log = logging.getLogger(__name__)
 
-Send = Callable[[MirrorCopy, Transport], Awaitable[None]]
+#: Sends a copy through a transport, in the trace of the request it copies (when traced).
+Send = Callable[[MirrorCopy, Transport, "Propagation | None"], Awaitable[None]]
 
 
 @attrs.frozen
@@ -56,14 +61,16 @@ class Mirrors:
     def __init__(self, *, queue: int = 256, concurrency: int = 8) -> None:
         self.limit = queue
         self.concurrency = concurrency
-        self._queue: collections.deque[MirrorCopy] = collections.deque()
+        #: Copies waiting, each with the trace of its request (None: not traced).
+        self._queue: collections.deque[tuple[MirrorCopy, Propagation | None]] = collections.deque()
         #: Set when a copy is queued; idle workers wait on it (made by `run`, in its loop).
         self._queued: anyio.Event | None = None
         self.mirrored = self.dropped = self.failed = self.skipped = 0
 
-    def offer(self, copies: Iterable[MirrorCopy], *, body: bool, draw: Callable[[], float]
-              ) -> None:  # fmt: skip
-        """Queue the copies whose share takes this request, without waiting."""
+    def offer(self, copies: Iterable[MirrorCopy], *, body: bool, draw: Callable[[], float],
+              trace: Propagation | None = None) -> None:  # fmt: skip
+        """Queue the copies whose share takes this request, without waiting (`trace`: the
+        request's, when the Router traces: each copy is sent in it)."""
         for copy in copies:
             if not copy.step.share.takes(draw()):
                 continue
@@ -73,7 +80,7 @@ class Mirrors:
             if len(self._queue) >= self.limit:
                 self.dropped += 1
                 continue
-            self._queue.append(copy)
+            self._queue.append((copy, trace))
             if self._queued is not None:
                 self._queued.set()
 
@@ -99,9 +106,9 @@ class Mirrors:
                 if self._queued.is_set():  # (another idle worker may have made a new one)
                     self._queued = anyio.Event()
                 await self._queued.wait()
-            copy = self._queue.popleft()
+            copy, trace = self._queue.popleft()
             try:
-                await send(copy, transport())
+                await send(copy, transport(), trace)
             except Exception as exc:  # never the request's business
                 self.failed += 1
                 _log.debug("%s: the copy of %s %s failed: %s", copy.step.label, copy.method,

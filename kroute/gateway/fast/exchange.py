@@ -11,6 +11,7 @@ health, and enforces the route's timeouts. The response's way back is its base c
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from kroute.errors import (
     Answered,
@@ -30,11 +31,16 @@ from kroute.pipeline.steps import Answer, Chain, UpstreamRequest, run_request, r
 from kroute.rules.request import RequestHead
 from kroute.transport.proxy import render_headers, replay_safe
 
+if TYPE_CHECKING:
+    from kroute.gateway.tracing import Propagation
+
 
 class Exchange(Relay):
     """One request from a client: routing, attempts at endpoints, the response relayed."""
 
     __slots__ = ()
+    #: The request's trace (`traced.Propagating` has one per exchange): mirrors go in it.
+    trace: Propagation | None = None
 
     # -- routing and attempts --------------------------------------------------------------
 
@@ -83,7 +89,8 @@ class Exchange(Relay):
         else:
             if request.mirrors:  # (tested here too: the hot path skips the call)
                 message = self.message
-                self.router.mirror(request, body=message.has_body or message.upgrade is not None)
+                self.router.mirror(request, body=message.has_body or message.upgrade is not None,
+                                   trace=self.trace)  # fmt: skip
             lines = render_headers(request.headers)
             if self.rest_lines is not None:  # the fields the steps do not name (`upstream_request`)
                 lines = self.rest_lines + lines

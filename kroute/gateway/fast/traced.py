@@ -21,9 +21,18 @@ from kroute.transport.http1 import interim
 
 
 def exchange_for(client: ClientSide, message: Message, tracing: Tracing) -> Exchange:
-    """The exchange of `message`, its trace started."""
-    trace = tracing.start(message.method_text, zip(message.names, message.values, strict=True),
-                          client.gateway.scheme, message.names)  # fmt: skip
+    """The exchange of `message`, its trace started. A request without Trace Context fields
+    (`Message.trace_fields`, read by the header plan) that kroute's sampling leaves out, the
+    usual case, takes the short way: a draw, new ids (`Tracing.fresh`), no header scanned."""
+    if not message.trace_fields:
+        if tracing.draw() >= tracing.threshold:
+            exchange: Propagating = Propagating(client, message)
+            exchange.trace = tracing.fresh()
+            return exchange
+        trace = tracing.start(message.method_text, (), client.gateway.scheme)
+    else:
+        trace = tracing.start(message.method_text, zip(message.names, message.values, strict=True),
+                              client.gateway.scheme)  # fmt: skip
     exchange = TracedExchange(client, message) if trace.recording else Propagating(client, message)
     exchange.trace = trace
     return exchange
@@ -36,8 +45,10 @@ class Propagating(Exchange):
     trace: Propagation  # (set by `exchange_for`, as it is made)
 
     def send(self, url: bytes, lines: bytes) -> None:
-        # (lines a route's steps made may hold a Trace Context field: checked then)
-        super().send(url, self.trace.propagate_lines(lines, check=self.chain is not None))
+        trace = self.trace
+        if trace.inbound or self.chain is not None:  # (the client's, or a step's, are replaced)
+            lines = trace.without_fields(lines)
+        Exchange.send(self, url, lines + trace.lines)
 
     def fetcher(self) -> Fetch:
         return self.trace.fetcher(self.router.fetch)

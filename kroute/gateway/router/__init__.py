@@ -99,7 +99,7 @@ ROUTING_KINDS = frozenset({
 })  # fmt: skip
 
 if TYPE_CHECKING:
-    from kroute.gateway.tracing import Tracing
+    from kroute.gateway.tracing import Propagation, Tracing
 
 _log = logging.getLogger(__name__)
 
@@ -447,7 +447,8 @@ class Router:
                 if chain.outcome:
                     run_outcome(chain, upstream, answer.status, time.perf_counter() - started)
                 raise Answered(answer.status, answer.reason, answer.headers, answer.body)
-            self.mirror(upstream, body=request.body != b"" or request.upgrade is not None)
+            self.mirror(upstream, body=request.body != b"" or request.upgrade is not None,
+                        trace=trace)  # fmt: skip
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
             limit = chain.request_limit
             if limit is not None and not isinstance(request.body, bytes):
@@ -516,17 +517,30 @@ class Router:
         drop = (b"content-length", b"transfer-encoding")
         return [(n, v) for n, v in reply.headers if n.lower() not in drop], reply.body
 
-    def mirror(self, request: UpstreamRequest, *, body: bool) -> None:
+    def mirror(
+        self, request: UpstreamRequest, *, body: bool, trace: Propagation | None = None
+    ) -> None:
         """Queue the copies `request`'s RequestMirror steps made, without waiting (`body`: the
-        request has a body, so it is not copied). Every front calls this once the request steps
-        have let the request through; `run()` sends the copies."""
+        request has a body, so it is not copied; `trace`: the request's, when the Router
+        traces). Every front calls this once the request steps have let the request through;
+        `run()` sends the copies, each in the request's trace (`Propagation.mirrored`: a
+        span of its own when it records)."""
         if request.mirrors:
-            self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random)
+            self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random, trace=trace)
 
-    async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
+    async def _send_mirror(
+        self, copy: MirrorCopy, transport: Transport, trace: Propagation | None
+    ) -> None:
         found = self._backends.get(copy.step.backend)
         pool = None if found is None else found.pool
-        await send_copy(transport, copy, pool, clock=self.clock, rng=self.rng)
+
+        async def sent(copy: MirrorCopy) -> None:
+            await send_copy(transport, copy, pool, clock=self.clock, rng=self.rng)
+
+        if trace is None:
+            await sent(copy)
+        else:
+            await trace.mirrored(copy, sent)
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest
