@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib.metadata
 import random
 from binascii import hexlify
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -55,6 +55,8 @@ Header = tuple[bytes, bytes]
 #: The Trace Context fields (W3C Trace Context, section 3), lowercase.
 TRACE_FIELDS = frozenset({b"traceparent", b"tracestate"})
 _LINE_PREFIXES = (b"traceparent:", b"tracestate:")
+#: How many new traces' `traceparent` lines `Tracing.fresh` makes at once.
+FRESH_LINES = 256
 
 
 class Tracing:
@@ -99,6 +101,7 @@ class Tracing:
         self.draw = self.rng.random
         self.threshold = 2.0 if sample_ratio is None else sample_ratio
         self.bits = self.rng.getrandbits
+        self._fresh: Iterator[bytes] = iter(())
         #: The parent of a request without a trace context: none (not the caller's current span).
         self.root: Context = context.Context()
 
@@ -142,11 +145,21 @@ class Tracing:
         4, processing model: no traceparent received, a new trace-id and parent-id; sections
         3.2.2.3 to 3.2.2.5), what OpenTelemetry's ParentBased sampler passes on for a root it
         drops, so that the backend's own tracer follows the decision. This runs for every
-        request that is not sampled: one draw of 192 bits makes both ids, in hexadecimal with
-        the dash between them, in three C calls. (A span id of zeros, which section 3.2.2.4
-        calls invalid, is drawn once in 2**64.)"""
-        ids = hexlify(self.bits(192).to_bytes(24, "little"), b"-", -16)
-        return Propagation(self, b"traceparent: 00-%b-00\r\n" % ids, inbound)
+        request that is not sampled, so the lines are made `FRESH_LINES` at a time
+        (`_fresh_lines`): one draw of random bytes, formatted in C."""
+        line = next(self._fresh, None)
+        if line is None:
+            self._fresh = self._fresh_lines()
+            line = next(self._fresh)
+        return Propagation(self, line, inbound)
+
+    def _fresh_lines(self) -> Iterator[bytes]:
+        """`FRESH_LINES` traceparent lines of new ids: 24 random bytes each, a trace id and a
+        span id in hexadecimal with the dash between them. (A span id of zeros, which section
+        3.2.2.4 calls invalid, is drawn once in 2**64.)"""
+        drawn = self.rng.randbytes(24 * FRESH_LINES)
+        ids = [hexlify(drawn[at : at + 24], b"-", -16) for at in range(0, len(drawn), 24)]
+        return map(b"traceparent: 00-%b-00\r\n".__mod__, ids)
 
     def unsampled(self, parent: SpanContext) -> Propagation:
         """A request whose client's trace context says not sampled: passed on in `parent`'s

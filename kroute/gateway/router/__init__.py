@@ -54,7 +54,7 @@ from kroute.gateway.router.forwarding import (
     until_end,
     with_body,
 )
-from kroute.gateway.router.observers import EventSink, Observer, Observers
+from kroute.gateway.router.observers import EventSink, Facts, Make, Observer, Observers
 from kroute.objects import BackendRef
 from kroute.pipeline.body import Replace, RequestTooLarge, run_body
 from kroute.pipeline.fetch import Call, FetchFailed, Reply
@@ -565,6 +565,17 @@ class Router:
             seconds = time.perf_counter() - started
             for observer in forwarding:
                 observer.forwarded(decision, status, seconds)
+
+    def emit_later(self, facts: Facts, make: Make) -> None:
+        """`emit` for a front that captured a request's `facts` (`Facts`): the sinks that make
+        the event later get them, the others the event made now."""
+        observers = self.observers
+        for sink in observers.later:
+            sink.requested_later(facts, make)
+        if observers.now:
+            event = make(facts)
+            for other in observers.now:
+                other.requested(event)
 
     def emit(self, event: RequestEvent) -> None:
         """Tell the observers that want events (`Observers.listening`) of a request that
