@@ -62,10 +62,12 @@ class LogFilters:
     retry_attempts: bool = False
     min_duration: float = 0.0  # seconds; kept when the request took longer
 
-    @property
-    def none(self) -> bool:
-        """No filter is set: every line is kept."""
-        return not self.status_codes and not self.retry_attempts and not self.min_duration
+    #: No filter is set: every line is kept (read per request on the serving loop: found once).
+    none: bool = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        none = not self.status_codes and not self.retry_attempts and not self.min_duration
+        object.__setattr__(self, "none", none)
 
     def keeps(self, event: RequestEvent) -> bool:
         return self.admits(event.status, event.retries, event.seconds)
@@ -111,18 +113,18 @@ class HeaderModes:
     #: By lower-case name (names compare case-insensitively, RFC 9110 section 5.1).
     names: Mapping[str, HeaderMode] = attrs.field(factory=dict, converter=_lowered, hash=False)
 
+    #: No header is written whatever the request carries (read for every line: found once).
+    none: bool = attrs.field(init=False, eq=False)
+
     def __attrs_post_init__(self) -> None:
         for mode in (self.default, *self.names.values()):
             if mode not in MODES:
                 raise ConfigError(f"access log header mode {mode!r}: use keep, drop or redact")
+        none = self.default == "drop" and all(m == "drop" for m in self.names.values())
+        object.__setattr__(self, "none", none)
 
     def mode(self, name: str) -> HeaderMode:
         return self.names.get(name.lower(), self.default)
-
-    @property
-    def none(self) -> bool:
-        """No header is written whatever the request carries."""
-        return self.default == "drop" and all(m == "drop" for m in self.names.values())
 
 
 @attrs.frozen
