@@ -18,7 +18,8 @@ HttpServer and the ASGI gateway through `Router.forward` and `kroute.gateway.rec
 - a CLIENT span per attempt at an endpoint (`server.address`, `server.port`,
   `kroute.attempt`, the response status or `error.type`), ending with the response head;
 - a CLIENT span per HTTP call a route's step makes (forwardAuth's request to its auth
-  service), which carries that span's `traceparent`.
+  service), and per RequestMirror copy (sent later by the Router's mirror workers), each
+  carrying that span's `traceparent`.
 
 Sampling is the TracerProvider's (the SDK's samplers, e.g. `ParentBased(TraceIdRatioBased(r))`),
 or kroute's own before it (`Tracing(provider, sample_ratio=r)`, parent-based): a request kroute

@@ -50,8 +50,9 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
     """What the event of `exchange` needs that is known now, as it ends (`Facts`: status,
     seconds, retries first), and nothing computed that `event_of` can compute later: a tuple
     of values the exchange holds, or read of the clocks and the connection now (the HTTP
-    version, the peer, TLS). The lists it keeps (the header names and values, the endpoints
-    tried) are the exchange's own, which nothing changes once it ended."""
+    version, the peer, TLS's version and cipher). The lists it keeps (the header names and
+    values, the endpoints tried) are the exchange's own, which nothing changes once it
+    ended."""
     now = time.perf_counter()
     client, message = exchange.client, exchange.message
     origin = exchange.status  # (0 unless an endpoint's response head was relayed)
@@ -59,6 +60,8 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
         status = origin if exchange.head_sent and origin else CLIENT_GONE
     tried = exchange.tried
     transport = client.transport
+    ssl = transport.get_extra_info("ssl_object")  # (read here: an SSL object is the loop's)
+    tls = None if ssl is None else (ssl.version() or "", (ssl.cipher() or ("",))[0])
     seconds = now - exchange.started
     return (
         status, seconds, len(tried) - 1 if tried else 0, aborted, exchange.error,
@@ -66,7 +69,7 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
         client.ip, transport.get_extra_info("peername"), client.gateway.entry_point,
         time.time() - seconds, exchange.body_bytes, exchange.decision, tried, origin,
         client.loop.time() - exchange.sent_at if origin else 0.0,
-        transport.get_extra_info("ssl_object"), message.names, message.values,
+        tls, message.names, message.values,
     )  # fmt: skip
 
 
@@ -81,12 +84,11 @@ def event_of(facts: Facts) -> RequestEvent:
     else:
         outcome = "forwarded" if error is None else outcome_of_error(error)
     route, service, steps = decision_facts(decision)
+    tls_version, tls_cipher = tls or ("", "")
     return RequestEvent(
         method, host, target, f"HTTP/{version}", "" if ip is None else str(ip),
         int((peer or ("", 0))[1]), entry_point, started, seconds, status, body_bytes, outcome,
         route, service, steps, tuple(f"{address}:{port}" for address, port in tried),
-        origin, body_bytes if origin else 0, origin_seconds,
-        "" if tls is None else tls.version() or "",
-        "" if tls is None else (tls.cipher() or ("",))[0],
+        origin, body_bytes if origin else 0, origin_seconds, tls_version, tls_cipher,
         tuple(zip(names, values, strict=True)), "" if error is None else str(error),
     )  # fmt: skip
