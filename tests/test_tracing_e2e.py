@@ -310,9 +310,9 @@ def test_neither_import_nor_serving_without_tracing_imports_opentelemetry() -> N
 def test_new_traces_not_sampled_have_valid_ids_of_their_own() -> None:
     """Trace Context section 3.2.2: version 00, a trace id of 32 and a span id of 16 lowercase
     hexadecimal digits, neither all zeros, flags 00; new ids for every request, across the
-    batches `Tracing.fresh` makes its lines in."""
+    batches `Tracing.fresh_line` makes its lines in."""
     tracing = Tracing(TracerProvider(), sample_ratio=0.0, rng=random.Random(7))
-    lines = [tracing.fresh().lines for _ in range(3 * FRESH_LINES + 1)]
+    lines = [tracing.new_trace().lines for _ in range(3 * FRESH_LINES + 1)]
     pattern = re.compile(rb"traceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-00\r\n")
     found = [pattern.fullmatch(line) for line in lines]
     ids = [(int(m[1], 16), int(m[2], 16)) for m in found if m is not None]

@@ -102,7 +102,8 @@ class Tracing:
         self.draw = self.rng.random
         self.threshold = 2.0 if sample_ratio is None else sample_ratio
         self.bits = self.rng.getrandbits
-        self._fresh: Iterator[bytes] = iter(())
+        #: The `traceparent` lines of new traces not sampled, made a batch at a time.
+        self.fresh: Iterator[bytes] = iter(())
         #: The parent of a request without a trace context: none (not the caller's current span).
         self.root: Context = context.Context()
 
@@ -120,7 +121,7 @@ class Tracing:
         ratio = self.sample_ratio
         if carrier is None:
             if self.draw() >= self.threshold:  # (the fast way: no span)
-                return self.fresh()
+                return self.new_trace()
             parent = None  # (a new trace: the provider's sampler decides)
         else:
             parent = self.propagator.extract(carrier)  # (invalid: a new trace)
@@ -130,7 +131,7 @@ class Tracing:
                     if not context.trace_flags.sampled:
                         return self.unsampled(context)
                 elif self.draw() >= ratio:
-                    return self.fresh(inbound=True)
+                    return self.new_trace(inbound=True)
         span = self.tracer.start_span(method, parent or self.root, kind=self.api.SpanKind.SERVER)
         context = span.get_span_context()
         lines = fields(context.trace_id, context.span_id, context.trace_flags,
@@ -140,19 +141,24 @@ class Tracing:
             span.set_attributes({"http.request.method": method, "url.scheme": scheme})
         return trace
 
-    def fresh(self, *, inbound: bool = False) -> Propagation:
+    def new_trace(self, *, inbound: bool = False) -> Propagation:
         """A new trace kroute does not sample (the request has no valid trace context): a
         `traceparent` of new random ids, sampled=0, and no `tracestate` (Trace Context section
         4, processing model: no traceparent received, a new trace-id and parent-id; sections
         3.2.2.3 to 3.2.2.5), what OpenTelemetry's ParentBased sampler passes on for a root it
         drops, so that the backend's own tracer follows the decision. This runs for every
         request that is not sampled, so the lines are made `FRESH_LINES` at a time
-        (`_fresh_lines`): one draw of random bytes, formatted in C."""
-        line = next(self._fresh, None)
+        (`fresh_line`): one draw of random bytes, formatted in C."""
+        return Propagation(self, next(self.fresh, None) or self.fresh_line(), inbound)
+
+    def fresh_line(self) -> bytes:
+        """The `traceparent` line of a new trace not sampled (`fresh`): the next of a batch
+        (`fresh`, an iterator), a new batch made when it ran out."""
+        line = next(self.fresh, None)
         if line is None:
-            self._fresh = self._fresh_lines()
-            line = next(self._fresh)
-        return Propagation(self, line, inbound)
+            self.fresh = self._fresh_lines()
+            line = next(self.fresh)
+        return line
 
     def _fresh_lines(self) -> Iterator[bytes]:
         """`FRESH_LINES` traceparent lines of new ids: 24 random bytes each, a trace id and a
@@ -169,6 +175,13 @@ class Tracing:
         own = self.bits(64) or 1
         state = parent.trace_state.to_header()
         return Propagation(self, fields(parent.trace_id, own, parent.trace_flags, state), True)
+
+
+def without_fields(lines: bytes) -> bytes:
+    """Header lines as FastGateway renders them (`Name: value\\r\\n`) but the Trace Context
+    fields (the client's, or a step's: the request gets its trace's instead)."""
+    return b"".join(line + b"\r\n" for line in lines.split(b"\r\n")[:-1]
+                    if not line[:12].lower().startswith(_LINE_PREFIXES))  # fmt: skip
 
 
 def fields(trace_id: int, span_id: int, flags: int, state: str) -> bytes:
@@ -209,13 +222,6 @@ class Propagation:
         place of any they had."""
         kept = [(n, v) for n, v in headers if n.lower() not in TRACE_FIELDS]
         return [*kept, *(self.values if values is None else values)]
-
-    @staticmethod
-    def without_fields(lines: bytes) -> bytes:
-        """Header lines as FastGateway renders them (`Name: value\\r\\n`) but the Trace
-        Context fields (the client's, or a step's: `lines` gets this trace's)."""
-        return b"".join(line + b"\r\n" for line in lines.split(b"\r\n")[:-1]
-                        if not line[:12].lower().startswith(_LINE_PREFIXES))  # fmt: skip
 
     def fetcher(self, fetch: Fetch) -> Fetch:
         """`fetch`, each call carrying the trace context (`Trace`: a span each)."""
