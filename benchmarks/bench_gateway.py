@@ -7,6 +7,9 @@ to the first request routed to the new endpoint with 10,000 objects loaded.
                                                              headers and ipAllowList, next to
                                                              the same one without)
     python benchmarks/bench_gateway.py --tracing-only (tracing installed, not sampled, next to off)
+    python benchmarks/bench_gateway.py --access-log-only   (FastGateway with JSON access logs to
+                                                            a file, next to nginx with its
+                                                            access log on)
 
 Throughput (needs wrk and nginx from Debian's packages; skipped, saying so, without them):
 every proxy runs on core 0, one process, one worker; the backend (nginx, one worker, a 2-byte
@@ -17,7 +20,9 @@ installed; 20 and 100 connections. nginx keeps running beside each of them (idle
 other is measured), and every run of a proxy follows an nginx run with as many connections:
 each ratio is that pair's, and FastGateway's is the median of PAIRED_ROUNDS pairs. The same
 example gateway with tracing installed and never sampled (traced_gateway.py) runs beside
-FastGateway, their runs paired the same way.
+FastGateway, their runs paired the same way. So does the example gateway with its access log
+(`--access-log FILE`: JSON lines, Traefik's fields) next to an nginx reverse proxy like the
+first with its access log on (`access_log FILE`: the combined format, written per request).
 
 Change to routing: the example gateway's Router with FastGateway in this process, watching the
 API emulator (tests/apiserver.py) that holds 2,000 Ingresses, 4,000 Services and 4,000
@@ -66,11 +71,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SECONDS = 5
 BACKEND, NGINX_PROXY, GATEWAY, ADMIN = 18180, 18181, 18182, 18183
 TRACED_GATEWAY, TRACED_ADMIN = 18184, 18185
+LOGGED_GATEWAY, LOGGED_ADMIN, LOGGED_PROXY = 18186, 18187, 18188
 PROBE_HOST = "bench.local"
 #: Rounds of (nginx, FastGateway) runs back to back: the machine's speed drifts by tens of
 #: percent over a minute here, so each ratio compares two runs seconds apart.
 PAIRED_ROUNDS = 5
 NGINX = "nginx reverse proxy (1 worker, upstream keep-alive)"
+#: The same nginx with its access log on: the default (combined) format, to a file.
+LOGGED_PROXY_CONF = PROXY_CONF.replace(
+    "listen 127.0.0.1:{port};", "listen 127.0.0.1:{port};\n        access_log {dir}/access.log;"
+)
 FAST = "kroute example gateway, FastGateway"
 #: One wrk run: (requests/s, negative when there were errors; p50 ms; p99 ms).
 Run = tuple[float, float, float]
@@ -249,6 +259,7 @@ def throughput() -> None:
     steps: list[tuple[int, Run, Run, float]] = []
     middlewares: list[tuple[int, Run, Run, float]] = []
     traced: list[tuple[int, Run, Run, float]] = []
+    logged: list[tuple[int, Run, Run, float]] = []
     with running_nginx(BACKEND), running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
         for name, command in commands.items():
             with on_core0(command, GATEWAY, env=env):
@@ -272,6 +283,8 @@ def throughput() -> None:
                         wrk(TRACED_GATEWAY, 20)
                         traced = paired(lambda c: wrk(GATEWAY, c),
                                         lambda c: wrk(TRACED_GATEWAY, c))  # fmt: skip
+                if not only or "--access-log-only" in only:
+                    logged = access_log_pairs(workdir, env)
     if rows:
         print(f"Throughput on one core (wrk, {SECONDS} s per row; each proxy run right after an "
               f"nginx run, the ratio is the pair's; FastGateway and nginx: median of "
@@ -302,10 +315,32 @@ def throughput() -> None:
         ("tracing off", "not sampled"),
         traced,
     )
+    _pairs_table(
+        "FastGateway with JSON access logs to a file (the example gateway's --access-log FILE) "
+        "next to nginx with its access log on (access_log FILE, the combined format)",
+        ("nginx, access log", "FastGateway, access log"),
+        logged,
+    )
 
 
 #: The flags that run only some pairs of FastGateway runs.
-ONLY = ("--steps-only", "--middlewares-only", "--tracing-only")
+ONLY = ("--steps-only", "--middlewares-only", "--tracing-only", "--access-log-only")
+
+
+def access_log_pairs(workdir: Path, env: dict[str, str]) -> list[tuple[int, Run, Run, float]]:
+    """nginx and the example gateway, each with its access log to a file (in a directory of
+    its own), back to back; the files are removed afterwards (a few hundred MB)."""
+    logs = Path(tempfile.mkdtemp())
+    command = [*proxies(workdir)[FAST], "--access-log", str(logs / "access.log")]
+    command[command.index("--listen") + 1] = f"127.0.0.1:{LOGGED_GATEWAY}"
+    command[command.index("--admin") + 1] = f"127.0.0.1:{LOGGED_ADMIN}"
+    try:
+        with running_nginx(LOGGED_PROXY, LOGGED_PROXY_CONF, core=0, backend=BACKEND), \
+                on_core0(command, LOGGED_GATEWAY, env=env):  # fmt: skip
+            wrk(LOGGED_GATEWAY, 20)
+            return paired(lambda c: wrk(LOGGED_PROXY, c), lambda c: wrk(LOGGED_GATEWAY, c))
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def _pairs_table(

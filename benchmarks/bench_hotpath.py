@@ -98,6 +98,14 @@ ROUTE_REQUESTS = {
 ADMIN = "kroute FastGateway, with the admin app's traffic charts"
 TRACED = "kroute FastGateway, tracing installed, not sampled"
 SDK_UNSAMPLED = "kroute FastGateway, tracing, not sampled by the SDK's sampler"
+#: The plain request with the JSON access log on (`kroute.AccessLog(path)`, what the example
+#: gateway's `--access-log PATH` makes): writing to a file, its writer thread's work included
+#: (callgrind and the CPU time count every thread), and the serving side alone (the writer not
+#: started: the events wait in its queue, up to its 10,000).
+ACCESS_LOG = "kroute FastGateway, JSON access log to a file"
+ACCESS_QUEUED = "kroute FastGateway, JSON access log, serving side only"
+#: The access logs whose writers run (closed at the end: what they hold is written).
+WRITERS: list[kroute.AccessLog] = []
 #: One round: every connection sends its request, then every endpoint answers.
 Round = Callable[[], Any]
 
@@ -112,6 +120,8 @@ class CountingTransport:
         self.writes += 1
 
     def get_extra_info(self, name: str) -> Any:
+        if name == "ssl_object":
+            return None
         return ("127.0.0.1", 40000) if name == "peername" else ("127.0.0.1", 8080)
 
     def is_closing(self) -> bool:
@@ -127,10 +137,12 @@ class CountingTransport:
         pass
 
 
-def kroute_round(request: bytes = REQUEST, *, tracing: str = "", admin: bool = False) -> Round:
+def kroute_round(request: bytes = REQUEST, *, tracing: str = "", admin: bool = False,
+                 access: str = "") -> Round:  # fmt: skip
     """FastGateway's protocols with bench_gateway's routes, every connection sending
     `request` (`tracing`: installed, "kroute" or "sdk" sampling nothing; `admin`: with an
-    AdminHandler, whose Traffic observer counts each request)."""
+    AdminHandler, whose Traffic observer counts each request; `access`: the JSON access log to
+    a file, "file", or queued for a writer never started, "queued")."""
     workdir = Path(tempfile.mkdtemp())
     manifests(workdir, 18180)
     objects = json.loads((workdir / "objects.json").read_text())
@@ -143,6 +155,12 @@ def kroute_round(request: bytes = REQUEST, *, tracing: str = "", admin: bool = F
         router.tracing = kroute.Tracing(unsampled("kroute"), sample_ratio=0.0)
     elif tracing == "sdk":
         router.tracing = kroute.Tracing(unsampled("sdk"))
+    if access:
+        log = kroute.AccessLog(workdir / "access.log")
+        router.observers.append(log)
+        if access == "file":
+            log.start()
+            WRITERS.append(log)
     gateway = FastGateway(router, max_idle=CONNECTIONS)
     loop = asyncio.get_running_loop()
     key = ("127.0.0.1", 18180)
@@ -265,7 +283,11 @@ ROUNDS: dict[str, Callable[[], Round]] = {
     ADMIN: lambda: kroute_round(admin=True),
     TRACED: lambda: kroute_round(tracing="kroute"),
     SDK_UNSAMPLED: lambda: kroute_round(tracing="sdk"),
+    ACCESS_LOG: lambda: kroute_round(access="file"),
+    ACCESS_QUEUED: lambda: kroute_round(access="queued"),
 }
+#: The rows of the first table, in order.
+ROWS = (MINIMAL, KROUTE, STEPS, ADMIN, TRACED, SDK_UNSAMPLED, ACCESS_LOG, ACCESS_QUEUED)
 
 
 def run(main: Callable[[], Any]) -> None:
@@ -294,9 +316,17 @@ def timed(rounds: int, repeats: int) -> dict[str, float]:
                     await one_round()
                 elapsed = time.process_time() - started
                 best[name] = min(best[name], elapsed / (rounds * CONNECTIONS) * 1e6)
+        close_writers()
 
     run(main)
     return best
+
+
+def close_writers() -> None:
+    """Close the access logs whose writers run: every line still queued is written."""
+    for log in WRITERS:
+        log.close()
+    WRITERS.clear()
 
 
 def instructions(name: str) -> float:
@@ -320,6 +350,7 @@ def only(name: str, rounds: int) -> None:
         one_round = ROUNDS[name]()
         for _ in range(rounds):
             await one_round()
+        close_writers()
 
     run(main)
 
@@ -333,7 +364,7 @@ def main() -> None:
     best = timed(rounds=1500, repeats=7)
     print("| proxy | µs per request | vs baseline | vs kroute without steps |")
     print("| --- | --- | --- | --- |")
-    for name in (MINIMAL, KROUTE, STEPS, ADMIN, TRACED, SDK_UNSAMPLED):
+    for name in ROWS:
         print(f"| {name} | {best[name]:.2f} | {best[name] / best[MINIMAL]:.2f}x "
               f"| {best[name] / best[KROUTE]:.2f}x |")  # fmt: skip
     print()
@@ -343,13 +374,12 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         print("Instructions: skipped (needs valgrind)\n")
         return
-    counted = {name: instructions(name) for name in (MINIMAL, KROUTE, STEPS, ADMIN, TRACED,
-                                                      SDK_UNSAMPLED)}  # fmt: skip
+    counted = {name: instructions(name) for name in ROWS}
     print(
         "| proxy | instructions per request (callgrind) | vs baseline | vs kroute without steps |"
     )
     print("| --- | --- | --- | --- |")
-    for name in (MINIMAL, KROUTE, STEPS, ADMIN, TRACED, SDK_UNSAMPLED):
+    for name in ROWS:
         print(f"| {name} | {counted[name]:,.0f} | {counted[name] / counted[MINIMAL]:.2f}x "
               f"| {counted[name] / counted[KROUTE]:.2f}x |")  # fmt: skip
     print()

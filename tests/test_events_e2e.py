@@ -239,7 +239,7 @@ async def test_nothing_is_built_without_a_listener(
         raise AssertionError("an event was built with nobody listening")
 
     monkeypatch.setattr("kroute.gateway.recording.RequestRecord", never)
-    monkeypatch.setattr("kroute.gateway.fast.relay.exchange_event", never)
+    monkeypatch.setattr("kroute.gateway.fast.relay.exchange_facts", never)
     async with echo_gateway(ROUTES, every_front) as (front, _, router):
         assert not router.observers.listening
         assert (await front.request("ok.local", "/echo"))[0] == 200

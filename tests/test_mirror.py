@@ -16,9 +16,11 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.trace import SpanKind
 
 import kroute
 from kroute.gateway.router import Router
+from kroute.gateway.tracing import Tracing
 from kroute.objects import BackendRef
 from kroute.pipeline import Chain, Mirror, Share, UpstreamRequest, run_request
 from kroute.rules.preview import preview
@@ -28,6 +30,7 @@ from tests.builders import gateway, httproute, to
 from tests.fronts import FrontClient, serving
 from tests.test_gateway_e2e import endpoint_slice, service
 from tests.test_pipeline_e2e import headers_of
+from tests.test_tracing_e2e import TRACE_ID, TRACEPARENT, provider, traceparent
 
 
 def mirror(service: str = "shadow", *, namespace: str | None = None, **share: Any
@@ -368,3 +371,36 @@ async def test_a_request_with_a_body_is_not_copied(world: World) -> None:
     assert json.loads(body)["method"] == "POST"
     assert router.statistics().mirrors.skipped == 2
     assert shadow.requests == []
+
+
+@pytest.mark.anyio
+async def test_copies_are_spans_of_their_requests_trace(world: World) -> None:
+    """Traced (issue 22: a span per slow step), each copy is a CLIENT span of its request's
+    server span and carries that span's trace context; a request kroute does not sample makes
+    no span, and its copies carry its context (sampled=0) as its request does."""
+    front, _, shadow, router = world
+    traced, spans = provider()
+    router.tracing = Tracing(traced, sample_ratio=0.0)
+    status, _, _ = await front.request("copied.local", "/orig",
+                                       headers=[(b"traceparent", TRACEPARENT)])  # fmt: skip
+    assert status == 200
+    await until(lambda: router.statistics().mirrors.mirrored == 2)
+    found = spans.memory.get_finished_spans()
+    (server,) = [s for s in found if s.kind == SpanKind.SERVER]
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    copies = [s for s in found if dict(s.attributes or {}).get("kroute.call") == "mirror"]
+    assert {dict(c.attributes or {})["kroute.mirror.backend"] for c in copies} == {
+        "default/shadow:80", "default/shadow2:80"}  # fmt: skip
+    assert all(c.kind == SpanKind.CLIENT for c in copies)
+    assert all(c.parent is not None and c.parent.span_id == server.context.span_id
+               for c in copies)  # fmt: skip
+    assert sorted(seen["traceparent"] for _, _, seen in shadow.requests) == sorted(
+        [traceparent(c)] for c in copies
+    )  # (the client's own replaced, not passed on twice)
+    status, _, body = await front.request("copied.local", "/unsampled")
+    assert status == 200
+    await until(lambda: router.statistics().mirrors.mirrored == 4)
+    (sent,) = [v for n, v in json.loads(body)["headers"] if n.lower() == "traceparent"]
+    assert sent.endswith("-00")  # (not sampled: Trace Context section 3.2.2.5)
+    assert [seen["traceparent"] for _, _, seen in shadow.requests[2:]] == [[sent], [sent]]
+    assert len(spans.memory.get_finished_spans()) == len(found)

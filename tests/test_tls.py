@@ -19,6 +19,7 @@ import pytest
 import trustme
 from anyio.streams.tls import TLSAttribute
 
+from kroute.gateway.access import AccessLog
 from kroute.gateway.admin import certificates_json
 from kroute.gateway.metrics import Metrics
 from kroute.gateway.router import Router
@@ -424,3 +425,34 @@ def test_a_new_reference_grant_puts_the_certificate_in_service() -> None:
     assert tls.contexts.certificates.select("shared.test") is None
     source.apply(grant("certs", "Gateway", "default", "shared-tls"))  # a change of its own kind
     assert tls.contexts.certificates.select("shared.test") is not None
+
+
+@pytest.mark.anyio
+async def test_the_access_log_names_the_tls_version_and_cipher(front: str, tmp_path: Path) -> None:
+    """Issue 22: TLSVersion and TLSCipher in the JSON line (FastGateway reads them as the
+    request ends, on the serving loop; its writer makes the line)."""
+    async with anyio.create_task_group() as group:
+        _, pod_port = await start_pods(group, "www", ["127.0.0.111"])
+        source = MemorySource(objects=[
+            tls_ingress("www", "www.test", "www-tls"), service("www"),
+            endpoint_slice("www", pod_port, [("127.0.0.111", "ready")]),
+            secret("www-tls", "www.test")])  # fmt: skip
+        router = Router([source])
+        contexts = TlsContexts()
+        TlsCertificates([source], contexts)
+        with AccessLog(tmp_path / "access.log") as log:
+            router.observers.append(log)
+            port = await start_front(group, router, front, tls=contexts.server)
+            _, _, stream = await https(port, "www.test")
+            await stream.aclose()
+            with anyio.fail_after(5):
+                while not log.statistics().seen:
+                    await anyio.sleep(0.01)
+            assert await anyio.to_thread.run_sync(log.drain)
+        (line,) = [json.loads(text) for text in (tmp_path / "access.log").read_text().splitlines()]
+        assert line["RequestScheme"] == "https"
+        assert line["TLSVersion"] == "1.3"
+        assert line["TLSCipher"].startswith("TLS_")
+        if router.transport is not None:
+            await router.transport.aclose()
+        group.cancel_scope.cancel()

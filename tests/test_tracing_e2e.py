@@ -5,6 +5,8 @@ links, the W3C Trace Context fields the backend receives, sampling."""
 from __future__ import annotations
 
 import json
+import random
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -18,7 +20,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kroute.gateway.router import Router
-from kroute.gateway.tracing import Trace, Tracing
+from kroute.gateway.tracing import FRESH_LINES, Trace, Tracing
 from kroute.pipeline.fetch import Call, FetchFailed, Reply
 from kroute.transport.conformance import Backend
 from kroute.watch.sources import MemorySource
@@ -303,3 +305,32 @@ def test_neither_import_nor_serving_without_tracing_imports_opentelemetry() -> N
                           timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("clean")
+
+
+def test_new_traces_not_sampled_have_valid_ids_of_their_own() -> None:
+    """Trace Context section 3.2.2: version 00, a trace id of 32 and a span id of 16 lowercase
+    hexadecimal digits, neither all zeros, flags 00; new ids for every request, across the
+    batches `Tracing.fresh_line` makes its lines in."""
+    tracing = Tracing(TracerProvider(), sample_ratio=0.0, rng=random.Random(7))
+    lines = [tracing.new_trace().lines for _ in range(3 * FRESH_LINES + 1)]
+    pattern = re.compile(rb"traceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-00\r\n")
+    found = [pattern.fullmatch(line) for line in lines]
+    ids = [(int(m[1], 16), int(m[2], 16)) for m in found if m is not None]
+    assert len(ids) == len(lines)
+    assert all(trace_id and span_id for trace_id, span_id in ids)
+    assert len({trace_id for trace_id, _ in ids}) == len(lines)
+
+
+async def test_trace_context_fields_are_found_whatever_their_case(every_front: str) -> None:
+    """Field names are case-insensitive (RFC 9110 section 5.1): a client's `TraceParent` and
+    `TraceState` are continued, and replaced rather than passed on twice."""
+    async for front, _, _, spans in serve(every_front, ALWAYS_ON, ratio=0.0):
+        sent = [(b"TraceParent", TRACEPARENT.replace(b"-01", b"-00")), (b"TraceState", b"k=v")]
+        status, _, body = await front.request("ok.local", "/echo", headers=sent)
+        assert status == 200
+        (field,) = received(body, "traceparent")
+        assert field.startswith(f"00-{TRACE_ID}-")
+        assert field.endswith("-00")
+        assert not field.startswith(f"00-{TRACE_ID}-{PARENT_ID}")
+        assert received(body, "tracestate") == ["k=v"]
+        assert spans.memory.get_finished_spans() == ()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -32,9 +33,13 @@ from kroute.pipeline.filters import MirrorCopy
 from kroute.transport.base import Transport
 from kroute.transport.pooled import PooledTransport
 
+if TYPE_CHECKING:
+    from kroute.gateway.tracing import Propagation
+
 _log = logging.getLogger(__name__)
 
-Send = Callable[[MirrorCopy, Transport], Awaitable[None]]
+#: Sends a copy through a transport, in the trace of the request it copies (when traced).
+Send = Callable[[MirrorCopy, Transport, "Propagation | None"], Awaitable[None]]
 
 
 @attrs.frozen
@@ -65,15 +70,18 @@ class Mirrors:
         #: The most request body bytes the queued copies may hold together.
         self.body_bytes = body_bytes
         self._held = 0
-        self._queue: collections.deque[MirrorCopy] = collections.deque()
+        #: Copies waiting, each with the trace of its request (None: not traced).
+        self._queue: collections.deque[tuple[MirrorCopy, Propagation | None]] = collections.deque()
         #: Set when a copy is queued; idle workers wait on it (made by `run`, in its loop).
         self._queued: anyio.Event | None = None
         self.mirrored = self.dropped = self.failed = self.skipped = 0
 
     def offer(self, copies: Iterable[MirrorCopy], *, body: bool, draw: Callable[[], float],
-              upgrade: bool = False) -> list[MirrorCopy]:  # fmt: skip
-        """Queue the copies whose share takes this request, without waiting; those that wait
-        for the request's `body` (to be given to a `tee`) are returned."""
+              upgrade: bool = False, trace: Propagation | None = None
+              ) -> list[MirrorCopy]:  # fmt: skip
+        """Queue the copies whose share takes this request, without waiting (`trace`: the
+        request's, when the Router traces: each copy is sent in it); those that wait for the
+        request's `body` (to be given to a `tee`) are returned."""
         waiting = []
         for copy in copies:
             if not copy.step.share.takes(draw()):
@@ -83,31 +91,32 @@ class Mirrors:
             elif body:
                 waiting.append(copy)
             else:
-                self._put(copy)
+                self._put(copy, trace)
         return waiting
 
-    def _put(self, copy: MirrorCopy) -> None:
+    def _put(self, copy: MirrorCopy, trace: Propagation | None) -> None:
         size = len(copy.body)
         if len(self._queue) >= self.limit or self._held + size > self.body_bytes:
             self.dropped += 1
             return
         self._held += size
-        self._queue.append(copy)
+        self._queue.append((copy, trace))
         if self._queued is not None:
             self._queued.set()
 
-    def completed(self, copies: Iterable[MirrorCopy], body: bytes) -> None:
+    def completed(self, copies: Iterable[MirrorCopy], body: bytes,
+                  trace: Propagation | None = None) -> None:  # fmt: skip
         """The request's whole `body` for the copies waiting for it: queued with it, unless it
         is over their limit (skipped)."""
         for copy in copies:
             if len(body) > copy.step.body_limit:
                 self.skipped += 1
             else:
-                self._put(attrs.evolve(copy, body=body))
+                self._put(attrs.evolve(copy, body=body), trace)
 
-    def tee(self, copies: list[MirrorCopy]) -> Tee:
-        """A `Tee` for the body the `copies` wait for."""
-        return Tee(self, copies)
+    def tee(self, copies: list[MirrorCopy], trace: Propagation | None = None) -> Tee:
+        """A `Tee` for the body the `copies` wait for (sent in `trace`, as `offer` says)."""
+        return Tee(self, copies, trace)
 
     async def run(self, send: Send, transport: Callable[[], Transport | None]) -> None:
         """Send queued copies until cancelled, through `transport()` or, when that is None (a
@@ -131,10 +140,10 @@ class Mirrors:
                 if self._queued.is_set():  # (another idle worker may have made a new one)
                     self._queued = anyio.Event()
                 await self._queued.wait()
-            copy = self._queue.popleft()
+            copy, trace = self._queue.popleft()
             self._held -= len(copy.body)
             try:
-                await send(copy, transport())
+                await send(copy, transport(), trace)
             except Exception as exc:  # never the request's business
                 self.failed += 1
                 _log.debug("%s: the copy of %s %s failed: %s", copy.step.label, copy.method,
@@ -152,11 +161,13 @@ class Tee:
     kept up to the largest limit of the copies, `done` at its end (those over it skipped);
     a body that does not end (the client went away, a 413) queues nothing."""
 
-    __slots__ = ("copies", "limit", "mirrors", "parts", "size")
+    __slots__ = ("copies", "limit", "mirrors", "parts", "size", "trace")
 
-    def __init__(self, mirrors: Mirrors, copies: list[MirrorCopy]) -> None:
+    def __init__(self, mirrors: Mirrors, copies: list[MirrorCopy],
+                 trace: Propagation | None) -> None:  # fmt: skip
         self.mirrors = mirrors
         self.copies = copies
+        self.trace = trace
         self.limit = max(copy.step.body_limit for copy in copies)
         self.parts: list[bytes] = []
         self.size = 0
@@ -172,7 +183,7 @@ class Tee:
         if self.size > self.limit:
             self.mirrors.skipped += len(self.copies)
         else:
-            self.mirrors.completed(self.copies, b"".join(self.parts))
+            self.mirrors.completed(self.copies, b"".join(self.parts), self.trace)
 
     async def passing(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         """`body` as it streams, each piece kept too; `done` once it has all gone through."""

@@ -18,7 +18,8 @@ HttpServer and the ASGI gateway through `Router.forward` and `kroute.gateway.rec
 - a CLIENT span per attempt at an endpoint (`server.address`, `server.port`,
   `kroute.attempt`, the response status or `error.type`), ending with the response head;
 - a CLIENT span per HTTP call a route's step makes (forwardAuth's request to its auth
-  service), which carries that span's `traceparent`.
+  service), and per RequestMirror copy (sent later by the Router's mirror workers), each
+  carrying that span's `traceparent`.
 
 Sampling is the TracerProvider's (the SDK's samplers, e.g. `ParentBased(TraceIdRatioBased(r))`),
 or kroute's own before it (`Tracing(provider, sample_ratio=r)`, parent-based): a request kroute
@@ -33,7 +34,7 @@ from __future__ import annotations
 import importlib.metadata
 import random
 from binascii import hexlify
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from kroute.gateway.events import RequestEvent
+    from kroute.pipeline.filters import MirrorCopy
 
 __all__ = ["Propagation", "Trace", "Tracing", "server_attributes"]
 
@@ -54,6 +56,8 @@ Header = tuple[bytes, bytes]
 #: The Trace Context fields (W3C Trace Context, section 3), lowercase.
 TRACE_FIELDS = frozenset({b"traceparent", b"tracestate"})
 _LINE_PREFIXES = (b"traceparent:", b"tracestate:")
+#: How many new traces' `traceparent` lines `Tracing.fresh` makes at once.
+FRESH_LINES = 256
 
 
 class Tracing:
@@ -93,28 +97,31 @@ class Tracing:
         self.propagator: TraceContextTextMapPropagator = TraceContextTextMapPropagator()
         self.sample_ratio = sample_ratio
         self.rng = rng or random.Random()
+        #: kroute's sampling of a request without a trace context: a `draw` at or above
+        #: `threshold` is not sampled (`sample_ratio`; 2.0, never, when the provider decides).
+        self.draw = self.rng.random
+        self.threshold = 2.0 if sample_ratio is None else sample_ratio
+        self.bits = self.rng.getrandbits
+        #: The `traceparent` lines of new traces not sampled, made a batch at a time.
+        self.fresh: Iterator[bytes] = iter(())
         #: The parent of a request without a trace context: none (not the caller's current span).
         self.root: Context = context.Context()
 
-    def start(
-        self, method: str, headers: Iterable[Header], scheme: str,
-        names: Iterable[bytes] | None = None,
-    ) -> Propagation:  # fmt: skip
-        """The trace of a request that arrived with `headers` (`names`: their names, to look
-        for Trace Context fields without going through them): its server span started, as a
-        child of the client's trace context when it sent a valid one; or, not sampled by kroute,
-        no span: the trace context alone."""
+    def start(self, method: str, headers: Iterable[Header], scheme: str) -> Propagation:
+        """The trace of a request that arrived with `headers` (only its Trace Context fields,
+        or none: a front that knows the request has none passes ()): its server span started,
+        as a child of the client's trace context when it sent a valid one; or, not sampled by
+        kroute, no span: the trace context alone."""
         carrier: dict[str, list[str]] | None = None
-        if names is None or not TRACE_FIELDS.isdisjoint(map(bytes.lower, names)):
-            for name, value in headers:
-                lower = name.lower()
-                if lower in TRACE_FIELDS:  # (several tracestate fields are one list, 3.3)
-                    carrier = carrier or {}
-                    carrier.setdefault(lower.decode(), []).append(value.decode("latin-1"))
+        for name, value in headers:
+            lower = name.lower()
+            if lower in TRACE_FIELDS:  # (several tracestate fields are one list, 3.3)
+                carrier = carrier or {}
+                carrier.setdefault(lower.decode(), []).append(value.decode("latin-1"))
         ratio = self.sample_ratio
         if carrier is None:
-            if ratio is not None and self.rng.random() >= ratio:  # (the fast way: no span)
-                return self.unsampled(None, inbound=False)
+            if self.draw() >= self.threshold:  # (the fast way: no span)
+                return self.new_trace()
             parent = None  # (a new trace: the provider's sampler decides)
         else:
             parent = self.propagator.extract(carrier)  # (invalid: a new trace)
@@ -123,8 +130,8 @@ class Tracing:
                 if context.is_valid:
                     if not context.trace_flags.sampled:
                         return self.unsampled(context)
-                elif self.rng.random() >= ratio:
-                    return self.unsampled(None, inbound=True)
+                elif self.draw() >= ratio:
+                    return self.new_trace(inbound=True)
         span = self.tracer.start_span(method, parent or self.root, kind=self.api.SpanKind.SERVER)
         context = span.get_span_context()
         lines = fields(context.trace_id, context.span_id, context.trace_flags,
@@ -134,16 +141,47 @@ class Tracing:
             span.set_attributes({"http.request.method": method, "url.scheme": scheme})
         return trace
 
-    def unsampled(self, parent: SpanContext | None, *, inbound: bool = True) -> Propagation:
-        """A request kroute does not sample: its context passed on, this hop's own span id
-        (section 3.2.2.5) in `parent`'s trace, or a new trace (None)."""
-        if parent is None:
-            ids = hexlify(self.rng.randbytes(24))
-            return Propagation(self, b"traceparent: 00-%b-%b-00\r\n" % (ids[:32], ids[32:]),
-                               inbound)  # fmt: skip
-        own = self.rng.getrandbits(64) or 1
+    def new_trace(self, *, inbound: bool = False) -> Propagation:
+        """A new trace kroute does not sample (the request has no valid trace context): a
+        `traceparent` of new random ids, sampled=0, and no `tracestate` (Trace Context section
+        4, processing model: no traceparent received, a new trace-id and parent-id; sections
+        3.2.2.3 to 3.2.2.5), what OpenTelemetry's ParentBased sampler passes on for a root it
+        drops, so that the backend's own tracer follows the decision. This runs for every
+        request that is not sampled, so the lines are made `FRESH_LINES` at a time
+        (`fresh_line`): one draw of random bytes, formatted in C."""
+        return Propagation(self, next(self.fresh, None) or self.fresh_line(), inbound)
+
+    def fresh_line(self) -> bytes:
+        """The `traceparent` line of a new trace not sampled (`fresh`): the next of a batch
+        (`fresh`, an iterator), a new batch made when it ran out."""
+        line = next(self.fresh, None)
+        if line is None:
+            self.fresh = self._fresh_lines()
+            line = next(self.fresh)
+        return line
+
+    def _fresh_lines(self) -> Iterator[bytes]:
+        """`FRESH_LINES` traceparent lines of new ids: 24 random bytes each, a trace id and a
+        span id in hexadecimal with the dash between them. (A span id of zeros, which section
+        3.2.2.4 calls invalid, is drawn once in 2**64.)"""
+        drawn = self.rng.randbytes(24 * FRESH_LINES)
+        ids = [hexlify(drawn[at : at + 24], b"-", -16) for at in range(0, len(drawn), 24)]
+        return map(b"traceparent: 00-%b-00\r\n".__mod__, ids)
+
+    def unsampled(self, parent: SpanContext) -> Propagation:
+        """A request whose client's trace context says not sampled: passed on in `parent`'s
+        trace with this hop's own span id (Trace Context section 3.4, "update parent-id"), its
+        flags and `tracestate` as received (sections 3.2.2.5, 3.3)."""
+        own = self.bits(64) or 1
         state = parent.trace_state.to_header()
         return Propagation(self, fields(parent.trace_id, own, parent.trace_flags, state), True)
+
+
+def without_fields(lines: bytes) -> bytes:
+    """Header lines as FastGateway renders them (`Name: value\\r\\n`) but the Trace Context
+    fields (the client's, or a step's: the request gets its trace's instead)."""
+    return b"".join(line + b"\r\n" for line in lines.split(b"\r\n")[:-1]
+                    if not line[:12].lower().startswith(_LINE_PREFIXES))  # fmt: skip
 
 
 def fields(trace_id: int, span_id: int, flags: int, state: str) -> bytes:
@@ -185,14 +223,6 @@ class Propagation:
         kept = [(n, v) for n, v in headers if n.lower() not in TRACE_FIELDS]
         return [*kept, *(self.values if values is None else values)]
 
-    def propagate_lines(self, lines: bytes, *, check: bool) -> bytes:
-        """`propagate` for header lines as FastGateway renders them (`Name: value\\r\\n`);
-        `check`: they may hold Trace Context fields (the client's, or a step's)."""
-        if check or self.inbound:
-            lines = b"".join(line + b"\r\n" for line in lines.split(b"\r\n")[:-1]
-                             if not line[:12].lower().startswith(_LINE_PREFIXES))  # fmt: skip
-        return lines + self.lines
-
     def fetcher(self, fetch: Fetch) -> Fetch:
         """`fetch`, each call carrying the trace context (`Trace`: a span each)."""
 
@@ -200,6 +230,12 @@ class Propagation:
             return await fetch(attrs.evolve(call, headers=tuple(self.propagate(call.headers))))
 
         return propagated
+
+    async def mirrored(self, copy: MirrorCopy, send: Callable[[MirrorCopy], Awaitable[None]]
+                       ) -> None:  # fmt: skip
+        """`send` a RequestMirror's copy of the request, carrying the trace context (`Trace`:
+        a span of its own)."""
+        await send(attrs.evolve(copy, headers=tuple(self.propagate(copy.headers))))
 
     def attempt(self, address: str, port: int) -> None:
         """An attempt at the endpoint `address`:`port` begins (`Trace`: a span)."""
@@ -296,19 +332,11 @@ class Trace(Propagation):
         return traced
 
     async def call(self, call: Call, fetch: Callable[[Call], Awaitable[Reply]]) -> Reply:
-        api = self.tracing.api
-        span = self.tracing.tracer.start_span(
-            call.method, self.context, kind=api.SpanKind.CLIENT,
-            attributes={"http.request.method": call.method, "server.address": call.host,
-                        "server.port": call.port, "url.path": call.target.partition("?")[0],
-                        "kroute.call": "step"},
-        )  # fmt: skip
-        own = span.get_span_context()
-        carried = Propagation(self.tracing, fields(own.trace_id, own.span_id, own.trace_flags,
-                                                   own.trace_state.to_header()), False)  # fmt: skip
-        headers = self.propagate(call.headers, carried.values)
+        span, headers = self.client_span(call.method, call.headers, {
+            "server.address": call.host, "server.port": call.port,
+            "url.path": call.target.partition("?")[0], "kroute.call": "step"})  # fmt: skip
         try:
-            reply = await fetch(attrs.evolve(call, headers=tuple(headers)))
+            reply = await fetch(attrs.evolve(call, headers=headers))
             span.set_attribute("http.response.status_code", reply.status)
         except FetchFailed as exc:
             span.set_attribute("error.type", "FetchFailed")
@@ -317,6 +345,38 @@ class Trace(Propagation):
         finally:
             span.end()
         return reply
+
+    async def mirrored(self, copy: MirrorCopy, send: Callable[[MirrorCopy], Awaitable[None]]
+                       ) -> None:  # fmt: skip
+        """`send` a RequestMirror's copy as a CLIENT span of its own (when recording), which
+        the copy carries: issue 22 asks for a span per slow step, and a copy goes out after
+        its request, on its own time."""
+        if not self.recording:
+            return await super().mirrored(copy, send)
+        span, headers = self.client_span(copy.method, copy.headers, {
+            "url.path": copy.target.partition("?")[0], "kroute.call": "mirror",
+            "kroute.mirror.backend": str(copy.step.backend)})  # fmt: skip
+        try:
+            await send(attrs.evolve(copy, headers=headers))
+        except Exception as exc:
+            span.set_attribute("error.type", type(exc).__name__)
+            self.failed(span, str(exc))
+            raise
+        finally:
+            span.end()
+
+    def client_span(self, method: str, headers: Iterable[Header], attributes: dict[str, Any]
+                    ) -> tuple[Span, tuple[Header, ...]]:  # fmt: skip
+        """A CLIENT span, child of the server span, for a request kroute makes on the side,
+        and that request's `headers` carrying the span's own trace context."""
+        span = self.tracing.tracer.start_span(
+            method, self.context, kind=self.tracing.api.SpanKind.CLIENT,
+            attributes={"http.request.method": method, **attributes},
+        )  # fmt: skip
+        own = span.get_span_context()
+        carried = Propagation(self.tracing, fields(own.trace_id, own.span_id, own.trace_flags,
+                                                   own.trace_state.to_header()), False)  # fmt: skip
+        return span, tuple(self.propagate(headers, carried.values))
 
 
 def server_attributes(event: RequestEvent) -> dict[str, Any]:

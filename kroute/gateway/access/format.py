@@ -21,11 +21,13 @@ code ranges, a retry happened, a minimum duration), every line when none is set.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from json.encoder import encode_basestring_ascii as _string
+from typing import Literal
 
 import attrs
 
@@ -60,15 +62,25 @@ class LogFilters:
     retry_attempts: bool = False
     min_duration: float = 0.0  # seconds; kept when the request took longer
 
+    #: No filter is set: every line is kept (read per request on the serving loop: found once).
+    none: bool = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        none = not self.status_codes and not self.retry_attempts and not self.min_duration
+        object.__setattr__(self, "none", none)
+
     def keeps(self, event: RequestEvent) -> bool:
-        if not self.status_codes and not self.retry_attempts and not self.min_duration:
+        return self.admits(event.status, event.retries, event.seconds)
+
+    def admits(self, status: int, retries: int, seconds: float) -> bool:
+        """`keeps` for a request's status, retries and duration."""
+        if self.none:
             return True
-        status = event.status
         if any(low <= status <= high for low, high in self.status_codes):
             return True
-        if self.retry_attempts and event.retries:
+        if self.retry_attempts and retries:
             return True
-        return bool(self.min_duration) and event.seconds > self.min_duration
+        return bool(self.min_duration) and seconds > self.min_duration
 
     @staticmethod
     def parse_status_codes(texts: list[str] | tuple[str, ...]) -> tuple[tuple[int, int], ...]:
@@ -101,18 +113,18 @@ class HeaderModes:
     #: By lower-case name (names compare case-insensitively, RFC 9110 section 5.1).
     names: Mapping[str, HeaderMode] = attrs.field(factory=dict, converter=_lowered, hash=False)
 
+    #: No header is written whatever the request carries (read for every line: found once).
+    none: bool = attrs.field(init=False, eq=False)
+
     def __attrs_post_init__(self) -> None:
         for mode in (self.default, *self.names.values()):
             if mode not in MODES:
                 raise ConfigError(f"access log header mode {mode!r}: use keep, drop or redact")
+        none = self.default == "drop" and all(m == "drop" for m in self.names.values())
+        object.__setattr__(self, "none", none)
 
     def mode(self, name: str) -> HeaderMode:
         return self.names.get(name.lower(), self.default)
-
-    @property
-    def none(self) -> bool:
-        """No header is written whatever the request carries."""
-        return self.default == "drop" and all(m == "drop" for m in self.names.values())
 
 
 @attrs.frozen
@@ -140,58 +152,61 @@ def _split_host(host: str) -> tuple[str, str]:
     return (name, port) if colon and port.isdigit() else (host, "")
 
 
+@functools.lru_cache(maxsize=64)
+def _second(seconds: int) -> str:
+    """Unix seconds -> "2006-01-02T15:04:05" (UTC): the same for every line of a second."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def _rfc3339(started: float) -> str:
     """Unix time -> "2006-01-02T15:04:05.999999999Z" (Go's RFC3339Nano, as Traefik writes)."""
     seconds, micros = divmod(round(started * 1_000_000), 1_000_000)  # (a float's precision)
-    moment = datetime.fromtimestamp(seconds, UTC)
     fraction = f"{micros:06d}".rstrip("0")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+    return _second(seconds) + (f".{fraction}" if fraction else "") + "Z"
+
+
+#: A JSON line: `FIELDS` in order, strings quoted by `_string`, then the request headers kept.
+#: A template, not a dict for `json.dumps`: the writer formats every line of a busy gateway,
+#: on the core that serves (docs/benchmarks.md, the access log pairs).
+_JSON_LINE = (
+    '{"ClientAddr":%s,"ClientHost":%s,"ClientPort":"%d","DownstreamContentSize":%d,'
+    '"DownstreamStatus":%d,"Duration":%d,"OriginContentSize":%d,"OriginDuration":%d,'
+    '"OriginStatus":%d,"RequestAddr":%s,"RequestHost":%s,"RequestMethod":%s,"RequestPath":%s,'
+    '"RequestPort":%s,"RequestProtocol":%s,"RequestScheme":"%s","RetryAttempts":%d,'
+    '"RouterName":%s,"ServiceAddr":%s,"ServiceName":%s,"ServiceURL":%s,"StartUTC":"%s",'
+    '"TLSCipher":%s,"TLSVersion":%s,"entryPointName":%s,"kroute_outcome":"%s","level":"info",'
+    '"msg":"","time":"%s"%s}'
+)
 
 
 def json_line(event: RequestEvent, headers: HeaderModes = HeaderModes()) -> str:
     """`event` as one JSON object on one line (no newline), Traefik's field names."""
     host, port = _split_host(event.host)
     endpoint = event.endpoints[-1] if event.endpoints and event.origin_status else ""
-    tls = event.tls_version.removeprefix("TLSv")
-    line: dict[str, Any] = {
-        "ClientAddr": f"{event.client_ip}:{event.client_port}",
-        "ClientHost": event.client_ip,
-        "ClientPort": str(event.client_port),
-        "DownstreamContentSize": event.bytes_sent,
-        "DownstreamStatus": event.status,
-        "Duration": round(event.seconds * 1e9),
-        "OriginContentSize": event.origin_bytes,
-        "OriginDuration": round(event.origin_seconds * 1e9),
-        "OriginStatus": event.origin_status,
-        "RequestAddr": event.host,
-        "RequestHost": host,
-        "RequestMethod": event.method,
-        "RequestPath": event.target,
-        "RequestPort": port or "-",
-        "RequestProtocol": event.protocol,
-        "RequestScheme": "https" if event.tls_version else "http",
-        "RetryAttempts": event.retries,
-        "RouterName": event.route,
-        "ServiceAddr": endpoint,
-        "ServiceName": event.service,
-        "ServiceURL": f"http://{endpoint}" if endpoint else "",
-        "StartUTC": _rfc3339(event.started),
-        "TLSCipher": event.tls_cipher,
-        "TLSVersion": tls,
-        "entryPointName": event.entry_point,
-        "kroute_outcome": event.outcome,
-        "level": "info",
-        "msg": "",
-        "time": _rfc3339(event.started + event.seconds),
-    }
+    extra = ""
     if not headers.none:
+        kept = []
         for raw_name, raw_value in event.request_headers:
             name = raw_name.decode("latin-1")
             mode = headers.mode(name)
             if mode != "drop":
                 value = "REDACTED" if mode == "redact" else raw_value.decode("latin-1")
-                line[f"request_{canonical_name(name)}"] = value
-    return json.dumps(line, ensure_ascii=True, separators=(",", ":"))
+                kept.append((f"request_{canonical_name(name)}", value))
+        # (one field per name, the last value, as a JSON object's later key wins)
+        extra = "".join(f",{_string(n)}:{_string(v)}" for n, v in dict(kept).items())
+    string = _string
+    return _JSON_LINE % (
+        string(f"{event.client_ip}:{event.client_port}"), string(event.client_ip),
+        event.client_port, event.bytes_sent, event.status, round(event.seconds * 1e9),
+        event.origin_bytes, round(event.origin_seconds * 1e9), event.origin_status,
+        string(event.host), string(host), string(event.method), string(event.target),
+        string(port or "-"), string(event.protocol), "https" if event.tls_version else "http",
+        event.retries, string(event.route), string(endpoint), string(event.service),
+        string(f"http://{endpoint}" if endpoint else ""), _rfc3339(event.started),
+        string(event.tls_cipher), string(event.tls_version.removeprefix("TLSv")),
+        string(event.entry_point), event.outcome, _rfc3339(event.started + event.seconds),
+        extra,
+    )  # fmt: skip
 
 
 def _quoted(value: str) -> str:

@@ -4,7 +4,9 @@ Why a thread and a bounded queue: formatting a line and writing it (a disk that 
 stdout nobody reads) must never hold up serving. `requested` runs on the serving loop: it
 applies the filters and appends the event to a bounded deque, nothing more; a writer thread
 takes what is there every `interval` seconds, formats it (`LogFormat.line`) and writes it in
-one call. When the queue is full the event is dropped and counted (`statistics`, and the
+one call. FastGateway does not even make the event on the serving loop: it hands
+`requested_later` the few values it captured (`Facts`), and the writer makes the event.
+When the queue is full the event is dropped and counted (`statistics`, and the
 `kroute_access_log_lines_total{outcome="dropped"}` metric once `register`ed): under a burst
 the log loses lines, the gateway loses no time.
 
@@ -28,6 +30,7 @@ import attrs
 
 from kroute.gateway.access.format import LogFormat
 from kroute.gateway.events import RequestEvent
+from kroute.gateway.router.observers import Facts, Make
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -66,7 +69,10 @@ class AccessLog:
         self.format = format
         self.buffer = buffer
         self.interval = interval
-        self._queue: collections.deque[tuple[RequestEvent, int]] = collections.deque()
+        #: (an event, or facts and what makes their event; the request's count).
+        self._queue: collections.deque[tuple[RequestEvent | Facts, Make | None, int]] = (
+            collections.deque()
+        )
         self._seen = self._written = self._filtered = self._dropped = self._failed = 0
         self._out: TextIO | None = None
         self._reopen = False
@@ -85,7 +91,18 @@ class AccessLog:
         elif len(self._queue) >= self.buffer:
             self._dropped += 1
         else:
-            self._queue.append((event, self._seen))
+            self._queue.append((event, None, self._seen))
+
+    def requested_later(self, facts: Facts, make: Make) -> None:
+        """`requested` for a front's `facts` (`LaterSink`): the writer makes the event."""
+        self._seen += 1
+        filters = self.format.filters
+        if not filters.none and not filters.admits(facts[0], facts[2], facts[1]):
+            self._filtered += 1
+        elif len(self._queue) >= self.buffer:
+            self._dropped += 1
+        else:
+            self._queue.append((facts, make, self._seen))
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -160,7 +177,9 @@ class AccessLog:
                 batch = [queue.popleft() for _ in range(len(queue))]
                 self._writing = bool(batch)
             if batch:
-                self._write([self.format.line(event, count) for event, count in batch])
+                line = self.format.line
+                self._write([line(event if make is None else make(event), count)  # type: ignore[arg-type]
+                             for event, make, count in batch])  # fmt: skip
             with self._idle:
                 self._writing = False
                 self._idle.notify_all()

@@ -19,6 +19,7 @@ from kroute.gateway.fast.exchange import Exchange
 from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Gateway, Headers, Message
 from kroute.gateway.fast.traced import exchange_for
 from kroute.gateway.handler import origin_form
+from kroute.gateway.tracing import TRACE_FIELDS
 from kroute.pipeline.steps import Chain, UpstreamRequest, plan_request
 from kroute.rules.request import normalize_path
 from kroute.transport.http1 import error_page, host_problem
@@ -35,10 +36,12 @@ from kroute.transport.proxy import (
 
 #: Request headers not passed on as they came (hop-by-hop, framing, forwarding: set anew), and
 #: those the gateway reads (RFC 9110 section 7.6.1; RFC 9112 section 6).
+#: The Trace Context fields are read so that tracing knows which requests carry them
+#: (`Message.trace_fields`) without going through every request's fields.
 REQUEST_HEADERS = HeaderSplit(
     drop=HOP_BY_HOP | FORWARDING | {b"content-length"},
-    read=FORWARDING | {b"host", b"content-length", b"transfer-encoding", b"upgrade",
-                       b"connection"},
+    read=FORWARDING | TRACE_FIELDS | {b"host", b"content-length", b"transfer-encoding",
+                                      b"upgrade", b"connection"},
 )  # fmt: skip
 
 
@@ -247,6 +250,7 @@ class Client(asyncio.Protocol):
             if not FORWARDING.isdisjoint(values):
                 message.forwarded = [(name, v) for name in FORWARDING for v in values.get(name, ())]
             message.has_body = message.chunked or bool(message.content_length)
+            message.trace_fields = b"traceparent" in values or b"tracestate" in values
         self.messages.append(message)
         if self.exchange is None:
             self.deadline = 0.0  # the head is in: no head timeout while it is served

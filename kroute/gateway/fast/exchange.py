@@ -11,6 +11,7 @@ health, and enforces the route's timeouts. The response's way back is its base c
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from kroute.errors import (
     Answered,
@@ -24,6 +25,7 @@ from kroute.gateway.fast.endpoint import Upstream, endpoint_text
 from kroute.gateway.fast.ports import BUFFER_LIMIT, EndpointSide, Key
 from kroute.gateway.fast.relay import Relay
 from kroute.gateway.router import outcome_of, status_error
+from kroute.gateway.tracing import without_fields
 from kroute.pipeline.body import RequestTooLarge
 from kroute.pipeline.fetch import Fetch
 from kroute.pipeline.steps import (
@@ -38,11 +40,17 @@ from kroute.pipeline.steps import (
 from kroute.rules.request import RequestHead
 from kroute.transport.proxy import host_line, render_headers, replay_safe
 
+if TYPE_CHECKING:
+    from kroute.gateway.tracing import Propagation
+
 
 class Exchange(Relay):
     """One request from a client: routing, attempts at endpoints, the response relayed."""
 
     __slots__ = ()
+    #: The Trace Context lines the request carries when the Router traces (`traced`), sent
+    #: after its own (`send`); the client's, or a step's, are replaced.
+    trace_lines = b""
 
     # -- routing and attempts --------------------------------------------------------------
 
@@ -96,6 +104,10 @@ class Exchange(Relay):
         """How the steps call out (forwardAuth): the Router's fetch (traced: `traced`)."""
         return self.router.fetch
 
+    def propagation(self) -> Propagation | None:
+        """The request's trace, when the Router traces (`traced`): mirrors go in it."""
+        return None
+
     def stepped(self, answer: Answer | None, request: UpstreamRequest | None) -> None:
         """The request steps have run: answer as they say, or send what they made (`request`:
         None when a planned chain's gate answered)."""
@@ -104,10 +116,12 @@ class Exchange(Relay):
         elif request is not None:
             if request.mirrors:  # (tested here too: the hot path skips the call)
                 message = self.message
+                trace = self.propagation()
                 waiting = self.router.mirror(request, body=message.has_body,
-                                             upgrade=message.upgrade is not None)  # fmt: skip
+                                             upgrade=message.upgrade is not None,
+                                             trace=trace)  # fmt: skip
                 if waiting:  # (copies of the body: each piece given to the tee as it goes)
-                    self.tee = self.router.mirrors.tee(waiting)
+                    self.tee = self.router.mirrors.tee(waiting, trace)
             lines = render_headers(request.headers)
             if self.rest_lines is not None:  # the fields the steps do not name (`upstream_request`)
                 lines = self.rest_lines + lines
@@ -136,8 +150,11 @@ class Exchange(Relay):
             framing += b"Transfer-Encoding: chunked\r\n"
         elif message.content_length is not None:
             framing += b"Content-Length: %d\r\n" % message.content_length
+        trace_lines = self.trace_lines
+        if trace_lines and (self.chain is not None or message.trace_fields):
+            lines = without_fields(lines)  # (the client's, or a step's: replaced)
         self.head = b"".join([
-            message.method, b" ", url, b" HTTP/1.1\r\n", lines, framing, b"\r\n",
+            message.method, b" ", url, b" HTTP/1.1\r\n", lines, trace_lines, framing, b"\r\n",
         ])  # fmt: skip
         route = decision.route
         policy = self.policy = None if route is None else route.policy

@@ -50,7 +50,7 @@ class Message:
     __slots__ = (
         "chunked", "chunks", "complete", "content_length", "exchange", "forwarded", "has_body",
         "header_bytes", "host", "keep_alive", "lines", "method", "method_text", "names",
-        "upgrade", "url", "url_text", "values",
+        "trace_fields", "upgrade", "url", "url_text", "values",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -69,6 +69,8 @@ class Message:
         self.content_length: int | None = None
         self.chunked = False
         self.has_body = False
+        #: It has a Trace Context field (`traceparent`, `tracestate`): tracing reads them.
+        self.trace_fields = False
         self.upgrade: bytes | None = None
         self.keep_alive = True
         self.chunks: list[bytes] = []

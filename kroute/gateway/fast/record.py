@@ -3,7 +3,9 @@
 Why read at the end: an exchange already holds what an event says (the message, the decision,
 the endpoints tried, the status, the bytes relayed), so nothing is recorded on the way for it;
 what only the connection knows (the HTTP version, the client's port, TLS) is asked of it here.
-`Relay.finish` and `Relay.abandon` call `exchange_event` only when some observer wants events.
+`Relay.finish` and `Relay.abandon` capture `exchange_facts` only when some observer wants
+events; a sink that makes events later (the access log, `LaterSink`) gets those, and the
+event is made of them off the serving loop (`event_of`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from kroute.gateway.events import (
 )
 from kroute.gateway.fast.ports import ClientSide, Key, Message
 from kroute.gateway.router import Decision
+from kroute.gateway.router.observers import Facts
 
 
 class Ended(Protocol):
@@ -40,30 +43,52 @@ class Ended(Protocol):
 
 def exchange_event(exchange: Ended, status: int, *, aborted: bool = False) -> RequestEvent:
     """The event of `exchange`, answered with `status` (`aborted`: the client went away)."""
+    return event_of(exchange_facts(exchange, status, aborted=aborted))
+
+
+def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Facts:
+    """What the event of `exchange` needs that is known now, as it ends (`Facts`: status,
+    seconds, retries first), and nothing computed that `event_of` can compute later: a tuple
+    of values the exchange holds, or read of the clocks and the connection now (the HTTP
+    version, the peer, TLS's version and cipher). The lists it keeps (the header names and
+    values, the endpoints tried) are the exchange's own, which nothing changes once it
+    ended."""
     now = time.perf_counter()
-    client, message, error = exchange.client, exchange.message, exchange.error
+    client, message = exchange.client, exchange.message
+    origin = exchange.status  # (0 unless an endpoint's response head was relayed)
+    if aborted:
+        status = origin if exchange.head_sent and origin else CLIENT_GONE
+    tried = exchange.tried
+    transport = client.transport
+    ssl = transport.get_extra_info("ssl_object")  # (read here: an SSL object is the loop's)
+    tls = None if ssl is None else (ssl.version() or "", (ssl.cipher() or ("",))[0])
+    seconds = now - exchange.started
+    return (
+        status, seconds, len(tried) - 1 if tried else 0, aborted, exchange.error,
+        message.method_text, message.host, message.url_text, client.parser.get_http_version(),
+        client.ip, transport.get_extra_info("peername"), client.gateway.entry_point,
+        time.time() - seconds, exchange.body_bytes, exchange.decision, tried, origin,
+        client.loop.time() - exchange.sent_at if origin else 0.0,
+        tls, message.names, message.values,
+    )  # fmt: skip
+
+
+def event_of(facts: Facts) -> RequestEvent:
+    """The RequestEvent of an exchange's `exchange_facts` (in any thread: it reads only them)."""
+    (status, seconds, _, aborted, error, method, host, target, version, ip, peer, entry_point,
+     started, body_bytes, decision, tried, origin, origin_seconds, tls, names,
+     values) = facts  # fmt: skip
     outcome: Outcome
     if aborted:
         outcome = "client_abort"
-        status = exchange.status if exchange.head_sent and exchange.status else CLIENT_GONE
     else:
         outcome = "forwarded" if error is None else outcome_of_error(error)
-    transport = client.transport
-    peer = transport.get_extra_info("peername") or ("", 0)
-    tls = transport.get_extra_info("ssl_object")
-    route, service, steps = decision_facts(exchange.decision)
-    origin = exchange.status  # (0 unless an endpoint's response head was relayed)
-    seconds = now - exchange.started
+    route, service, steps = decision_facts(decision)
+    tls_version, tls_cipher = tls or ("", "")
     return RequestEvent(
-        message.method_text, message.host, message.url_text,
-        f"HTTP/{client.parser.get_http_version()}", "" if client.ip is None else str(client.ip),
-        int(peer[1]), client.gateway.entry_point, time.time() - seconds, seconds, status,
-        exchange.body_bytes, outcome, route, service, steps,
-        tuple(f"{address}:{port}" for address, port in exchange.tried),
-        origin, exchange.body_bytes if origin else 0,
-        client.loop.time() - exchange.sent_at if origin else 0.0,
-        "" if tls is None else tls.version() or "",
-        "" if tls is None else (tls.cipher() or ("",))[0],
-        tuple(zip(message.names, message.values, strict=True)),
-        "" if error is None else str(error),
+        method, host, target, f"HTTP/{version}", "" if ip is None else str(ip),
+        int((peer or ("", 0))[1]), entry_point, started, seconds, status, body_bytes, outcome,
+        route, service, steps, tuple(f"{address}:{port}" for address, port in tried),
+        origin, body_bytes if origin else 0, origin_seconds, tls_version, tls_cipher,
+        tuple(zip(names, values, strict=True)), "" if error is None else str(error),
     )  # fmt: skip

@@ -54,7 +54,7 @@ from kroute.gateway.router.forwarding import (
     until_end,
     with_body,
 )
-from kroute.gateway.router.observers import EventSink, Observer, Observers
+from kroute.gateway.router.observers import EventSink, Facts, Make, Observer, Observers
 from kroute.gateway.workers import Workers
 from kroute.objects import BackendRef
 from kroute.pipeline.body import Replace, RequestTooLarge, run_body
@@ -101,7 +101,7 @@ ROUTING_KINDS = frozenset({
 
 if TYPE_CHECKING:
     from kroute.acme.http01 import Http01Challenges
-    from kroute.gateway.tracing import Tracing
+    from kroute.gateway.tracing import Propagation, Tracing
 
 _log = logging.getLogger(__name__)
 
@@ -494,13 +494,13 @@ class Router:
                     run_outcome(chain, upstream, answer.status, time.perf_counter() - started)
                 raise Answered(answer.status, answer.reason, answer.headers, answer.body)
             waiting = self.mirror(upstream, body=request.body != b"",
-                                  upgrade=request.upgrade is not None)  # fmt: skip
+                                  upgrade=request.upgrade is not None, trace=trace)  # fmt: skip
             request = attrs.evolve(request, target=upstream.target, headers=upstream.headers)
             if waiting:  # (copies of the body: kept as it goes through, `kroute.gateway.mirror`)
                 if isinstance(request.body, bytes):
-                    self.mirrors.completed(waiting, request.body)
+                    self.mirrors.completed(waiting, request.body, trace)
                 else:
-                    tee = self.mirrors.tee(waiting)
+                    tee = self.mirrors.tee(waiting, trace)
                     request = attrs.evolve(request, body=tee.passing(request.body))
             limit = chain.request_limit
             if limit is not None and not isinstance(request.body, bytes):
@@ -572,27 +572,38 @@ class Router:
         return [(n, v) for n, v in reply.headers if n.lower() not in drop], reply.body
 
     def mirror(
-        self, request: UpstreamRequest, *, body: bool, upgrade: bool = False
-    ) -> list[MirrorCopy]:
+        self, request: UpstreamRequest, *, body: bool, upgrade: bool = False,
+        trace: Propagation | None = None
+    ) -> list[MirrorCopy]:  # fmt: skip
         """Queue the copies `request`'s RequestMirror steps made, without waiting; those that
         copy its `body` are returned, for the front to pass the body through
         `self.mirrors.tee(...)` as it streams (`kroute.gateway.mirror`). An `upgrade` is never
-        copied. Every front calls this once the request steps have let the request through;
-        `run()` sends the copies."""
+        copied. `trace`: the request's, when the Router traces. Every front calls this once the
+        request steps have let the request through; `run()` sends the copies, each in the
+        request's trace (`Propagation.mirrored`: a span of its own when it records)."""
         if not request.mirrors:
             return []
         return self.mirrors.offer(request.mirrors, body=body, draw=self.rng.random,
-                                  upgrade=upgrade)  # fmt: skip
+                                  upgrade=upgrade, trace=trace)  # fmt: skip
 
-    async def _send_mirror(self, copy: MirrorCopy, transport: Transport) -> None:
+    async def _send_mirror(
+        self, copy: MirrorCopy, transport: Transport, trace: Propagation | None
+    ) -> None:
         backend = copy.step.target(self.rng.random())
         found = self._backends.get(backend)
         pool = None if found is None else found.pool
         host = not backend.pass_host_header or (
             found is not None and not found.endpoints.options.pass_host_header
         )
-        await send_copy(transport, copy, backend, pool, endpoint_host=host, clock=self.clock,
-                        rng=self.rng)  # fmt: skip
+
+        async def sent(copy: MirrorCopy) -> None:
+            await send_copy(transport, copy, backend, pool, endpoint_host=host, clock=self.clock,
+                            rng=self.rng)  # fmt: skip
+
+        if trace is None:
+            await sent(copy)
+        else:
+            await trace.mirrored(copy, sent)
 
     async def forward_service(
         self, namespace: str, name: str, port: int | str, request: ForwardRequest
@@ -617,6 +628,17 @@ class Router:
             seconds = time.perf_counter() - started
             for observer in forwarding:
                 observer.forwarded(decision, status, seconds)
+
+    def emit_later(self, facts: Facts, make: Make) -> None:
+        """`emit` for a front that captured a request's `facts` (`Facts`): the sinks that make
+        the event later get them, the others the event made now."""
+        observers = self.observers
+        for sink in observers.later:
+            sink.requested_later(facts, make)
+        if observers.now:
+            event = make(facts)
+            for other in observers.now:
+                other.requested(event)
 
     def emit(self, event: RequestEvent) -> None:
         """Tell the observers that want events (`Observers.listening`) of a request that

@@ -10,12 +10,18 @@ and builds no event when nobody listens. It is a mutable sequence like the list 
 
 from __future__ import annotations
 
-from collections.abc import MutableSequence
-from typing import TYPE_CHECKING, Protocol, TypeAlias, cast, overload
+from collections.abc import Callable, MutableSequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast, overload
 
 if TYPE_CHECKING:
     from kroute.gateway.events import RequestEvent
     from kroute.gateway.router.decisions import Decision
+
+#: What a front captured of a request as it ended, for a sink that makes its RequestEvent later
+#: (`LaterSink`): `(status, seconds, retries, ...)`, the rest the front's own, and the function
+#: that makes the event of them (`make(facts)`, in any thread).
+Facts = tuple[Any, ...]
+Make = Callable[[Facts], "RequestEvent"]
 
 
 class Observer(Protocol):
@@ -40,6 +46,14 @@ class RebuildObserver(Protocol):
     def rebuilt(self, seconds: float) -> None: ...
 
 
+class LaterSink(EventSink, Protocol):
+    """An EventSink that can also take a request's facts and make its event later, off the
+    serving loop (the access log's writer): FastGateway then builds no event per request
+    for it, only a tuple (`kroute.gateway.fast.record`)."""
+
+    def requested_later(self, facts: Facts, make: Make) -> None: ...
+
+
 Watcher: TypeAlias = "Observer | EventSink | RebuildObserver"
 
 
@@ -51,6 +65,9 @@ class Observers(MutableSequence[Watcher]):
         self.forwarding: tuple[Observer, ...] = ()
         self.rebuilding: tuple[RebuildObserver, ...] = ()
         self.listening: tuple[EventSink, ...] = ()
+        #: Of `listening`, those that take facts to make the event later, and the others.
+        self.later: tuple[LaterSink, ...] = ()
+        self.now: tuple[EventSink, ...] = ()
 
     def _sort(self) -> None:
         def having(name: str) -> tuple[object, ...]:
@@ -59,6 +76,9 @@ class Observers(MutableSequence[Watcher]):
         self.forwarding = cast("tuple[Observer, ...]", having("forwarded"))
         self.rebuilding = cast("tuple[RebuildObserver, ...]", having("rebuilt"))
         self.listening = cast("tuple[EventSink, ...]", having("requested"))
+        later = having("requested_later")
+        self.later = cast("tuple[LaterSink, ...]", later)
+        self.now = tuple(sink for sink in self.listening if sink not in later)
 
     @overload
     def __getitem__(self, index: int) -> Watcher: ...
