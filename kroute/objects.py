@@ -82,6 +82,27 @@ def traefik_hash(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
+#: A Set-Cookie Path value: any CHAR but CTLs and ";" (RFC 6265 section 4.1.1).
+_COOKIE_PATH = re.compile(r"[\x20-\x3a\x3c-\x7e]*")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def cookie_attribute(value: str, field: str, *, domain: bool = False) -> str:
+    """A sticky cookie's `path` (or with `domain`, its `domain`: a host name, with the
+    leading "." Go tolerates) as it may go into a Set-Cookie line; FieldError otherwise. Go's
+    http.SetCookie, under Traefik, drops such a value's bad bytes (or the whole Domain)
+    without a word; kroute says which field."""
+    if domain:
+        name = value.removeprefix(".")
+        good = len(name) <= 253 and all(_LABEL.fullmatch(part) for part in name.split("."))
+    else:
+        good = _COOKIE_PATH.fullmatch(value) is not None
+    if not good:
+        what = "a domain name" if domain else "a cookie path (visible ASCII, no ';')"
+        raise FieldError(field, f"{value[:60]!r} is not {what}")
+    return value
+
+
 @attrs.frozen
 class StickyCookie:
     """A Traefik sticky cookie (`sticky.cookie`): its name and Set-Cookie attributes.

@@ -219,6 +219,9 @@ def pair_objects(main: Backend, other: Backend) -> list[dict[str, Any]]:
         traefik_service("shadow-split", {"mirroring": {"name": "web", "port": 80, "mirrors": [
             ts("split", percent=100)]}}),
         route_to("mirror-ts.local", ts("shadow-split")),
+        middleware("deny", {"ipAllowList": {"sourceRange": ["192.0.2.0/24"]}}),  # (not loopback)
+        route_to("down-denied.local", ts("down", middlewares=[{"name": "deny"}])),
+        route_to("up-denied.local", ts("up", middlewares=[{"name": "deny"}])),
     ]  # fmt: skip
 
 
@@ -298,6 +301,17 @@ async def test_failover_goes_to_the_fallback_while_the_main_service_has_no_endpo
     assert await get(front, "up.local") == 200
     assert other.hits == {"/echo": 2}
     assert main.hits == {"/echo": 1}
+
+
+@pytest.mark.anyio
+async def test_a_failover_falling_back_keeps_its_middlewares(served: Served) -> None:
+    """The Middlewares on a service reference guard the failover as a whole: its fallback
+    serves through them too (found in review: they were skipped once the main had no
+    endpoint, a fail-open)."""
+    front, main, other, _ = served
+    assert await get(front, "up-denied.local") == 403
+    assert await get(front, "down-denied.local") == 403
+    assert main.hits == other.hits == {}
 
 
 @pytest.mark.anyio

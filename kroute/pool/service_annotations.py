@@ -31,6 +31,7 @@ from kroute.objects import (
     Obj,
     StickyCookie,
     annotations_of,
+    cookie_attribute,
     cookie_name,
     sanitize,
 )
@@ -87,8 +88,8 @@ def service_options(service: Obj, port: int | str) -> ServiceOptions:
             http_only=_bool(ours, "sticky.cookie.httponly", False),
             same_site=SAME_SITE.get(same_site.lower(), ""),
             max_age=_int(ours, "sticky.cookie.maxage"),
-            path=_text(ours, "sticky.cookie.path") or "/",
-            domain=_text(ours, "sticky.cookie.domain"),
+            path=_cookie(ours, "sticky.cookie.path") or "/",
+            domain=_cookie(ours, "sticky.cookie.domain", domain=True),
         )
     return ServiceOptions(sticky, _bool(ours, "passhostheader", True))
 
@@ -99,6 +100,13 @@ def _error(key: str, reason: str) -> FieldError:
 
 def _text(ours: Mapping[str, Any], key: str) -> str:
     return str(ours.get(key) or "").strip()
+
+
+def _cookie(ours: Mapping[str, Any], key: str, *, domain: bool = False) -> str:
+    value = _text(ours, key)
+    if value:
+        cookie_attribute(value, f"metadata.annotations[{PREFIX}{key}]", domain=domain)
+    return value
 
 
 def _bool(ours: Mapping[str, Any], key: str, default: bool) -> bool:

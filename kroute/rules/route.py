@@ -80,7 +80,7 @@ class Route:
         """The steps a request sent to `backend` goes through."""
         if not self.backend_chains or backend is None:
             return self.chain
-        index = next((i for i, b in enumerate(self.backends) if b is backend), None)
+        index = next((i for i, b in enumerate(self.backends) if _serves(b, backend)), None)
         return self.chain if index is None else self.chain + self.backend_chains[index]
 
     @property
@@ -108,3 +108,14 @@ class Route:
         if self.policy is not None:
             out["policy"] = self.policy.to_json()
         return out
+
+
+def _serves(ref: BackendRef | None, backend: BackendRef) -> bool:
+    """Whether requests sent to `ref` may end at `backend`: `ref` itself or one of its
+    fallbacks (a failover service's fallback serves them, through `ref`'s steps: its
+    Middlewares guard the failover as a whole)."""
+    while ref is not None:
+        if ref is backend:
+            return True
+        ref = ref.fallback
+    return False

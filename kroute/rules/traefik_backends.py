@@ -41,6 +41,7 @@ from kroute.objects import (
     as_int,
     as_map,
     as_str,
+    cookie_attribute,
     cookie_name,
     req_str,
     sanitize,
@@ -158,9 +159,14 @@ def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
         http_only=as_flag(cookie, "httpOnly", where),
         same_site=SAME_SITE.get(same_site.lower(), ""),
         max_age=max_age,
-        path="/" if path is None else (as_str(path, f"{where}.path") or ""),
-        domain=as_str(cookie.get("domain"), f"{where}.domain") or "",
+        path="/" if path is None else _attribute(cookie, "path", where),
+        domain=_attribute(cookie, "domain", where),
     )
+
+
+def _attribute(cookie: Mapping[str, Any], key: str, where: str) -> str:
+    value = as_str(cookie.get(key), f"{where}.{key}") or ""
+    return cookie_attribute(value, f"{where}.{key}", domain=key == "domain") if value else ""
 
 
 def _port(value: Any, field: str) -> int | str:
