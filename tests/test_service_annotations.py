@@ -81,6 +81,10 @@ def test_applied_annotations_become_the_service_options(
          f"{STICKY}.samesite]: 'sometimes' is not none, lax or strict"),
         ({STICKY: "true", f"{STICKY}.maxage": "soon"}, f"{STICKY}.maxage]: 'soon' is not an "
                                                        "integer"),
+        ({STICKY: "true", f"{STICKY}.path": "/\r\nX-Injected: yes"},
+         f"{STICKY}.path]: '/\\r\\nX-Injected: yes' is not a cookie path"),
+        ({STICKY: "true", f"{STICKY}.domain": "a;b.example"}, f"{STICKY}.domain]: 'a;b.example' "
+                                                              "is not a domain name"),
     ],
 )  # fmt: skip
 def test_other_or_malformed_annotations_leave_the_service_without_endpoints(

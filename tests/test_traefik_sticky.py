@@ -74,11 +74,22 @@ def test_malformed_sticky_options_reject_the_route_naming_the_field() -> None:
                             "sticky": {"cookie": {"sameSite": "sometimes"}}}),
         route_to("b.test", {"name": "web", "port": 80, "sticky": {"cookie": {"maxage": 3}}}),
         route_to("c.test", {"name": "web", "port": 80, "passHostHeader": "no"}),
+        route_to("d.test", {"name": "web", "port": 80, "sticky": {"cookie": {
+            "path": "/\r\nX-Injected: yes"}}}),
+        route_to("e.test", {"name": "web", "port": 80, "sticky": {"cookie": {
+            "path": "/\u0100"}}}),
+        route_to("f.test", {"name": "web", "port": 80, "sticky": {"cookie": {
+            "domain": "-bad.example"}}}),
     ])  # fmt: skip
     assert sorted((e.field, e.reason) for e in result.errors) == [
         ("spec.routes[0].services[0].passHostHeader", "expected a boolean"),
+        ("spec.routes[0].services[0].sticky.cookie.domain", "'-bad.example' is not a domain name"),
         ("spec.routes[0].services[0].sticky.cookie.maxage",
          "unknown option (known: name, secure, httpOnly, sameSite, maxAge, path, domain)"),
+        ("spec.routes[0].services[0].sticky.cookie.path",
+         "'/\\r\\nX-Injected: yes' is not a cookie path (visible ASCII, no ';')"),
+        ("spec.routes[0].services[0].sticky.cookie.path",
+         "'/\u0100' is not a cookie path (visible ASCII, no ';')"),
         ("spec.routes[0].services[0].sticky.cookie.sameSite",
          "'sometimes' is not none, lax or strict"),
     ]  # fmt: skip

@@ -16,13 +16,15 @@ ignored") ask for fire and forget: a copy never delays or fails the request it c
   each piece to a `Tee` too, which keeps it up to the largest limit of the copies waiting and
   queues them once the body is complete (`completed`); a body over a copy's limit is not
   copied (counted as skipped), nor is any body for an HTTPRoute RequestMirror, nor an upgrade.
-  The queue bounds the body bytes it holds too (`body_bytes`): past it, copies are dropped.
+  The body bytes held, queued and still being read, are bounded together (`body_bytes`):
+  past it, copies are dropped (counted).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -94,6 +96,18 @@ class Mirrors:
                 self._put(copy, trace)
         return waiting
 
+    def reserve(self, size: int) -> bool:
+        """Whether `size` more body bytes fit in `body_bytes` (then they are counted held)."""
+        if self._held + size > self.body_bytes:
+            return False
+        self._held += size
+        return True
+
+    def release(self, kept: list[int]) -> None:
+        """Give back the bytes a `Tee` reserved (`kept[0]`, then 0)."""
+        self._held -= kept[0]
+        kept[0] = 0
+
     def _put(self, copy: MirrorCopy, trace: Propagation | None) -> None:
         size = len(copy.body)
         if len(self._queue) >= self.limit or self._held + size > self.body_bytes:
@@ -158,10 +172,13 @@ class Mirrors:
 
 class Tee:
     """A request body kept for the copies waiting for it, as the front passes it on: pieces
-    kept up to the largest limit of the copies, `done` at its end (those over it skipped);
-    a body that does not end (the client went away, a 413) queues nothing."""
+    kept up to the largest limit of the copies, `done` at its end (those over it skipped).
+    The bytes kept are reserved in the queue's `body_bytes` as they come, so the bodies
+    being read and those queued are bounded together: past it the copies are dropped. A body
+    that does not end (the client went away, a 413) queues nothing and its bytes are given
+    back when the tee goes (`weakref.finalize`)."""
 
-    __slots__ = ("copies", "limit", "mirrors", "parts", "size", "trace")
+    __slots__ = ("__weakref__", "copies", "kept", "limit", "mirrors", "parts", "size", "trace")
 
     def __init__(self, mirrors: Mirrors, copies: list[MirrorCopy],
                  trace: Propagation | None) -> None:  # fmt: skip
@@ -169,21 +186,34 @@ class Tee:
         self.copies = copies
         self.trace = trace
         self.limit = max(copy.step.body_limit for copy in copies)
-        self.parts: list[bytes] = []
+        #: None once given up (over every copy's limit, or over the queue's budget).
+        self.parts: list[bytes] | None = []
         self.size = 0
+        #: The bytes reserved for `parts` (in a list: what the finalizer gives back).
+        self.kept = [0]
+        weakref.finalize(self, mirrors.release, self.kept)
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.size <= self.limit:
+        if self.parts is None:
+            return
+        if self.size > self.limit or not self.mirrors.reserve(len(chunk)):
+            self.parts = None
+            self.mirrors.release(self.kept)
+        else:
             self.parts.append(chunk)
-        elif self.parts:
-            self.parts = []  # (over every copy's limit: nothing to keep)
+            self.kept[0] += len(chunk)
 
     def done(self) -> None:
         if self.size > self.limit:
             self.mirrors.skipped += len(self.copies)
+        elif self.parts is None:
+            self.mirrors.dropped += len(self.copies)
         else:
-            self.mirrors.completed(self.copies, b"".join(self.parts), self.trace)
+            body = b"".join(self.parts)
+            self.parts = None
+            self.mirrors.release(self.kept)
+            self.mirrors.completed(self.copies, body, self.trace)
 
     async def passing(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         """`body` as it streams, each piece kept too; `done` once it has all gone through."""

@@ -150,7 +150,6 @@ def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
     same_site = as_str(cookie.get("sameSite"), f"{where}.sameSite") or ""
     if same_site and same_site.lower() not in SAME_SITE:
         raise FieldError(f"{where}.sameSite", f"{same_site!r} is not none, lax or strict")
-    path = cookie.get("path", "/")
     max_age = as_int(cookie.get("maxAge"), f"{where}.maxAge", default=0, low=-(2**31),
                      high=2**31 - 1)  # fmt: skip
     return StickyCookie(
@@ -159,7 +158,7 @@ def sticky_cookie(value: Any, field: str, service: str) -> StickyCookie | None:
         http_only=as_flag(cookie, "httpOnly", where),
         same_site=SAME_SITE.get(same_site.lower(), ""),
         max_age=max_age,
-        path="/" if path is None else _attribute(cookie, "path", where),
+        path="/" if cookie.get("path") is None else _attribute(cookie, "path", where),
         domain=_attribute(cookie, "domain", where),
     )
 
