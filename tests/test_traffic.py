@@ -61,6 +61,19 @@ def rows(traffic: Traffic, kind: str) -> dict[str, dict[str, Any]]:
     return {row[kind]: row for row in traffic.to_json(traffic.clock())[key]}
 
 
+def test_objects_made_per_request_are_never_counted_under_another_ones_labels() -> None:
+    """`Router.route_service` makes a BackendRef per call: once one is freed, its id may be
+    the next one's (found in review: counts went to the wrong Service)."""
+    counts = RequestCounts()
+    sent = {"default/s0:80": 0, "default/s1:80": 0}
+    for i in range(2_000):
+        service = f"default/s{(i * 7919) % 5 // 3}:80"  # (a new str each time, freed after)
+        counts.forwarded(cast(Any, FakeDecision(None, service)), 200, 0.001)
+        sent[service] += 1
+        del service
+    assert {k[1]: v.count for k, v in counts.series.items()} == sent
+
+
 def test_rate_errors_and_latency_per_route_and_per_service() -> None:
     clock = Clock()
     counts, traffic = traffic_of(clock, bucket_seconds=10, buckets=6)

@@ -25,6 +25,8 @@ __all__ = ["DURATION_BUCKETS", "Durations", "RequestCounts", "Series"]
 
 #: Request durations: 1 ms to 10 s, as a proxy's latencies spread.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The most (route, backend, status) identities remembered between rebuilds.
+IDENTITIES = 10_000
 
 
 class Durations:
@@ -53,7 +55,7 @@ class RequestCounts:
     def __init__(self) -> None:
         #: Series by (route, backend, status) identity; cleared when routes change (the series
         #: themselves are kept by their labels, so counts never go back).
-        self._by_identity: dict[tuple[int, int, int], Series] = {}
+        self._by_identity: dict[tuple[int, int, int], tuple[object, object, Series]] = {}
         #: By (route, service, status code) labels, and durations by (route, service).
         self.series: dict[tuple[str, str, str], Series] = {}
         self.durations: dict[tuple[str, str], Durations] = {}
@@ -69,9 +71,16 @@ class RequestCounts:
 
     def forwarded(self, decision: Decision, status: int, seconds: float) -> None:
         key = (id(decision.route), id(decision.backend), status)
-        series = self._by_identity.get(key)
-        if series is None:  # labels are made once per route, service and status
-            series = self._by_identity[key] = self._labelled(decision, status)
+        found = self._by_identity.get(key)
+        # Labels are made once per route, service and status; the objects are kept with their
+        # series and compared, so an id reused by a new object is never taken for the old one
+        # (`Router.route_service` makes a BackendRef per call: those are bounded by the limit).
+        if found is None or found[0] is not decision.route or found[1] is not decision.backend:
+            if len(self._by_identity) >= IDENTITIES:
+                self._by_identity.clear()
+            found = self._by_identity[key] = (decision.route, decision.backend,
+                                              self._labelled(decision, status))  # fmt: skip
+        series = found[2]
         series.count += 1
         durations = series.durations
         durations.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
