@@ -14,11 +14,13 @@ import time
 from typing import Protocol
 
 from kroute.errors import KrouteError
+from kroute.gateway.access.format import HeaderModes, header_fields, json_text
 from kroute.gateway.events import (
     CLIENT_GONE,
     Outcome,
     RequestEvent,
     decision_facts,
+    decision_names,
     outcome_of_error,
 )
 from kroute.gateway.fast.ports import ClientSide, Key, Message
@@ -73,22 +75,59 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
     )  # fmt: skip
 
 
+def _outcome(aborted: bool, error: KrouteError | None) -> Outcome:
+    if aborted:
+        return "client_abort"
+    return "forwarded" if error is None else outcome_of_error(error)
+
+
 def event_of(facts: Facts) -> RequestEvent:
     """The RequestEvent of an exchange's `exchange_facts` (in any thread: it reads only them)."""
     (status, seconds, _, aborted, error, method, host, target, version, ip, peer, entry_point,
      started, body_bytes, decision, tried, origin, origin_seconds, tls, names,
      values) = facts  # fmt: skip
-    outcome: Outcome
-    if aborted:
-        outcome = "client_abort"
-    else:
-        outcome = "forwarded" if error is None else outcome_of_error(error)
     route, service, steps = decision_facts(decision)
     tls_version, tls_cipher = tls or ("", "")
     return RequestEvent(
         method, host, target, f"HTTP/{version}", "" if ip is None else str(ip),
-        int((peer or ("", 0))[1]), entry_point, started, seconds, status, body_bytes, outcome,
-        route, service, steps, tuple(f"{address}:{port}" for address, port in tried),
-        origin, body_bytes if origin else 0, origin_seconds, tls_version, tls_cipher,
+        int((peer or ("", 0))[1]), entry_point, started, seconds, status, body_bytes,
+        _outcome(aborted, error), route, service, steps,
+        tuple(f"{address}:{port}" for address, port in tried), origin,
+        body_bytes if origin else 0, origin_seconds, tls_version, tls_cipher,
         tuple(zip(names, values, strict=True)), "" if error is None else str(error),
     )  # fmt: skip
+
+
+def json_line_of(facts: Facts, headers: HeaderModes) -> str:
+    """`json_line(event_of(facts), headers)`, the same line, read straight from the facts:
+    the access log's writer shares the serving core, and most of an event is what a JSON line
+    does not say (the steps, every endpoint tried, the error's text)."""
+    (status, seconds, retries, aborted, error, method, host, target, version, ip, peer,
+     entry_point, started, body_bytes, decision, tried, origin, origin_seconds, tls, names,
+     values) = facts  # fmt: skip
+    route, service = decision_names(decision)
+    tls_version, tls_cipher = tls or ("", "")
+    endpoint = ""
+    if origin and tried:
+        address, port = tried[-1]
+        endpoint = f"{address}:{port}"
+    return json_text(
+        "" if ip is None else str(ip), int((peer or ("", 0))[1]), body_bytes, status, seconds,
+        body_bytes if origin else 0, origin_seconds, origin, host, method, target,
+        f"HTTP/{version}", tls_version, retries, route, endpoint, service, started, tls_cipher,
+        entry_point, _outcome(aborted, error),
+        "" if headers.none else header_fields(zip(names, values, strict=True), headers),
+    )  # fmt: skip
+
+
+class ExchangeEvents:
+    """FastGateway's `Make`: the event of an exchange's facts (`event_of`), and for the access
+    log, which asks for it, their JSON line without the event (`json_line_of`)."""
+
+    __slots__ = ()
+    __call__ = staticmethod(event_of)
+    json_line = staticmethod(json_line_of)
+
+
+#: What `Relay` hands `Router.emit_later` with its facts.
+EXCHANGE_EVENTS = ExchangeEvents()
