@@ -2,7 +2,7 @@
 
 Why read at the end: an exchange already holds what an event says (the message, the decision,
 the endpoints tried, the status, the bytes relayed), so nothing is recorded on the way for it;
-what only the connection knows (the HTTP version, the client's port, TLS) is asked of it here.
+what only the connection knows (the HTTP version, TLS) is asked of it here.
 `Relay.finish` and `Relay.abandon` capture `exchange_facts` only when some observer wants
 events; a sink that makes events later (the access log, `LaterSink`) gets those, and the
 event is made of them off the serving loop (`event_of`).
@@ -52,7 +52,7 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
     """What the event of `exchange` needs that is known now, as it ends (`Facts`: status,
     seconds, retries first), and nothing computed that `event_of` can compute later: a tuple
     of values the exchange holds, or read of the clocks and the connection now (the HTTP
-    version, the peer, TLS's version and cipher). The lists it keeps (the header names and
+    version, TLS's version and cipher). The lists it keeps (the header names and
     values, the endpoints tried) are the exchange's own, which nothing changes once it
     ended."""
     now = time.perf_counter()
@@ -68,7 +68,7 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
     return (
         status, seconds, len(tried) - 1 if tried else 0, aborted, exchange.error,
         message.method_text, message.host, message.url_text, client.parser.get_http_version(),
-        client.ip, transport.get_extra_info("peername"), client.gateway.entry_point,
+        client.ip, client.peername, client.gateway.entry_point,
         time.time() - seconds, exchange.body_bytes, exchange.decision, tried, origin,
         client.loop.time() - exchange.sent_at if origin else 0.0,
         tls, message.names, message.values,
