@@ -10,6 +10,7 @@ event is made of them off the serving loop (`event_of`).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Protocol
 
@@ -75,6 +76,11 @@ def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Fa
     )  # fmt: skip
 
 
+#: A client's address as text, `str(ip)`: an `ipaddress` object's `__str__` is Python, about
+#: three times the cost of this lookup, and a busy gateway's lines name few clients many times.
+_address_text = functools.lru_cache(maxsize=1024)(str)
+
+
 def _outcome(aborted: bool, error: KrouteError | None) -> Outcome:
     if aborted:
         return "client_abort"
@@ -89,7 +95,7 @@ def event_of(facts: Facts) -> RequestEvent:
     route, service, steps = decision_facts(decision)
     tls_version, tls_cipher = tls or ("", "")
     return RequestEvent(
-        method, host, target, f"HTTP/{version}", "" if ip is None else str(ip),
+        method, host, target, f"HTTP/{version}", "" if ip is None else _address_text(ip),
         int((peer or ("", 0))[1]), entry_point, started, seconds, status, body_bytes,
         _outcome(aborted, error), route, service, steps,
         tuple(f"{address}:{port}" for address, port in tried), origin,
@@ -112,8 +118,8 @@ def json_line_of(facts: Facts, headers: HeaderModes) -> str:
         address, port = tried[-1]
         endpoint = f"{address}:{port}"
     return json_text(
-        "" if ip is None else str(ip), int((peer or ("", 0))[1]), body_bytes, status, seconds,
-        body_bytes if origin else 0, origin_seconds, origin, host, method, target,
+        "" if ip is None else _address_text(ip), int((peer or ("", 0))[1]), body_bytes, status,
+        seconds, body_bytes if origin else 0, origin_seconds, origin, host, method, target,
         f"HTTP/{version}", tls_version, retries, route, endpoint, service, started, tls_cipher,
         entry_point, _outcome(aborted, error),
         "" if headers.none else header_fields(zip(names, values, strict=True), headers),
