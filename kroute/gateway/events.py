@@ -118,8 +118,14 @@ def decision_facts(decision: Decision | None) -> tuple[str, str, tuple[str, ...]
         return "", "", ()
     chain = decision.chain
     steps = () if chain is None else tuple(step.label for step in chain.steps)
-    service = "" if decision.backend is None else str(decision.backend)
-    return decision.route.name, service, steps
+    return *decision_names(decision), steps
+
+
+def decision_names(decision: Decision | None) -> tuple[str, str]:
+    """(route name, service) of a decision ("" for none)."""
+    if decision is None or decision.route is None:
+        return "", ""
+    return decision.route.name, "" if decision.backend is None else str(decision.backend)
 
 
 class RequestRecord:

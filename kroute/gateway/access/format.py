@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _string
 from typing import Literal
@@ -181,31 +181,50 @@ _JSON_LINE = (
 
 def json_line(event: RequestEvent, headers: HeaderModes = HeaderModes()) -> str:
     """`event` as one JSON object on one line (no newline), Traefik's field names."""
-    host, port = _split_host(event.host)
     endpoint = event.endpoints[-1] if event.endpoints and event.origin_status else ""
-    extra = ""
-    if not headers.none:
-        kept = []
-        for raw_name, raw_value in event.request_headers:
-            name = raw_name.decode("latin-1")
-            mode = headers.mode(name)
-            if mode != "drop":
-                value = "REDACTED" if mode == "redact" else raw_value.decode("latin-1")
-                kept.append((f"request_{canonical_name(name)}", value))
-        # (one field per name, the last value, as a JSON object's later key wins)
-        extra = "".join(f",{_string(n)}:{_string(v)}" for n, v in dict(kept).items())
+    return json_text(
+        event.client_ip, event.client_port, event.bytes_sent, event.status, event.seconds,
+        event.origin_bytes, event.origin_seconds, event.origin_status, event.host, event.method,
+        event.target, event.protocol, event.tls_version, event.retries, event.route, endpoint,
+        event.service, event.started, event.tls_cipher, event.entry_point, event.outcome,
+        header_fields(event.request_headers, headers),
+    )  # fmt: skip
+
+
+def header_fields(pairs: Iterable[tuple[bytes, bytes]], headers: HeaderModes) -> str:
+    """The request headers `headers` keeps, as the JSON line's last fields (",name:value")."""
+    if headers.none:
+        return ""
+    kept = []
+    for raw_name, raw_value in pairs:
+        name = raw_name.decode("latin-1")
+        mode = headers.mode(name)
+        if mode != "drop":
+            value = "REDACTED" if mode == "redact" else raw_value.decode("latin-1")
+            kept.append((f"request_{canonical_name(name)}", value))
+    # (one field per name, the last value, as a JSON object's later key wins)
+    return "".join(f",{_string(n)}:{_string(v)}" for n, v in dict(kept).items())
+
+
+def json_text(
+    client_ip: str, client_port: int, bytes_sent: int, status: int, seconds: float,
+    origin_bytes: int, origin_seconds: float, origin_status: int, host_header: str, method: str,
+    target: str, protocol: str, tls_version: str, retries: int, route: str, endpoint: str,
+    service: str, started: float, tls_cipher: str, entry_point: str, outcome: str, extra: str,
+) -> str:  # fmt: skip
+    """The JSON line of a request's values (`json_line`'s, or a front's captured facts read
+    without making their RequestEvent: `kroute.gateway.fast.record.json_line_of`);
+    `endpoint` is the last one tried when an origin answered, `extra` the `header_fields`."""
     string = _string
+    host, port = _split_host(host_header)
     return _JSON_LINE % (
-        string(f"{event.client_ip}:{event.client_port}"), string(event.client_ip),
-        event.client_port, event.bytes_sent, event.status, round(event.seconds * 1e9),
-        event.origin_bytes, round(event.origin_seconds * 1e9), event.origin_status,
-        string(event.host), string(host), string(event.method), string(event.target),
-        string(port or "-"), string(event.protocol), "https" if event.tls_version else "http",
-        event.retries, string(event.route), string(endpoint), string(event.service),
-        string(f"http://{endpoint}" if endpoint else ""), _rfc3339(event.started),
-        string(event.tls_cipher), string(event.tls_version.removeprefix("TLSv")),
-        string(event.entry_point), event.outcome, _rfc3339(event.started + event.seconds),
-        extra,
+        string(f"{client_ip}:{client_port}"), string(client_ip), client_port, bytes_sent,
+        status, round(seconds * 1e9), origin_bytes, round(origin_seconds * 1e9), origin_status,
+        string(host_header), string(host), string(method), string(target), string(port or "-"),
+        string(protocol), "https" if tls_version else "http", retries, string(route),
+        string(endpoint), string(service), string(f"http://{endpoint}" if endpoint else ""),
+        _rfc3339(started), string(tls_cipher), string(tls_version.removeprefix("TLSv")),
+        string(entry_point), outcome, _rfc3339(started + seconds), extra,
     )  # fmt: skip
 
 

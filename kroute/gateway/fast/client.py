@@ -57,7 +57,7 @@ class Client(asyncio.Protocol):
 
     __slots__ = (
         "closing", "deadline", "exchange", "forwarding_for", "gateway", "ip", "limits", "loop",
-        "messages", "parser", "parsing", "paused", "peer", "port", "timer", "transport",
+        "messages", "parser", "parsing", "paused", "peer", "peername", "port", "timer", "transport",
         "trusted", "upgrading", "upstream",
     )  # fmt: skip
 
@@ -73,6 +73,8 @@ class Client(asyncio.Protocol):
         self.parsing: Message | None = None
         self.exchange: Exchange | None = None
         self.peer = ""
+        #: The transport's "peername" (read once: the access log's facts say the client's port).
+        self.peername: object = None
         self.ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
         self.port = 0
         self.deadline = 0.0
@@ -89,7 +91,7 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
+        peer = self.peername = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         if peer:
             self.peer = str(peer[0])

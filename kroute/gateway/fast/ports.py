@@ -147,6 +147,7 @@ class ClientSide(Protocol):
     transport: asyncio.Transport
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     peer: str
+    peername: object
     parser: httptools.HttpRequestParser
 
     def pause(self) -> None: ...

@@ -19,7 +19,7 @@ import httptools
 from kroute.errors import Answered, KrouteError, UpstreamError, UpstreamProtocolError
 from kroute.gateway.fast.endpoint import endpoint_text
 from kroute.gateway.fast.ports import ClientSide, EndpointSide, Headers, Key, Message
-from kroute.gateway.fast.record import event_of, exchange_facts
+from kroute.gateway.fast.record import EXCHANGE_EVENTS, exchange_facts
 from kroute.gateway.mirror import Tee
 from kroute.gateway.router import Decision
 from kroute.pipeline.body import BodyFilter, BodyTooLarge, Replace, run_body
@@ -401,7 +401,7 @@ class Relay:
         router = self.router
         router.observe(decision, status, self.started)
         if router.observers.listening:
-            router.emit_later(exchange_facts(self, status), event_of)
+            router.emit_later(exchange_facts(self, status), EXCHANGE_EVENTS)
         self.client.exchange_done(self, keep)
 
     def abandon(self) -> None:
@@ -420,7 +420,7 @@ class Relay:
         if self.chain is not None:
             self.ended_steps()
         if self.router.observers.listening:
-            self.router.emit_later(exchange_facts(self, 0, aborted=True), event_of)
+            self.router.emit_later(exchange_facts(self, 0, aborted=True), EXCHANGE_EVENTS)
 
     def ended_steps(self) -> None:
         """Tell the steps that count requests that this one is over (`run_end`); a chain
