@@ -107,7 +107,8 @@ async def replicas(
         assert stored[0]["metadata"]["labels"][MANAGED_LABEL] == ACME_SELECTOR.split("=")[1]
         # (the leader counts its order once it has seen the Secret itself, which may come a
         # moment after the replicas serve it)
-        await until(lambda: b.acme.statistics.issued or a.acme.statistics.issued, bool)
+        leader, follower_acme = b.acme, a.acme
+        await until(lambda: leader.statistics.issued or follower_acme.statistics.issued, bool)
         issued = [b.acme.statistics.issued, a.acme.statistics.issued]
         assert sorted(issued, key=len) == [{}, {"pebble": 1}]  # (B, unless it lost the Lease)
         assert pebble.orders() == orders + 1
