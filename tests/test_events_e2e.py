@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -278,3 +278,27 @@ async def test_an_access_log_line_for_every_outcome(
     assert lines[0]["OriginStatus"] == 200
     assert lines[0]["ServiceName"] == "default/web:80"
     assert lines[2]["OriginStatus"] == 0
+
+
+@pytest.mark.parametrize("form", ["json", "common"])
+async def test_a_log_alone_gets_the_headers_its_format_writes(
+    every_front: str, form: Literal["json", "common"], tmp_path: Path
+) -> None:
+    """With no other listener, the fronts capture the request's headers only for a format that
+    writes some (`Observers.headers`): a common line still says the Referer and User-Agent."""
+    async with echo_gateway(ROUTES, every_front) as (front, _, router):
+        with AccessLog(tmp_path / "access.log", format=LogFormat(form)) as log:
+            router.observers.append(log)
+            assert router.observers.headers is (form == "common")
+            sent = [(b"Referer", b"https://from.example/"), (b"User-Agent", b"probe/1")]
+            assert (await front.request("ok.local", "/echo", headers=sent))[0] == 200
+            with anyio.fail_after(10):
+                while not log.statistics().seen:
+                    await anyio.sleep(0.01)
+            assert await anyio.to_thread.run_sync(log.drain)
+    (line,) = (tmp_path / "access.log").read_text().splitlines()
+    if form == "common":
+        assert '"https://from.example/" "probe/1"' in line
+    else:
+        assert json.loads(line)["DownstreamStatus"] == 200
+        assert not [field for field in json.loads(line) if field.startswith("request_")]

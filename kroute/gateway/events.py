@@ -112,20 +112,24 @@ def outcome_of_error(error: KrouteError) -> Outcome:
     return next((o for kind, o in _ERROR_OUTCOMES if isinstance(error, kind)), "unavailable")
 
 
+#: What a request that no route took says of its route, service and steps.
+NO_ROUTE_FACTS: tuple[str, str, tuple[str, ...]] = ("", "", ())
+
+
 def decision_facts(decision: Decision | None) -> tuple[str, str, tuple[str, ...]]:
-    """(route name, service, step labels) of a decision."""
+    """(route name, service, step labels) of a decision, made once per decision and kept on it
+    (`Decision.facts`): most requests reuse a kept decision, and a front that logs them reads
+    these per request."""
     if decision is None or decision.route is None:
-        return "", "", ()
-    chain = decision.chain
-    steps = () if chain is None else tuple(step.label for step in chain.steps)
-    return *decision_names(decision), steps
-
-
-def decision_names(decision: Decision | None) -> tuple[str, str]:
-    """(route name, service) of a decision ("" for none)."""
-    if decision is None or decision.route is None:
-        return "", ""
-    return decision.route.name, "" if decision.backend is None else str(decision.backend)
+        return NO_ROUTE_FACTS
+    facts = decision.facts
+    if facts is None:
+        chain = decision.chain
+        steps = () if chain is None else tuple(step.label for step in chain.steps)
+        backend = decision.backend
+        facts = (decision.route.name, "" if backend is None else str(backend), steps)
+        object.__setattr__(decision, "facts", facts)  # (a frozen value's cache, as attrs does)
+    return facts
 
 
 class RequestRecord:

@@ -56,8 +56,8 @@ class Client(asyncio.Protocol):
     """One client connection: requests parsed, one exchange at a time, in order."""
 
     __slots__ = (
-        "closing", "deadline", "exchange", "forwarding_for", "gateway", "ip", "limits", "loop",
-        "messages", "parser", "parsing", "paused", "peer", "peername", "port", "timer", "transport",
+        "closing", "deadline", "exchange", "facts", "forwarding_for", "gateway", "ip", "limits",
+        "loop", "messages", "parser", "parsing", "paused", "peer", "port", "timer", "transport",
         "trusted", "upgrading", "upstream",
     )  # fmt: skip
 
@@ -73,9 +73,10 @@ class Client(asyncio.Protocol):
         self.parsing: Message | None = None
         self.exchange: Exchange | None = None
         self.peer = ""
-        #: The transport's "peername" (read once: the access log's facts say the client's port).
-        self.peername: object = None
         self.ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+        #: What every request's event says of the connection (`record.exchange_facts`): the
+        #: client's address as text and port, the entry point, TLS's version and cipher.
+        self.facts: tuple[str, int, str, str, str] = ("", 0, gateway.entry_point, "", "")
         self.port = 0
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -91,7 +92,7 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peer = self.peername = transport.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         if peer:
             self.peer = str(peer[0])
@@ -101,6 +102,12 @@ class Client(asyncio.Protocol):
                 self.ip = None
             self.trusted = self.gateway.trusted.trusts(self.peer)
         self.port = int(sock[1]) if sock else 0
+        ssl = transport.get_extra_info("ssl_object")  # (a TLS connection is made once shaken)
+        self.facts = (
+            "" if self.ip is None else str(self.ip), int(peer[1]) if peer else 0,
+            self.gateway.entry_point, "" if ssl is None else ssl.version() or "",
+            "" if ssl is None else (ssl.cipher() or ("",))[0],
+        )  # fmt: skip
         self.gateway.clients.add(self)
         self.wait(self.limits.idle_timeout)
 

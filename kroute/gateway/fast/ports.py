@@ -147,7 +147,7 @@ class ClientSide(Protocol):
     transport: asyncio.Transport
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     peer: str
-    peername: object
+    facts: tuple[str, int, str, str, str]
     parser: httptools.HttpRequestParser
 
     def pause(self) -> None: ...

@@ -2,15 +2,23 @@
 
 Why read at the end: an exchange already holds what an event says (the message, the decision,
 the endpoints tried, the status, the bytes relayed), so nothing is recorded on the way for it;
-what only the connection knows (the HTTP version, TLS) is asked of it here.
+what only the connection knows (the client's address, TLS) it read once, as it was made.
 `Relay.finish` and `Relay.abandon` capture `exchange_facts` only when some observer wants
 events; a sink that makes events later (the access log, `LaterSink`) gets those, and the
-event is made of them off the serving loop (`event_of`).
+event (`event_of`) or the JSON line (`json_line_of`) is made of them off the serving loop.
+
+Why the facts hold only strings, numbers and objects that live longer than the request (the
+connection's facts, the decision's names, the endpoint's key): they wait for the access log's
+writer, which keeps their values in one list (`AccessLog`), so a request leaves no new object
+that the garbage collector counts. Objects it counts that outlive their request (a tuple per
+request, the exchange's lists) start collections of the youngest generation, which promote the
+requests in flight to the older ones, whose full collections walk the whole heap
+(docs/benchmarks.md, the access log's cuts). The header lists are kept only when some sink wants
+them (`Observers.headers`), the endpoints tried before the last only after retries.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Protocol
 
@@ -18,10 +26,10 @@ from kroute.errors import KrouteError
 from kroute.gateway.access.format import HeaderModes, header_fields, json_text
 from kroute.gateway.events import (
     CLIENT_GONE,
+    NO_ROUTE_FACTS,
     Outcome,
     RequestEvent,
     decision_facts,
-    decision_names,
     outcome_of_error,
 )
 from kroute.gateway.fast.ports import ClientSide, Key, Message
@@ -46,61 +54,53 @@ class Ended(Protocol):
 
 def exchange_event(exchange: Ended, status: int, *, aborted: bool = False) -> RequestEvent:
     """The event of `exchange`, answered with `status` (`aborted`: the client went away)."""
-    return event_of(exchange_facts(exchange, status, aborted=aborted))
+    return event_of(exchange_facts(exchange, status, True, aborted=aborted))
 
 
-def exchange_facts(exchange: Ended, status: int, *, aborted: bool = False) -> Facts:
+def exchange_facts(exchange: Ended, status: int, headers: bool, *, aborted: bool = False) -> Facts:
     """What the event of `exchange` needs that is known now, as it ends (`Facts`: status,
-    seconds, retries first), and nothing computed that `event_of` can compute later: a tuple
-    of values the exchange holds, or read of the clocks and the connection now (the HTTP
-    version, TLS's version and cipher). The lists it keeps (the header names and
-    values, the endpoints tried) are the exchange's own, which nothing changes once it
-    ended."""
+    seconds, retries first), and nothing computed that `event_of` can compute later: values
+    the exchange and its connection hold (`Client.facts`: the client's address and port, the
+    entry point, TLS's version and cipher), the clocks read now, the decision's names (kept on
+    the decision: `decision_facts`), the endpoint tried last and those before it (a tuple made
+    only when there were retries), and the message's header lists when `headers` (some sink
+    wants them: `Observers.headers`)."""
     now = time.perf_counter()
-    client, message = exchange.client, exchange.message
+    client, message, error = exchange.client, exchange.message, exchange.error
     origin = exchange.status  # (0 unless an endpoint's response head was relayed)
     if aborted:
         status = origin if exchange.head_sent and origin else CLIENT_GONE
+        outcome: Outcome = "client_abort"
+    else:
+        outcome = "forwarded" if error is None else outcome_of_error(error)
     tried = exchange.tried
-    transport = client.transport
-    ssl = transport.get_extra_info("ssl_object")  # (read here: an SSL object is the loop's)
-    tls = None if ssl is None else (ssl.version() or "", (ssl.cipher() or ("",))[0])
+    decision = exchange.decision
     seconds = now - exchange.started
     return (
-        status, seconds, len(tried) - 1 if tried else 0, aborted, exchange.error,
-        message.method_text, message.host, message.url_text, client.parser.get_http_version(),
-        client.ip, client.peername, client.gateway.entry_point,
-        time.time() - seconds, exchange.body_bytes, exchange.decision, tried, origin,
+        status, seconds, len(tried) - 1 if tried else 0, outcome,
+        "" if error is None else str(error), message.method_text, message.host,
+        message.url_text, client.parser.get_http_version(), client.facts,
+        time.time() - seconds, exchange.body_bytes,
+        NO_ROUTE_FACTS if decision is None else decision.facts or decision_facts(decision),
+        tried[-1] if tried else None, tuple(tried[:-1]) if len(tried) > 1 else (), origin,
         client.loop.time() - exchange.sent_at if origin else 0.0,
-        tls, message.names, message.values,
+        message.names if headers else (), message.values if headers else (),
     )  # fmt: skip
-
-
-#: A client's address as text, `str(ip)`: an `ipaddress` object's `__str__` is Python, about
-#: three times the cost of this lookup, and a busy gateway's lines name few clients many times.
-_address_text = functools.lru_cache(maxsize=1024)(str)
-
-
-def _outcome(aborted: bool, error: KrouteError | None) -> Outcome:
-    if aborted:
-        return "client_abort"
-    return "forwarded" if error is None else outcome_of_error(error)
 
 
 def event_of(facts: Facts) -> RequestEvent:
     """The RequestEvent of an exchange's `exchange_facts` (in any thread: it reads only them)."""
-    (status, seconds, _, aborted, error, method, host, target, version, ip, peer, entry_point,
-     started, body_bytes, decision, tried, origin, origin_seconds, tls, names,
-     values) = facts  # fmt: skip
-    route, service, steps = decision_facts(decision)
-    tls_version, tls_cipher = tls or ("", "")
+    (status, seconds, _, outcome, error, method, host, target, version, client, started,
+     body_bytes, named, last, earlier, origin, origin_seconds, names, values) = facts  # fmt: skip
+    ip, port, entry_point, tls_version, tls_cipher = client
+    route, service, steps = named
+    endpoints = () if last is None else (*earlier, last)
     return RequestEvent(
-        method, host, target, f"HTTP/{version}", "" if ip is None else _address_text(ip),
-        int((peer or ("", 0))[1]), entry_point, started, seconds, status, body_bytes,
-        _outcome(aborted, error), route, service, steps,
-        tuple(f"{address}:{port}" for address, port in tried), origin,
+        method, host, target, f"HTTP/{version}", ip, port, entry_point, started, seconds,
+        status, body_bytes, outcome, route, service, steps,
+        tuple(f"{address}:{number}" for address, number in endpoints), origin,
         body_bytes if origin else 0, origin_seconds, tls_version, tls_cipher,
-        tuple(zip(names, values, strict=True)), "" if error is None else str(error),
+        tuple(zip(names, values, strict=True)), error,
     )  # fmt: skip
 
 
@@ -108,20 +108,14 @@ def json_line_of(facts: Facts, headers: HeaderModes) -> str:
     """`json_line(event_of(facts), headers)`, the same line, read straight from the facts:
     the access log's writer shares the serving core, and most of an event is what a JSON line
     does not say (the steps, every endpoint tried, the error's text)."""
-    (status, seconds, retries, aborted, error, method, host, target, version, ip, peer,
-     entry_point, started, body_bytes, decision, tried, origin, origin_seconds, tls, names,
-     values) = facts  # fmt: skip
-    route, service = decision_names(decision)
-    tls_version, tls_cipher = tls or ("", "")
-    endpoint = ""
-    if origin and tried:
-        address, port = tried[-1]
-        endpoint = f"{address}:{port}"
+    (status, seconds, retries, outcome, _, method, host, target, version, client, started,
+     body_bytes, named, last, _, origin, origin_seconds, names, values) = facts  # fmt: skip
+    ip, port, entry_point, tls_version, tls_cipher = client
     return json_text(
-        "" if ip is None else _address_text(ip), int((peer or ("", 0))[1]), body_bytes, status,
-        seconds, body_bytes if origin else 0, origin_seconds, origin, host, method, target,
-        f"HTTP/{version}", tls_version, retries, route, endpoint, service, started, tls_cipher,
-        entry_point, _outcome(aborted, error),
+        ip, port, body_bytes, status, seconds, body_bytes if origin else 0, origin_seconds,
+        origin, host, method, target, f"HTTP/{version}", tls_version, retries, named[0],
+        f"{last[0]}:{last[1]}" if origin and last is not None else "", named[1], started,
+        tls_cipher, entry_point, outcome,
         "" if headers.none else header_fields(zip(names, values, strict=True), headers),
     )  # fmt: skip
 

@@ -401,7 +401,8 @@ class Relay:
         router = self.router
         router.observe(decision, status, self.started)
         if router.observers.listening:
-            router.emit_later(exchange_facts(self, status), EXCHANGE_EVENTS)
+            facts = exchange_facts(self, status, router.observers.headers)
+            router.emit_later(facts, EXCHANGE_EVENTS)
         self.client.exchange_done(self, keep)
 
     def abandon(self) -> None:
@@ -420,7 +421,9 @@ class Relay:
         if self.chain is not None:
             self.ended_steps()
         if self.router.observers.listening:
-            self.router.emit_later(exchange_facts(self, 0, aborted=True), EXCHANGE_EVENTS)
+            router = self.router
+            facts = exchange_facts(self, 0, router.observers.headers, aborted=True)
+            router.emit_later(facts, EXCHANGE_EVENTS)
 
     def ended_steps(self) -> None:
         """Tell the steps that count requests that this one is over (`run_end`); a chain

@@ -58,6 +58,10 @@ class Decision:
     #: The steps the request goes through (the route's, then the backend's), None for none:
     #: what fronts test before running `kroute.pipeline` on the request.
     chain: Chain | None = attrs.field(init=False, eq=False, repr=False)
+    #: (route name, service, step labels), made when first asked (`events.decision_facts`).
+    facts: tuple[str, str, tuple[str, ...]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     @chain.default
     def _chain(self) -> Chain | None:

@@ -10,7 +10,7 @@ and builds no event when nobody listens. It is a mutable sequence like the list 
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, MutableSequence, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast, overload
 
 if TYPE_CHECKING:
@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 #: What a front captured of a request as it ended, for a sink that makes its RequestEvent later
 #: (`LaterSink`): `(status, seconds, retries, ...)`, the rest the front's own, and the function
-#: that makes the event of them (`make(facts)`, in any thread).
-Facts = tuple[Any, ...]
+#: that makes the event of them (`make(facts)`, in any thread). The request's headers are in
+#: them only when some sink wants them (`Observers.headers`).
+Facts = Sequence[Any]
 Make = Callable[[Facts], "RequestEvent"]
 
 
@@ -51,6 +52,10 @@ class LaterSink(EventSink, Protocol):
     serving loop (the access log's writer): FastGateway then builds no event per request
     for it, only a tuple (`kroute.gateway.fast.record`)."""
 
+    #: Whether the events it makes must carry the request's headers (a front leaves them out
+    #: of the facts when no sink does: they are lists it would keep alive).
+    wants_headers: bool
+
     def requested_later(self, facts: Facts, make: Make) -> None: ...
 
 
@@ -68,6 +73,9 @@ class Observers(MutableSequence[Watcher]):
         #: Of `listening`, those that take facts to make the event later, and the others.
         self.later: tuple[LaterSink, ...] = ()
         self.now: tuple[EventSink, ...] = ()
+        #: Whether a front's facts must carry the request's headers: a sink that makes its
+        #: events later wants them, or one wants its events now (made of the facts at once).
+        self.headers = False
 
     def _sort(self) -> None:
         def having(name: str) -> tuple[object, ...]:
@@ -79,6 +87,7 @@ class Observers(MutableSequence[Watcher]):
         later = having("requested_later")
         self.later = cast("tuple[LaterSink, ...]", later)
         self.now = tuple(sink for sink in self.listening if sink not in later)
+        self.headers = bool(self.now) or any(getattr(s, "wants_headers", True) for s in later)
 
     @overload
     def __getitem__(self, index: int) -> Watcher: ...
