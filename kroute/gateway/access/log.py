@@ -214,13 +214,18 @@ class AccessLog:
         headers = self._format.headers if self._format.format == "json" else None
         lines: list[str] = []
         at, end = 0, len(batch)
+        maker, straight = None, None  # (the last make seen, and its json_line if it has one)
         while at < end:
             make, count, size = batch[at : at + 3]
             at += 3 + size
             self._taken += 1  # (taken before its line is made: a line that fails is not waiting)
             if make is None:
                 lines.append(line(batch[at - 1], count))
-            elif headers is not None and (straight := getattr(make, "json_line", None)):
+                continue
+            if make is not maker:
+                maker = make
+                straight = getattr(make, "json_line", None) if headers is not None else None
+            if straight is not None:
                 lines.append(straight(batch[at - size : at], headers))
             else:
                 lines.append(line(make(batch[at - size : at]), count))

@@ -113,7 +113,8 @@ def json_line_of(facts: Facts, headers: HeaderModes) -> str:
     ip, port, entry_point, tls_version, tls_cipher = client
     return json_text(
         ip, port, body_bytes, status, seconds, body_bytes if origin else 0, origin_seconds,
-        origin, host, method, target, f"HTTP/{version}", tls_version, retries, named[0],
+        origin, host, method, target, "HTTP/1.1" if version == "1.1" else f"HTTP/{version}",
+        tls_version, retries, named[0],
         f"{last[0]}:{last[1]}" if origin and last is not None else "", named[1], started,
         tls_cipher, entry_point, outcome,
         "" if headers.none else header_fields(zip(names, values, strict=True), headers),
