@@ -148,7 +148,8 @@ def test_lines_go_to_the_file_and_it_is_reopened_on_sigusr1(tmp_path: Path) -> N
 
 @attrs.frozen
 class StalledFormat(LogFormat):
-    """Lines that wait for `go`: a writer stuck on a slow disk."""
+    """Lines that wait for `go`: a writer stuck on a slow disk (the common format: a JSON
+    log writes FastGateway's lines without `line`)."""
 
     go: threading.Event = attrs.field(factory=threading.Event, eq=False)
 
@@ -162,7 +163,7 @@ class StalledFormat(LogFormat):
 async def test_a_full_queue_drops_and_counts_and_serving_goes_on(
     tmp_path: Path, anyio_backend: str
 ) -> None:
-    stalled = StalledFormat()
+    stalled = StalledFormat("common")
     routes = [httproute("ok", [{"backendRefs": [to("web")]}], hostnames=["ok.local"])]
     requests = 30
     async with echo_gateway(routes, "fast") as (front, _, router):
