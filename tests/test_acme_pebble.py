@@ -118,6 +118,30 @@ async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_orders_started_together_share_one_account_registered_once(pebble: AcmeCA) -> None:
+    """Each order is a task of its own, and they start together: they must share one account,
+    its key made and stored once. (Two registrations with one key at once made Pebble answer
+    one of them serverInternal, "Error saving account", and that order waited five minutes.)"""
+    store = MemoryStore()
+    acme = AcmeCertificates(Router([MemorySource()]), [Resolver.parse(pebble.resolver())], store)
+    resolver = acme.resolvers["pebble"]
+    clients = []
+
+    async def connect() -> None:
+        clients.append(await acme._client(resolver))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(4):
+            group.start_soon(connect)
+    assert len(clients) == 4
+    assert all(client is clients[0] for client in clients)
+    assert clients[0].account is not None
+    assert len(store.secrets()) == 1  # (the account key's Secret)
+    clients[0].close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_an_ingress_gets_a_certificate_and_a_restart_reuses_it(
     pebble: AcmeCA, tmp_path: Path, group: anyio.abc.TaskGroup
 ) -> None:

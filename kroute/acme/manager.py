@@ -122,6 +122,10 @@ class AcmeCertificates:
         self._held: dict[str, Held] = {}  # by Secret name
         self._renew_at: dict[str, datetime.datetime] = {}  # by fingerprint (ARI asked once)
         self._clients: dict[str, AcmeClient] = {}
+        #: Held while an account is found or registered: orders start together, one task
+        #: each, and two registrations with one key at once are what a CA may refuse (Pebble
+        #: answers one serverInternal), or the second finds the key's Secret not read yet.
+        self._connecting = anyio.Lock()
         self._ordering: set[str] = set()  # Secret names with an order in flight
         self._listeners: list[Callable[[], None]] = []
         self._wake = anyio.Event()
@@ -347,10 +351,16 @@ class AcmeCertificates:
         return held is not None and held.certificate.chain == chain
 
     async def _client(self, resolver: Resolver) -> AcmeClient:
-        """The resolver's account, its key read from the store or made and stored (once)."""
+        """The resolver's account, its key read from the store or made and stored (once, for
+        every order that asks at the same time)."""
         client = self._clients.get(resolver.name)
         if client is not None:
             return client
+        async with self._connecting:
+            client = self._clients.get(resolver.name)  # (connected while this one waited)
+            return client if client is not None else await self._connect(resolver)
+
+    async def _connect(self, resolver: Resolver) -> AcmeClient:
         name = account_secret_name(resolver.name)
         found = self.store.secrets().get(name)
         key = None if found is None else secret_data(found, "tls.key")
