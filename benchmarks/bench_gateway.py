@@ -261,6 +261,7 @@ def throughput() -> None:
     middlewares: list[tuple[int, Run, Run, float]] = []
     traced: list[tuple[int, Run, Run, float]] = []
     logged: list[tuple[int, Run, Run, float]] = []
+    logged_plain: list[tuple[int, Run, Run, float]] = []
     with running_nginx(BACKEND), running_nginx(NGINX_PROXY, PROXY_CONF, core=0, backend=BACKEND):
         for name, command in commands.items():
             with on_core0(command, GATEWAY, env=env):
@@ -285,7 +286,7 @@ def throughput() -> None:
                         traced = paired(lambda c: wrk(GATEWAY, c),
                                         lambda c: wrk(TRACED_GATEWAY, c))  # fmt: skip
                 if not only or "--access-log-only" in only:
-                    logged = access_log_pairs(workdir, env)
+                    logged, logged_plain = access_log_pairs(workdir, env)
     if rows:
         print(f"Throughput on one core (wrk, {SECONDS} s per row; each proxy run right after an "
               f"nginx run, the ratio is the pair's; FastGateway and nginx: median of "
@@ -325,18 +326,17 @@ def throughput() -> None:
     _pairs_table(
         "FastGateway with JSON access logs to a file next to FastGateway without",
         ("FastGateway", "FastGateway, access log"),
-        LOGGED_VS_PLAIN,
+        logged_plain,
     )
 
-
-#: FastGateway with its access log next to FastGateway without (`access_log_pairs`).
-LOGGED_VS_PLAIN: list[tuple[int, Run, Run, float]] = []
 
 #: The flags that run only some pairs of FastGateway runs.
 ONLY = ("--steps-only", "--middlewares-only", "--tracing-only", "--access-log-only")
 
 
-def access_log_pairs(workdir: Path, env: dict[str, str]) -> list[tuple[int, Run, Run, float]]:
+def access_log_pairs(
+    workdir: Path, env: dict[str, str]
+) -> tuple[list[tuple[int, Run, Run, float]], list[tuple[int, Run, Run, float]]]:
     """nginx and the example gateway, each with its access log to a file (in a directory of
     its own), back to back; the files are removed afterwards (a few hundred MB). Then the
     example gateway without its log (the one at GATEWAY) and with it, back to back: nginx's
@@ -349,10 +349,8 @@ def access_log_pairs(workdir: Path, env: dict[str, str]) -> list[tuple[int, Run,
         with running_nginx(LOGGED_PROXY, LOGGED_PROXY_CONF, core=0, backend=BACKEND), \
                 on_core0(command, LOGGED_GATEWAY, env=env):  # fmt: skip
             wrk(LOGGED_GATEWAY, 20)
-            pairs = paired(lambda c: wrk(LOGGED_PROXY, c), lambda c: wrk(LOGGED_GATEWAY, c))
-            LOGGED_VS_PLAIN.extend(paired(lambda c: wrk(GATEWAY, c),
-                                          lambda c: wrk(LOGGED_GATEWAY, c)))  # fmt: skip
-            return pairs
+            logged = paired(lambda c: wrk(LOGGED_PROXY, c), lambda c: wrk(LOGGED_GATEWAY, c))
+            return logged, paired(lambda c: wrk(GATEWAY, c), lambda c: wrk(LOGGED_GATEWAY, c))
     finally:
         shutil.rmtree(logs, ignore_errors=True)
 
