@@ -74,9 +74,9 @@ class Client(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.peer = ""
         self.ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-        #: What every request's event says of the connection (`record.exchange_facts`): the
-        #: client's address as text and port, the entry point, TLS's version and cipher.
-        self.facts: tuple[str, int, str, str, str] = ("", 0, gateway.entry_point, "", "")
+        #: What every request's event says of the connection (`record.exchange_facts`), read
+        #: when first asked (`connection_facts`): nothing is read for it when nobody logs.
+        self.facts: tuple[str, int, str, str, str] | None = None
         self.port = 0
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -102,14 +102,20 @@ class Client(asyncio.Protocol):
                 self.ip = None
             self.trusted = self.gateway.trusted.trusts(self.peer)
         self.port = int(sock[1]) if sock else 0
-        ssl = transport.get_extra_info("ssl_object")  # (a TLS connection is made once shaken)
+        self.gateway.clients.add(self)
+        self.wait(self.limits.idle_timeout)
+
+    def connection_facts(self) -> tuple[str, int, str, str, str]:
+        """The client's address as text and port, the entry point, TLS's version and cipher:
+        read once per connection, by its first request some observer wants an event of."""
+        peer = self.transport.get_extra_info("peername")
+        ssl = self.transport.get_extra_info("ssl_object")
         self.facts = (
             "" if self.ip is None else str(self.ip), int(peer[1]) if peer else 0,
             self.gateway.entry_point, "" if ssl is None else ssl.version() or "",
             "" if ssl is None else (ssl.cipher() or ("",))[0],
         )  # fmt: skip
-        self.gateway.clients.add(self)
-        self.wait(self.limits.idle_timeout)
+        return self.facts
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True

@@ -147,7 +147,10 @@ class ClientSide(Protocol):
     transport: asyncio.Transport
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     peer: str
-    facts: tuple[str, int, str, str, str]
+    facts: tuple[str, int, str, str, str] | None
+
+    def connection_facts(self) -> tuple[str, int, str, str, str]: ...
+
     parser: httptools.HttpRequestParser
 
     def pause(self) -> None: ...

@@ -2,7 +2,7 @@
 
 Why read at the end: an exchange already holds what an event says (the message, the decision,
 the endpoints tried, the status, the bytes relayed), so nothing is recorded on the way for it;
-what only the connection knows (the client's address, TLS) it read once, as it was made.
+what only the connection knows (the client's address, TLS) it reads once, when first asked.
 `Relay.finish` and `Relay.abandon` capture `exchange_facts` only when some observer wants
 events; a sink that makes events later (the access log, `LaterSink`) gets those, and the
 event (`event_of`) or the JSON line (`json_line_of`) is made of them off the serving loop.
@@ -79,7 +79,8 @@ def exchange_facts(exchange: Ended, status: int, headers: bool, *, aborted: bool
     return (
         status, seconds, len(tried) - 1 if tried else 0, outcome,
         "" if error is None else str(error), message.method_text, message.host,
-        message.url_text, client.parser.get_http_version(), client.facts,
+        message.url_text, client.parser.get_http_version(),
+        client.facts or client.connection_facts(),
         time.time() - seconds, exchange.body_bytes,
         NO_ROUTE_FACTS if decision is None else decision.facts or decision_facts(decision),
         tried[-1] if tried else None, tuple(tried[:-1]) if len(tried) > 1 else (), origin,
